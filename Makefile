@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine: `make up` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: up test lint services stop bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run the product on the embedded stack: PostgreSQL+pgvector, Redis, daphne, Celery worker and beat.
+up: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/devstack.py up
+
+## Run the test suite against real PostgreSQL and Redis (started or reused).
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/devstack.py test $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+services: $(STAMP)
+	$(PY) scripts/devstack.py services
+
+stop:
+	$(PY) scripts/devstack.py stop
+
+bench: $(STAMP)
+	$(PY) scripts/devstack.py run bench/tenant_provisioning.py
+
+clean: stop
+	rm -rf var staticfiles

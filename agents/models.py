@@ -1,0 +1,1 @@
+# Agents live in each tenant's schema; models arrive with the agents issue.

@@ -1,0 +1,25 @@
+"""pytest settings: real PostgreSQL and Redis, never SQLite or fakes."""
+
+from .base import *  # noqa: F403
+from .base import CACHES, CHANNEL_LAYERS, env
+
+SECRET_KEY = "test-secret-key"
+# Tests use their own Redis database so they never touch dev data.
+TEST_REDIS_URL = env(
+    "TEST_REDIS_URL", default=env("REDIS_URL", default="redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/14"
+)
+REDIS_URL = TEST_REDIS_URL
+CACHES["default"]["LOCATION"] = TEST_REDIS_URL
+CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [TEST_REDIS_URL]
+CELERY_BROKER_URL = TEST_REDIS_URL
+CELERY_RESULT_BACKEND = TEST_REDIS_URL
+# Fast hashing in tests; production uses Argon2 (base.py).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+LOG_FORMAT = "text"
+LOGGING["handlers"]["console"]["formatter"] = "text"  # noqa: F405
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

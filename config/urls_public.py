@@ -1,0 +1,23 @@
+"""URLs served on the base domain: landing, sign-up, tenant creation API, platform admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from core.health import healthz, readyz
+from tenants.apis import TenantCreateApi
+from tenants.views import landing, signup, signup_done
+
+api_v1 = [
+    path("tenants/", TenantCreateApi.as_view(), name="api-tenant-create"),
+]
+
+urlpatterns = [
+    path("", landing, name="landing"),
+    path("signup/", signup, name="signup"),
+    path("signup/<slug:slug>/done/", signup_done, name="signup_done"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("healthz", healthz),
+    path("readyz", readyz),
+]

@@ -1,0 +1,3 @@
+from core.routing import websocket_urlpatterns as core_ws
+
+websocket_urlpatterns = [*core_ws]

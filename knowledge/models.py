@@ -1,0 +1,1 @@
+# Knowledge bases live in each tenant's schema; models arrive with the knowledge issue.

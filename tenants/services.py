@@ -1,0 +1,201 @@
+"""Writes for tenants: provisioning (one function behind sign-up, API and CLI) and deletion."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.core.validators import validate_email
+from django.db import connection, transaction
+from django.db.migrations.loader import MigrationLoader
+from django_tenants.utils import schema_exists
+
+from accounts.models import Membership, Role, User
+from core.errors import Conflict, InvalidInput, ProvisioningFailed
+
+from .models import Domain, Tenant
+
+logger = logging.getLogger(__name__)
+
+SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
+RESERVED_SLUGS = frozenset(
+    {
+        "www",
+        "api",
+        "admin",
+        "public",
+        "app",
+        "static",
+        "media",
+        "mail",
+        "smtp",
+        "ftp",
+        "status",
+        "docs",
+        "help",
+        "support",
+        "billing",
+        "auth",
+        "login",
+        "signup",
+        "dashboard",
+        "assets",
+        "cdn",
+        "ws",
+        "extensions",
+        "template",
+        "information-schema",
+        "pg",
+        "postgres",
+        "root",
+        "system",
+        "internal",
+    }
+)
+PUBLIC_SLUG = "public"
+
+
+def schema_name_for(slug: str) -> str:
+    # A prefix keeps tenant schemas apart from system ones (public, extensions, pg_*, _template).
+    return "t_" + slug.replace("-", "_")
+
+
+def slug_validate(slug: str) -> str:
+    slug = (slug or "").strip().lower()
+    if not SLUG_RE.match(slug):
+        raise InvalidInput(
+            "The address must be 3-40 characters: lowercase letters, digits and hyphens, "
+            "starting with a letter and not ending with a hyphen.",
+            field="slug",
+        )
+    if slug in RESERVED_SLUGS or slug.startswith("pg-"):
+        raise InvalidInput(f"'{slug}' is reserved. Please choose another address.", field="slug")
+    if "--" in slug:
+        raise InvalidInput("The address may not contain two hyphens in a row.", field="slug")
+    if Tenant.objects.filter(slug=slug).exists():
+        raise Conflict(f"The address '{slug}' is already taken.", field="slug")
+    return slug
+
+
+def tenant_domain_for(slug: str) -> str:
+    return f"{slug}.{settings.BASE_DOMAIN}"
+
+
+def tenant_url(tenant: Tenant, path: str = "/") -> str:
+    port = f":{settings.PUBLIC_PORT}" if settings.PUBLIC_PORT not in ("", "80", "443") else ""
+    return f"{settings.PUBLIC_SCHEME}://{tenant_domain_for(tenant.slug)}{port}{path}"
+
+
+# --- Template schema --------------------------------------------------------------------------
+
+_expected_migrations: set[tuple[str, str]] | None = None
+
+
+def _all_migrations() -> set[tuple[str, str]]:
+    global _expected_migrations
+    if _expected_migrations is None:
+        _expected_migrations = set(MigrationLoader(None, ignore_no_migrations=True).disk_migrations)
+    return _expected_migrations
+
+
+def template_schema_is_current() -> bool:
+    base = settings.TENANT_BASE_SCHEMA
+    if not schema_exists(base):
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT app, name FROM "{base}".django_migrations')  # noqa: S608 (setting, not input)
+        applied = set(cursor.fetchall())
+    return _all_migrations() <= applied
+
+
+def template_schema_ensure() -> None:
+    """Create or migrate the template schema that new tenants are cloned from."""
+    base = settings.TENANT_BASE_SCHEMA
+    if template_schema_is_current():
+        return
+    logger.info("migrating tenant template schema %s", base)
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{base}"')
+    call_command("migrate_schemas", schema_name=base, tenant=True, interactive=False, verbosity=0)
+    connection.set_schema_to_public()
+
+
+def public_tenant_ensure() -> Tenant:
+    """The public schema's tenant row and the base domain that serves sign-up and the API."""
+    tenant, _ = Tenant.objects.get_or_create(schema_name="public", defaults={"name": "Agentry", "slug": PUBLIC_SLUG})
+    Domain.objects.get_or_create(domain=settings.BASE_DOMAIN, defaults={"tenant": tenant, "is_primary": True})
+    return tenant
+
+
+# --- Provisioning -----------------------------------------------------------------------------
+
+
+def _user_for_signup(*, email: str, password: str) -> User:
+    email = (email or "").strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError as exc:
+        raise InvalidInput("Enter a valid email address.", field="email") from exc
+    if User.objects.filter(email=email).exists():
+        raise Conflict(
+            "An account with this email already exists. Log in and create the organisation from your account.",
+            field="email",
+        )
+    try:
+        validate_password(password or "", user=User(email=email))
+    except ValidationError as exc:
+        raise InvalidInput(" ".join(exc.messages), field="password") from exc
+    return User.objects.create_user(email=email, password=password)
+
+
+def tenant_create(
+    *,
+    name: str,
+    slug: str,
+    owner: User | None = None,
+    owner_email: str | None = None,
+    owner_password: str | None = None,
+) -> Tenant:
+    """Provision an organisation: schema (cloned from the template), domain, owner as admin.
+
+    Either `owner` (an existing user) or `owner_email` + `owner_password` (a new user) is given.
+    Everything happens in one transaction; PostgreSQL DDL is transactional, so a failure at any
+    step leaves no schema, no tenant or domain row and no user behind.
+    """
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput("The organisation name must be 1-100 characters.", field="name")
+    slug = slug_validate(slug)
+    if not template_schema_is_current():
+        template_schema_ensure()
+    try:
+        with transaction.atomic():
+            if owner is None:
+                owner = _user_for_signup(email=owner_email or "", password=owner_password or "")
+            tenant = Tenant(name=name, slug=slug, schema_name=schema_name_for(slug))
+            tenant.save()  # clones the template schema (auto_create_schema)
+            Domain.objects.create(domain=tenant_domain_for(slug), tenant=tenant, is_primary=True)
+            Membership.objects.create(user=owner, tenant=tenant, role=Role.ADMIN)
+    except (InvalidInput, Conflict):
+        raise
+    except Exception as exc:
+        logger.exception("provisioning of tenant %s failed", slug)
+        raise ProvisioningFailed("We could not create the organisation. Nothing was saved; please try again.") from exc
+    finally:
+        connection.set_schema_to_public()
+    logger.info("tenant %s provisioned (schema %s)", slug, tenant.schema_name)
+    return tenant
+
+
+def tenant_delete(*, tenant: Tenant) -> None:
+    """Delete an organisation: its rows, domains, memberships, and its schema (dropped)."""
+    if tenant.schema_name == "public":
+        raise InvalidInput("The public schema cannot be deleted.")
+    connection.set_schema_to_public()
+    with transaction.atomic():
+        tenant.delete(force_drop=True)
+    logger.info("tenant %s deleted", tenant.slug)

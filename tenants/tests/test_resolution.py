@@ -1,0 +1,72 @@
+import pytest
+from django.test import Client
+
+from tenants.services import tenant_create
+
+
+@pytest.mark.django_db
+def test_http_request_resolves_tenant_from_host(client_a, admin_a):
+    client_a.force_login(admin_a)
+    response = client_a.get("/api/v1/me/")
+    assert response.status_code == 200
+    assert response.json() == {"email": "admin@acme.test", "display_name": "", "tenant": "acme", "role": "admin"}
+
+
+@pytest.mark.django_db
+def test_user_without_membership_gets_nothing(client_b, admin_a):
+    client_b.force_login(admin_a)  # acme's admin on globex's host
+    api = client_b.get("/api/v1/me/")
+    assert api.status_code == 403
+    assert "not a member" in api.json()["detail"]
+    page = client_b.get("/")
+    assert page.status_code == 403
+    assert b"not a member" in page.content
+
+
+@pytest.mark.django_db
+def test_unknown_host_is_refused_with_a_clear_message():
+    client = Client(HTTP_HOST="nosuchorg.localhost")
+    api = client.get("/api/v1/me/")
+    assert api.status_code == 404
+    assert api.json()["code"] == "unknown_tenant"
+    page = client.get("/")
+    assert page.status_code == 404
+    assert b"Organisation not found" in page.content
+
+
+@pytest.mark.django_db
+def test_dashboard_requires_login_and_shows_role(client_a, admin_a):
+    anonymous = client_a.get("/")
+    assert anonymous.status_code == 302
+    assert "/accounts/login/" in anonymous["Location"]
+    client_a.force_login(admin_a)
+    page = client_a.get("/")
+    assert page.status_code == 200
+    assert b"Acme Corp" in page.content
+
+
+@pytest.mark.django_db
+def test_login_page_is_served_on_tenant_host(client_a):
+    response = client_a.get("/accounts/login/")
+    assert response.status_code == 200
+    assert b'name="password"' in response.content
+
+
+@pytest.mark.django_db
+def test_public_domain_serves_signup_not_tenant_api(public_client):
+    assert public_client.get("/signup/").status_code == 200
+    assert public_client.get("/api/v1/me/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_probes_answer_on_any_host():
+    assert Client(HTTP_HOST="ghost.localhost").get("/healthz").json() == {"status": "ok"}
+    assert Client(HTTP_HOST="localhost").get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_new_tenant_is_reachable_immediately(admin_a):
+    tenant_create(name="Fresh", slug="fresh", owner=admin_a)
+    client = Client(HTTP_HOST="fresh.localhost")
+    client.force_login(admin_a)
+    assert client.get("/api/v1/me/").json()["tenant"] == "fresh"
