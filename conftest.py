@@ -158,7 +158,7 @@ def celery_worker_process(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         env = subprocess_env()
     (ROOT / "var").mkdir(exist_ok=True)
-    log = open(ROOT / "var" / "test-celery-worker.log", "w")  # noqa: SIM115
+    log = open(ROOT / "var" / f"celery-{connection.settings_dict['NAME']}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -1,4 +1,8 @@
-"""URLs served on tenant hosts ({slug}.BASE_DOMAIN)."""
+"""URLs served on tenant hosts ({slug}.BASE_DOMAIN).
+
+Each app owns two route lists: `<app>/urls.py` (REST API under /api/v1/) and
+`<app>/dashboard_urls.py` (server-rendered pages).
+"""
 
 from django.urls import include, path
 
@@ -6,14 +10,18 @@ from accounts.apis import MeApi
 from agents.views import dashboard_home
 from core.health import healthz, readyz
 
+TENANT_APPS_WITH_ROUTES = ["accounts", "iam", "knowledge", "agents", "usage", "webhooks"]
+
 api_v1 = [
     path("me/", MeApi.as_view(), name="api-me"),
+    *[path("", include(f"{app}.urls")) for app in TENANT_APPS_WITH_ROUTES],
 ]
 
 urlpatterns = [
     path("", dashboard_home, name="dashboard"),
     path("accounts/", include("allauth.urls")),
     path("api/v1/", include(api_v1)),
+    *[path("", include(f"{app}.dashboard_urls")) for app in TENANT_APPS_WITH_ROUTES],
     path("healthz", healthz),
     path("readyz", readyz),
 ]

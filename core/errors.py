@@ -6,7 +6,6 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
 
 
 class DomainError(Exception):
@@ -64,6 +63,8 @@ def _validation_detail(exc: ValidationError) -> dict:
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF exception handler: every error body has `detail` and `code`."""
+    from rest_framework.views import exception_handler  # late: rest_framework.views imports our permissions
+
     if isinstance(exc, DomainError):
         return Response(exc.as_dict(), status=exc.status)
     if isinstance(exc, ValidationError):

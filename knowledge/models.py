@@ -1,1 +1,115 @@
-# Knowledge bases live in each tenant's schema; models arrive with the knowledge issue.
+"""Knowledge bases (tenant schema).
+
+Chunks are immutable rows stamped with the knowledge-base versions they are valid in
+(`valid_from` <= v < `valid_to`, NULL = still current). An ingestion batch or deletion creates a new
+version; querying a past version or rolling back is a filter / a re-stamp, never a re-embed.
+"""
+
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.db import models
+from pgvector.django import VectorField
+
+from core.models import SharedResource
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_EMBEDDING_DIMENSION = 384
+
+
+class KnowledgeBase(SharedResource):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    embedding_model = models.CharField(max_length=200, default=DEFAULT_EMBEDDING_MODEL)
+    embedding_dimension = models.PositiveIntegerField(default=DEFAULT_EMBEDDING_DIMENSION)
+    chunk_size = models.PositiveIntegerField(default=256, help_text="Target chunk size in tokens.")
+    chunk_overlap = models.PositiveIntegerField(default=32, help_text="Overlap between chunks in tokens.")
+    # Retrieval settings (fusion weights, modes): see knowledge.retrieval for keys and defaults.
+    search_settings = models.JSONField(default=dict, blank=True)
+    current_version = models.PositiveIntegerField(default=0)
+    versions_retained = models.PositiveIntegerField(default=20)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DocumentStatus(models.TextChoices):
+    PENDING = "pending", "Waiting"
+    PROCESSING = "processing", "Processing"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+    DELETED = "deleted", "Deleted"
+
+
+class Document(models.Model):
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(max_length=500)
+    source_type = models.CharField(max_length=8, choices=[("file", "File"), ("text", "Text"), ("url", "URL")])
+    source_url = models.URLField(max_length=2000, blank=True)
+    storage_path = models.CharField(max_length=1000, blank=True, help_text="tenant/<schema>/kb/<id>/... in storage")
+    mime_type = models.CharField(max_length=200, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    content_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    status = models.CharField(max_length=12, choices=DocumentStatus.choices, default=DocumentStatus.PENDING)
+    error = models.TextField(blank=True)
+    progress = models.PositiveSmallIntegerField(default=0)
+    page_count = models.PositiveIntegerField(default=0)
+    chunk_count = models.PositiveIntegerField(default=0)
+    metadata = models.JSONField(default=dict, blank=True)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    processing_started_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["knowledge_base", "status"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Chunk(models.Model):
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    position = models.PositiveIntegerField()
+    text = models.TextField()
+    token_count = models.PositiveIntegerField(default=0)
+    content_hash = models.CharField(max_length=64)
+    metadata = models.JSONField(default=dict, blank=True)  # heading path, page, offsets
+    # Dimension varies per knowledge base; HNSW indexes are per dimension (see migration).
+    embedding = VectorField(null=True)
+    embedding_dimension = models.PositiveSmallIntegerField(default=DEFAULT_EMBEDDING_DIMENSION)
+    search_vector = models.GeneratedField(
+        expression=SearchVector("text", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+    valid_from = models.PositiveIntegerField(help_text="First knowledge-base version containing this chunk.")
+    valid_to = models.PositiveIntegerField(null=True, blank=True, help_text="First version without it.")
+
+    class Meta:
+        ordering = ["document_id", "position"]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
+            models.Index(fields=["knowledge_base", "valid_to"], name="chunk_kb_current"),
+            models.Index(fields=["document", "content_hash"], name="chunk_doc_hash"),
+        ]
+
+
+class KnowledgeBaseVersion(models.Model):
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    note = models.CharField(max_length=500, blank=True)
+    changes = models.JSONField(default=dict, blank=True)  # {"added": n, "removed": n, "documents": [...]}
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["knowledge_base", "number"], name="kb_version_unique_number"),
+        ]

@@ -40,8 +40,11 @@ SHARED_APPS = [
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
-    "agents",
+    "iam",  # teams, sharing, API keys, invitations (per tenant)
     "knowledge",
+    "agents",
+    "usage",  # quotas sub-limits, metering, audit log
+    "webhooks",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -93,6 +96,8 @@ ASGI_APPLICATION = "config.asgi.application"
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:54329/agentry")}
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
+# Parallel test sessions (several developers on one machine) each get their own test database.
+DATABASES["default"]["TEST"] = {"NAME": env("TEST_DB_NAME", default="test_agentry")}
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,0 +1,3 @@
+"""Dashboard page routes (mounted at / on tenant hosts)."""
+
+urlpatterns: list = []
