@@ -13,6 +13,9 @@ class Tenant(TenantMixin):
     # with the row, so a deleted organisation leaves nothing behind.
     auto_create_schema = True
     auto_drop_schema = True
+    # Tables only: clone_schema's row copy runs with a search_path lacking `extensions`, so it cannot
+    # cast vector columns; migration history is re-recorded by the faked migrate that follows.
+    clone_mode = "NODATA"
 
     class Meta:
         ordering = ["slug"]
