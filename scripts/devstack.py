@@ -223,6 +223,7 @@ def cmd_up() -> int:
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
     py = sys.executable
     subprocess.run([py, "manage.py", "migrate_schemas", "--shared"], cwd=ROOT, env=env, check=True)
+    subprocess.run([py, "manage.py", "platform_setup"], cwd=ROOT, env=env, check=True)
     subprocess.run(
         [py, "manage.py", "migrate_schemas", "--tenant", "--executor", "standard"], cwd=ROOT, env=env, check=True
     )

@@ -177,7 +177,7 @@ def tenant_create(
             if owner is None:
                 owner = _user_for_signup(email=owner_email or "", password=owner_password or "")
             tenant = Tenant(name=name, slug=slug, schema_name=schema_name_for(slug))
-            tenant.save()  # clones the template schema (auto_create_schema)
+            tenant.save(verbosity=0)  # clones the template schema (auto_create_schema)
             Domain.objects.create(domain=tenant_domain_for(slug), tenant=tenant, is_primary=True)
             Membership.objects.create(user=owner, tenant=tenant, role=Role.ADMIN)
     except (InvalidInput, Conflict):
