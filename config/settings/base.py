@@ -130,6 +130,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TENANT_CACHE_SECONDS = 30
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING below: JSON with tenant + request id
 
 # --- Auth -------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -212,3 +213,97 @@ LOGGING = {
 import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Accessing the database during app initialization", category=RuntimeWarning)
+
+# --- Dashboards (issue 7) -----------------------------------------------------------------------
+# htmx partial updates: request.htmx tells a swap from a full page load.
+INSTALLED_APPS += ["django_htmx"]  # noqa: F405
+MIDDLEWARE += ["django_htmx.middleware.HtmxMiddleware"]  # noqa: F405
+
+# --- Accounts, authentication and access control (issue 3) ---------------------------------------
+# Public-schema apps: users, their emails, social logins, browser sessions and the JWT blacklist live
+# with the user table (django-tenants #955: token_blacklist must share the schema of the user table).
+_AUTH_SHARED_APPS = [
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.google",
+    "allauth.socialaccount.providers.github",
+    "allauth.socialaccount.providers.openid_connect",
+    "allauth.usersessions",
+    "rest_framework_simplejwt",
+    "rest_framework_simplejwt.token_blacklist",
+]
+SHARED_APPS += _AUTH_SHARED_APPS
+INSTALLED_APPS += [app for app in _AUTH_SHARED_APPS if app not in INSTALLED_APPS]
+MIDDLEWARE += ["allauth.usersessions.middleware.UserSessionsMiddleware"]
+
+# API authentication: tenant-bound JWT, then API keys, then the browser session (dashboard JS, Swagger UI).
+# The first class answers unauthenticated calls with 401 + WWW-Authenticate.
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "accounts.authentication.TenantJWTAuthentication",
+    "accounts.authentication.ApiKeyAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+from datetime import timedelta  # noqa: E402
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=7)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "SIGNING_KEY": env("JWT_SIGNING_KEY", default=SECRET_KEY),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+# Server-side pepper for API-key hashes (see iam.keys); rotating it invalidates every key.
+API_KEY_PEPPER = env("API_KEY_PEPPER", default=SECRET_KEY)
+INVITATION_MAX_AGE_DAYS = env.int("INVITATION_MAX_AGE_DAYS", default=7)
+
+SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["core.access.IsTenantMember"]
+SPECTACULAR_SETTINGS["SERVE_AUTHENTICATION"] = REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]
+
+# allauth: mandatory verification, re-verified email changes, throttled logins (counters in the cache).
+ACCOUNT_CHANGE_EMAIL = True
+ACCOUNT_CONFIRM_EMAIL_ON_GET = False
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Agentry] "
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": env("RATE_LIMIT_LOGIN_FAILED", default="5/5m/ip,5/5m/key"),
+    "login": "30/m/ip",
+    "signup": "20/m/ip",
+    "reset_password": "20/m/ip,5/m/key",
+    "reset_password_from_key": "20/m/ip",
+    "confirm_email": "1/3m/key",
+    "change_password": "5/m/user",
+    "manage_email": "10/m/user",
+}
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True  # a verified provider email logs into the matching account
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_LOGIN_ON_GET = False  # the login start is a POST (CSRF-protected), never a bare link
+SOCIALACCOUNT_STORE_TOKENS = False
+USERSESSIONS_TRACK_ACTIVITY = True
+
+# Third-party login: each provider is switched on by its env variables (or a SocialApp in the admin).
+SOCIALACCOUNT_PROVIDERS: dict = {}
+if env("GOOGLE_CLIENT_ID", default=""):
+    SOCIALACCOUNT_PROVIDERS["google"] = {
+        "APPS": [{"client_id": env("GOOGLE_CLIENT_ID"), "secret": env("GOOGLE_CLIENT_SECRET", default=""), "key": ""}],
+        "SCOPE": ["profile", "email"],
+    }
+if env("GITHUB_CLIENT_ID", default=""):
+    SOCIALACCOUNT_PROVIDERS["github"] = {
+        "APPS": [{"client_id": env("GITHUB_CLIENT_ID"), "secret": env("GITHUB_CLIENT_SECRET", default=""), "key": ""}],
+        "SCOPE": ["user:email"],
+    }
+if env("OIDC_CLIENT_ID", default=""):
+    SOCIALACCOUNT_PROVIDERS["openid_connect"] = {
+        "APPS": [
+            {
+                "provider_id": env("OIDC_PROVIDER_ID", default="oidc"),
+                "name": env("OIDC_NAME", default="Single sign-on"),
+                "client_id": env("OIDC_CLIENT_ID"),
+                "secret": env("OIDC_CLIENT_SECRET", default=""),
+                "settings": {"server_url": env("OIDC_SERVER_URL")},
+            }
+        ]
+    }
