@@ -4,12 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint services stop bench clean
+.PHONY: up test lint services stop bench clean screenshots
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	# Front-end assets (htmx, Pico CSS, Chart.js) from npm into static/vendor/; the copies are committed,
+	# so without npm the step is skipped and the product still works offline.
+	if command -v npm >/dev/null 2>&1; then \
+	  (npm ci --no-audit --no-fund --loglevel=error && npm run -s vendor) || echo "npm failed: using the committed static/vendor/ files"; \
+	else echo "npm not found: using the committed static/vendor/ files"; fi
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -31,6 +36,10 @@ services: $(STAMP)
 
 stop:
 	$(PY) scripts/devstack.py stop
+
+## PNGs of the main pages (light, dark, phone) into docs/screenshots/, driven by headless Chromium.
+screenshots: $(STAMP)
+	AGENTRY_SCREENSHOTS=1 HF_HUB_OFFLINE=1 $(PY) scripts/devstack.py test tests/browser/test_screenshots.py -q
 
 bench: $(STAMP)
 	$(PY) scripts/devstack.py run bench/tenant_provisioning.py

@@ -1,22 +1,235 @@
-from rest_framework import serializers
+"""Thin DRF views: JWT (token, refresh, logout), the caller's profile, sessions, export, deletion,
+and the OpenAPI schema + Swagger UI."""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.access import principal_from_request
+from core.errors import InvalidInput
+
+from . import selectors, services
+
+
+class _PublicApi(APIView):
+    """Credentials are in the body (email/password or a refresh token): no header authentication.
+    `required_scope = "public"` tells the isolation matrix to probe these with bad bodies instead."""
+
+    required_scope = "public"
+    rate_limit_group = "auth"  # quota: issue 6 - per IP and per tenant (core.ratelimit)
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+
+# --- JWT ----------------------------------------------------------------------------------------
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class TokenObtainApi(_PublicApi):
+    """Email + password -> access + refresh tokens, valid on this organisation's host only."""
+
+    class TokenObtainInputSerializer(serializers.Serializer):
+        email = serializers.EmailField()
+        password = serializers.CharField(trim_whitespace=False)
+
+    @extend_schema(request=TokenObtainInputSerializer, responses=TokenPairSerializer, auth=[])
+    def post(self, request):
+        data = self.TokenObtainInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        pair = services.jwt_pair_issue(
+            tenant=request.tenant, ip=request.META.get("REMOTE_ADDR", ""), **data.validated_data
+        )
+        return Response(pair)
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh = serializers.CharField()
+
+
+class TokenRefreshApi(_PublicApi):
+    """Rotation: the presented refresh token is blacklisted and a new pair returned."""
+
+    @extend_schema(request=RefreshSerializer, responses=TokenPairSerializer, auth=[])
+    def post(self, request):
+        data = RefreshSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(services.jwt_refresh(tenant=request.tenant, refresh_token=data.validated_data["refresh"]))
+
+
+class LogoutApi(_PublicApi):
+    """Blacklist a refresh token (access tokens expire on their own within minutes)."""
+
+    @extend_schema(request=RefreshSerializer, responses={204: None}, auth=[])
+    def post(self, request):
+        data = RefreshSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.jwt_logout(tenant=request.tenant, refresh_token=data.validated_data["refresh"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Profile ------------------------------------------------------------------------------------
+
 
 class MeApi(APIView):
-    """The caller and their role in this organisation."""
+    """The caller, their role in this organisation and their preferences."""
 
-    class OutputSerializer(serializers.Serializer):
+    required_scope = {"GET": "read", "PATCH": "write"}
+    self_service = True  # own profile: read-only members may edit it too
+
+    class ProfileSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
         email = serializers.EmailField()
         display_name = serializers.CharField()
+        time_zone = serializers.CharField()
+        ui_theme = serializers.CharField()
+        default_agent_id = serializers.IntegerField(allow_null=True)
         tenant = serializers.CharField()
         role = serializers.CharField()
+        via_api_key = serializers.BooleanField()
 
-    def get(self, request):
+    class ProfileUpdateSerializer(serializers.Serializer):
+        display_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+        time_zone = serializers.CharField(max_length=64, required=False)
+        ui_theme = serializers.CharField(max_length=8, required=False)
+        default_agent_id = serializers.IntegerField(required=False, allow_null=True)
+
+    def _body(self, request):
+        principal = principal_from_request(request)
+        user = principal.user
+        membership = principal.membership or user.memberships.get(tenant=request.tenant)
         data = {
-            "email": request.user.email,
-            "display_name": request.user.display_name,
+            "id": user.pk,
+            "email": user.email,
+            "display_name": user.display_name,
+            "time_zone": user.time_zone,
+            "ui_theme": user.ui_theme,
+            "default_agent_id": membership.default_agent_id,
             "tenant": request.tenant.slug,
-            "role": request.membership.role,
+            "role": principal.role,
+            "via_api_key": principal.api_key is not None,
         }
-        return Response(self.OutputSerializer(data).data)
+        return self.ProfileSerializer(data).data
+
+    @extend_schema(responses=ProfileSerializer)
+    def get(self, request):
+        return Response(self._body(request))
+
+    @extend_schema(request=ProfileUpdateSerializer, responses=ProfileSerializer)
+    def patch(self, request):
+        data = self.ProfileUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        principal = principal_from_request(request)
+        services.user_profile_update(
+            user=principal.user,
+            membership=principal.membership or principal.user.memberships.get(tenant=request.tenant),
+            **data.validated_data,
+        )
+        return Response(self._body(request))
+
+
+class SessionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    ip = serializers.CharField()
+    user_agent = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    last_seen_at = serializers.DateTimeField()
+    current = serializers.SerializerMethodField()
+
+    def get_current(self, session) -> bool:
+        request = self.context.get("request")
+        return bool(
+            request and getattr(request, "session", None) and request.session.session_key == session.session_key
+        )
+
+
+class MySessionListApi(APIView):
+    """The caller's active browser sessions (all organisations)."""
+
+    required_scope = "read"
+    self_service = True
+
+    @extend_schema(responses=SessionSerializer(many=True))
+    def get(self, request):
+        user = principal_from_request(request).user
+        return Response(SessionSerializer(selectors.user_sessions(user), many=True, context={"request": request}).data)
+
+
+class MySessionDetailApi(APIView):
+    required_scope = "write"
+    self_service = True
+
+    @extend_schema(responses={204: None}, description="End (log out) one of your sessions.")
+    def delete(self, request, session_id):
+        services.user_session_end(user=principal_from_request(request).user, session_id=session_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MyTokensRevokeApi(APIView):
+    """Revoke every JWT refresh token of the caller (log out all API clients)."""
+
+    required_scope = "write"
+    self_service = True
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request):
+        return Response({"revoked": services.jwt_revoke_all(user=principal_from_request(request).user)})
+
+
+class MyExportApi(APIView):
+    required_scope = "read"
+    self_service = True
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        principal = principal_from_request(request)
+        response = JsonResponse(selectors.user_export(user=principal.user, tenant=request.tenant))
+        response["Content-Disposition"] = 'attachment; filename="agentry-my-data.json"'
+        return response
+
+
+class AccountDeleteApi(APIView):
+    """Delete your account. Refused (409, listing them) while you own agents or knowledge bases unless
+    `transfer_owned` is true: each then goes to an admin of its organisation. See services.user_delete."""
+
+    required_scope = "write"
+    self_service = True
+
+    class AccountDeleteSerializer(serializers.Serializer):
+        confirm_email = serializers.EmailField()
+        transfer_owned = serializers.BooleanField(default=False)
+
+    @extend_schema(request=AccountDeleteSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request):
+        principal = principal_from_request(request)
+        if principal.api_key is not None:
+            raise InvalidInput("Accounts cannot be deleted with an API key.")
+        data = self.AccountDeleteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if data.validated_data["confirm_email"].lower() != principal.user.email.lower():
+            raise InvalidInput("Type your email address to confirm.", field="confirm_email")
+        result = services.user_delete(user=principal.user, transfer_owned=data.validated_data["transfer_owned"])
+        if hasattr(request, "session"):
+            request.session.flush()
+        return Response(result)
+
+
+# --- OpenAPI ------------------------------------------------------------------------------------
+
+
+class SchemaApi(SpectacularAPIView):
+    required_scope = "read"
+
+
+class SwaggerUiApi(SpectacularSwaggerView):
+    required_scope = "read"

@@ -26,6 +26,11 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     email = models.EmailField(unique=True)
     display_name = models.CharField(max_length=100, blank=True)
+    # Preferences (profile): IANA zone name, and the dashboard theme.
+    time_zone = models.CharField(max_length=64, default="UTC")
+    ui_theme = models.CharField(
+        max_length=8, choices=[("system", "System"), ("light", "Light"), ("dark", "Dark")], default="system"
+    )
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False, help_text="Platform staff: may use the Django admin.")
     date_joined = models.DateTimeField(default=timezone.now)
@@ -52,6 +57,8 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
+    # Per organisation, since agents live in the tenant's schema (id of an agents.Agent there).
+    default_agent_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

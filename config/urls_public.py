@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from core.health import healthz, readyz
+from core.metrics import metrics_view
 from tenants.apis import TenantCreateApi
 from tenants.views import landing, signup, signup_done
 
@@ -19,5 +20,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("healthz", healthz),
+    path("metrics", metrics_view),  # issue 6: token-protected Prometheus metrics
     path("readyz", readyz),
 ]

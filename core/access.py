@@ -9,12 +9,32 @@ Contract used by the other apps (keep these signatures stable):
     resource_queryset_for(principal, queryset) -> QuerySet        # what the principal may see
     resource_get_for_principal(principal, queryset, pk, action) -> obj
     principal_can(principal, action, obj) -> bool
-Actions: "view", "use" (chat, search), "edit", "delete", "share", "manage" (admin-only settings).
+Actions: "view", "use" (chat, search), "edit", "delete", "share", "transfer", "manage" (admin-only settings).
+
+Also for other apps:
+    register_shared_resource("agent", Agent)        # in AppConfig.ready(): team shares + share API
+    api_key_allows_agent(principal, agent_id) -> bool
+    principal_from_credentials(tenant, authorization) -> Principal   # WebSocket/SSE: "Bearer x" / "Api-Key x"
+    principal_for_user(user, tenant) -> Principal | None              # tasks: act as a user
+    principal_require_scope(principal, scope)                         # raise Forbidden (e.g. consumers)
+    IsTenantMember (DRF default permission: membership + the view's `required_scope`)
+    member_required / admin_required / write_required, MemberRequiredMixin / AdminRequiredMixin /
+    WriteRequiredMixin (dashboard views; same rules, HTML 403 page)
+
+Roles: admin (everything in the tenant), user (own resources + what is shared with them), readonly
+(view and use what is shared; change nothing). An API key acts for its creator: the creator's role
+AND the key's scopes both apply; a key may be limited to a list of agents.
+
+View scopes: every DRF view declares `required_scope` ("read" | "write" | "chat" | "admin", or a
+dict per HTTP method; "public" only for AllowAny views taking credentials in the body). "admin" also
+requires the admin role; "write" is refused to readonly members unless the view sets
+`self_service = True` (it only touches the caller's own account, e.g. profile).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import wraps
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
@@ -26,11 +46,33 @@ from accounts.models import Membership, Role
 
 from .errors import Forbidden, NotFound
 
-ACTIONS = ("view", "use", "edit", "delete", "share", "manage")
+ACTIONS = ("view", "use", "edit", "delete", "share", "transfer", "manage")
 ALL_SCOPES = frozenset({"read", "write", "chat", "admin"})
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Views that take credentials in the body (token issuance) declare this; they use AllowAny.
+PUBLIC_SCOPE = "public"
 # Which API-key scope an action needs.
-SCOPE_FOR_ACTION = {"view": "read", "use": "chat", "edit": "write", "delete": "write", "share": "write",
-                    "manage": "admin"}
+SCOPE_FOR_ACTION = {
+    "view": "read",
+    "use": "chat",
+    "edit": "write",
+    "delete": "write",
+    "share": "write",
+    "transfer": "write",
+    "manage": "admin",
+}
+
+
+class ScopeRequired(Forbidden):
+    code = "scope_required"
+
+
+class ReadOnlyMember(Forbidden):
+    code = "readonly"
+
+
+class AdminRequired(Forbidden):
+    code = "admin_required"
 
 
 @dataclass(frozen=True)
@@ -42,6 +84,8 @@ class Principal:
     role: str
     api_key: Any = None
     scopes: frozenset[str] = field(default=ALL_SCOPES)
+    agent_ids: frozenset[int] | None = None  # API keys limited to some agents; None = all
+    membership: Any = field(default=None, compare=False, repr=False)  # accounts.Membership when known
 
     @property
     def is_admin(self) -> bool:
@@ -55,36 +99,212 @@ class Principal:
         return scope in self.scopes or "admin" in self.scopes
 
 
+# --- Shared-resource registry --------------------------------------------------------------------
+
+_SHARED_TYPES: dict[str, type[Model]] = {}
+
+
+def register_shared_resource(resource_type: str, model: type[Model]) -> None:
+    """Make a core.models.SharedResource model shareable with teams under `resource_type`."""
+    _SHARED_TYPES[resource_type] = model
+
+
+def shared_resource_types() -> dict[str, type[Model]]:
+    _register_builtin_types()
+    return dict(_SHARED_TYPES)
+
+
+def shared_resource_model(resource_type: str) -> type[Model]:
+    _register_builtin_types()
+    try:
+        return _SHARED_TYPES[resource_type]
+    except KeyError:
+        raise NotFound(f"Unknown resource type {resource_type!r}.", field="resource_type") from None
+
+
+def shared_resource_type_of(model: type[Model]) -> str | None:
+    _register_builtin_types()
+    model = getattr(model, "_meta", None) and model._meta.concrete_model or model
+    for name, registered in _SHARED_TYPES.items():
+        if registered is model:
+            return name
+    return None
+
+
+def _register_builtin_types() -> None:
+    # The two shareable models of the platform register themselves here lazily, so it works even if
+    # their app forgets to call register_shared_resource; other apps register in AppConfig.ready().
+    if "knowledge_base" not in _SHARED_TYPES:
+        from knowledge.models import KnowledgeBase
+
+        _SHARED_TYPES["knowledge_base"] = KnowledgeBase
+    if "agent" not in _SHARED_TYPES:
+        from django.apps import apps
+
+        try:
+            _SHARED_TYPES["agent"] = apps.get_model("agents", "Agent")
+        except LookupError:  # the agents app has no Agent model yet
+            pass
+
+
+# --- Principals ---------------------------------------------------------------------------------
+
+
 def membership_for(user, tenant) -> Membership | None:
     """The user's membership in `tenant`, or None (anonymous users, the public schema, strangers)."""
-    if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated:
+    if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated or not user.is_active:
         return None
     if tenant is None or tenant.schema_name == "public":
         return None
     return Membership.objects.filter(user_id=user.pk, tenant_id=tenant.pk).first()
 
 
+def principal_for_user(user, tenant) -> Principal | None:
+    membership = membership_for(user, tenant)
+    if membership is None:
+        return None
+    return Principal(tenant=tenant, user=user, role=membership.role, membership=membership)
+
+
+def principal_for_api_key(api_key, tenant) -> Principal | None:
+    """The principal an (already verified) iam.ApiKey acts as; None if its creator left the tenant."""
+    membership = membership_for(api_key.created_by, tenant)
+    if membership is None:
+        return None
+    return Principal(
+        tenant=tenant,
+        user=api_key.created_by,
+        role=membership.role,
+        api_key=api_key,
+        scopes=frozenset(api_key.scopes),
+        agent_ids=None if api_key.all_agents else frozenset(api_key.agent_ids),
+        membership=membership,
+    )
+
+
+def _principal_for_authenticated(request) -> Principal | None:
+    from iam.models import ApiKey
+
+    tenant = getattr(request, "tenant", None)
+    auth = getattr(request, "auth", None)
+    if isinstance(auth, ApiKey):
+        return principal_for_api_key(auth, tenant)
+    return principal_for_user(getattr(request, "user", None), tenant)
+
+
 def principal_from_request(request) -> Principal:
     principal = getattr(request, "principal", None)
     if principal is not None:
         return principal
-    membership = membership_for(getattr(request, "user", None), getattr(request, "tenant", None))
-    if membership is None:
+    principal = _principal_for_authenticated(request)
+    if principal is None:
         raise NotAuthenticated("Authentication credentials were not provided.")
-    principal = Principal(tenant=request.tenant, user=request.user, role=membership.role)
     request.principal = principal
     return principal
 
 
-def _visible_q(principal: Principal) -> Q:
+def principal_from_credentials(tenant, authorization: str) -> Principal:
+    """For WebSocket/SSE consumers: an `Authorization`-style value ("Bearer <jwt>" or "Api-Key <key>").
+
+    Raises rest_framework AuthenticationFailed / NotAuthenticated; call inside the tenant's context.
+    """
+    from accounts.authentication import ApiKeyAuthentication, TenantJWTAuthentication
+
+    class _Req:  # the attributes the authentication classes read
+        META = {"HTTP_AUTHORIZATION": authorization}
+
+    _Req.tenant = tenant
+    for backend in (TenantJWTAuthentication(), ApiKeyAuthentication()):
+        result = backend.authenticate(_Req)
+        if result is not None:
+            user, auth = result
+            _Req.user, _Req.auth = user, auth
+            principal = _principal_for_authenticated(_Req)
+            if principal is not None:
+                return principal
+            break
+    raise NotAuthenticated("Authentication credentials were not provided.")
+
+
+def api_key_allows_agent(principal: Principal, agent_id: int) -> bool:
+    """False only for API keys restricted to a list of agents that does not contain `agent_id`."""
+    return principal.agent_ids is None or int(agent_id) in principal.agent_ids
+
+
+# --- Scopes and roles (per view) ---------------------------------------------------------------
+
+
+def required_scope_for(view, method: str) -> str | None:
+    """The scope a view declares for `method`; None if the view is unclassified."""
+    declared = getattr(view, "required_scope", None)
+    if isinstance(declared, dict):
+        if method in declared:
+            return declared[method]
+        if method in ("HEAD", "OPTIONS"):
+            return declared.get("GET", "read")
+        return None
+    return declared
+
+
+def principal_require_scope(principal: Principal, scope: str, *, self_service: bool = False) -> None:
+    """Raise Forbidden (clear code and message) unless the principal may call something needing `scope`."""
+    if scope not in ALL_SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+    if principal.api_key is not None and not principal.has_scope(scope):
+        raise ScopeRequired(f"This API key lacks the '{scope}' scope.", extra={"required_scope": scope})
+    if scope == "admin" and not principal.is_admin:
+        raise AdminRequired("Only organisation admins may do this.")
+    if scope == "write" and principal.is_readonly and not self_service:
+        raise ReadOnlyMember("Your role is read-only: you may view and chat, but not change anything.")
+
+
+# --- Objects ------------------------------------------------------------------------------------
+
+
+def _team_share_ids(principal: Principal, resource_type: str):
+    from iam.models import Share
+
+    return Share.objects.filter(resource_type=resource_type, team__memberships__user_id=principal.user.pk).values(
+        "resource_id"
+    )
+
+
+def _visible_q(principal: Principal, model: type[Model] | None = None) -> Q:
+    resource_type = shared_resource_type_of(model) if model is not None else None
     if principal.is_admin:
-        return Q()
-    return Q(owner_id=principal.user.pk) | ~Q(org_access="none")
+        q = Q()
+    else:
+        q = Q(owner_id=principal.user.pk) | ~Q(org_access="none")
+        if resource_type is not None:
+            q |= Q(pk__in=_team_share_ids(principal, resource_type))
+    if resource_type == "agent" and principal.agent_ids is not None:
+        q &= Q(pk__in=list(principal.agent_ids))
+    return q
 
 
 def resource_queryset_for(principal: Principal, queryset: QuerySet) -> QuerySet:
     """Only the rows of `queryset` (a SharedResource model) that the principal may see."""
-    return queryset.filter(_visible_q(principal))
+    return queryset.filter(_visible_q(principal, queryset.model))
+
+
+def share_level_for(principal: Principal, obj: Model) -> str | None:
+    """The best of the object's org-wide access and the principal's team shares: "editor", "viewer" or None."""
+    levels = set()
+    org_access = getattr(obj, "org_access", "none")
+    if org_access != "none":
+        levels.add(org_access)
+    resource_type = shared_resource_type_of(type(obj))
+    if resource_type is not None and "editor" not in levels:
+        from iam.models import Share
+
+        levels.update(
+            Share.objects.filter(
+                resource_type=resource_type, resource_id=obj.pk, team__memberships__user_id=principal.user.pk
+            ).values_list("level", flat=True)
+        )
+    if "editor" in levels:
+        return "editor"
+    return "viewer" if levels else None
 
 
 def principal_can(principal: Principal, action: str, obj: Model) -> bool:
@@ -92,60 +312,121 @@ def principal_can(principal: Principal, action: str, obj: Model) -> bool:
         raise ValueError(f"unknown action {action!r}")
     if not principal.has_scope(SCOPE_FOR_ACTION[action]):
         return False
+    if shared_resource_type_of(type(obj)) == "agent" and not api_key_allows_agent(principal, obj.pk):
+        return False
     if action == "manage":
         return principal.is_admin
     if principal.is_admin:
         return True
     is_owner = getattr(obj, "owner_id", None) == principal.user.pk
     if action in ("view", "use"):
-        return is_owner or getattr(obj, "org_access", "none") != "none"
+        return is_owner or share_level_for(principal, obj) is not None
     if principal.is_readonly:
         return False
-    if action in ("delete", "share"):
+    if action in ("delete", "share", "transfer"):
         return is_owner
-    return is_owner or getattr(obj, "org_access", "none") == "editor"  # edit
+    return is_owner or share_level_for(principal, obj) == "editor"  # edit
 
 
 def resource_get_for_principal(principal: Principal, queryset: QuerySet, pk, action: str = "view"):
     """Fetch one object or raise NotFound (invisible) / Forbidden (visible, action not allowed)."""
-    obj = resource_queryset_for(principal, queryset).filter(pk=pk).first()
+    try:
+        obj = resource_queryset_for(principal, queryset).filter(pk=pk).first()
+    except (TypeError, ValueError):  # a malformed id is just "not found"
+        obj = None
     if obj is None:
         raise NotFound("Not found.")
     if not principal_can(principal, action, obj):
+        if not principal.has_scope(SCOPE_FOR_ACTION[action]):
+            raise ScopeRequired(
+                f"This API key lacks the '{SCOPE_FOR_ACTION[action]}' scope.",
+                extra={"required_scope": SCOPE_FOR_ACTION[action]},
+            )
         raise Forbidden(f"You may not {action} this {queryset.model._meta.verbose_name}.")
     return obj
 
 
+# --- DRF permission -----------------------------------------------------------------------------
+
+
 class IsTenantMember(BasePermission):
-    """Default API permission: an authenticated member of the tenant the request's host names."""
+    """Default API permission: an authenticated member (user or API key) of the tenant the host names,
+    allowed the view's `required_scope` for this method (see the module docstring)."""
 
     message = "You are not a member of this organisation."
 
     def has_permission(self, request, view) -> bool:
-        membership = membership_for(request.user, getattr(request, "tenant", None))
-        request.membership = membership
-        if membership is None:
+        principal = _principal_for_authenticated(request)
+        if principal is None:
             return False
-        request.principal = Principal(tenant=request.tenant, user=request.user, role=membership.role)
+        request.principal = principal
+        request.membership = principal.membership
+        scope = required_scope_for(view, request.method)
+        if scope is None:
+            # Unclassified views fail closed for API keys and read-only members (and fail the
+            # isolation-matrix test); members keep working meanwhile.
+            scope = "read" if request.method in SAFE_METHODS else "write"
+            if principal.api_key is not None:
+                raise ScopeRequired("This endpoint does not accept API keys.")
+        if scope == PUBLIC_SCOPE:  # a public view that still authenticates: membership is enough
+            return True
+        principal_require_scope(principal, scope, self_service=getattr(view, "self_service", False))
         return True
 
 
-def member_required(view):
-    """Dashboard decorator: login required; non-members get a clear 403 page, never data."""
-    from functools import wraps
+# --- Dashboard decorators and mixins ------------------------------------------------------------
 
+
+def _dashboard_guard(request, scope: str | None):
+    """None if allowed, else the response to return (login redirect or 403 page)."""
     from django.contrib.auth.views import redirect_to_login
     from django.shortcuts import render
 
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        membership = membership_for(request.user, getattr(request, "tenant", None))
-        if membership is None:
-            return render(request, "errors/not_member.html", status=403)
-        request.membership = membership
-        request.principal = Principal(tenant=request.tenant, user=request.user, role=membership.role)
-        return view(request, *args, **kwargs)
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    membership = membership_for(request.user, getattr(request, "tenant", None))
+    if membership is None:
+        return render(request, "errors/not_member.html", status=403)
+    request.membership = membership
+    request.principal = Principal(tenant=request.tenant, user=request.user, role=membership.role, membership=membership)
+    if scope is not None:
+        try:
+            principal_require_scope(request.principal, scope)
+        except Forbidden as exc:
+            return render(request, "errors/forbidden.html", {"message": exc.message}, status=403)
+    return None
 
-    return wrapper
+
+def _guarded(scope: str | None):
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            refused = _dashboard_guard(request, scope)
+            return refused if refused is not None else view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+member_required = _guarded(None)  # login required; non-members get a clear 403 page, never data
+write_required = _guarded("write")  # ... and not read-only
+admin_required = _guarded("admin")  # ... and an admin
+
+
+class MemberRequiredMixin:
+    """Class-based dashboard views: same rules as member_required (set `required_scope` to tighten)."""
+
+    required_scope: str | None = None
+
+    def dispatch(self, request, *args, **kwargs):
+        refused = _dashboard_guard(request, self.required_scope)
+        return refused if refused is not None else super().dispatch(request, *args, **kwargs)
+
+
+class WriteRequiredMixin(MemberRequiredMixin):
+    required_scope = "write"
+
+
+class AdminRequiredMixin(MemberRequiredMixin):
+    required_scope = "admin"

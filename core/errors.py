@@ -66,7 +66,8 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     from rest_framework.views import exception_handler  # late: rest_framework.views imports our permissions
 
     if isinstance(exc, DomainError):
-        return Response(exc.as_dict(), status=exc.status)
+        # Some errors carry HTTP headers (Retry-After on 429/503: issue 6).
+        return Response(exc.as_dict(), status=exc.status, headers=getattr(exc, "headers", None))
     if isinstance(exc, ValidationError):
         return Response(_validation_detail(exc), status=400)
     if isinstance(exc, Http404):

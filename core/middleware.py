@@ -7,7 +7,7 @@ from django_tenants.middleware.main import TenantMainMiddleware
 from .context import current_request_id, current_tenant
 from .urls import public_site_url
 
-PROBE_PATHS = ("/healthz", "/readyz")
+PROBE_PATHS = ("/healthz", "/readyz", "/metrics")  # /metrics: scraped by pod IP (issue 6)
 
 
 class RequestIdMiddleware:

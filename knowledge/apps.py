@@ -3,3 +3,10 @@ from django.apps import AppConfig
 
 class KnowledgeConfig(AppConfig):
     name = "knowledge"
+
+    def ready(self) -> None:
+        from core.access import register_shared_resource
+
+        from .models import KnowledgeBase
+
+        register_shared_resource("knowledge_base", KnowledgeBase)  # team shares + the share API

@@ -1,3 +1,17 @@
 """Dashboard page routes (mounted at / on tenant hosts)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+KB = "knowledge/<int:kb_id>/"
+
+urlpatterns = [
+    path("knowledge/", views.kb_list_page, name="dash-knowledge"),
+    path(KB, views.kb_detail_page, name="dash-kb"),
+    path(f"{KB}search/", views.kb_search_page, name="dash-kb-search"),
+    path(f"{KB}versions/", views.kb_versions_page, name="dash-kb-versions"),
+    path(f"{KB}versions/<int:number>/rollback/", views.kb_rollback_view, name="dash-kb-rollback"),
+    path(f"{KB}documents/<int:document_id>/", views.kb_chunk_page, name="dash-kb-document"),
+    path(f"{KB}documents/<int:document_id>/delete/", views.kb_document_delete_view, name="dash-kb-document-delete"),
+]

@@ -3,6 +3,9 @@
 Chunks are immutable rows stamped with the knowledge-base versions they are valid in
 (`valid_from` <= v < `valid_to`, NULL = still current). An ingestion batch or deletion creates a new
 version; querying a past version or rolling back is a filter / a re-stamp, never a re-embed.
+
+Rows being ingested are *staged* with an empty range (valid_from == valid_to == the batch's version), so
+no version query sees them; publishing a document sets their valid_to to NULL in one transaction.
 """
 
 from django.conf import settings
@@ -61,12 +64,23 @@ class Document(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     processing_started_at = models.DateTimeField(null=True, blank=True)
+    # Ingestion bookkeeping (knowledge.pipeline): the version this pending ingestion will publish into,
+    # the claim token of the run that owns it (a stale run can never publish), attempts so far.
+    ingest_version = models.PositiveIntegerField(null=True, blank=True)
+    processing_token = models.CharField(max_length=32, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    original_filename = models.CharField(max_length=255, blank=True)
+    # The stored file a re-upload replaces: deleted once the new one is published, restored if it fails.
+    replaced_storage_path = models.CharField(max_length=1000, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["knowledge_base", "status"])]
+        indexes = [
+            models.Index(fields=["knowledge_base", "status"]),
+            models.Index(fields=["knowledge_base", "title"], name="document_kb_title"),
+        ]
 
     def __str__(self) -> str:
         return self.title

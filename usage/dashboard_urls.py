@@ -1,3 +1,10 @@
 """Dashboard page routes (mounted at / on tenant hosts)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("manage/usage/", views.usage_page, name="dash-usage"),
+    path("manage/audit/", views.audit_page, name="dash-audit"),
+]

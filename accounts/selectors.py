@@ -1,0 +1,96 @@
+"""Reads for accounts: sessions and the personal data export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from .models import Membership, User
+
+
+def user_sessions(user: User) -> list:
+    """The user's live browser sessions (allauth.usersessions), newest first; expired ones are purged."""
+    from allauth.usersessions.models import UserSession
+
+    sessions = UserSession.objects.purge_and_list(user)
+    return sorted(sessions, key=lambda s: s.last_seen_at, reverse=True)
+
+
+def user_jwt_tokens(user: User) -> QuerySet:
+    """Refresh tokens issued to the user that are neither blacklisted nor expired."""
+    from django.utils import timezone
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
+    return OutstandingToken.objects.filter(user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True)
+
+
+def user_export(*, user: User, tenant) -> dict[str, Any]:
+    """Everything we hold about the user, as JSON-able data. Organisation-specific data (teams, keys,
+    owned resources) is that of `tenant`, the organisation whose host the export is requested on."""
+    from allauth.account.models import EmailAddress
+    from allauth.socialaccount.models import SocialAccount
+
+    from core.access import shared_resource_types
+    from iam.selectors import api_keys_of_user, teams_of_user
+
+    owned = {}
+    for resource_type, model in shared_resource_types().items():
+        owned[resource_type] = [
+            {"id": obj.pk, "name": str(obj), "org_access": obj.org_access, "created_at": obj.created_at.isoformat()}
+            for obj in model.objects.filter(owner_id=user.pk)
+        ]
+    return {
+        "user": {
+            "id": user.pk,
+            "email": user.email,
+            "display_name": user.display_name,
+            "time_zone": user.time_zone,
+            "ui_theme": user.ui_theme,
+            "date_joined": user.date_joined.isoformat(),
+            "last_login": user.last_login.isoformat() if user.last_login else None,
+        },
+        "email_addresses": [
+            {"email": e.email, "verified": e.verified, "primary": e.primary}
+            for e in EmailAddress.objects.filter(user=user)
+        ],
+        "social_accounts": [
+            {"provider": s.provider, "uid": s.uid, "date_joined": s.date_joined.isoformat()}
+            for s in SocialAccount.objects.filter(user=user)
+        ],
+        "memberships": [
+            {
+                "organisation": m.tenant.slug,
+                "name": m.tenant.name,
+                "role": m.role,
+                "joined": m.created_at.isoformat(),
+                "default_agent_id": m.default_agent_id,
+            }
+            for m in Membership.objects.filter(user=user).select_related("tenant")
+        ],
+        "sessions": [
+            {
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+                "created_at": s.created_at.isoformat(),
+                "last_seen_at": s.last_seen_at.isoformat(),
+            }
+            for s in user_sessions(user)
+        ],
+        "organisation": {
+            "slug": tenant.slug,
+            "teams": [{"id": t.pk, "name": t.name} for t in teams_of_user(user.pk)],
+            "api_keys": [
+                {
+                    "id": k.pk,
+                    "name": k.name,
+                    "prefix": k.prefix,
+                    "scopes": k.scopes,
+                    "created_at": k.created_at.isoformat(),
+                    "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                }
+                for k in api_keys_of_user(user.pk)
+            ],
+            "owned_resources": owned,
+        },
+    }

@@ -1,0 +1,138 @@
+"""WebSocket chat: /ws/agents/{id}/chat/.
+
+Auth: the session cookie, or `Authorization: Bearer <jwt>` / `Api-Key <key>` as a header or in the query string
+(`?token=<jwt>` / `?api_key=<key>`, for browsers that cannot set headers).
+Client -> server:  {"type": "chat", "message": "...", "conversation_id": "..."}
+                   {"type": "resume", "run_id": "...", "after": N}
+Server -> client:  {"type": "run.accepted", "run_id", "conversation_id", "message_id", "agent_version"} then the
+                   run's events ({"seq", "type", "run_id", "data", "ts"}), exactly as over SSE and long-polling.
+Errors before a run exists: {"type": "error", "seq": 0, "data": {"code", "message"}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django_tenants.utils import tenant_context
+
+from core import access
+from core.errors import DomainError
+
+from . import selectors, services
+from .runtime.stream import iter_events
+
+logger = logging.getLogger(__name__)
+
+
+def _credentials_from_scope(scope) -> str:
+    headers = dict(scope.get("headers") or [])
+    value = headers.get(b"authorization", b"").decode("latin1")
+    if value:
+        return value
+    query = parse_qs((scope.get("query_string") or b"").decode())
+    if query.get("token"):
+        return f"Bearer {query['token'][0]}"
+    if query.get("api_key"):
+        return f"Api-Key {query['api_key'][0]}"
+    return ""
+
+
+class AgentChatConsumer(AsyncJsonWebsocketConsumer):
+    # Events come from the run's Redis stream, not the channel layer: no layer subscription per socket (one Redis
+    # connection less each, and no channels_redis receive loop, which redis-py 8's 5 s socket timeout breaks).
+    channel_layer_alias = "agents-chat-no-layer"
+
+    async def connect(self):
+        self.tenant = self.scope["tenant"]
+        self.agent_id = self.scope["url_route"]["kwargs"]["agent_id"]
+        self.forwarder: asyncio.Task | None = None
+        try:
+            self.principal = await self._authorize()
+        except Exception as exc:  # noqa: BLE001 - any auth failure closes the handshake
+            code = 4404 if isinstance(exc, DomainError) and exc.status == 404 else 4401
+            if isinstance(exc, DomainError) and exc.status == 403:
+                code = 4403
+            await self.close(code=code)
+            return
+        await self.accept()
+
+    @database_sync_to_async
+    def _authorize(self):
+        with tenant_context(self.tenant):
+            credentials = _credentials_from_scope(self.scope)
+            principal = None
+            if credentials and hasattr(access, "principal_from_credentials"):
+                principal = access.principal_from_credentials(self.tenant, credentials)
+            if principal is None:
+                principal = access.principal_for_user(self.scope.get("user"), self.tenant)
+            if principal is None:
+                raise PermissionError("not authenticated")
+            if hasattr(access, "principal_require_scope"):
+                access.principal_require_scope(principal, "chat")
+            selectors.agent_get_for_principal(principal, self.agent_id, action="use")
+            return principal
+
+    async def disconnect(self, code):
+        if self.forwarder is not None:
+            self.forwarder.cancel()
+
+    async def receive_json(self, content, **kwargs):
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "chat":
+            try:
+                handles = await self._start(content.get("message"), content.get("conversation_id"))
+            except DomainError as exc:
+                await self.send_json({"type": "error", "seq": 0, "data": {"code": exc.code, "message": exc.message,
+                                                                          **exc.extra}})
+                return
+            await self.send_json({"type": "run.accepted", **handles})
+            self._forward(handles["run_id"], 0)
+        elif kind == "resume":
+            run_id, after = str(content.get("run_id", "")), content.get("after", 0)
+            try:
+                await self._check_run(run_id)
+                after = int(after)
+            except (DomainError, ValueError, TypeError):
+                await self.send_json({"type": "error", "seq": 0,
+                                      "data": {"code": "not_found", "message": "Unknown run."}})
+                return
+            self._forward(run_id, after)
+        else:
+            hint = 'Send {"type": "chat", "message": ...} or {"type": "resume", "run_id": ..., "after": N}.'
+            await self.send_json({"type": "error", "seq": 0, "data": {"code": "invalid", "message": hint}})
+
+    @database_sync_to_async
+    def _start(self, message, conversation_id):
+        with tenant_context(self.tenant):
+            agent = selectors.agent_get_for_principal(self.principal, self.agent_id, action="use")
+            if not isinstance(message, str):
+                from core.errors import InvalidInput
+
+                raise InvalidInput("The message must be text.", field="message")
+            return services.chat_start(principal=self.principal, agent=agent, message=message,
+                                       conversation_id=conversation_id)
+
+    @database_sync_to_async
+    def _check_run(self, run_id):
+        with tenant_context(self.tenant):
+            meta = selectors.run_get_for_principal(self.principal, run_id)
+            if str(meta["agent_id"]) != str(self.agent_id):
+                from core.errors import NotFound
+
+                raise NotFound("Unknown run.")
+
+    def _forward(self, run_id: str, after: int) -> None:
+        if self.forwarder is not None:
+            self.forwarder.cancel()
+        self.forwarder = asyncio.create_task(self._pump(run_id, after))
+
+    async def _pump(self, run_id: str, after: int) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            async for event in iter_events(self.tenant.schema_name, run_id, after):
+                if event is not None:
+                    await self.send_json(event)

@@ -1,0 +1,1 @@
+"""LLM providers behind one small async streaming interface (see base.py)."""

@@ -1,0 +1,91 @@
+"""The provider interface: one async generator of small events.
+
+    provider = provider_for(kind, base_url=..., api_key=..., timeout=...)
+    async for event in provider.stream(request):
+        TextDelta | ToolCall | Usage | Finish
+
+Messages are provider-neutral dicts:
+    {"role": "system" | "user" | "assistant" | "tool", "content": str,
+     "tool_calls": [{"id", "name", "arguments"}] (assistant), "tool_call_id": str (tool)}
+Each provider translates them to its own wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from core.errors import DomainError
+
+
+class ProviderError(DomainError):
+    code = "provider_error"
+    status = 502
+
+
+class ProviderAuthError(ProviderError):
+    code = "provider_auth"
+
+
+class ProviderTimeout(ProviderError):
+    code = "provider_timeout"
+    status = 504
+
+
+class ContextTooLong(DomainError):
+    code = "context_too_long"
+    status = 400
+
+
+@dataclass
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    tools: list[ToolSpec] = field(default_factory=list)
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int = 1024
+    # Retrieved passages for providers that answer from them directly (the offline provider).
+    context: list[dict[str, Any]] = field(default_factory=list)
+    # The agent's other sampling settings (provider-specific knobs such as the offline stream_delay_ms).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # raw JSON text as the model produced it (may be malformed)
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class Finish:
+    reason: str  # "stop", "tool_calls", "length"
+
+
+ProviderEvent = TextDelta | ToolCall | Usage | Finish
+
+
+class ChatProvider(Protocol):
+    name: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]: ...

@@ -1,0 +1,119 @@
+"""OpenAI-compatible chat completions (OpenAI, Azure, Ollama, vLLM, llama.cpp, LM Studio) via the official SDK."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import openai
+
+from .base import (
+    ChatRequest,
+    ContextTooLong,
+    Finish,
+    ProviderAuthError,
+    ProviderError,
+    ProviderEvent,
+    ProviderTimeout,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
+
+
+def to_openai_messages(messages: list[dict]) -> list[dict]:
+    out: list[dict] = []
+    for m in messages:
+        role = m["role"]
+        if role == "tool":
+            out.append({"role": "tool", "tool_call_id": m["tool_call_id"], "content": m.get("content") or ""})
+        elif role == "assistant" and m.get("tool_calls"):
+            out.append({
+                "role": "assistant",
+                "content": m.get("content") or None,
+                "tool_calls": [
+                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for c in m["tool_calls"]
+                ],
+            })
+        else:
+            out.append({"role": role, "content": m.get("content") or ""})
+    return out
+
+
+def _translate_error(exc: Exception) -> Exception:
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return ProviderAuthError("The provider rejected the API key.")
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeout("The provider did not answer in time.")
+    if isinstance(exc, openai.BadRequestError):
+        text = str(exc)
+        if "context" in text.lower() and ("length" in text.lower() or "maximum" in text.lower()):
+            return ContextTooLong("The conversation is longer than the model's context window.")
+        return ProviderError(f"The provider refused the request: {text[:300]}")
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError("Could not reach the provider.")
+    if isinstance(exc, openai.APIStatusError):
+        return ProviderError(f"The provider answered with HTTP {exc.status_code}.")
+    return ProviderError(f"Provider failure: {exc.__class__.__name__}")
+
+
+class OpenAICompatProvider:
+    name = "openai"
+
+    def __init__(self, *, base_url: str = "", api_key: str = "", timeout: float = 60.0) -> None:
+        self.client = openai.AsyncOpenAI(
+            api_key=api_key or "none", base_url=base_url or None, timeout=timeout, max_retries=0
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+        kwargs: dict = {
+            "model": request.model,
+            "messages": to_openai_messages(request.messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": request.max_tokens,
+        }
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.top_p is not None:
+            kwargs["top_p"] = request.top_p
+        if request.tools:
+            kwargs["tools"] = [
+                {"type": "function", "function": {"name": t.name, "description": t.description,
+                                                  "parameters": t.parameters}}
+                for t in request.tools
+            ]
+        calls: dict[int, dict] = {}
+        finish = ""
+        try:
+            stream = await self.client.chat.completions.create(**kwargs)
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage:
+                        yield Usage(input_tokens=chunk.usage.prompt_tokens or 0,
+                                    output_tokens=chunk.usage.completion_tokens or 0)
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        if delta is not None and delta.content:
+                            yield TextDelta(delta.content)
+                        # Tool calls arrive in pieces keyed by index: id and name first, then argument fragments.
+                        for part in (delta.tool_calls or []) if delta is not None else []:
+                            call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+                            if part.id:
+                                call["id"] = part.id
+                            if part.function is not None:
+                                call["name"] += part.function.name or ""
+                                call["arguments"] += part.function.arguments or ""
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+        except openai.OpenAIError as exc:
+            raise _translate_error(exc) from exc
+        if not finish:
+            # The connection ended without a finish_reason: the answer is cut off, not complete.
+            raise ProviderError("The provider's stream ended before the answer was complete.")
+        for index in sorted(calls):
+            call = calls[index]
+            yield ToolCall(id=call["id"] or f"call_{index}", name=call["name"], arguments=call["arguments"] or "{}")
+        yield Finish(reason="tool_calls" if calls else ("length" if finish == "length" else "stop"))
+
+

@@ -1,0 +1,176 @@
+"""Compiled agent configurations, cached per worker process.
+
+Compiling = resolving an AgentVersion snapshot into ready objects: the provider client (with the decrypted key),
+the tool instances (custom OpenAPI tools with their decrypted secrets), the agent type and effective limits.
+Versions are immutable, so the cache key is the version id: saving a new version makes the next run compile the
+new one (invalidation for free), and entries idle for AGENTS_COMPILED_IDLE_SECONDS are evicted. A provider whose
+credentials changed is detected by its `updated_at` and recompiled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from ..crypto import decrypt_json, decrypt_str
+from ..registry import get_registry
+from .limits import effective_limits
+
+IDLE_SECONDS = getattr(settings, "AGENTS_COMPILED_IDLE_SECONDS", 600)
+
+
+@dataclass
+class CompiledAgent:
+    agent_id: int
+    version_id: int
+    version_number: int
+    agent_type_name: str
+    agent_type: Any
+    provider_kind: str
+    provider_enabled: bool
+    provider_class: Any
+    provider_kwargs: dict[str, Any]
+    model: str
+    system_prompt: str
+    sampling: dict[str, Any]
+    knowledge_base_ids: list[int]
+    retrieval: dict[str, Any]
+    tools: dict[str, Any]
+    limits: dict[str, Any]
+    secrets: dict[str, Any] = field(default_factory=dict)
+    stamp: str = ""
+
+    def make_provider(self) -> Any:
+        return self.provider_class(**self.provider_kwargs)
+
+
+_cache: dict[tuple[str, int], tuple[CompiledAgent, float]] = {}
+_lock = threading.Lock()
+stats = {"hits": 0, "misses": 0}
+
+
+class AgentMisconfigured(Exception):
+    def __init__(self, message: str, code: str = "agent_misconfigured"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def _provider_stamp(provider_id: int | None) -> str:
+    from ..models import ProviderCredential
+
+    if not provider_id:
+        return "offline"
+    row = ProviderCredential.objects.filter(pk=provider_id).values_list("updated_at", flat=True).first()
+    return str(row)
+
+
+def _build_tools(entries: list[Any], registry) -> tuple[dict[str, Any], dict[str, Any]]:
+    from ..models import CustomTool
+    from ..tools.openapi import tools_for_custom
+
+    tools: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    for entry in entries or []:
+        spec = {"name": entry} if isinstance(entry, str) else dict(entry)
+        if spec.get("custom_tool"):
+            custom = CustomTool.objects.filter(name=spec["custom_tool"]).first()
+            if custom is None:
+                raise AgentMisconfigured(f"The custom tool {spec['custom_tool']!r} no longer exists.")
+            for tool in tools_for_custom(custom, decrypt_json(custom.secrets_encrypted)):
+                tools[tool.name] = tool
+            continue
+        name = spec.pop("name", "")
+        tool_class = registry.tools.get(name)
+        if tool_class is None:
+            raise AgentMisconfigured(f"The tool {name!r} is not installed.")
+        tools[name] = tool_class(**spec)
+    return tools, secrets
+
+
+def _check_provider_url(url: str) -> None:
+    """Provider URLs are tenant input too: the SSRF rules apply (a local Ollama needs the operator's allowance
+    in SSRF_ALLOWED_NETWORKS). The SDK resolves the name again later; the check still stops the plain cases."""
+    from core.ssrf import UnsafeURL, check_url
+
+    try:
+        check_url(url)
+    except UnsafeURL as exc:
+        raise AgentMisconfigured(f"The provider URL is not allowed: {exc.message}", code="unsafe_url") from exc
+
+
+def compile_version(version) -> CompiledAgent:
+    """Build a CompiledAgent from an AgentVersion (inside the tenant's context)."""
+    from ..models import ProviderCredential
+
+    registry = get_registry()
+    config = version.config
+    agent_type = registry.agent_types.get(config.get("agent_type", "rag"))
+    if agent_type is None:
+        raise AgentMisconfigured(f"The agent type {config.get('agent_type')!r} is not installed.")
+    provider_id = config.get("provider_id")
+    kind, enabled, base_url, api_key, timeout, default_model = "offline", True, "", "", 60.0, "offline"
+    if provider_id:
+        credential = ProviderCredential.objects.filter(pk=provider_id).first()
+        if credential is None:
+            raise AgentMisconfigured("The agent's LLM provider was deleted.", code="provider_missing")
+        kind, enabled, base_url = credential.kind, credential.enabled, credential.base_url
+        if base_url:
+            _check_provider_url(base_url)
+        api_key, timeout = decrypt_str(credential.api_key_encrypted), float(credential.timeout_seconds)
+        default_model = credential.default_model
+    provider_class = registry.providers.get(kind)
+    if provider_class is None:
+        raise AgentMisconfigured(f"The provider type {kind!r} is not installed.")
+    limits = effective_limits(config.get("limits"))
+    tools, secrets = _build_tools(config.get("tools") or [], registry)
+    return CompiledAgent(
+        agent_id=version.agent_id,
+        version_id=version.pk,
+        version_number=version.number,
+        agent_type_name=config.get("agent_type", "rag"),
+        agent_type=agent_type,
+        provider_kind=kind,
+        provider_enabled=enabled,
+        # Clients are made per run: SDK connection pools belong to one event loop.
+        provider_class=provider_class,
+        provider_kwargs={"base_url": base_url, "api_key": api_key, "timeout": timeout},
+        model=config.get("model") or default_model or "default",
+        system_prompt=config.get("system_prompt", ""),
+        sampling=config.get("sampling") or {},
+        knowledge_base_ids=list(config.get("knowledge_base_ids") or []),
+        retrieval=config.get("retrieval") or {},
+        tools=tools,
+        limits=limits,
+        secrets=secrets,
+        stamp=_provider_stamp(provider_id),
+    )
+
+
+def compiled_agent_get(schema: str, version) -> CompiledAgent:
+    """The cached CompiledAgent of an AgentVersion (inside the tenant's context)."""
+    now = time.monotonic()
+    key = (schema, version.pk)
+    with _lock:
+        for stale in [k for k, (_, used) in _cache.items() if now - used > IDLE_SECONDS]:
+            del _cache[stale]
+        entry = _cache.get(key)
+    if entry is not None and entry[0].stamp == _provider_stamp(version.config.get("provider_id")):
+        stats["hits"] += 1
+        with _lock:
+            _cache[key] = (entry[0], now)
+        return entry[0]
+    stats["misses"] += 1
+    compiled = compile_version(version)
+    with _lock:
+        _cache[key] = (compiled, now)
+    return compiled
+
+
+def compiled_cache_clear() -> None:
+    with _lock:
+        _cache.clear()

@@ -1,0 +1,342 @@
+"""Executes one run in an agent worker (Celery queue "agents"), decoupled from any HTTP connection.
+
+The worker keeps one event loop per thread (SDK and Redis connection pools are reused across runs), streams every
+event into the run's Redis stream, and persists the assistant message at the end: complete, or incomplete with
+the partial answer and the error when anything failed (provider error, timeout, limit, tool trouble).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from core.errors import DomainError
+
+from ..providers.base import ChatRequest, ProviderError, TextDelta, ToolCall, Usage
+from ..tools.base import ToolContext, ToolOutcome, run_tool
+from .compiled import AgentMisconfigured, CompiledAgent, compiled_agent_get
+from .limits import run_release
+from .stream import RunEmitter, async_redis, run_meta_read_async, stream_key
+
+logger = logging.getLogger(__name__)
+CHARS_PER_TOKEN = 4
+_local = threading.local()
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, len(text or "") // CHARS_PER_TOKEN)
+
+
+_db_pool: ThreadPoolExecutor | None = None
+_db_pool_lock = threading.Lock()
+
+
+def _db_executor() -> ThreadPoolExecutor:
+    """A small pool of DB threads shared by all runs of this worker process. Its threads keep their connections
+    (opening a PostgreSQL connection costs more than the queries of a run start), so the pool size bounds the
+    worker's connections however many runs stream at once."""
+    global _db_pool
+    if _db_pool is None:
+        with _db_pool_lock:
+            if _db_pool is None:
+                _db_pool = ThreadPoolExecutor(max_workers=int(getattr(settings, "AGENTS_DB_THREADS", 8)),
+                                              thread_name_prefix="agents-db")
+    return _db_pool
+
+
+def _db(fn):
+    """Run ORM work off the event loop, on a pooled DB thread, in the run's tenant schema."""
+
+    async def wrapper(schema: str, *args, **kwargs):
+        def call():
+            from django.db import connection
+
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()  # a broken pooled connection is replaced, never reused
+            try:
+                with schema_context(schema):
+                    return fn(*args, **kwargs)
+            except Exception:
+                if connection.connection is not None and not connection.is_usable():
+                    connection.close()
+                raise
+
+        return await asyncio.get_running_loop().run_in_executor(_db_executor(), call)
+
+    return wrapper
+
+
+class RunContext:
+    """What an agent type works with: config, conversation, retrieval, the provider, tools, and event emission."""
+
+    def __init__(self, *, schema: str, run_id: str, agent: CompiledAgent, emitter: RunEmitter,
+                 history: list[dict[str, Any]], question: str, kb_versions: dict[str, int]):
+        self.schema, self.run_id, self.agent, self.emitter = schema, run_id, agent, emitter
+        self.history, self.question, self.kb_versions = history, question, kb_versions
+        self.max_tokens = int(agent.limits["max_tokens"])
+        self.provider = _provider_for(agent)
+        self.text_parts: list[str] = []
+        self.citations: list[dict[str, Any]] = []
+        self.tool_calls: list[dict[str, Any]] = []
+        self.usage = {"input_tokens": 0, "output_tokens": 0}
+        self.started = time.monotonic()
+        self.first_token_ms: int | None = None
+        self.finish_reason = "stop"
+        self.tool_context = ToolContext(
+            schema=schema, agent_id=agent.agent_id, run_id=run_id, knowledge_base_ids=agent.knowledge_base_ids,
+            kb_versions=kb_versions, retrieval=agent.retrieval, secrets=agent.secrets,
+        )
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    async def retrieve(self, query: str) -> list[dict[str, Any]]:
+        if not self.agent.knowledge_base_ids:
+            return []
+        return await _retrieve(self.schema, self.agent, self.kb_versions, query)
+
+    async def cite(self, hit: dict[str, Any]) -> None:
+        citation = {
+            "n": hit.get("n", len(self.citations) + 1), "chunk_id": hit.get("chunk_id"),
+            "document_id": hit.get("document_id"), "document_title": hit.get("document_title", ""),
+            "position": hit.get("position"), "score": round(float(hit.get("score") or 0), 4),
+            "knowledge_base_id": hit.get("knowledge_base_id"), "snippet": str(hit.get("text", ""))[:300],
+        }
+        self.citations.append(citation)
+        await self.emitter.emit("citation", citation)
+
+    def base_messages(self, *, context_passages: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        system = self.agent.system_prompt or "You are a helpful assistant."
+        if context_passages is not None:
+            if context_passages:
+                block = "\n\n".join(f"[{p['n']}] {p.get('document_title', '')}\n{p.get('text', '')}"
+                                    for p in context_passages)
+                system += ("\n\nAnswer from these passages and cite them as [n]. If they do not contain the "
+                           "answer, say so plainly.\n\n" + block)
+            else:
+                system += "\n\nNo relevant passages were found in the knowledge base; say so plainly."
+        return [{"role": "system", "content": system}, *self.history, {"role": "user", "content": self.question}]
+
+    async def complete(self, request: ChatRequest) -> tuple[str, list[ToolCall]]:
+        calls: list[ToolCall] = []
+        parts: list[str] = []
+        async for event in self.provider.stream(request):
+            if isinstance(event, TextDelta):
+                if self.first_token_ms is None:
+                    self.first_token_ms = int((time.monotonic() - self.started) * 1000)
+                parts.append(event.text)
+                self.text_parts.append(event.text)
+                await self.emitter.emit("token", {"text": event.text})
+            elif isinstance(event, ToolCall):
+                calls.append(event)
+            elif isinstance(event, Usage):
+                self.usage["input_tokens"] += event.input_tokens
+                self.usage["output_tokens"] += event.output_tokens
+            else:
+                self.finish_reason = event.reason
+        return "".join(parts), calls
+
+    async def call_tool(self, call: ToolCall) -> ToolOutcome:
+        await self.emitter.emit("tool.call", {"id": call.id, "name": call.name, "arguments": call.arguments})
+        tool = self.agent.tools.get(call.name)
+        if tool is None:
+            outcome = ToolOutcome(ok=False, content='{"error": {"code": "unknown_tool"}}',
+                                  error={"code": "unknown_tool", "message": f"No tool named {call.name!r}."})
+        else:
+            outcome = await run_tool(tool, call.arguments, self.tool_context,
+                                     timeout=float(self.agent.limits["tool_timeout_seconds"]))
+        record = {"id": call.id, "name": call.name, "arguments": call.arguments, "ok": outcome.ok,
+                  "error": outcome.error, "duration_ms": outcome.duration_ms, "result": outcome.content[:2000]}
+        self.tool_calls.append(record)
+        await self.emitter.emit("tool.result", {"id": call.id, "name": call.name, "ok": outcome.ok,
+                                                "content": outcome.content[:2000], "error": outcome.error,
+                                                "duration_ms": outcome.duration_ms})
+        return outcome
+
+
+@_db
+def _retrieve(agent: CompiledAgent, kb_versions: dict[str, int], query: str) -> list[dict[str, Any]]:
+    from knowledge.models import KnowledgeBase
+
+    from ..retrieval import search_knowledge_bases
+
+    kbs = list(KnowledgeBase.objects.filter(pk__in=agent.knowledge_base_ids))
+    return search_knowledge_bases(kbs=kbs, versions=kb_versions, query=query,
+                                  top_k=int(agent.retrieval.get("top_k", 5)),
+                                  min_score=float(agent.retrieval.get("min_score", 0.0)))
+
+
+def _trim_history(messages: list[dict[str, Any]], budget_tokens: int) -> list[dict[str, Any]]:
+    kept: list[dict[str, Any]] = []
+    used = 0
+    for message in reversed(messages):
+        cost = estimate_tokens(message["content"])
+        if used + cost > budget_tokens:
+            break
+        kept.append(message)
+        used += cost
+    return list(reversed(kept))
+
+
+@_db
+def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
+    from knowledge.models import KnowledgeBase
+
+    from ..models import AgentVersion, Message
+
+    version = AgentVersion.objects.get(pk=int(meta["agent_version_id"]))
+    compiled = compiled_agent_get(schema, version)
+    kb_versions = {str(kb.pk): kb.current_version
+                   for kb in KnowledgeBase.objects.filter(pk__in=compiled.knowledge_base_ids)}
+    rows = list(
+        Message.objects.filter(conversation_id=meta["conversation_id"], role__in=("user", "assistant"))
+        .exclude(pk=int(meta["message_id"]))
+        .filter(created__lte=meta["message_created"])
+        .order_by("-created", "-id")
+        .values("role", "content")[:41]
+    )
+    rows.reverse()
+    question = rows.pop()["content"] if rows and rows[-1]["role"] == "user" else ""
+    history = [{"role": r["role"], "content": r["content"]} for r in rows if r["content"]]
+    budget = int(compiled.limits["context_tokens"]) - int(compiled.limits["max_tokens"]) \
+        - estimate_tokens(compiled.system_prompt) - estimate_tokens(question)
+    return {"compiled": compiled, "kb_versions": kb_versions, "history": _trim_history(history, max(budget, 0)),
+            "question": question}
+
+
+@_db
+def _persist(meta: dict[str, str], fields: dict[str, Any]) -> None:
+    from ..models import Conversation, Message
+
+    Message.objects.filter(pk=int(meta["message_id"]), created=meta["message_created"]).update(**fields)
+    Conversation.objects.filter(pk=meta["conversation_id"]).update(updated_at=timezone.now())
+
+
+def _error_dict(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, DomainError):
+        return {"code": exc.code, "message": exc.message, **exc.extra}
+    if isinstance(exc, AgentMisconfigured):
+        return {"code": exc.code, "message": exc.message}
+    if isinstance(exc, TimeoutError):
+        return {"code": "run_timeout", "message": "The answer took longer than the agent's time limit."}
+    return {"code": "internal_error", "message": "The run failed unexpectedly; the partial answer was kept."}
+
+
+async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
+    meta = await run_meta_read_async(schema, run_id)
+    if meta is None:
+        logger.warning("run %s has no metadata (expired?)", run_id)
+        return {"status": "missing"}
+    emitter = RunEmitter(schema, run_id)
+    redis_client = async_redis()
+    existing = await redis_client.xrevrange(stream_key(schema, run_id), count=1)
+    started = time.monotonic()
+    ctx: RunContext | None = None
+    error: dict[str, Any] | None = None
+    kb_versions: dict[str, int] = {}
+    try:
+        if existing:
+            # Redelivered after a worker died mid-run: never replay; close the run as interrupted.
+            emitter.seq = int(existing[0][0].decode().split("-")[1])
+            if b'"message.end"' in existing[0][1][b"e"]:
+                return {"status": "already_done"}
+            raise ProviderError("The worker running this answer stopped; the partial answer was kept.")
+        await emitter.emit("message.start", {
+            "conversation_id": meta["conversation_id"], "message_id": int(meta["message_id"]),
+            "agent_id": int(meta["agent_id"]), "agent_version_id": int(meta["agent_version_id"]),
+        })
+        loaded = await _load(schema, schema, meta)
+        compiled: CompiledAgent = loaded["compiled"]
+        kb_versions = loaded["kb_versions"]
+        if not compiled.provider_enabled:
+            raise AgentMisconfigured("The agent's LLM provider is disabled by an administrator.",
+                                     code="provider_disabled")
+        ctx = RunContext(schema=schema, run_id=run_id, agent=compiled, emitter=emitter, history=loaded["history"],
+                         question=loaded["question"], kb_versions=kb_versions)
+        await asyncio.wait_for(compiled.agent_type.run(ctx),
+                               timeout=float(compiled.limits["run_timeout_seconds"]))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an error event + an incomplete message
+        if not isinstance(exc, DomainError | AgentMisconfigured | TimeoutError):
+            logger.exception("run %s failed", run_id)
+        error = _error_dict(exc)
+    status = "incomplete" if error else "complete"
+    total_ms = int((time.monotonic() - started) * 1000)
+    fields = {
+        "content": ctx.text if ctx else "",
+        "citations": ctx.citations if ctx else [],
+        "tool_calls": ctx.tool_calls if ctx else [],
+        "usage": ctx.usage if ctx else {},
+        "latency_ms": total_ms,
+        "first_token_ms": ctx.first_token_ms if ctx else None,
+        "kb_versions": kb_versions,
+        "status": status,
+        "error": error or {},
+    }
+    try:
+        if error:
+            await emitter.emit("error", error)
+        await _persist(schema, meta, fields)
+    except Exception:  # noqa: BLE001
+        logger.exception("run %s: could not persist the message", run_id)
+    finally:
+        await emitter.emit("message.end", {
+            "status": status, "message_id": int(meta["message_id"]), "conversation_id": meta["conversation_id"],
+            "usage": fields["usage"], "kb_versions": kb_versions,
+            "finish_reason": ctx.finish_reason if ctx and not error else ("error" if error else "stop"),
+            "timings": {"first_token_ms": fields["first_token_ms"], "total_ms": total_ms},
+        })
+        await run_release(schema=schema, agent_id=int(meta["agent_id"]), run_id=run_id, client=redis_client)
+    try:  # quota: issue 6 - meter the run (tokens in/out, model, latency, cost) against the month's quotas
+        from usage.services import usage_record_run
+
+        run_usage = fields["usage"] or {}
+        await _db(usage_record_run)(
+            schema, tenant=schema, run_id=run_id, agent_id=int(meta["agent_id"]),
+            user=int(meta["user_id"]) if meta.get("user_id") else None,
+            api_key=int(meta["api_key_id"]) if meta.get("api_key_id") else None,
+            provider=ctx.agent.provider_kind if ctx else "", model=ctx.agent.model if ctx else "",
+            tokens_in=int(run_usage.get("input_tokens") or 0), tokens_out=int(run_usage.get("output_tokens") or 0),
+            latency_ms=total_ms, status=status,
+        )
+    except Exception:  # noqa: BLE001 - metering must never lose the answer
+        logger.exception("run %s: usage not recorded", run_id)
+    return {"status": status, "error": error}
+
+
+def _provider_for(agent: CompiledAgent):
+    """Provider clients are reused per event loop: creating one builds an HTTP client and loads CA certificates
+    (tens of ms), which would otherwise land in every run's time to first token."""
+    loop = asyncio.get_running_loop()
+    cache = getattr(_local, "providers", None)
+    if cache is None or getattr(_local, "providers_loop", None) is not loop:
+        cache = _local.providers = {}
+        _local.providers_loop = loop
+    key = (agent.provider_class, tuple(sorted(agent.provider_kwargs.items())))
+    provider = cache.get(key)
+    if provider is None:
+        if len(cache) >= 64:
+            cache.clear()
+        provider = cache[key] = agent.make_provider()
+    return provider
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    loop = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _local.loop = loop
+    return loop
+
+
+def execute_run(schema: str, run_id: str) -> dict[str, Any]:
+    """Sync entry point for the Celery task (one persistent event loop per worker thread)."""
+    return _thread_loop().run_until_complete(execute_run_async(schema, run_id))

@@ -1,0 +1,148 @@
+"""Run events in Redis: one stream per run, namespaced by tenant schema, with expiry.
+
+Every event is {"seq", "type", "run_id", "data", "ts"}; the stream entry id is "0-<seq>", so resuming "after N"
+is a plain XREAD from "0-N" and every event is delivered exactly once, by whichever web process serves the client.
+
+Types: message.start, token, citation, tool.call, tool.result, message.end (usage, timings, status), error.
+message.end is always the last event of a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+EVENT_TYPES = ("message.start", "token", "citation", "tool.call", "tool.result", "message.end", "error")
+TERMINAL = "message.end"
+META_FIELDS = ("agent_id", "user_id", "conversation_id", "message_id", "message_created", "agent_version_id",
+               "api_key_id", "status")
+
+
+def stream_key(schema: str, run_id: str) -> str:
+    return f"agents:{schema}:run:{run_id}:events"
+
+
+def meta_key(schema: str, run_id: str) -> str:
+    return f"agents:{schema}:run:{run_id}:meta"
+
+
+_sync_client: redis.Redis | None = None
+_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def sync_redis() -> redis.Redis:
+    global _sync_client
+    if _sync_client is None:
+        _sync_client = redis.Redis.from_url(settings.REDIS_URL)
+    return _sync_client
+
+
+def async_redis() -> aioredis.Redis:
+    """One client (connection pool) per event loop: asyncio connections cannot cross loops."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        # No read timeout: XREAD BLOCK waits up to 25 s on purpose (long-polling); connecting still times out.
+        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=None, socket_connect_timeout=5,
+                                         health_check_interval=30)
+        _async_clients[loop] = client
+    return client
+
+
+def run_meta_write(schema: str, run_id: str, meta: dict[str, Any]) -> None:
+    key = meta_key(schema, run_id)
+    pipe = sync_redis().pipeline()
+    pipe.hset(key, mapping={k: "" if v is None else str(v) for k, v in meta.items()})
+    pipe.expire(key, settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
+    pipe.execute()
+
+
+def run_meta_read(schema: str, run_id: str) -> dict[str, str] | None:
+    raw = sync_redis().hgetall(meta_key(schema, run_id))
+    if not raw:
+        return None
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+async def run_meta_read_async(schema: str, run_id: str) -> dict[str, str] | None:
+    raw = await async_redis().hgetall(meta_key(schema, run_id))
+    if not raw:
+        return None
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class RunEmitter:
+    """Writes one run's events (single writer: the worker executing the run)."""
+
+    def __init__(self, schema: str, run_id: str):
+        self.schema = schema
+        self.run_id = run_id
+        self.key = stream_key(schema, run_id)
+        self.seq = 0
+        self.client = async_redis()
+
+    async def emit(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+        assert event_type in EVENT_TYPES, event_type
+        self.seq += 1
+        event = {"seq": self.seq, "type": event_type, "run_id": self.run_id, "data": data, "ts": time.time()}
+        body = json.dumps(event, default=str)
+        if self.seq == 1 or event_type == TERMINAL:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xadd(self.key, {"e": body}, id=f"0-{self.seq}")
+            pipe.expire(self.key, settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
+            if event_type == TERMINAL:
+                pipe.hset(meta_key(self.schema, self.run_id), "status", data.get("status", "complete"))
+            await pipe.execute()
+        else:
+            await self.client.xadd(self.key, {"e": body}, id=f"0-{self.seq}")
+        return event
+
+
+def _decode(entries) -> list[dict[str, Any]]:
+    return [json.loads(fields[b"e"]) for _id, fields in entries]
+
+
+def read_events_now(schema: str, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+    return _decode(sync_redis().xrange(stream_key(schema, run_id), min=f"(0-{after}", max="+"))
+
+
+async def read_events(schema: str, run_id: str, after: int, *, block_ms: int) -> list[dict[str, Any]]:
+    """Events with seq > after; waits up to block_ms for the first one."""
+    result = await async_redis().xread({stream_key(schema, run_id): f"0-{after}"}, block=block_ms, count=1000)
+    if not result:
+        return []
+    return _decode(result[0][1])
+
+
+async def iter_events(schema: str, run_id: str, after: int = 0, *, idle_timeout: float = 600.0,
+                      heartbeat: float | None = None) -> AsyncIterator[dict[str, Any] | None]:
+    """Every event after `after`, then stop after message.end. Yields None as a heartbeat when idle."""
+    last = after
+    idle_since = time.monotonic()
+    block_ms = int((heartbeat or 5.0) * 1000)
+    while True:
+        events = await read_events(schema, run_id, last, block_ms=block_ms)
+        if not events:
+            if time.monotonic() - idle_since > idle_timeout:
+                return
+            if heartbeat:
+                yield None
+            continue
+        idle_since = time.monotonic()
+        for event in events:
+            last = event["seq"]
+            yield event
+            if event["type"] == TERMINAL:
+                return
+
+
+def sse_format(event: dict[str, Any]) -> bytes:
+    return (f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, default=str)}\n\n").encode()

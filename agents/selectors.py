@@ -1,0 +1,95 @@
+"""Reads for agents. Objects are fetched through core.access (visibility per principal, API-key agent lists)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from core.access import Principal, principal_can, resource_get_for_principal, resource_queryset_for
+from core.errors import NotFound
+
+from .models import Agent, AgentVersion, Conversation, Message
+
+
+def agent_list(*, principal: Principal) -> QuerySet[Agent]:
+    return resource_queryset_for(principal, Agent.objects.select_related("current_version")).order_by("name")
+
+
+def agent_get_for_principal(principal: Principal, agent_id: Any, *, action: str = "view") -> Agent:
+    agent = resource_get_for_principal(principal, Agent.objects.select_related("current_version"), agent_id, action)
+    return agent
+
+
+def agent_versions(*, agent: Agent) -> QuerySet[AgentVersion]:
+    return AgentVersion.objects.filter(agent=agent).select_related("author").order_by("-number")
+
+
+def agent_version_get(*, agent: Agent, number: int) -> AgentVersion:
+    version = AgentVersion.objects.filter(agent=agent, number=number).first()
+    if version is None:
+        raise NotFound(f"Version {number} does not exist.")
+    return version
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """Field-level differences between two configuration snapshots (nested dicts one level deep)."""
+    changes: list[dict[str, Any]] = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        if isinstance(before, dict) and isinstance(after, dict):
+            for sub in sorted(set(before) | set(after)):
+                if before.get(sub) != after.get(sub):
+                    changes.append({"field": f"{key}.{sub}", "from": before.get(sub), "to": after.get(sub)})
+        else:
+            changes.append({"field": key, "from": before, "to": after})
+    return changes
+
+
+def conversation_list(*, principal: Principal, agent: Agent | None = None) -> QuerySet[Conversation]:
+    qs = Conversation.objects.filter(user=principal.user).select_related("agent")
+    visible = resource_queryset_for(principal, Agent.objects.all()).values("pk")
+    qs = qs.filter(agent_id__in=visible)
+    if agent is not None:
+        qs = qs.filter(agent=agent)
+    return qs.order_by("-updated_at")
+
+
+def conversation_get_for_principal(principal: Principal, conversation_id: Any) -> Conversation:
+    try:
+        conversation = Conversation.objects.select_related("agent").filter(pk=conversation_id,
+                                                                           user=principal.user).first()
+    except (ValueError, TypeError):
+        conversation = None
+    if conversation is None or not principal_can(principal, "view", conversation.agent):
+        raise NotFound("Not found.")
+    return conversation
+
+
+def conversation_messages(*, conversation: Conversation, limit: int = 200) -> list[Message]:
+    rows = list(Message.objects.filter(conversation=conversation).order_by("-created", "-id")[:limit])
+    rows.reverse()
+    return rows
+
+
+def run_get_for_principal(principal: Principal, run_id: str) -> dict[str, str]:
+    """A run's metadata if the principal started it (or administers the tenant) and may still use the agent."""
+    import uuid
+
+    from django.db import connection
+
+    from .runtime.stream import run_meta_read
+
+    try:
+        uuid.UUID(str(run_id))
+    except ValueError:
+        raise NotFound("Not found.") from None
+    meta = run_meta_read(connection.schema_name, str(run_id))
+    if meta is None:
+        raise NotFound("Not found.")
+    if str(principal.user.pk) != meta.get("user_id") and not principal.is_admin:
+        raise NotFound("Not found.")
+    agent_get_for_principal(principal, meta["agent_id"], action="use")
+    return meta

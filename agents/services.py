@@ -1,0 +1,347 @@
+"""Writes for agents: create/update (every change is a new immutable version), restore, delete, provider
+credentials, custom tools, approved hosts, and starting a chat run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from core.access import Principal
+from core.errors import Conflict, DomainError, InvalidInput, NotFound
+from core.events import publish_on_commit
+from core.quotas import chat_run_admit, chat_run_release, quota_check  # quota: issue 6
+
+from .crypto import encrypt_json, encrypt_str
+from .models import (
+    Agent,
+    AgentVersion,
+    ApprovedHost,
+    Conversation,
+    CustomTool,
+    Message,
+    MessageStatus,
+    ProviderCredential,
+    ProviderKind,
+)
+from .registry import get_registry
+from .runtime.limits import effective_limits, run_admit, run_release_sync
+from .runtime.runner import estimate_tokens
+from .runtime.stream import run_meta_write
+
+# The fields that make up an agent's configuration (what a version snapshots and a restore brings back).
+CONFIG_FIELDS = ("name", "description", "agent_type", "provider_id", "model", "system_prompt", "sampling",
+                 "knowledge_base_ids", "retrieval", "tools", "limits", "is_enabled")
+MAX_MESSAGE_CHARS = 100_000
+
+
+class ProviderDisabled(DomainError):
+    code = "provider_disabled"
+    status = 409
+
+
+class AgentDisabled(DomainError):
+    code = "agent_disabled"
+    status = 409
+
+
+class ContextTooLong(DomainError):
+    code = "context_too_long"
+    status = 400
+
+
+def agent_config(agent: Agent) -> dict[str, Any]:
+    return {
+        "name": agent.name,
+        "description": agent.description,
+        "agent_type": agent.agent_type,
+        "provider_id": agent.provider_id,
+        "model": agent.model,
+        "system_prompt": agent.system_prompt,
+        "sampling": agent.sampling,
+        "knowledge_base_ids": sorted(agent.knowledge_bases.values_list("pk", flat=True)),
+        "retrieval": agent.retrieval,
+        "tools": agent.tools,
+        "limits": agent.limits,
+        "is_enabled": agent.is_enabled,
+    }
+
+
+def _validate(principal: Principal, data: dict[str, Any]) -> None:
+    from core.access import resource_queryset_for
+    from knowledge.models import KnowledgeBase
+
+    registry = get_registry()
+    if "name" in data and not (str(data["name"]).strip() and len(str(data["name"])) <= 200):
+        raise InvalidInput("The name must be 1-200 characters.", field="name")
+    if "agent_type" in data and data["agent_type"] not in registry.agent_types:
+        raise InvalidInput(f"Unknown agent type {data['agent_type']!r}; installed: "
+                           f"{', '.join(sorted(registry.agent_types))}.", field="agent_type")
+    if data.get("provider_id") is not None and not ProviderCredential.objects.filter(pk=data["provider_id"]).exists():
+        raise InvalidInput("Unknown provider.", field="provider_id")
+    if "knowledge_base_ids" in data:
+        ids = set(data["knowledge_base_ids"] or [])
+        visible = set(resource_queryset_for(principal, KnowledgeBase.objects.filter(pk__in=ids))
+                      .values_list("pk", flat=True))
+        if ids - visible:
+            raise InvalidInput("Unknown knowledge base.", field="knowledge_base_ids")
+    for entry in data.get("tools") or []:
+        spec = {"name": entry} if isinstance(entry, str) else entry
+        if not isinstance(spec, dict):
+            raise InvalidInput("Each tool is a name or an object.", field="tools")
+        if spec.get("custom_tool"):
+            if not CustomTool.objects.filter(name=spec["custom_tool"]).exists():
+                raise InvalidInput(f"Unknown custom tool {spec['custom_tool']!r}.", field="tools")
+        elif spec.get("name") not in registry.tools:
+            raise InvalidInput(f"Unknown tool {spec.get('name')!r}.", field="tools")
+    for key in ("sampling", "retrieval", "limits"):
+        if key in data and not isinstance(data[key], dict):
+            raise InvalidInput(f"{key} must be an object.", field=key)
+    limits = data.get("limits") or {}
+    unknown = set(limits) - set(effective_limits(None))
+    if unknown:
+        raise InvalidInput(f"Unknown limits: {', '.join(sorted(unknown))}.", field="limits")
+
+
+def _apply(agent: Agent, data: dict[str, Any]) -> None:
+    for key in CONFIG_FIELDS:
+        if key in data and key != "knowledge_base_ids":
+            setattr(agent, key, data[key])
+
+
+def _version_write(*, agent: Agent, author, note: str, restored_from: int | None = None) -> AgentVersion:
+    last = AgentVersion.objects.filter(agent=agent).order_by("-number").values_list("number", flat=True).first()
+    version = AgentVersion.objects.create(agent=agent, number=(last or 0) + 1, config=agent_config(agent),
+                                          author=author, note=note[:500], restored_from=restored_from)
+    Agent.objects.filter(pk=agent.pk).update(current_version=version, updated_at=timezone.now())
+    agent.current_version = version
+    publish_on_commit("agent.version_created", {"agent_id": agent.pk, "version": version.number},
+                      topic=f"agent.{agent.pk}")
+    return version
+
+
+@transaction.atomic
+def agent_create(*, principal: Principal, data: dict[str, Any], note: str = "Created") -> Agent:
+    data = {"agent_type": "rag", **data}
+    _validate(principal, data)
+    if data.get("is_enabled", True):
+        quota_check(principal=principal, quota="active_agents", amount=1)  # quota: issue 6
+    agent = Agent(owner=principal.user, org_access=data.get("org_access", "none"))
+    _apply(agent, data)
+    agent.save()
+    agent.knowledge_bases.set(data.get("knowledge_base_ids") or [])
+    _version_write(agent=agent, author=principal.user, note=note)
+    return agent
+
+
+@transaction.atomic
+def agent_update(*, principal: Principal, agent: Agent, data: dict[str, Any], note: str = "") -> Agent:
+    """Every change is a new version (unless nothing in the configuration changed)."""
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    _validate(principal, data)
+    before = agent_config(agent)
+    _apply(agent, data)
+    if "org_access" in data:
+        agent.org_access = data["org_access"]
+    agent.save()
+    if "knowledge_base_ids" in data:
+        agent.knowledge_bases.set(data["knowledge_base_ids"] or [])
+    if agent_config(agent) != before:
+        _version_write(agent=agent, author=principal.user, note=note or "Updated")
+    return agent
+
+
+@transaction.atomic
+def agent_version_restore(*, principal: Principal, agent: Agent, number: int, note: str = "") -> AgentVersion:
+    """Bring back the configuration of version `number` as a new version (history is never rewritten)."""
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    source = AgentVersion.objects.filter(agent=agent, number=number).first()
+    if source is None:
+        raise NotFound(f"Version {number} does not exist.")
+    config = dict(source.config)
+    from knowledge.models import KnowledgeBase
+
+    existing_kbs = set(KnowledgeBase.objects.filter(pk__in=config.get("knowledge_base_ids") or [])
+                       .values_list("pk", flat=True))
+    if config.get("provider_id") and not ProviderCredential.objects.filter(pk=config["provider_id"]).exists():
+        raise Conflict("Version {number} uses a provider that was deleted; choose another provider first.")
+    _apply(agent, config)
+    agent.save()
+    agent.knowledge_bases.set(sorted(existing_kbs))
+    return _version_write(agent=agent, author=principal.user, note=note or f"Restored version {number}",
+                          restored_from=number)
+
+
+@transaction.atomic
+def agent_delete(*, agent: Agent) -> None:
+    agent_id = agent.pk
+    agent.delete()
+    publish_on_commit("agent.deleted", {"agent_id": agent_id})
+
+
+# --- Provider credentials, tools ----------------------------------------------------------------
+
+
+@transaction.atomic
+def provider_create(*, principal: Principal, name: str, kind: str, base_url: str = "", api_key: str = "",
+                    default_model: str = "", enabled: bool = True, timeout_seconds: int = 60) -> ProviderCredential:
+    if kind not in ProviderKind.values and kind not in get_registry().providers:
+        raise InvalidInput(f"Unknown provider kind {kind!r}.", field="kind")
+    if ProviderCredential.objects.filter(name=name).exists():
+        raise Conflict(f"A provider named {name!r} exists already.", field="name")
+    return ProviderCredential.objects.create(
+        name=name, kind=kind, base_url=base_url, api_key_encrypted=encrypt_str(api_key),
+        default_model=default_model, enabled=enabled, timeout_seconds=timeout_seconds, created_by=principal.user,
+    )
+
+
+@transaction.atomic
+def provider_update(*, provider: ProviderCredential, data: dict[str, Any]) -> ProviderCredential:
+    for key in ("name", "base_url", "default_model", "enabled", "timeout_seconds"):
+        if key in data:
+            setattr(provider, key, data[key])
+    if "api_key" in data:
+        provider.api_key_encrypted = encrypt_str(data["api_key"] or "")
+    provider.save()  # updated_at changes: workers recompile agents using it
+    return provider
+
+
+@transaction.atomic
+def provider_delete(*, provider: ProviderCredential) -> None:
+    if Agent.objects.filter(provider=provider).exists():
+        raise Conflict("Agents still use this provider; move them to another provider first.")
+    provider.delete()
+
+
+@transaction.atomic
+def custom_tool_create(*, principal: Principal, name: str, openapi: dict[str, Any], secrets: dict[str, Any] | None,
+                       description: str = "", template: str = "") -> CustomTool:
+    from django.utils.text import slugify
+
+    from .tools.openapi import openapi_operations
+
+    slug = slugify(name).replace("-", "_")
+    if not slug:
+        raise InvalidInput("The tool needs a name.", field="name")
+    if CustomTool.objects.filter(name=slug).exists():
+        raise Conflict(f"A custom tool named {slug!r} exists already.", field="name")
+    openapi_operations(openapi)  # validates
+    return CustomTool.objects.create(name=slug, description=description, template=template, openapi=openapi,
+                                     secrets_encrypted=encrypt_json(secrets or {}), created_by=principal.user)
+
+
+def custom_tool_from_template(*, principal: Principal, template: str, name: str, params: dict[str, Any]) -> CustomTool:
+    from .tools.openapi import TEMPLATES
+
+    builder = TEMPLATES.get(template)
+    if builder is None:
+        raise InvalidInput(f"Unknown template {template!r}; available: {', '.join(sorted(TEMPLATES))}.",
+                           field="template")
+    try:
+        document, secrets = builder(**params)
+    except TypeError as exc:
+        raise InvalidInput(f"Wrong parameters for the {template} template: {exc}", field="params") from exc
+    return custom_tool_create(principal=principal, name=name, openapi=document, secrets=secrets,
+                              description=f"{template} integration", template=template)
+
+
+def approved_host_add(*, principal: Principal, host: str, note: str = "") -> ApprovedHost:
+    host = (host or "").strip().lower()
+    if not host or "/" in host or ":" in host or len(host) > 253:
+        raise InvalidInput("Give a bare host name, e.g. api.example.com.", field="host")
+    obj, _ = ApprovedHost.objects.get_or_create(host=host, defaults={"note": note, "created_by": principal.user})
+    return obj
+
+
+# --- Chat ------------------------------------------------------------------------------------------
+
+
+def chat_start(*, principal: Principal, agent: Agent, message: str, conversation_id: str | None = None) -> dict:
+    """Validate, admit (concurrency limits), record the user message and an assistant placeholder, and queue the
+    run on the "agents" worker queue once the transaction commits. Returns the run's handles."""
+    from .tasks import agent_run_task
+
+    text = (message or "").strip()
+    if not text:
+        raise InvalidInput("The message is empty.", field="message")
+    if not agent.is_enabled:
+        raise AgentDisabled("This agent is disabled.")
+    version = agent.current_version
+    if version is None:
+        raise Conflict("This agent has no configuration yet.")
+    limits = effective_limits(version.config.get("limits"))
+    if len(text) > MAX_MESSAGE_CHARS or estimate_tokens(text) + int(limits["max_tokens"]) > int(
+        limits["context_tokens"]
+    ):
+        raise ContextTooLong(
+            f"The message is too long for this agent's context window ({limits['context_tokens']} tokens).",
+            field="message",
+        )
+    provider_id = version.config.get("provider_id")
+    if provider_id and not ProviderCredential.objects.filter(pk=provider_id, enabled=True).exists():
+        raise ProviderDisabled("The agent's LLM provider is disabled by an administrator.")
+    if conversation_id:
+        try:
+            conversation = Conversation.objects.filter(pk=uuid.UUID(str(conversation_id)), agent=agent,
+                                                       user=principal.user).first()
+        except ValueError:
+            conversation = None
+        if conversation is None:
+            raise NotFound("Conversation not found.")
+    else:
+        conversation = None
+    schema = connection.schema_name
+    run_id = str(uuid.uuid4())
+    # quota: issue 6 - refuse before any provider call: monthly tokens/cost left (402/403), then a run slot
+    # (concurrent_runs 429, shared pool full 503); the slot is freed by run_release(_sync).
+    quota_check(principal=principal, quota="llm_tokens_per_month", amount=0)
+    quota_check(principal=principal, quota="llm_cost_per_month", amount=0)
+    chat_run_admit(principal=principal, run_id=run_id, wait_seconds=0)
+    try:
+        run_admit(schema=schema, agent_id=agent.pk, run_id=run_id, limits=limits)
+    except Exception:
+        chat_run_release(schema=schema, run_id=run_id)  # quota: issue 6
+        raise
+    try:
+        with transaction.atomic():
+            if conversation is None:
+                conversation = Conversation.objects.create(agent=agent, user=principal.user, title=text[:80])
+            now = timezone.now()
+            Message.objects.create(created=now, conversation=conversation, role="user", content=text,
+                                   agent_version=version, status=MessageStatus.COMPLETE)
+            reply = Message.objects.create(created=now + dt.timedelta(microseconds=1), conversation=conversation,
+                                           role="assistant", agent_version=version, run_id=run_id,
+                                           status=MessageStatus.STREAMING)
+            run_meta_write(schema, run_id, {
+                "agent_id": agent.pk, "user_id": principal.user.pk, "conversation_id": conversation.pk,
+                "message_id": reply.pk, "message_created": reply.created.isoformat(),
+                "agent_version_id": version.pk, "status": "queued",
+                "api_key_id": getattr(principal.api_key, "pk", ""),
+            })
+            if getattr(settings, "AGENTS_ENQUEUE_RUNS", True):  # tests may execute runs in-process instead
+                transaction.on_commit(lambda: agent_run_task.apply_async(args=[run_id], queue="agents"))
+    except Exception:
+        run_release_sync(schema=schema, agent_id=agent.pk, run_id=run_id)
+        raise
+    return {"run_id": run_id, "conversation_id": str(conversation.pk), "message_id": reply.pk,
+            "agent_version": version.number}
+
+
+@transaction.atomic
+def secrets_rotate() -> int:
+    """Re-encrypt this tenant's stored secrets with the current key (run after adding a new first key)."""
+    from .crypto import rotate_token
+
+    count = 0
+    for provider in ProviderCredential.objects.select_for_update().exclude(api_key_encrypted=""):
+        ProviderCredential.objects.filter(pk=provider.pk).update(
+            api_key_encrypted=rotate_token(provider.api_key_encrypted))
+        count += 1
+    for tool in CustomTool.objects.select_for_update().exclude(secrets_encrypted=""):
+        CustomTool.objects.filter(pk=tool.pk).update(secrets_encrypted=rotate_token(tool.secrets_encrypted))
+        count += 1
+    return count

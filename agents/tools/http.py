@@ -1,0 +1,81 @@
+"""Outgoing HTTP for tools: SSRF-guarded (core.ssrf rules), pinned to the checked address, size- and time-limited."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from django.conf import settings
+
+from core.ssrf import UnsafeURL, check_url
+
+from .base import ToolError
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    body: str
+    truncated: bool
+
+
+async def guarded_request(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    json_body: Any = None,
+    params: dict[str, Any] | None = None,
+    timeout: float = 10.0,
+    max_bytes: int | None = None,
+) -> HttpResult:
+    max_bytes = max_bytes or settings.AGENTS_TOOL_MAX_RESPONSE_BYTES
+    try:
+        addresses = await asyncio.to_thread(check_url, url)
+    except UnsafeURL as exc:
+        raise ToolError(exc.message, code="unsafe_url") from exc
+    parts = urlsplit(url)
+    ip = addresses[0]
+    netloc = f"[{ip}]" if ip.version == 6 else str(ip)
+    if parts.port:
+        netloc += f":{parts.port}"
+    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
+    send_headers = {"User-Agent": "Agentry-Agent/1.0", **(headers or {}), "Host": host_header}
+    try:
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            request = client.build_request(
+                method.upper(), pinned, headers=send_headers, params=params,
+                content=json.dumps(json_body).encode() if json_body is not None else None,
+                extensions={"sni_hostname": parts.hostname},
+            )
+            if json_body is not None:
+                request.headers["Content-Type"] = "application/json"
+            response = await client.send(request, stream=True)
+            try:
+                body = bytearray()
+                truncated = False
+                async for piece in response.aiter_bytes():
+                    body.extend(piece)
+                    if len(body) > max_bytes:
+                        # Stop reading: a 10 MB answer must not fill the worker's memory or the model's context.
+                        truncated = True
+                        del body[max_bytes:]
+                        break
+            finally:
+                await response.aclose()
+    except httpx.TimeoutException as exc:
+        raise ToolError(f"{parts.hostname} did not answer within {timeout:g} s.", code="tool_timeout") from exc
+    except httpx.HTTPError as exc:
+        raise ToolError(f"Request to {parts.hostname} failed: {exc.__class__.__name__}.", code="http_failed") from exc
+    return HttpResult(
+        status=response.status_code,
+        headers={k: v for k, v in response.headers.items() if k.lower() in ("content-type", "content-length")},
+        body=body.decode("utf-8", errors="replace"),
+        truncated=truncated,
+    )

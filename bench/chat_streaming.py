@@ -1,0 +1,248 @@
+"""Chat streaming benchmark (issue 5).
+
+Real processes: one daphne web process and one agents worker (Celery, threads pool, queue "agents"), Redis in
+between, and a loopback fake OpenAI-compatible server (agents/tests/fakes.py) as the model.
+
+1. Time to first token and per-token overhead, through WebSocket and SSE, vs reading the fake provider directly
+   with the official SDK (ratios and absolute overheads).
+2. How many concurrent WebSocket streams one daphne process holds with p99 inter-token delay under 100 ms.
+
+    python scripts/devstack.py run bench/chat_streaming.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+print = functools.partial(print, flush=True)  # noqa: A001 - progress shows up while the benchmark runs
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
+
+from common import bench_django_setup, percentile  # noqa: E402
+
+TOKENS = 30
+PACE = 0.02  # seconds between tokens from the fake model (50 tokens/s, a typical hosted-model speed)
+QUESTION = "Say something"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited early")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{what} did not start")
+
+
+def setup():
+    bench_django_setup("agentry_bench_chat")
+    from django.db import connection
+    from django_tenants.utils import tenant_context
+
+    from accounts.models import User
+    from agents.models import Agent, ProviderCredential
+    from agents.services import agent_create, provider_create
+    from core.access import Principal
+    from iam.services import api_key_create
+    from tenants.models import Tenant
+    from tenants.services import tenant_create
+
+    owner, _ = User.objects.get_or_create(email="bench-chat@bench.test")
+    tenant = Tenant.objects.filter(slug="benchchat").first() or tenant_create(name="Bench", slug="benchchat",
+                                                                              owner=owner)
+    principal = Principal(tenant=tenant, user=owner, role="admin")
+    with tenant_context(tenant):
+        Agent.objects.all().delete()
+        ProviderCredential.objects.all().delete()
+        provider = provider_create(principal=principal, name="fake", kind="openai", base_url="http://127.0.0.1:1/v1",
+                                   api_key="sk-bench", default_model="fake")
+        agent = agent_create(principal=principal, data={"name": "bench", "provider_id": provider.pk,
+                                                        "limits": {"max_concurrent_runs": 1000}})
+        _, raw_key = api_key_create(principal=principal, name=f"bench-{time.time()}", scopes=["chat", "read"])
+    connection.set_schema_to_public()
+    return tenant, principal, provider, agent, raw_key
+
+
+def point_provider_at(tenant, provider, url: str) -> None:
+    from django_tenants.utils import tenant_context
+
+    from agents.services import provider_update
+
+    with tenant_context(tenant):
+        provider_update(provider=provider, data={"base_url": url})
+
+
+def process_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(DJANGO_SETTINGS_MODULE="config.settings.test", PYTHONUNBUFFERED="1",
+               SSRF_ALLOWED_NETWORKS="127.0.0.0/8", AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT="1000",
+               LOG_LEVEL="WARNING", DB_CONN_MAX_AGE="60")  # persistent DB connections, as deployed
+    return env
+
+
+# --- clients --------------------------------------------------------------------------------------------
+
+
+async def direct_stream(url: str) -> list[float]:
+    """Token arrival times (relative to the request) reading the fake provider with the SDK."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key="sk", max_retries=0)
+    start = time.perf_counter()
+    stream = await client.chat.completions.create(model="fake", messages=[{"role": "user", "content": QUESTION}],
+                                                  stream=True)
+    times = []
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            times.append(time.perf_counter() - start)
+    await client.close()
+    return times
+
+
+async def ws_stream(port: int, agent_id: int, key: str, delay: float = 0.0) -> list[float]:
+    import websockets
+
+    await asyncio.sleep(delay)  # clients arrive spread out, not all in the same millisecond
+    uri = f"ws://benchchat.localhost:{port}/ws/agents/{agent_id}/chat/"
+    async with websockets.connect(uri, host="127.0.0.1", port=port, open_timeout=30, max_queue=None,
+                                  additional_headers={"Authorization": f"Api-Key {key}"},
+                                  origin=f"http://benchchat.localhost:{port}") as ws:
+        start = time.perf_counter()
+        await ws.send(json.dumps({"type": "chat", "message": QUESTION}))
+        times = []
+        while True:
+            event = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
+            if event["type"] == "token":
+                times.append(time.perf_counter() - start)
+            elif event["type"] == "message.end":
+                if event["data"]["status"] != "complete":
+                    raise RuntimeError(f"run incomplete: {event}")
+                return times
+            elif event["type"] == "error":
+                raise RuntimeError(f"error event: {event}")
+
+
+async def sse_stream(port: int, agent_id: int, key: str) -> list[float]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        start = time.perf_counter()
+        times = []
+        async with http.stream("POST", f"http://127.0.0.1:{port}/api/v1/agents/{agent_id}/chat/",
+                               json={"message": QUESTION},
+                               headers={"Host": f"benchchat.localhost:{port}", "Accept": "text/event-stream",
+                                        "Authorization": f"Api-Key {key}"}) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("event: token"):
+                    times.append(time.perf_counter() - start)
+                elif line.startswith("event: message.end"):
+                    return times
+    return times
+
+
+def stats_of(samples: list[list[float]]) -> dict[str, float]:
+    ttft = [s[0] for s in samples]
+    gaps = [b - a for s in samples for a, b in zip(s, s[1:], strict=False)]
+    return {"ttft": statistics.median(ttft), "gap": statistics.mean(gaps), "gap_p99": percentile(gaps, 99),
+            "total": statistics.median([s[-1] for s in samples])}
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    tenant, _, provider, agent, key = setup()
+    from agents.tests.fakes import FakeOpenAI
+
+    paced = FakeOpenAI([{"text": [f" t{i}" for i in range(TOKENS)], "delay": PACE}]).start()
+    burst = FakeOpenAI([{"text": [f" t{i}" for i in range(TOKENS)]}]).start()
+    port = free_port()
+    logs = ROOT / "var"
+    logs.mkdir(exist_ok=True)
+    web = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                            "config.asgi:application"], cwd=ROOT, env=process_env(),
+                           stdout=open(logs / "bench-chat-daphne.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=threads",
+                               "--concurrency=200", "-Q", "agents", "-n", f"bench-chat-{os.getpid()}@%h",
+                               "--without-gossip", "--without-mingle", "-l", "warning"], cwd=ROOT,
+                              env=process_env(), stdout=open(logs / "bench-chat-worker.log", "w"),  # noqa: SIM115
+                              stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, web, "daphne")
+        from config.celery import app
+
+        for _ in range(120):
+            if app.control.ping(timeout=0.5):
+                break
+        reps = 5 if quick else 15
+        print(f"chat streaming: fake model {TOKENS} tokens; 1 daphne process, 1 agents worker (threads pool)")
+        for label, fake in (("paced (20 ms/token)", paced), ("burst (no delay)", burst)):
+            point_provider_at(tenant, provider, fake.url + "/v1")
+            for _ in range(2):  # warm up: imports, compiled config, connections
+                asyncio.run(ws_stream(port, agent.pk, key))
+                asyncio.run(sse_stream(port, agent.pk, key))
+            results = {
+                "direct": stats_of([asyncio.run(direct_stream(fake.url + "/v1")) for _ in range(reps)]),
+                "websocket": stats_of([asyncio.run(ws_stream(port, agent.pk, key)) for _ in range(reps)]),
+                "sse": stats_of([asyncio.run(sse_stream(port, agent.pk, key)) for _ in range(reps)]),
+            }
+            base = results["direct"]
+            print(f"\n{label}, median of {reps} runs each:")
+            print(f"  {'path':10} {'TTFT ms':>9} {'ratio':>7} {'+TTFT ms':>9} {'mean gap ms':>12} "
+                  f"{'+per token ms':>14} {'total ms':>9}")
+            for name, r in results.items():
+                print(f"  {name:10} {r['ttft'] * 1e3:9.2f} {r['ttft'] / base['ttft']:7.2f} "
+                      f"{(r['ttft'] - base['ttft']) * 1e3:9.2f} {r['gap'] * 1e3:12.3f} "
+                      f"{(r['gap'] - base['gap']) * 1e3:14.3f} {r['total'] * 1e3:9.1f}")
+
+        point_provider_at(tenant, provider, paced.url + "/v1")
+        print(f"\nconcurrent WebSocket streams on one daphne process ({TOKENS} tokens at {PACE * 1e3:.0f} ms each):")
+        print(f"  {'streams':>7} {'p50 gap ms':>11} {'p99 gap ms':>11} {'max gap ms':>11} {'p50 TTFT ms':>12}")
+        best = 0
+        for n in ([10, 50, 100] if quick else [10, 25, 50, 100, 150, 200]):
+            async def many(count=n):
+                # Arrivals ramp over ~1 s; the gaps measured are between tokens, after each stream started.
+                return await asyncio.gather(*(ws_stream(port, agent.pk, key, i / count) for i in range(count)))
+
+            samples = asyncio.run(many())
+            gaps = [b - a for s in samples for a, b in zip(s, s[1:], strict=False)]
+            p99 = percentile(gaps, 99)
+            print(f"  {n:7d} {statistics.median(gaps) * 1e3:11.2f} {p99 * 1e3:11.2f} {max(gaps) * 1e3:11.2f} "
+                  f"{statistics.median([s[0] for s in samples]) * 1e3:12.1f}")
+            if p99 < 0.1:
+                best = n
+            else:
+                break
+        print(f"  => one daphne process holds {best} concurrent streams with p99 inter-token delay < 100 ms")
+    finally:
+        for proc in (web, worker):
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        paced.stop()
+        burst.stop()
+
+
+if __name__ == "__main__":
+    main()

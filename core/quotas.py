@@ -1,0 +1,826 @@
+"""Quotas: the ONE place where plan limits and tenant-admin sub-limits are enforced (issue 6).
+
+Call it where the resource is created or consumed, BEFORE the expensive work:
+
+    from core.quotas import quota_check, quota_consume, chat_run_admit
+
+    # upload: refuse before the file is stored (reserves 1 document of this month's allowance)
+    quota_check(tenant=request.tenant, quota="documents_per_month", amount=1, user=user, api_key=key)
+    quota_check(tenant=request.tenant, quota="kb_storage_bytes", amount=upload.size, user=user)
+
+    # agent create (gauge: current use is counted from the database)
+    quota_check(principal=principal, quota="active_agents")
+
+    # chat: refuse before the provider is called, then hold a run slot for the run's duration
+    quota_check(principal=principal, quota="llm_tokens_per_month", amount=0)   # 0 = "is any left?"
+    quota_check(principal=principal, quota="llm_cost_per_month", amount=0)
+    with chat_run_admit(principal=principal, run_id=run.pk, on_position=notify):
+        ... call the provider ...
+    # afterwards usage.services.usage_record_run(...) records tokens/cost (it calls quota_consume)
+
+Kinds of quota (QUOTAS below):
+- monthly counters (documents_per_month, api_calls_per_month, llm_tokens_per_month, llm_cost_per_month):
+  `amount > 0` atomically checks AND reserves the amount in Redis (tenant, user and key counters at once);
+  `amount == 0` only checks that something is left. Counters are seeded from the database on a cold
+  cache, so a Redis flush does not reset anyone's month. `quota_release` gives back a reservation
+  when the work is abandoned.
+- gauges (active_agents, kb_storage_bytes): the current use is counted from the database by a
+  registered usage source (`register_usage_source`), or passed as `current=`; `amount` is what the
+  caller is about to add. Nothing is reserved.
+- concurrent_runs: leases in Redis held by `chat_run_admit` (also the bounded chat queue -> 503).
+
+Errors: `QuotaExceeded` (HTTP 402 for the tenant's plan, 403 for a sub-limit set by a tenant admin;
+body names quota, limit, used, requested, scope and resets_at); `ConcurrencyLimited` (429 +
+Retry-After); `Overloaded` (503 + Retry-After, the chat pool and its wait queue are full).
+Limits: NULL/None = unlimited. Warnings: crossing 80% / 100% of a tenant limit publishes one
+`quota.warning` event per quota, level and period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django_tenants.utils import schema_context
+
+from .errors import DomainError, InvalidInput
+
+logger = logging.getLogger(__name__)
+
+MONTHLY = "monthly"
+GAUGE = "gauge"
+CONCURRENT = "concurrent"
+COST_SCALE = 1_000_000  # cost counters are kept in micro-USD integers in Redis
+
+
+@dataclass(frozen=True)
+class QuotaSpec:
+    name: str
+    kind: str
+    plan_field: str  # field on tenants.Plan / tenants.TenantQuota
+    unit: str
+    max_value: int
+    decimal: bool = False
+
+
+QUOTAS: dict[str, QuotaSpec] = {
+    spec.name: spec
+    for spec in (
+        QuotaSpec("active_agents", GAUGE, "max_active_agents", "agents", 100_000),
+        QuotaSpec("kb_storage_bytes", GAUGE, "max_kb_storage_bytes", "bytes", 10 * 1024**5),
+        QuotaSpec("documents_per_month", MONTHLY, "max_documents_per_month", "documents", 100_000_000),
+        QuotaSpec("api_calls_per_month", MONTHLY, "max_api_calls_per_month", "requests", 10_000_000_000),
+        QuotaSpec("llm_tokens_per_month", MONTHLY, "max_llm_tokens_per_month", "tokens", 1_000_000_000_000),
+        QuotaSpec("llm_cost_per_month", MONTHLY, "max_llm_cost_per_month", "USD", 100_000_000, decimal=True),
+        QuotaSpec("concurrent_runs", CONCURRENT, "max_concurrent_runs", "runs", 10_000),
+    )
+}
+# Sub-limits (per user / per API key) make sense for these; gauges need a per-user usage source.
+SUB_LIMIT_QUOTAS = (
+    "documents_per_month",
+    "api_calls_per_month",
+    "llm_tokens_per_month",
+    "llm_cost_per_month",
+    "concurrent_runs",
+    "kb_storage_bytes",
+    "active_agents",
+)
+
+
+# --- Errors -------------------------------------------------------------------------------------
+
+
+class QuotaExceeded(DomainError):
+    """A plan limit (402) or a tenant admin's sub-limit (403) would be exceeded."""
+
+    code = "quota_exceeded"
+    status = 402
+
+    def __init__(
+        self,
+        *,
+        quota: str,
+        limit: Any,
+        used: Any,
+        requested: Any,
+        scope: str,
+        resets_at: str | None,
+    ):
+        spec = QUOTAS[quota]
+        who = {"tenant": "your organisation's plan", "user": "your user limit", "api_key": "this API key's limit"}
+        message = f"Quota '{quota}' exceeded: {used} of {limit} {spec.unit} used under {who.get(scope, scope)}" + (
+            f"; it resets at {resets_at}." if resets_at else "."
+        )
+        super().__init__(
+            message,
+            extra={
+                "quota": quota,
+                "limit": _jsonable(limit),
+                "used": _jsonable(used),
+                "requested": _jsonable(requested),
+                "scope": scope,
+                "resets_at": resets_at,
+            },
+        )
+        # Plan limits are a billing matter (402); a sub-limit is a tenant admin's policy (403).
+        self.status = 402 if scope == "tenant" else 403
+        self.quota = quota
+
+
+class ConcurrencyLimited(DomainError):
+    """Too many runs at once for this tenant/user/key: try again shortly."""
+
+    code = "concurrency_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int, extra: dict | None = None):
+        super().__init__(message, extra={"retry_after": retry_after, **(extra or {})})
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class Overloaded(DomainError):
+    """The shared chat pool and its bounded wait queue are full."""
+
+    code = "overloaded"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message, extra={"retry_after": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
+
+
+# --- Redis --------------------------------------------------------------------------------------
+
+_redis: redis.Redis | None = None
+_redis_url: str | None = None
+
+
+def redis_client() -> redis.Redis:
+    """Shared client for quota/ratelimit/metrics keys (keys always name the schema explicitly)."""
+    global _redis, _redis_url
+    if _redis is None or _redis_url != settings.REDIS_URL:
+        _redis = redis.Redis.from_url(settings.REDIS_URL)
+        _redis_url = settings.REDIS_URL
+    return _redis
+
+
+# Check every counter, then increment all of them: tenant, user and key reservations are atomic.
+# KEYS: counters. ARGV: amount, ttl, limit_1..limit_n (-1 = unlimited). Returns {index_refused, used}.
+_RESERVE_LUA = """
+local amount = tonumber(ARGV[1])
+for i, k in ipairs(KEYS) do
+  local used = tonumber(redis.call('GET', k) or '0')
+  local lim = tonumber(ARGV[2 + i])
+  if lim >= 0 and (used + amount > lim or (amount == 0 and used >= lim)) then
+    return {i, used}
+  end
+end
+if amount ~= 0 then
+  for i, k in ipairs(KEYS) do
+    redis.call('INCRBY', k, amount)
+    redis.call('EXPIRE', k, tonumber(ARGV[2]))
+  end
+end
+return {0, 0}
+"""
+
+
+# --- Periods ------------------------------------------------------------------------------------
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_resets_at(now: datetime | None = None) -> datetime:
+    start = month_start(now)
+    return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+
+
+def _period(now: datetime | None = None) -> str:
+    return month_start(now).strftime("%Y-%m")
+
+
+# --- Limits -------------------------------------------------------------------------------------
+
+_limits_cache: dict[Any, tuple[float, Any]] = {}
+_limits_lock = threading.Lock()
+
+
+def _cached(key: Any, loader: Callable[[], Any]) -> Any:
+    ttl = getattr(settings, "QUOTA_LIMITS_CACHE_SECONDS", 10)
+    now = time.monotonic()
+    if ttl > 0:
+        with _limits_lock:
+            hit = _limits_cache.get(key)
+        if hit and hit[0] > now:
+            return hit[1]
+    value = loader()
+    if ttl > 0:
+        with _limits_lock:
+            _limits_cache[key] = (now + ttl, value)
+    return value
+
+
+def limits_cache_clear() -> None:
+    """Forget cached limits in this process (services call it after a change; others expire in seconds)."""
+    with _limits_lock:
+        _limits_cache.clear()
+
+
+def tenant_limits(tenant) -> dict[str, Any]:
+    """Effective limits of a tenant: staff override, else its plan, else the default plan, else settings."""
+
+    def load() -> dict[str, Any]:
+        from tenants.models import Plan, TenantQuota
+
+        defaults = dict(getattr(settings, "DEFAULT_PLAN_LIMITS", {}))
+        limits: dict[str, Any] = {name: defaults.get(name) for name in QUOTAS}
+        rate_limits: dict[str, str] = {}
+        override = TenantQuota.objects.select_related("plan").filter(tenant_id=tenant.pk).first()
+        plan = override.plan if override and override.plan_id else Plan.objects.filter(is_default=True).first()
+        for source in (plan, override):
+            if source is None:
+                continue
+            for name, spec in QUOTAS.items():
+                value = getattr(source, spec.plan_field)
+                if value is not None or (source is plan):
+                    limits[name] = value
+            rate_limits.update(source.rate_limits or {})
+        limits["_rate_limits"] = rate_limits
+        limits["_plan"] = plan.slug if plan else None
+        return limits
+
+    return _cached(("tenant", tenant.pk), load)
+
+
+def _sub_limits(schema: str, quota: str, user_id: Any, api_key_id: Any) -> dict[str, Any]:
+    """{"user": limit, "api_key": limit} set by tenant admins (usage.QuotaSubLimit), cached briefly."""
+
+    def load() -> dict[tuple, Any]:
+        from usage.models import QuotaSubLimit
+
+        with _in_schema(schema):
+            rows = QuotaSubLimit.objects.values_list("quota", "user_id", "api_key_id", "limit")
+            return {(q, u, k): limit for q, u, k, limit in rows}
+
+    table = _cached(("sub", schema), load)
+    found: dict[str, Any] = {}
+    if user_id is not None and (quota, user_id, None) in table:
+        found["user"] = table[(quota, user_id, None)]
+    if api_key_id is not None and (quota, None, api_key_id) in table:
+        found["api_key"] = table[(quota, None, api_key_id)]
+    return found
+
+
+def validate_limit(quota: str, limit: Any) -> Any:
+    """Refuse unknown quotas, negative or absurd values. Returns the normalised limit (None = unlimited)."""
+    spec = QUOTAS.get(quota)
+    if spec is None:
+        raise InvalidInput(f"Unknown quota '{quota}'. Known: {', '.join(QUOTAS)}.", field="quota")
+    if limit is None:
+        return None
+    try:
+        value = Decimal(str(limit)) if spec.decimal else int(str(limit))
+    except (ArithmeticError, ValueError) as exc:
+        raise InvalidInput(f"The limit for '{quota}' must be a number.", field="limit") from exc
+    if isinstance(limit, bool) or value < 0:
+        raise InvalidInput(f"The limit for '{quota}' cannot be negative.", field="limit")
+    if value > spec.max_value:
+        raise InvalidInput(f"The limit for '{quota}' is absurd (max {spec.max_value} {spec.unit}).", field="limit")
+    return value
+
+
+# --- Usage sources (database truth for gauges and for seeding cold counters) ----------------------
+
+UsageSource = Callable[..., int | Decimal]
+_sources: dict[str, UsageSource] = {}
+
+
+def register_usage_source(quota: str, fn: UsageSource, *, replace: bool = True) -> None:
+    """fn(*, since: datetime | None, user_id, api_key_id) -> current use, run inside the tenant's schema.
+
+    Gauges get since=None. Apps owning the data (agents, knowledge) may register their own counter;
+    defaults for the known models live in usage.sources.
+    """
+    if replace or quota not in _sources:
+        _sources[quota] = fn
+
+
+def _source(quota: str) -> UsageSource | None:
+    if quota not in _sources:
+        import usage.sources  # noqa: F401 - registers the defaults
+
+    return _sources.get(quota)
+
+
+@contextlib.contextmanager
+def _in_schema(schema: str) -> Iterator[None]:
+    if getattr(connection, "schema_name", None) == schema:
+        yield
+    else:
+        with schema_context(schema):
+            yield
+
+
+def tenant_resolve(tenant) -> Any:
+    """A Tenant from a Tenant or a schema name (workers often only know the schema)."""
+    if isinstance(tenant, str):
+        from tenants.models import Tenant
+
+        return _cached(("schema", tenant), lambda: Tenant.objects.get(schema_name=tenant))
+    return tenant
+
+
+def _schema_of(tenant) -> str:
+    schema = getattr(tenant, "schema_name", None)
+    if not schema or schema == "public":
+        raise RuntimeError("quotas are per tenant: pass the tenant the work belongs to")
+    return schema
+
+
+def _id(obj: Any) -> Any:
+    return getattr(obj, "pk", obj)
+
+
+def _to_units(spec: QuotaSpec, value: Any) -> int:
+    if value is None:
+        return -1
+    return int(Decimal(str(value)) * COST_SCALE) if spec.decimal else int(value)
+
+
+def _from_units(spec: QuotaSpec, units: int) -> Any:
+    return (Decimal(units) / COST_SCALE).quantize(Decimal("0.000001")) if spec.decimal else units
+
+
+def _counter_key(schema: str, quota: str, scope: str, period: str) -> str:
+    return f"quota:{schema}:{quota}:{scope}:{period}"
+
+
+def _seed_counter(r: redis.Redis, key: str, schema: str, spec: QuotaSpec, user_id: Any, api_key_id: Any) -> None:
+    if r.exists(key):
+        return
+    value: Any = 0
+    source = _source(spec.name)
+    if source is not None:
+        try:
+            with _in_schema(schema):
+                value = source(since=month_start(), user_id=user_id, api_key_id=api_key_id) or 0
+        except Exception:  # noqa: BLE001 - a missing table must not block work; start from zero
+            logger.exception("usage source for %s failed; counter starts at 0", spec.name)
+    r.set(key, _to_units(spec, value), nx=True, ex=40 * 86400)
+
+
+# --- Public API ---------------------------------------------------------------------------------
+
+
+@dataclass
+class QuotaUsage:
+    quota: str
+    limit: Any  # tenant limit (None = unlimited)
+    used: Any  # tenant use after this call
+    resets_at: str | None
+
+
+def quota_check(
+    *,
+    quota: str,
+    tenant=None,
+    amount: int | Decimal = 1,
+    user=None,
+    api_key=None,
+    principal=None,
+    current: int | None = None,
+) -> QuotaUsage:
+    """Refuse (QuotaExceeded) if `amount` more of `quota` would exceed the tenant's, user's or key's limit.
+
+    Monthly quotas with amount > 0 also reserve the amount atomically. Call before the expensive work.
+    `principal` (core.access.Principal) may replace tenant/user/api_key. See the module docstring.
+    """
+    if principal is not None:
+        tenant = tenant or principal.tenant
+        user = user if user is not None else principal.user
+        api_key = api_key if api_key is not None else getattr(principal, "api_key", None)
+    tenant = tenant_resolve(tenant)
+    spec = QUOTAS.get(quota)
+    if spec is None:
+        raise ValueError(f"unknown quota {quota!r}")
+    if amount < 0:
+        raise ValueError("amount cannot be negative; use quota_release to give back a reservation")
+    schema = _schema_of(tenant)
+    user_id, api_key_id = _id(user), _id(api_key)
+    tenant_limit = tenant_limits(tenant)[quota]
+    subs = _sub_limits(schema, quota, user_id, api_key_id)
+    if spec.kind == MONTHLY:
+        return _check_monthly(schema, spec, tenant_limit, subs, amount, user_id, api_key_id)
+    if spec.kind == GAUGE:
+        return _check_gauge(schema, spec, tenant_limit, subs, amount, user_id, api_key_id, current)
+    raise ValueError(f"{quota} is enforced by chat_run_admit")
+
+
+def _check_monthly(schema, spec, tenant_limit, subs, amount, user_id, api_key_id) -> QuotaUsage:
+    period = _period()
+    resets = month_resets_at().isoformat()
+    scopes = [("tenant", "t", tenant_limit, None, None)]
+    if "user" in subs:
+        scopes.append(("user", f"u{user_id}", subs["user"], user_id, None))
+    if "api_key" in subs:
+        scopes.append(("api_key", f"k{api_key_id}", subs["api_key"], None, api_key_id))
+    r = redis_client()
+    keys = [_counter_key(schema, spec.name, scope, period) for _, scope, _, _, _ in scopes]
+    for key, (_, _, _, uid, kid) in zip(keys, scopes, strict=True):
+        _seed_counter(r, key, schema, spec, uid, kid)
+    units = _to_units(spec, amount)
+    limits = [_to_units(spec, limit) for _, _, limit, _, _ in scopes]
+    refused, used = r.eval(_RESERVE_LUA, len(keys), *keys, units, 40 * 86400, *limits)
+    if refused:
+        name, _, limit, _, _ = scopes[int(refused) - 1]
+        _refusal_metric(schema, spec.name)
+        if name == "tenant":
+            _warn(schema, spec.name, 100, tenant_limit, _from_units(spec, int(used)), period)
+        raise QuotaExceeded(
+            quota=spec.name,
+            limit=limit,
+            used=_from_units(spec, int(used)),
+            requested=amount,
+            scope=name,
+            resets_at=resets,
+        )
+    used_now = _from_units(spec, int(r.get(keys[0]) or 0))
+    if tenant_limit is not None and units:
+        _maybe_warn(schema, spec.name, tenant_limit, used_now - amount, used_now, period)
+    return QuotaUsage(spec.name, tenant_limit, used_now, resets)
+
+
+def _check_gauge(schema, spec, tenant_limit, subs, amount, user_id, api_key_id, current) -> QuotaUsage:
+    source = _source(spec.name)
+
+    def use(uid=None, kid=None) -> int:
+        if current is not None and uid is None and kid is None:
+            return int(current)
+        if source is None:
+            return 0
+        with _in_schema(schema):
+            return int(source(since=None, user_id=uid, api_key_id=kid) or 0)
+
+    checks = [("tenant", tenant_limit, None, None)]
+    if "user" in subs:
+        checks.append(("user", subs["user"], user_id, None))
+    if "api_key" in subs:
+        checks.append(("api_key", subs["api_key"], None, api_key_id))
+    tenant_used = None
+    for name, limit, uid, kid in checks:
+        if limit is None:
+            continue
+        used = use(uid, kid)
+        if name == "tenant":
+            tenant_used = used
+        if used + amount > limit or (amount == 0 and used >= limit):
+            _refusal_metric(schema, spec.name)
+            raise QuotaExceeded(quota=spec.name, limit=limit, used=used, requested=amount, scope=name, resets_at=None)
+    if tenant_limit is not None and tenant_used is not None:
+        _maybe_warn(schema, spec.name, tenant_limit, tenant_used, tenant_used + amount, "gauge")
+    return QuotaUsage(spec.name, tenant_limit, tenant_used, None)
+
+
+def quota_consume(*, quota: str, amount: int | Decimal, tenant=None, user=None, api_key=None, principal=None) -> None:
+    """Record use after the fact (tokens/cost once a run finished). Never refuses; may overshoot by one run."""
+    if principal is not None:
+        tenant = tenant or principal.tenant
+        user = user if user is not None else principal.user
+        api_key = api_key if api_key is not None else getattr(principal, "api_key", None)
+    tenant = tenant_resolve(tenant)
+    spec = QUOTAS[quota]
+    if spec.kind != MONTHLY or not amount:
+        return
+    schema = _schema_of(tenant)
+    period = _period()
+    r = redis_client()
+    user_id, api_key_id = _id(user), _id(api_key)
+    units = _to_units(spec, amount)
+    scopes = [("t", None, None)]
+    if user_id is not None:
+        scopes.append((f"u{user_id}", user_id, None))
+    if api_key_id is not None:
+        scopes.append((f"k{api_key_id}", None, api_key_id))
+    after = 0
+    for scope, uid, kid in scopes:
+        key = _counter_key(schema, quota, scope, period)
+        _seed_counter(r, key, schema, spec, uid, kid)
+        value = r.incrby(key, units)
+        if scope == "t":
+            after = value
+    limit = tenant_limits(tenant)[quota]
+    if limit is not None:
+        _maybe_warn(schema, quota, limit, _from_units(spec, after - units), _from_units(spec, after), period)
+
+
+def quota_counters_warm(*, quota: str, tenant=None, user=None, api_key=None) -> None:
+    """Seed cold monthly counters from the database BEFORE writing the row that records new use
+    (otherwise the seed would already include it and quota_consume would count it twice)."""
+    tenant = tenant_resolve(tenant)
+    spec = QUOTAS[quota]
+    if spec.kind != MONTHLY:
+        return
+    schema = _schema_of(tenant)
+    period = _period()
+    r = redis_client()
+    user_id, api_key_id = _id(user), _id(api_key)
+    for scope, uid, kid in (("t", None, None), (f"u{user_id}", user_id, None), (f"k{api_key_id}", None, api_key_id)):
+        if scope == "t" or uid is not None or kid is not None:
+            _seed_counter(r, _counter_key(schema, quota, scope, period), schema, spec, uid, kid)
+
+
+def quota_release(*, quota: str, amount: int | Decimal, tenant=None, user=None, api_key=None, principal=None) -> None:
+    """Give back a reservation made by quota_check (the work was refused or failed before it counted)."""
+    if principal is not None:
+        tenant = tenant or principal.tenant
+        user = user if user is not None else principal.user
+        api_key = api_key if api_key is not None else getattr(principal, "api_key", None)
+    spec = QUOTAS[quota]
+    if spec.kind != MONTHLY or not amount:
+        return
+    schema = _schema_of(tenant)
+    period = _period()
+    r = redis_client()
+    units = _to_units(spec, amount)
+    for scope in ("t", f"u{_id(user)}" if user is not None else None, f"k{_id(api_key)}" if api_key else None):
+        if scope:
+            key = _counter_key(schema, quota, scope, period)
+            if r.exists(key):
+                r.decrby(key, units)
+
+
+def quota_usage(*, tenant, quota: str, user=None, api_key=None) -> Any:
+    """Current use of one quota (tenant-wide, or for a user/key) without reserving anything."""
+    spec = QUOTAS[quota]
+    schema = _schema_of(tenant)
+    user_id, api_key_id = _id(user), _id(api_key)
+    if spec.kind == MONTHLY:
+        scope = f"k{api_key_id}" if api_key_id is not None else f"u{user_id}" if user_id is not None else "t"
+        key = _counter_key(schema, quota, scope, _period())
+        r = redis_client()
+        _seed_counter(r, key, schema, spec, user_id, api_key_id)
+        return _from_units(spec, int(r.get(key) or 0))
+    if spec.kind == GAUGE:
+        source = _source(quota)
+        if source is None:
+            return 0
+        with _in_schema(schema):
+            return source(since=None, user_id=user_id, api_key_id=api_key_id) or 0
+    return _active_runs(redis_client(), schema, "t")
+
+
+def quota_overview(*, tenant, user=None, api_key=None) -> list[dict]:
+    """Every quota with its limit, use and reset time (for the usage page and API)."""
+    limits = tenant_limits(tenant)
+    out = []
+    for name, spec in QUOTAS.items():
+        used = quota_usage(tenant=tenant, quota=name, user=user, api_key=api_key)
+        limit = limits[name]
+        out.append(
+            {
+                "quota": name,
+                "unit": spec.unit,
+                "limit": _jsonable(limit),
+                "used": _jsonable(used),
+                "percent": round(float(used) * 100 / float(limit), 1) if limit else None,
+                "resets_at": month_resets_at().isoformat() if spec.kind == MONTHLY else None,
+            }
+        )
+    return out
+
+
+# --- Warnings -----------------------------------------------------------------------------------
+
+WARNING_LEVELS = (80, 100)
+
+
+def _maybe_warn(schema: str, quota: str, limit: Any, before: Any, after: Any, period: str) -> None:
+    if not limit:
+        return
+    for level in WARNING_LEVELS:
+        threshold = Decimal(str(limit)) * level / 100
+        if Decimal(str(before)) < threshold <= Decimal(str(after)):
+            _warn(schema, quota, level, limit, after, period)
+
+
+def _warn(schema: str, quota: str, level: int, limit: Any, used: Any, period: str) -> None:
+    """One event per tenant, quota, level and period (SET NX), so a flood does not flood the bus."""
+    flag = f"quota:{schema}:warned:{quota}:{level}:{period}"
+    try:
+        if not redis_client().set(flag, 1, nx=True, ex=40 * 86400 if period != "gauge" else 86400):
+            return
+        from .events import QUOTA_WARNING, publish
+
+        publish(
+            QUOTA_WARNING,
+            {"quota": quota, "level": level, "limit": _jsonable(limit), "used": _jsonable(used)},
+            topic="quota",
+            schema=schema,
+        )
+    except Exception:  # noqa: BLE001 - a missed warning must not fail the request
+        logger.exception("quota warning for %s not published", quota)
+
+
+def _refusal_metric(schema: str, quota: str) -> None:
+    try:
+        from .metrics import metric_inc
+
+        metric_inc("quota_refusals_total", tenant=schema, quota=quota)
+    except Exception:  # noqa: BLE001
+        logger.debug("metric not recorded", exc_info=True)
+
+
+# --- Concurrent runs and the bounded chat queue -------------------------------------------------
+
+_ADMIT_LUA = """
+-- KEYS: 1 global leases, 2 tenant leases, 3 user leases, 4 key leases, 5 wait queue
+-- ARGV: now, lease_expiry, run, global_slots, tenant_limit, user_limit, key_limit, queue_max, enqueue
+local now = tonumber(ARGV[1])
+for i = 1, 4 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 120)  -- waiters that stopped polling
+local limits = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
+for i = 2, 4 do
+  local lim = limits[i - 1]
+  if lim >= 0 and redis.call('ZCARD', KEYS[i]) >= lim then
+    redis.call('ZREM', KEYS[5], ARGV[3])
+    return {-2, i}
+  end
+end
+local slots = tonumber(ARGV[4])
+local rank = redis.call('ZRANK', KEYS[5], ARGV[3])
+local free = slots - redis.call('ZCARD', KEYS[1])
+-- Admit if a slot is free for this waiter's place in line (FIFO across tenants).
+if free > 0 and (rank == false and redis.call('ZCARD', KEYS[5]) < free or rank ~= false and rank < free) then
+  redis.call('ZREM', KEYS[5], ARGV[3])
+  for i = 1, 4 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
+  return {0, 0}
+end
+if rank == false then
+  if ARGV[9] ~= '1' or redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[8]) then return {-1, 0} end
+  redis.call('ZADD', KEYS[5], now, ARGV[3])
+  rank = redis.call('ZRANK', KEYS[5], ARGV[3])
+else
+  redis.call('ZADD', KEYS[5], 'XX', now, ARGV[3])  -- heartbeat keeps our place (score refresh)
+  rank = redis.call('ZRANK', KEYS[5], ARGV[3])
+end
+return {1, rank + 1}
+"""
+
+
+def _run_keys(schema: str, user_id: Any, api_key_id: Any) -> list[str]:
+    return [
+        "runs:global:leases",
+        f"runs:{schema}:t",
+        f"runs:{schema}:u{user_id}",
+        f"runs:{schema}:k{api_key_id}",
+        "runs:global:queue",
+    ]
+
+
+def _active_runs(r: redis.Redis, schema: str, scope: str) -> int:
+    key = f"runs:{schema}:{scope}"
+    r.zremrangebyscore(key, "-inf", time.time())
+    return int(r.zcard(key))
+
+
+@dataclass
+class RunSlot:
+    """A held chat-run slot. Release it when the run ends (it is also a context manager)."""
+
+    keys: list[str]
+    member: str
+    queued_seconds: float = 0.0
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released:
+            r = redis_client()
+            for key in self.keys[:4]:
+                r.zrem(key, self.member)
+            r.delete(f"runs:slotkeys:{self.member}")
+            self.released = True
+
+    def __enter__(self) -> RunSlot:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def chat_run_admit(
+    *,
+    run_id: Any = None,
+    tenant=None,
+    user=None,
+    api_key=None,
+    principal=None,
+    wait_seconds: float | None = None,
+    on_position: Callable[[int], None] | None = None,
+    poll_interval: float = 0.1,
+) -> RunSlot:
+    """Admit a chat run: enforce concurrent_runs (tenant/user/key, 429) and the shared pool (queue, 503).
+
+    If the pool (settings.CHAT_POOL_SLOTS) is full the run waits in a bounded FIFO queue
+    (settings.CHAT_QUEUE_MAX) for up to `wait_seconds` (settings.CHAT_QUEUE_WAIT_SECONDS), and
+    `on_position(n)` is called whenever its place in line changes (send it to the client). A full
+    queue or a wait that times out raises Overloaded (503 + Retry-After). Sync; from async code use
+    `await sync_to_async(chat_run_admit, thread_sensitive=False)(...)`.
+    """
+    if principal is not None:
+        tenant = tenant or principal.tenant
+        user = user if user is not None else principal.user
+        api_key = api_key if api_key is not None else getattr(principal, "api_key", None)
+    tenant = tenant_resolve(tenant)
+    schema = _schema_of(tenant)
+    user_id, api_key_id = _id(user), _id(api_key)
+    tenant_limit = tenant_limits(tenant)["concurrent_runs"]
+    subs = _sub_limits(schema, "concurrent_runs", user_id, api_key_id)
+    keys = _run_keys(schema, user_id, api_key_id)
+    member = f"{schema}:{run_id if run_id is not None else uuid.uuid4().hex}"
+    slots = int(getattr(settings, "CHAT_POOL_SLOTS", 16))
+    queue_max = int(getattr(settings, "CHAT_QUEUE_MAX", 64))
+    lease_seconds = int(getattr(settings, "CHAT_RUN_LEASE_SECONDS", 600))
+    wait = float(getattr(settings, "CHAT_QUEUE_WAIT_SECONDS", 30) if wait_seconds is None else wait_seconds)
+    retry_after = int(getattr(settings, "CHAT_RETRY_AFTER_SECONDS", 10))
+    limits = [
+        _to_units(QUOTAS["concurrent_runs"], tenant_limit),
+        _to_units(QUOTAS["concurrent_runs"], subs.get("user")) if user_id is not None else -1,
+        _to_units(QUOTAS["concurrent_runs"], subs.get("api_key")) if api_key_id is not None else -1,
+    ]
+    r = redis_client()
+    started = time.monotonic()
+    last_position = None
+    while True:
+        now = time.time()
+        status, value = r.eval(
+            _ADMIT_LUA, 5, *keys, now, now + lease_seconds, member, slots, *limits, queue_max, 1 if wait > 0 else 0
+        )
+        if status == 0:
+            # Remember which sets hold this run, so chat_run_release(schema, run_id) can free it anywhere.
+            r.set(f"runs:slotkeys:{member}", json.dumps(keys[:4]), ex=lease_seconds + 60)
+            _gauge_queue(r)
+            return RunSlot(keys=keys, member=member, queued_seconds=time.monotonic() - started)
+        if status == -2:
+            scope = {2: "tenant", 3: "user", 4: "api_key"}[int(value)]
+            limit = limits[int(value) - 2]
+            _refusal_metric(schema, "concurrent_runs")
+            raise ConcurrencyLimited(
+                f"Too many chat runs at once ({limit} allowed for this {scope.replace('_', ' ')}). "
+                "Wait for one to finish.",
+                retry_after=retry_after,
+                extra={"quota": "concurrent_runs", "limit": limit, "scope": scope},
+            )
+        if status == -1 or time.monotonic() - started >= wait:
+            r.zrem(keys[4], member)
+            _refusal_metric(schema, "chat_pool")
+            raise Overloaded(
+                "All chat workers are busy and the wait queue is full. Please retry shortly.",
+                retry_after=retry_after,
+            )
+        if on_position is not None and value != last_position:
+            last_position = int(value)
+            on_position(last_position)
+        time.sleep(poll_interval)
+
+
+def _gauge_queue(r: redis.Redis) -> None:
+    try:
+        from .metrics import metric_set
+
+        metric_set("chat_queue_length", int(r.zcard("runs:global:queue")))
+        metric_set("chat_runs_active", int(r.zcard("runs:global:leases")))
+    except Exception:  # noqa: BLE001
+        logger.debug("queue gauge not recorded", exc_info=True)
+
+
+def chat_run_release(*, schema: str, run_id: Any) -> None:
+    """Free the slot chat_run_admit gave run `run_id` (from any process: the worker that ran it, usually)."""
+    r = redis_client()
+    member = f"{schema}:{run_id}"
+    raw = r.get(f"runs:slotkeys:{member}")
+    keys = json.loads(raw) if raw else ["runs:global:leases", f"runs:{schema}:t"]
+    pipe = r.pipeline()
+    for key in keys:
+        pipe.zrem(key, member)
+    pipe.zrem("runs:global:queue", member)
+    pipe.delete(f"runs:slotkeys:{member}")
+    pipe.execute()

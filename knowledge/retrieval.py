@@ -1,0 +1,572 @@
+# ruff: noqa: S608 - SQL below interpolates only model table names, ints and fixed fragments; values are params.
+"""Hybrid retrieval over one knowledge base: dense (pgvector HNSW) + lexical (BM25 over PostgreSQL full text).
+
+    hits = search(knowledge_base=kb, query="how do I rotate my API key?", top_k=5)
+    hits[0].text, hits[0].score, hits[0].dense_rank, hits[0].lexical_rank, hits[0].citation
+
+Must be called inside the knowledge base's tenant context (a request on the tenant host, a tenant task, or
+`tenant_context`): every table below is the tenant schema's own, so search never crosses tenants.
+Callers check access first (core.access.resource_get_for_principal(..., action="use")).
+
+How the legs work and why:
+- Dense: cosine distance on the per-dimension partial HNSW index. The ORDER BY uses the index's own expression
+  (`embedding::vector(<dim>)`, with `embedding_dimension = <dim>` as literal SQL so the planner can prove the
+  partial predicate). Filters (knowledge base, version, documents, metadata) run inside the index scan with
+  pgvector >= 0.8 iterative scans (`hnsw.iterative_scan = relaxed_order`), so a filtered query still returns
+  `k` rows instead of whatever survived the first `ef_search` candidates.
+- Lexical: PostgreSQL's ts_rank/ts_rank_cd are poor rankers for natural-language questions (no IDF, AND-queries
+  miss, OR-queries rank badly). We take OR candidates from the GIN index and score them with Okapi BM25 in SQL,
+  using term statistics (N, avgdl, df) of this knowledge base and version, cached per version in Redis.
+- Hybrid: both legs' candidate lists are united, every candidate gets BOTH scores (cosine for chunks only BM25
+  found, BM25 for chunks only the vector found), scores are normalised per query (floor 0 / observed max)
+  and combined convexly: `w_dense * dense + w_lexical * lexical` (0.8 / 0.2 by default). Naive reciprocal
+  rank fusion throws the score margins away and, on our evaluation set, made search worse than the dense leg
+  alone (bench/retrieval_quality.py); it is kept as `fusion="rrf"` for comparison only.
+
+Per-knowledge-base settings (KnowledgeBase.search_settings), all optional; DEFAULT_SEARCH_SETTINGS has the
+defaults: mode, dense_weight, lexical_weight, fusion, rrf_k, candidates, ef_search, bm25_k1, bm25_b, reranker
+(a name from settings.KNOWLEDGE_RERANKERS: operators choose the code, users only pick a name),
+rerank_candidates.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+from array import array
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils.module_loading import import_string
+
+from core.errors import InvalidInput
+
+from .embeddings import embedder_for_model
+from .models import Chunk, Document, KnowledgeBase
+
+logger = logging.getLogger(__name__)
+
+MODES = ("hybrid", "dense", "lexical")
+DEFAULT_SEARCH_SETTINGS: dict[str, Any] = {
+    "mode": "hybrid",
+    # Tuned on bench/retrieval_quality.py (document-level MRR@10); see the module docstring.
+    "dense_weight": 0.8,
+    "lexical_weight": 0.2,
+    "fusion": "weighted",  # or "rrf" (reciprocal rank fusion, for comparison)
+    "rrf_k": 60,
+    "candidates": 50,  # per leg, before fusion
+    "ef_search": 100,
+    "bm25_k1": 1.2,
+    "bm25_b": 0.75,
+    "reranker": None,
+    "rerank_candidates": 20,
+}
+MAX_TOP_K = 100
+QUERY_MAX_CHARS = 4000
+# Lexical candidates come from the query's rarest terms first, as long as their summed document frequencies
+# stay within this budget (the rarest term always counts). Common terms left out of candidate generation
+# (low IDF: they barely move BM25) still count in the score of every candidate. Bounds latency on big KBs.
+LEXICAL_CANDIDATE_BUDGET = 10000
+
+
+@dataclass
+class SearchHit:
+    chunk_id: int
+    document_id: int
+    document_title: str
+    position: int
+    text: str
+    score: float
+    # Which retriever found it: 1-based rank and raw score in each leg's candidate list (None = not found by it).
+    dense_rank: int | None = None
+    dense_score: float | None = None  # cosine similarity
+    lexical_rank: int | None = None
+    lexical_score: float | None = None  # BM25
+    rerank_score: float | None = None
+    found_by: list[str] = field(default_factory=list)
+    citation: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Reranker(Protocol):
+    def __call__(self, query: str, hits: list[SearchHit]) -> list[float]: ...
+
+
+# --- Settings -------------------------------------------------------------------------------------------
+
+
+def search_settings_for(knowledge_base: KnowledgeBase) -> dict[str, Any]:
+    """Defaults overlaid with the knowledge base's own search_settings (unknown keys ignored)."""
+    merged = dict(DEFAULT_SEARCH_SETTINGS)
+    for key, value in (knowledge_base.search_settings or {}).items():
+        if key in merged and value is not None:
+            merged[key] = value
+    return merged
+
+
+# --- Query embedding cache --------------------------------------------------------------------------------
+
+
+def _normalise_query(query: str) -> str:
+    return " ".join(query.split())
+
+
+def query_embedding(model: str, query: str) -> list[float]:
+    """The query's vector, cached in Redis for a short while.
+
+    The Django cache's key function prefixes every key with the current tenant schema, so identical queries
+    are shared within a tenant and never across tenants. Redis trouble degrades to embedding every time.
+    """
+    text = _normalise_query(query)
+    key = "knowledge:qemb:" + hashlib.sha256(f"{model}\0{text}".encode()).hexdigest()
+    try:
+        cached = cache.get(key)
+    except Exception:  # noqa: BLE001 - the cache is an optimisation, never a failure
+        logger.warning("query embedding cache unavailable", exc_info=True)
+        cached = None
+    if cached is not None:
+        return array("f", cached).tolist()
+    vector = embedder_for_model(model).embed([text])[0]
+    try:
+        cache.set(key, array("f", vector).tobytes(), timeout=getattr(settings, "KNOWLEDGE_QUERY_CACHE_SECONDS", 600))
+    except Exception:  # noqa: BLE001
+        logger.warning("query embedding cache unavailable", exc_info=True)
+    return vector
+
+
+def vector_literal(vector: list[float]) -> str:
+    return "[" + ",".join(f"{v:.7g}" for v in vector) + "]"
+
+
+# --- Shared SQL pieces ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scope:
+    """WHERE clause (on alias c) selecting the chunks a query may see, with its parameters."""
+
+    sql: str
+    params: list
+
+
+def _scope(
+    knowledge_base: KnowledgeBase, version: int | None, document_ids: list[int] | None, metadata_filter: dict | None
+) -> _Scope:
+    sql = ["c.knowledge_base_id = %s"]
+    params: list = [knowledge_base.pk]
+    if version is None:
+        sql.append("c.valid_to IS NULL")
+    else:
+        sql.append("c.valid_from <= %s AND (c.valid_to IS NULL OR c.valid_to > %s)")
+        params += [version, version]
+    if document_ids is not None:
+        sql.append("c.document_id = ANY(%s)")
+        params.append(list(document_ids))
+    if metadata_filter:
+        # JSONB containment on the document's metadata (uses knowledge_document's rows of this KB only).
+        sql.append(
+            f"c.document_id IN (SELECT d.id FROM {Document._meta.db_table} d "
+            "WHERE d.knowledge_base_id = %s AND d.metadata @> %s::jsonb)"
+        )
+        params += [knowledge_base.pk, json.dumps(metadata_filter)]
+    return _Scope(" AND ".join(sql), params)
+
+
+def _chunk_table() -> str:
+    return Chunk._meta.db_table
+
+
+# --- Dense leg ------------------------------------------------------------------------------------------
+
+
+def dense_sql(dimension: int, scope_sql: str) -> str:
+    """The k-NN query on the HNSW index for `dimension`; params: vector, *scope params, vector, limit.
+
+    MATERIALIZED + outer ORDER BY: relaxed_order iterative scans may return rows slightly out of order.
+    """
+    dim = int(dimension)  # literal on purpose: must match the partial index's expression and predicate
+    table = _chunk_table()
+    return (
+        "WITH nearest AS MATERIALIZED ("
+        f" SELECT c.id, (c.embedding::vector({dim})) <=> %s::vector({dim}) AS distance"
+        f" FROM {table} c WHERE c.embedding_dimension = {dim} AND {scope_sql}"
+        f" ORDER BY (c.embedding::vector({dim})) <=> %s::vector({dim}) LIMIT %s"
+        ") SELECT id, distance FROM nearest ORDER BY distance, id"
+    )
+
+
+def _set_vector_search_options(cursor, ef_search: int) -> None:
+    # SET LOCAL semantics (is_local=true): only for the surrounding transaction, never leaks to a pooled conn.
+    cursor.execute(
+        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)",
+        [str(int(ef_search))],
+    )
+
+
+def _dense_leg(cursor, kb: KnowledgeBase, vector: list[float], scope: _Scope, limit: int) -> list[tuple[int, float]]:
+    literal = vector_literal(vector)
+    cursor.execute(dense_sql(kb.embedding_dimension, scope.sql), [literal, *scope.params, literal, limit])
+    return [(row[0], 1.0 - float(row[1])) for row in cursor.fetchall()]
+
+
+def _dense_scores_for(cursor, kb: KnowledgeBase, vector: list[float], ids: list[int]) -> dict[int, float]:
+    if not ids:
+        return {}
+    dim = int(kb.embedding_dimension)
+    cursor.execute(
+        f"SELECT c.id, 1 - ((c.embedding::vector({dim})) <=> %s::vector({dim})) FROM {_chunk_table()} c "
+        f"WHERE c.id = ANY(%s) AND c.embedding_dimension = {dim}",
+        [vector_literal(vector), ids],
+    )
+    return {row[0]: float(row[1]) for row in cursor.fetchall()}
+
+
+# --- Lexical leg (BM25) ---------------------------------------------------------------------------------
+
+
+def query_lexemes(cursor, query: str) -> list[str]:
+    """The query's lexemes with the same text search configuration as Chunk.search_vector ('english')."""
+    cursor.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", [query])
+    return list(cursor.fetchone()[0] or [])
+
+
+def _tsquery_of(lexemes: list[str]) -> str:
+    # Lexemes are already normalised: quote each ('' escapes a quote) and OR them.
+    return " | ".join("'" + lex.replace("\\", "\\\\").replace("'", "''") + "'" for lex in lexemes)
+
+
+def _stats_key(kb: KnowledgeBase, version: int | None, what: str) -> str:
+    ver = f"v{version}" if version is not None else f"cur{kb.current_version}"
+    return f"knowledge:bm25:{kb.pk}:{ver}:{what}"
+
+
+def _collection_stats(cursor, kb: KnowledgeBase, version: int | None, base: _Scope) -> tuple[int, float]:
+    """(number of chunks, average tsvector length) of the knowledge base at this version, cached briefly."""
+    key = _stats_key(kb, version, "n")
+    try:
+        cached = cache.get(key)
+    except Exception:  # noqa: BLE001
+        cached = None
+    if cached is not None:
+        return cached
+    cursor.execute(
+        f"SELECT count(*), coalesce(avg(length(c.search_vector)), 0) FROM {_chunk_table()} c WHERE {base.sql}",
+        base.params,
+    )
+    n, avgdl = cursor.fetchone()
+    stats = (int(n), float(avgdl))
+    try:
+        cache.set(key, stats, timeout=getattr(settings, "KNOWLEDGE_BM25_STATS_SECONDS", 300))
+    except Exception:  # noqa: BLE001
+        logger.warning("BM25 statistics cache unavailable", exc_info=True)
+    return stats
+
+
+def _document_frequencies(cursor, kb: KnowledgeBase, version: int | None, base: _Scope, lexemes: list[str]):
+    keys = {lex: _stats_key(kb, version, "df:" + hashlib.sha1(lex.encode()).hexdigest()) for lex in lexemes}  # noqa: S324
+    try:
+        found = cache.get_many(list(keys.values()))
+    except Exception:  # noqa: BLE001
+        found = {}
+    df = {lex: found[k] for lex, k in keys.items() if k in found}
+    missing = [lex for lex in lexemes if lex not in df]
+    if missing:
+        counts = ", ".join("count(*) FILTER (WHERE c.search_vector @@ %s::tsquery)" for _ in missing)
+        cursor.execute(
+            f"SELECT {counts} FROM {_chunk_table()} c WHERE {base.sql} AND c.search_vector @@ %s::tsquery",
+            [*[_tsquery_of([lex]) for lex in missing], *base.params, _tsquery_of(missing)],
+        )
+        row = cursor.fetchone()
+        fresh = {lex: int(row[i]) for i, lex in enumerate(missing)}
+        df.update(fresh)
+        try:
+            cache.set_many(
+                {keys[lex]: n for lex, n in fresh.items()},
+                timeout=getattr(settings, "KNOWLEDGE_BM25_STATS_SECONDS", 300),
+            )
+        except Exception:  # noqa: BLE001
+            logger.warning("BM25 statistics cache unavailable", exc_info=True)
+    return df
+
+
+@dataclass
+class _Bm25Query:
+    lexemes: list[str]
+    idf: list[float]
+    candidate_tsquery: str
+    avgdl: float
+
+
+def _bm25_prepare(cursor, kb: KnowledgeBase, version: int | None, query: str) -> _Bm25Query | None:
+    lexemes = query_lexemes(cursor, query)
+    if not lexemes:
+        return None
+    base = _scope(kb, version, None, None)  # statistics of the whole KB version, not of a filtered slice
+    n, avgdl = _collection_stats(cursor, kb, version, base)
+    if n == 0:
+        return None
+    df = _document_frequencies(cursor, kb, version, base, lexemes)
+    present = [lex for lex in lexemes if df.get(lex, 0) > 0]
+    if not present:
+        return None
+    # Lucene's BM25 IDF: always positive, so very common terms add a little instead of subtracting.
+    idf = [math.log(1 + (n - df[lex] + 0.5) / (df[lex] + 0.5)) for lex in present]
+    pool, chosen = 0, []
+    for lex in sorted(present, key=lambda lex: df[lex]):
+        if chosen and pool + df[lex] > LEXICAL_CANDIDATE_BUDGET:
+            break
+        chosen.append(lex)
+        pool += df[lex]
+    return _Bm25Query(present, idf, _tsquery_of(chosen), max(avgdl, 1.0))
+
+
+def _bm25_sql(candidates_sql: str, k1: float, b: float) -> str:
+    return (
+        "WITH q(lexeme, idf) AS (SELECT * FROM unnest(%s::text[], %s::float8[])), "
+        f"cand AS MATERIALIZED ({candidates_sql}) "
+        "SELECT cand.id, sum(q.idf * t.tf * %s / (t.tf + %s * (1 - %s + %s * length(cand.search_vector) / %s))) "
+        "AS score FROM cand CROSS JOIN LATERAL ("
+        " SELECT u.lexeme, coalesce(array_length(u.positions, 1), 1)::float8 AS tf FROM unnest(cand.search_vector) u"
+        ") t JOIN q ON q.lexeme = t.lexeme GROUP BY cand.id"
+    ), [k1 + 1, k1, b, b]
+
+
+def _lexical_leg(cursor, bm: _Bm25Query, scope: _Scope, limit: int, k1: float, b: float) -> list[tuple[int, float]]:
+    candidates = (
+        f"SELECT c.id, c.search_vector FROM {_chunk_table()} c "
+        f"WHERE {scope.sql} AND c.search_vector @@ %s::tsquery"
+    )
+    sql, kparams = _bm25_sql(candidates, k1, b)
+    cursor.execute(
+        f"{sql} ORDER BY score DESC, cand.id LIMIT %s",
+        [bm.lexemes, bm.idf, *scope.params, bm.candidate_tsquery, *kparams, bm.avgdl, limit],
+    )
+    return [(row[0], float(row[1])) for row in cursor.fetchall()]
+
+
+def _bm25_scores_for(cursor, bm: _Bm25Query, ids: list[int], k1: float, b: float) -> dict[int, float]:
+    if not ids:
+        return {}
+    candidates = f"SELECT c.id, c.search_vector FROM {_chunk_table()} c WHERE c.id = ANY(%s)"
+    sql, kparams = _bm25_sql(candidates, k1, b)
+    cursor.execute(sql, [bm.lexemes, bm.idf, ids, *kparams, bm.avgdl])
+    return {row[0]: float(row[1]) for row in cursor.fetchall()}
+
+
+# --- Fusion ---------------------------------------------------------------------------------------------
+
+
+def _normalise(scores: dict[int, float]) -> dict[int, float]:
+    """Scale to [0, 1] by the observed maximum, from a floor of 0 (BM25's minimum; a cosine similarity <= 0
+    means "unrelated" for sentence embeddings, so negatives count as 0).
+
+    Per query and per leg, so the weights mean the same thing for every query and knowledge base. Measured
+    against min-max, z-score and a -1 cosine floor (bench/retrieval_quality.py): no better, and less robust.
+    """
+    if not scores:
+        return {}
+    top = max(scores.values())
+    if top <= 0:
+        return dict.fromkeys(scores, 0.0)
+    return {i: max(s, 0.0) / top for i, s in scores.items()}
+
+
+def fuse_weighted(
+    dense: dict[int, float], lexical: dict[int, float], *, dense_weight: float, lexical_weight: float
+) -> dict[int, float]:
+    ids = set(dense) | set(lexical)
+    nd, nl = _normalise(dense), _normalise(lexical)
+    return {i: dense_weight * nd.get(i, 0.0) + lexical_weight * nl.get(i, 0.0) for i in ids}
+
+
+def fuse_rrf(
+    dense_ranked: list[int],
+    lexical_ranked: list[int],
+    *,
+    k: int,
+    dense_weight: float = 1.0,
+    lexical_weight: float = 1.0,
+) -> dict[int, float]:
+    scores: dict[int, float] = {}
+    for weight, ranked in ((dense_weight, dense_ranked), (lexical_weight, lexical_ranked)):
+        for rank, chunk_id in enumerate(ranked, start=1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (k + rank)
+    return scores
+
+
+# --- Rerank hook ----------------------------------------------------------------------------------------
+
+
+@functools.cache
+def reranker_named(name: str) -> Reranker:
+    """A reranker from settings.KNOWLEDGE_RERANKERS = {"name": "dotted.path.to.factory"}; built once."""
+    path = (getattr(settings, "KNOWLEDGE_RERANKERS", {}) or {}).get(name)
+    if not path:
+        raise InvalidInput(f"Unknown reranker {name!r}.", field="reranker")
+    return import_string(path)()
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers cross-encoder from a local directory (settings.KNOWLEDGE_CROSS_ENCODER_PATH)."""
+
+    def __init__(self, path: str | None = None):
+        from sentence_transformers import CrossEncoder
+
+        self._model = CrossEncoder(path or settings.KNOWLEDGE_CROSS_ENCODER_PATH, device="cpu", local_files_only=True)
+
+    def __call__(self, query: str, hits: list[SearchHit]) -> list[float]:
+        return [float(s) for s in self._model.predict([(query, h.text) for h in hits])]
+
+
+# --- Public API -----------------------------------------------------------------------------------------
+
+
+def search(
+    *,
+    knowledge_base: KnowledgeBase,
+    query: str,
+    top_k: int = 5,
+    mode: str | None = "hybrid",
+    document_ids: list[int] | None = None,
+    metadata_filter: dict | None = None,
+    version: int | None = None,
+) -> list[SearchHit]:
+    """The `top_k` best chunks of `knowledge_base` for `query`, best first.
+
+    mode: "hybrid" (default), "dense" or "lexical"; None = the knowledge base's configured mode.
+    document_ids: only chunks of these documents. metadata_filter: only documents whose metadata contains
+    this JSON object (`{"team": "legal"}`). version: search the knowledge base as it was at that version
+    (None = current). Scores are comparable within one result list only.
+    """
+    opts = search_settings_for(knowledge_base)
+    mode = mode or opts["mode"]
+    if mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}.", field="mode")
+    query = _normalise_query(query or "")
+    if not query:
+        raise InvalidInput("The query is empty.", field="query")
+    if len(query) > QUERY_MAX_CHARS:
+        raise InvalidInput(f"The query is longer than {QUERY_MAX_CHARS} characters.", field="query")
+    if not 1 <= int(top_k) <= MAX_TOP_K:
+        raise InvalidInput(f"top_k must be between 1 and {MAX_TOP_K}.", field="top_k")
+    if metadata_filter is not None and not isinstance(metadata_filter, dict):
+        raise InvalidInput("metadata_filter must be a JSON object.", field="metadata_filter")
+    if version is not None and not 0 <= int(version) <= knowledge_base.current_version:
+        raise InvalidInput(f"No version {version} of this knowledge base.", field="version")
+    if document_ids is not None:
+        document_ids = [int(d) for d in document_ids]
+
+    top_k = int(top_k)
+    reranker = reranker_named(opts["reranker"]) if opts["reranker"] else None
+    want = max(top_k, int(opts["rerank_candidates"])) if reranker else top_k
+    pool = max(want, int(opts["candidates"])) if mode == "hybrid" else want
+    k1, b = float(opts["bm25_k1"]), float(opts["bm25_b"])
+
+    # Embed before opening the transaction: a cache miss costs milliseconds of CPU we should not hold a conn for.
+    vector = query_embedding(knowledge_base.embedding_model, query) if mode != "lexical" else None
+    if vector is not None and len(vector) != knowledge_base.embedding_dimension:
+        raise InvalidInput(
+            f"The embedder returned {len(vector)}-d vectors; this knowledge base stores "
+            f"{knowledge_base.embedding_dimension}-d ones. Re-embed it with its model."
+        )
+    scope = _scope(knowledge_base, version, document_ids, metadata_filter)
+    dense: list[tuple[int, float]] = []
+    lexical: list[tuple[int, float]] = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        if vector is not None:
+            _set_vector_search_options(cursor, int(opts["ef_search"]))
+            dense = _dense_leg(cursor, knowledge_base, vector, scope, pool)
+        bm = _bm25_prepare(cursor, knowledge_base, version, query) if mode != "dense" else None
+        if bm is not None:
+            lexical = _lexical_leg(cursor, bm, scope, pool, k1, b)
+        dense_scores, lexical_scores = dict(dense), dict(lexical)
+        if mode == "hybrid" and opts["fusion"] != "rrf":
+            # Complete both score vectors over the union, so fusion never guesses a missing score.
+            if vector is not None:
+                missing = [i for i in lexical_scores if i not in dense_scores]
+                dense_scores.update(_dense_scores_for(cursor, knowledge_base, vector, missing))
+            if bm is not None:
+                missing = [i for i in dense_scores if i not in lexical_scores]
+                lexical_scores.update(_bm25_scores_for(cursor, bm, missing, k1, b))
+
+    if mode == "dense":
+        fused = dict(dense)
+    elif mode == "lexical":
+        fused = dict(lexical)
+    elif opts["fusion"] == "rrf":
+        fused = fuse_rrf(
+            [i for i, _ in dense],
+            [i for i, _ in lexical],
+            k=int(opts["rrf_k"]),
+            dense_weight=float(opts["dense_weight"]),
+            lexical_weight=float(opts["lexical_weight"]),
+        )
+    else:
+        fused = fuse_weighted(
+            dense_scores,
+            lexical_scores,
+            dense_weight=float(opts["dense_weight"]),
+            lexical_weight=float(opts["lexical_weight"]),
+        )
+    ranked = sorted(fused, key=lambda i: (-fused[i], i))[:want]
+    hits = _hydrate(knowledge_base, ranked, fused, dense, lexical, dense_scores, lexical_scores, version)
+    if reranker is not None and hits:
+        for hit, score in zip(hits, reranker(query, hits), strict=True):
+            hit.rerank_score = float(score)
+        hits.sort(key=lambda h: (-(h.rerank_score or 0.0), -h.score))
+    return hits[:top_k]
+
+
+def _hydrate(kb, ranked, fused, dense, lexical, dense_scores, lexical_scores, version) -> list[SearchHit]:
+    dense_rank = {i: r for r, (i, _) in enumerate(dense, start=1)}
+    lexical_rank = {i: r for r, (i, _) in enumerate(lexical, start=1)}
+    rows = {
+        c.pk: c
+        for c in Chunk.objects.filter(pk__in=ranked)
+        .select_related("document")
+        .only("id", "position", "text", "metadata", "document__id", "document__title", "document__source_url")
+    }
+    hits = []
+    for chunk_id in ranked:
+        chunk = rows.get(chunk_id)
+        if chunk is None:  # deleted between the index scan and now
+            continue
+        found_by = [leg for leg, ranks in (("dense", dense_rank), ("lexical", lexical_rank)) if chunk_id in ranks]
+        hits.append(
+            SearchHit(
+                chunk_id=chunk_id,
+                document_id=chunk.document_id,
+                document_title=chunk.document.title,
+                position=chunk.position,
+                text=chunk.text,
+                score=round(float(fused[chunk_id]), 6),
+                dense_rank=dense_rank.get(chunk_id),
+                dense_score=_round(dense_scores.get(chunk_id)),
+                lexical_rank=lexical_rank.get(chunk_id),
+                lexical_score=_round(lexical_scores.get(chunk_id)),
+                found_by=found_by,
+                citation={
+                    "knowledge_base_id": kb.pk,
+                    "document_id": chunk.document_id,
+                    "document_title": chunk.document.title,
+                    "position": chunk.position,
+                    "source_url": chunk.document.source_url or None,
+                    "page": (chunk.metadata or {}).get("page"),
+                    "headings": (chunk.metadata or {}).get("headings") or [],
+                    "version": version if version is not None else kb.current_version,
+                },
+            )
+        )
+    return hits
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)

@@ -1,0 +1,106 @@
+"""Celery tasks for ingestion, all on the "ingest" queue. Thin: they take IDs and call knowledge.pipeline.
+
+ingest_document_task(document_id)
+    claim -> extract/chunk/diff -> (small) embed + publish
+                                -> (large) chord(embed_part_task x N in parallel) -> publish_document_task
+Tenant context travels in the message headers (tenant-schemas-celery); the chord's parts and callback
+carry the schema explicitly since the callback is sent from whichever worker finishes last.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import chord, group
+from django.db import connection
+from django_tenants.utils import get_public_schema_name, get_tenant_model, tenant_context
+
+from config.celery import app
+from core.errors import DomainError
+
+from . import pipeline
+
+logger = logging.getLogger(__name__)
+INGEST_QUEUE = "ingest"
+MAX_RETRIES = 5
+
+
+def _backoff(retries: int) -> int:
+    return min(300, 5 * 2**retries)  # 5 s, 10 s, 20 s ... capped at 5 minutes
+
+
+def _retry_or_fail(task, document_id: int, token: str, exc: Exception):
+    if task.request.retries >= MAX_RETRIES:
+        pipeline.document_fail(document_id, token, f"Processing failed after {MAX_RETRIES + 1} attempts: {exc}")
+        return "failed"
+    logger.warning("document %s: retrying after %r", document_id, exc)
+    pipeline.document_release(document_id, token)
+    raise task.retry(exc=exc, countdown=_backoff(task.request.retries))
+
+
+@app.task(name="knowledge.ingest_document", bind=True, queue=INGEST_QUEUE, acks_late=True, max_retries=MAX_RETRIES)
+def ingest_document_task(self, document_id: int) -> str:
+    claimed = pipeline.document_claim(document_id)
+    if claimed is None:
+        return "skipped"  # another run owns it, or it is already done: a duplicate delivery
+    _, token = claimed
+    try:
+        result = pipeline.document_prepare(document_id, token)
+    except pipeline.StaleRun:
+        return "stale"
+    except DomainError as exc:  # the document itself is the problem: retrying will not help
+        pipeline.document_fail(document_id, token, exc.message)
+        return "failed"
+    except Exception as exc:  # noqa: BLE001 - infrastructure trouble: retry with backoff
+        return _retry_or_fail(self, document_id, token, exc)
+    if result.done:
+        return "published"
+    headers = {"_schema_name": connection.schema_name}
+    parts = group(
+        embed_part_task.si(document_id, token, first, last).set(queue=INGEST_QUEUE, headers=headers)
+        for first, last in result.parts
+    )
+    chord(parts)(publish_document_task.si(document_id, token).set(queue=INGEST_QUEUE, headers=headers))
+    return f"split into {len(result.parts)} parts"
+
+
+@app.task(name="knowledge.embed_part", bind=True, queue=INGEST_QUEUE, acks_late=True, max_retries=MAX_RETRIES)
+def embed_part_task(self, document_id: int, token: str, first: int, last: int) -> int:
+    try:
+        return pipeline.document_embed_part(document_id, token, first, last)
+    except pipeline.StaleRun:
+        return 0
+    except DomainError as exc:
+        pipeline.document_fail(document_id, token, exc.message)
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if self.request.retries >= MAX_RETRIES:
+            pipeline.document_fail(document_id, token, f"Embedding failed after retries: {exc}")
+            raise
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@app.task(name="knowledge.publish_document", bind=True, queue=INGEST_QUEUE, acks_late=True, max_retries=MAX_RETRIES)
+def publish_document_task(self, document_id: int, token: str) -> bool:
+    try:
+        return pipeline.document_publish(document_id, token)
+    except Exception as exc:  # noqa: BLE001
+        if self.request.retries >= MAX_RETRIES:
+            pipeline.document_fail(document_id, token, f"Publishing failed after retries: {exc}")
+            return False
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@app.task(name="knowledge.requeue_stuck_documents", queue=INGEST_QUEUE)
+def requeue_stuck_documents_task() -> dict:
+    """Beat: re-queue documents whose worker died (processing past the lease) or whose task was lost.
+    Runs for every tenant when beat sends it from the public schema."""
+    if connection.schema_name != get_public_schema_name():
+        return {connection.schema_name: pipeline.requeue_stuck(ingest_document_task.delay)}
+    found = {}
+    for tenant in get_tenant_model().objects.exclude(schema_name=get_public_schema_name()):
+        with tenant_context(tenant):
+            ids = pipeline.requeue_stuck(ingest_document_task.delay)
+            if ids:
+                found[tenant.schema_name] = ids
+    return found

@@ -1,0 +1,179 @@
+"""Dashboard pages for knowledge bases: list and create, documents with drag-and-drop upload and live
+progress, search playground, versions with what changed and rollback.
+
+Uploads and live document status go straight from the browser to the knowledge API (knowledge/apis.py) and
+the event bus (/ws/events/), so no upload logic lives here; the pages call knowledge.services/selectors.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from core.access import principal_can
+from core.dashboard import dashboard_page, form_error, sharing_context
+from core.errors import DomainError
+from core.models import OrgAccess
+
+from . import retrieval, selectors, services
+
+
+class KnowledgeBaseForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    org_access = forms.ChoiceField(
+        label="Who in the organisation can use it", choices=OrgAccess.choices, initial=OrgAccess.NONE
+    )
+
+
+@dashboard_page
+def kb_list_page(request: HttpRequest) -> HttpResponse:
+    principal = request.principal
+    form = KnowledgeBaseForm(request.POST or None)
+    if request.method == "POST":
+        if principal.is_readonly:
+            return render(
+                request, "403.html", {"exception": "Read-only members cannot create knowledge bases."}, status=403
+            )
+        if form.is_valid():
+            try:
+                kb = services.knowledge_base_create(owner=principal.user, **form.cleaned_data)
+            except DomainError as exc:
+                form_error(form, exc)
+            else:
+                messages.success(request, f"Knowledge base “{kb.name}” created. Add documents below.")
+                return redirect("dash-kb", kb_id=kb.pk)
+    kbs = selectors.knowledge_base_list(principal=principal).order_by("name")
+    query = request.GET.get("q", "").strip()
+    if query:
+        kbs = kbs.filter(name__icontains=query)
+    return render(
+        request,
+        "knowledge/list.html",
+        {"kbs": kbs, "form": form, "q": query, "nav": "knowledge", "can_create": not principal.is_readonly},
+        status=400 if form.errors else 200,
+    )
+
+
+@dashboard_page
+def kb_detail_page(request: HttpRequest, kb_id: int) -> HttpResponse:
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id)
+    documents = selectors.document_list(kb=kb)[:500]
+    return render(
+        request,
+        "knowledge/detail.html",
+        {
+            "kb": kb,
+            "documents": documents,
+            "nav": "knowledge",
+            "tab": "documents",
+            "can_edit": principal_can(request.principal, "edit", kb),
+            **sharing_context(request.principal, kb, "knowledge_base"),
+        },
+    )
+
+
+@require_POST
+@dashboard_page
+def kb_document_delete_view(request: HttpRequest, kb_id: int, document_id: int) -> HttpResponse:
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id, action="edit")
+    document = selectors.document_get(kb=kb, document_id=document_id)
+    version = services.document_delete(document=document, user=request.user)
+    messages.success(request, f"“{document.title}” removed (version {version.number}). Roll back to restore it.")
+    return redirect("dash-kb", kb_id=kb.pk)
+
+
+@dashboard_page
+def kb_search_page(request: HttpRequest, kb_id: int) -> HttpResponse:
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id, action="use")
+    query = request.GET.get("q", "").strip()
+    mode = request.GET.get("mode", "hybrid")
+    hits, error = [], None
+    if query:
+        try:
+            top_k = int(request.GET.get("k", 8))
+            hits = retrieval.search(
+                knowledge_base=kb,
+                query=query,
+                top_k=top_k,
+                mode=mode,
+                version=selectors.parse_version(request.GET.get("version")),
+            )
+        except (DomainError, ValueError) as exc:
+            error = getattr(exc, "message", "Check the search settings.")
+    template = "knowledge/_search_results.html" if request.htmx else "knowledge/search.html"
+    return render(
+        request,
+        template,
+        {
+            "kb": kb,
+            "q": query,
+            "mode": mode,
+            "hits": hits,
+            "error": error,
+            "modes": retrieval.MODES,
+            "k": request.GET.get("k", "8"),
+            "version": request.GET.get("version", ""),
+            "nav": "knowledge",
+            "tab": "search",
+        },
+    )
+
+
+@dashboard_page
+def kb_versions_page(request: HttpRequest, kb_id: int) -> HttpResponse:
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id)
+    versions = list(selectors.version_list(kb=kb)[:100])
+    diff = None
+    shown = request.GET.get("v")
+    if shown:
+        number = int(shown) if shown.isdigit() else 0
+        version = selectors.version_get(kb=kb, number=number)
+        diff = {"version": version, **selectors.version_diff(kb=kb, base=max(number - 1, 0), target=number)}
+    return render(
+        request,
+        "knowledge/versions.html",
+        {
+            "kb": kb,
+            "versions": versions,
+            "diff": diff,
+            "nav": "knowledge",
+            "tab": "versions",
+            "can_edit": principal_can(request.principal, "edit", kb),
+            "oldest": services.oldest_retained_version(kb),
+        },
+    )
+
+
+@require_POST
+@dashboard_page
+def kb_rollback_view(request: HttpRequest, kb_id: int, number: int) -> HttpResponse:
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id, action="edit")
+    try:
+        version = services.knowledge_base_rollback(kb=kb, to_version=number, user=request.user)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Rolled back to the content of version {number} (now version {version.number}).")
+    return redirect("dash-kb-versions", kb_id=kb.pk)
+
+
+@dashboard_page
+def kb_chunk_page(request: HttpRequest, kb_id: int, document_id: int) -> HttpResponse:
+    """A document's passages, one highlighted: where a chat citation leads."""
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id)
+    document = selectors.document_get(kb=kb, document_id=document_id)
+    chunks = selectors.chunks_at(kb=kb).filter(document=document).order_by("position")[:500]
+    try:
+        highlight = int(request.GET.get("chunk", "0"))
+    except ValueError:
+        highlight = 0
+    template = "knowledge/_passage.html" if request.htmx else "knowledge/document.html"
+    return render(
+        request,
+        template,
+        {"kb": kb, "document": document, "chunks": chunks, "highlight": highlight, "nav": "knowledge"},
+    )

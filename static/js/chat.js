@@ -1,0 +1,354 @@
+// Chat page: token streaming over the agent WebSocket (/ws/agents/{id}/chat/), with automatic resume after a
+// dropped connection, and fallbacks when WebSocket is unavailable: Server-Sent Events, then long-polling
+// (/api/v1/runs/{id}/events/). Every event carries a sequence number; an event is shown only if its seq is
+// above the last one shown, so a resume never loses or repeats a token. Plain JS, no framework.
+(function () {
+  "use strict";
+  var root = document.getElementById("chat");
+  if (!root) return;
+  var EVENT_TYPES = ["message.start", "token", "citation", "tool.call", "tool.result", "message.end", "error"];
+  var agentId = root.getAttribute("data-agent");
+  var conversationId = root.getAttribute("data-conversation") || null;
+  var pane = document.getElementById("messages");
+  var statusLine = document.getElementById("chat-status");
+  var form = document.getElementById("composer");
+  var input = document.getElementById("chat-input");
+  var sendButton = document.getElementById("send");
+  var stopButton = document.getElementById("stop");
+  var regenerateButton = document.getElementById("regenerate");
+  var dialog = document.getElementById("passage-dialog");
+  var csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"];
+
+  var mode = "ws";  // "ws" -> "sse" -> "poll", only ever downgraded
+  var socket = null;
+  var socketOpen = false;
+  var failedOpens = 0;
+  var queued = null;  // a chat message waiting for the socket
+  var run = null;  // the answer being streamed: {id, after, el, body, text, done}
+  var lastQuestion = null;
+
+  function setStatus(text) { statusLine.textContent = text || ""; }
+  function setMode(next) {
+    mode = next;
+    root.setAttribute("data-transport", next);
+  }
+  setMode("ws");
+
+  // --- rendering ------------------------------------------------------------------------------------
+  function clearEmpty() {
+    var empty = document.getElementById("chat-empty");
+    if (empty) empty.remove();
+  }
+  function bubble(role, text) {
+    clearEmpty();
+    var el = document.createElement("div");
+    el.className = "msg " + role;
+    if (role === "assistant") el.innerHTML = '<ol class="steps" hidden></ol><div class="body"></div><div class="citations"></div>';
+    else el.innerHTML = '<div class="body"></div>';
+    el.querySelector(".body").textContent = text || "";
+    pane.appendChild(el);
+    pane.scrollTop = pane.scrollHeight;
+    return el;
+  }
+  function addCitation(el, c) {
+    var box = el.querySelector(".citations");
+    if (box.querySelector('[data-n="' + c.n + '"]')) return;
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "outline secondary citation";
+    button.setAttribute("data-n", c.n);
+    button.setAttribute("data-kb", c.knowledge_base_id);
+    button.setAttribute("data-document", c.document_id);
+    button.setAttribute("data-position", c.position);
+    button.textContent = "[" + c.n + "] " + (c.document_title || "source");
+    button.title = c.snippet || "";
+    box.appendChild(button);
+  }
+  function addStep(el, text, id) {
+    var steps = el.querySelector(".steps");
+    steps.hidden = false;
+    var li = id && steps.querySelector('[data-call="' + id + '"]');
+    if (!li) {
+      li = document.createElement("li");
+      if (id) li.setAttribute("data-call", id);
+      steps.appendChild(li);
+    }
+    li.textContent = text;
+  }
+  function renderStored(message) {
+    if (message.role === "user") {
+      bubble("user", message.content);
+      lastQuestion = message.content;
+      return;
+    }
+    var el = bubble("assistant", message.content);
+    (message.tool_calls || []).forEach(function (call) { addStep(el, "Used " + (call.name || "a tool"), call.id); });
+    (message.citations || []).forEach(function (c) { addCitation(el, c); });
+    el.setAttribute("data-status", message.status);
+    if (message.status === "streaming" && message.run_id) {
+      // Still being written (e.g. the page was reloaded mid-answer): replay from the start.
+      el.querySelector(".body").textContent = "";
+      startRun(el).id = message.run_id;
+    }
+  }
+
+  // --- one run -------------------------------------------------------------------------------------
+  function startRun(el) {
+    run = { id: null, after: 0, el: el, body: el.querySelector(".body"), text: "", done: false };
+    el.classList.add("streaming");
+    el.setAttribute("data-status", "streaming");
+    sendButton.disabled = true;
+    stopButton.hidden = false;
+    regenerateButton.hidden = true;
+    return run;
+  }
+  function finish(status, note) {
+    if (!run || run.done) return;
+    run.done = true;
+    run.el.classList.remove("streaming");
+    run.el.setAttribute("data-status", status);
+    if (note) {
+      var p = document.createElement("p");
+      p.className = status === "stopped" ? "muted" : "error";
+      p.setAttribute("role", status === "stopped" ? "status" : "alert");
+      p.textContent = note;
+      run.el.appendChild(p);
+    }
+    sendButton.disabled = false;
+    stopButton.hidden = true;
+    regenerateButton.hidden = !lastQuestion;
+    setStatus("");
+    input.focus();
+  }
+  function accepted(handles) {
+    if (!run) return;
+    run.id = handles.run_id;
+    run.el.setAttribute("data-run", handles.run_id);
+    if (handles.conversation_id && handles.conversation_id !== conversationId) {
+      conversationId = handles.conversation_id;
+      root.setAttribute("data-conversation", conversationId);
+      var url = new URL(location.href);
+      url.searchParams.set("c", conversationId);
+      history.replaceState(null, "", url);
+      addConversation(conversationId, lastQuestion);
+    }
+    if (mode === "sse") streamSSE(run);
+    else if (mode === "poll") poll(run);
+  }
+  function addConversation(id, title) {
+    // The new conversation appears in the side list right away, current.
+    var list = document.querySelector(".conversation-list");
+    if (!list) return;
+    var placeholder = list.querySelector("li.muted");
+    if (placeholder) placeholder.remove();
+    Array.prototype.forEach.call(list.querySelectorAll("a[aria-current]"), function (a) { a.removeAttribute("aria-current"); });
+    var li = document.createElement("li");
+    var a = document.createElement("a");
+    a.href = "?c=" + encodeURIComponent(id);
+    a.setAttribute("aria-current", "page");
+    a.textContent = (title || "Untitled").slice(0, 40);
+    li.appendChild(a);
+    list.prepend(li);
+  }
+  function handle(event) {
+    if (!run || run.done || event.run_id !== run.id) return;
+    if (typeof event.seq !== "number" || event.seq <= run.after) return;  // exactly once, whatever the transport
+    run.after = event.seq;
+    root.setAttribute("data-last-seq", String(event.seq));
+    var data = event.data || {};
+    if (event.type === "token") {
+      run.text += data.text || "";
+      run.body.textContent = run.text;
+      pane.scrollTop = pane.scrollHeight;
+    } else if (event.type === "citation") {
+      addCitation(run.el, data);
+    } else if (event.type === "tool.call") {
+      addStep(run.el, "Calling " + data.name + "…", data.id);
+    } else if (event.type === "tool.result") {
+      addStep(run.el, (data.ok === false ? "✗ " : "✓ ") + data.name, data.id);
+    } else if (event.type === "error") {
+      run.error = data.message || "The answer could not be completed.";
+    } else if (event.type === "message.end") {
+      finish(data.status === "complete" ? "complete" : "incomplete", run.error);
+    }
+  }
+  function startFailed(data) {
+    if (!run) return;
+    finish("failed", (data && (data.message || data.detail)) || "The message could not be sent.");
+  }
+
+  // --- transport 1: WebSocket -----------------------------------------------------------------------
+  function connect() {
+    if (mode !== "ws") return;
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var opened = false;
+    try {
+      socket = new WebSocket(scheme + location.host + "/ws/agents/" + agentId + "/chat/");
+    } catch (e) {
+      return downgrade();
+    }
+    socket.onopen = function () {
+      opened = true;
+      socketOpen = true;
+      failedOpens = 0;
+      if (run && run.id && !run.done) {
+        socket.send(JSON.stringify({ type: "resume", run_id: run.id, after: run.after }));
+        root.setAttribute("data-resumes", String(Number(root.getAttribute("data-resumes") || 0) + 1));
+        setStatus("");
+      }
+      if (queued) {
+        socket.send(JSON.stringify(queued));
+        queued = null;
+      }
+    };
+    socket.onmessage = function (message) {
+      var event;
+      try { event = JSON.parse(message.data); } catch (e) { return; }
+      if (event.type === "run.accepted") accepted(event);
+      else if (event.type === "error" && !event.seq) startFailed(event.data);
+      else handle(event);
+    };
+    socket.onclose = function () {
+      socketOpen = false;
+      socket = null;
+      if (mode !== "ws") return;
+      if (!opened) failedOpens += 1;
+      if (failedOpens >= 2) return downgrade();
+      if (run && !run.done) setStatus("Connection lost. Reconnecting…");
+      setTimeout(connect, opened ? 200 : 800);
+    };
+  }
+  function downgrade() {
+    // WebSocket does not get through (proxy, firewall): use SSE, which resumes by itself.
+    setMode(window.EventSource ? "sse" : "poll");
+    setStatus("");
+    if (queued) {
+      var message = queued;
+      queued = null;
+      startOverHttp(message);
+    } else if (run && run.id && !run.done) {
+      if (mode === "sse") streamSSE(run); else poll(run);
+    }
+  }
+
+  // --- transports 2 and 3: SSE, then long-polling ------------------------------------------------------
+  function startOverHttp(message) {
+    fetch("/api/v1/agents/" + agentId + "/chat/", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf },
+      body: JSON.stringify({ message: message.message, conversation_id: message.conversation_id, wait: false }),
+    }).then(function (response) {
+      return response.json().then(function (body) {
+        if (!response.ok) return startFailed(body);
+        accepted(body);
+      });
+    }).catch(function () { startFailed({ message: "The server could not be reached. Try again." }); });
+  }
+  function streamSSE(r) {
+    var source = new EventSource("/api/v1/runs/" + r.id + "/events/?after=" + r.after);
+    var received = false;
+    EVENT_TYPES.forEach(function (type) {
+      source.addEventListener(type, function (message) {
+        // The browser's own connection errors also arrive as "error" events, without data.
+        if (typeof message.data !== "string") return;
+        var event;
+        try { event = JSON.parse(message.data); } catch (e) { return; }
+        received = true;
+        handle(event);
+        if (r.done) source.close();
+      });
+    });
+    source.onerror = function () {
+      if (r.done || run !== r) return source.close();
+      // CONNECTING: the browser resumes by itself with Last-Event-ID. CLOSED: SSE is not getting through.
+      if (source.readyState === EventSource.CLOSED) {
+        source.close();
+        if (!received) { setMode("poll"); poll(r); } else streamSSE(r);
+      }
+    };
+    r.close = function () { source.close(); };
+  }
+  function poll(r) {
+    if (r.done || run !== r) return;
+    fetch("/api/v1/runs/" + r.id + "/events/?after=" + r.after + "&wait=25", {
+      credentials: "same-origin", headers: { Accept: "application/json" },
+    }).then(function (response) {
+      if (!response.ok) throw new Error(String(response.status));
+      return response.json();
+    }).then(function (body) {
+      (body.events || []).forEach(handle);
+      poll(r);
+    }).catch(function () { setTimeout(function () { poll(r); }, 1500); });
+  }
+
+  // --- sending, stop, regenerate ---------------------------------------------------------------------
+  function ask(text, showQuestion) {
+    if (showQuestion) bubble("user", text);
+    lastQuestion = text;
+    startRun(bubble("assistant", ""));
+    setStatus("Thinking…");
+    var message = { type: "chat", message: text, conversation_id: conversationId };
+    if (mode === "ws") {
+      if (socketOpen) socket.send(JSON.stringify(message));
+      else { queued = message; if (!socket) connect(); }
+    } else {
+      startOverHttp(message);
+    }
+  }
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var text = input.value.trim();
+    if (!text || (run && !run.done)) return;
+    input.value = "";
+    ask(text, true);
+  });
+  input.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  stopButton.addEventListener("click", function () {
+    if (!run || run.done) return;
+    if (run.close) run.close();
+    // The answer stops here for this reader; what was written so far stays on screen.
+    finish("stopped", "Stopped.");
+  });
+  regenerateButton.addEventListener("click", function () {
+    if (!lastQuestion || (run && !run.done)) return;
+    if (run) run.el.classList.add("replaced");
+    ask(lastQuestion, false);
+  });
+
+  // --- citations open their source passage ---------------------------------------------------------------
+  pane.addEventListener("click", function (e) {
+    var button = e.target.closest("button.citation");
+    if (!button) return;
+    var url = "/knowledge/" + button.getAttribute("data-kb") + "/documents/" + button.getAttribute("data-document") +
+      "/?chunk=" + button.getAttribute("data-position");
+    document.getElementById("passage-title").textContent = button.textContent;
+    var body = document.getElementById("passage-body");
+    body.innerHTML = '<p aria-busy="true">Loading the passage…</p>';
+    dialog.showModal();
+    fetch(url, { credentials: "same-origin", headers: { "HX-Request": "true" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error(String(response.status));
+        return response.text();
+      })
+      .then(function (html) {
+        body.innerHTML = html;
+        var target = body.querySelector(".highlighted");
+        if (target) { target.scrollIntoView({ block: "center" }); target.focus(); }
+      })
+      .catch(function () { body.textContent = "This passage is no longer available, or you cannot open it."; });
+  });
+  dialog.addEventListener("click", function (e) {
+    if (e.target === dialog || e.target.hasAttribute("data-close-dialog")) dialog.close();
+  });
+
+  JSON.parse(document.getElementById("chat-history").textContent || "[]").forEach(renderStored);
+  regenerateButton.hidden = !lastQuestion || (run && !run.done);
+  connect();
+  input.focus();
+})();

@@ -1,0 +1,185 @@
+"""Every dashboard page renders for a member, refuses strangers and other tenants, and never leaks data.
+
+Fast Django-client checks (the browser journeys in tests/browser cover behaviour end to end)."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django_tenants.utils import tenant_context
+
+from accounts.models import Membership, Role, User
+from conftest import PASSWORD
+from core.access import Principal
+
+
+@pytest.fixture
+def acme_objects(tenant_a, admin_a):
+    from agents import services as agent_services
+    from knowledge import services as kb_services
+
+    principal = Principal(tenant=tenant_a, user=admin_a, role=Role.ADMIN)
+    with tenant_context(tenant_a):
+        kb = kb_services.knowledge_base_create(owner=admin_a, name="Acme handbook")
+        agent = agent_services.agent_create(
+            principal=principal, data={"name": "Acme helper", "system_prompt": "First prompt\nline two"}
+        )
+        agent_services.agent_update(
+            principal=principal, agent=agent, data={"system_prompt": "Second prompt\nline two"}, note="Tweak"
+        )
+    return {"agent": agent, "kb": kb}
+
+
+ADMIN_PAGES = [
+    "/",
+    "/agents/",
+    "/agents/?q=helper",
+    "/agents/new/",
+    "/agents/{agent}/",
+    "/agents/{agent}/versions/",
+    "/agents/{agent}/versions/?a=1&b=2",
+    "/chat/?pick=1",
+    "/agents/{agent}/chat/",
+    "/knowledge/",
+    "/knowledge/{kb}/",
+    "/knowledge/{kb}/search/",
+    "/knowledge/{kb}/versions/",
+    "/manage/members/",
+    "/manage/teams/",
+    "/manage/providers/",
+    "/manage/webhooks/",
+    "/manage/usage/",
+    "/manage/usage/?scope=user&id=1&days=7",
+    "/manage/audit/?action=agent.",
+    "/api-keys/",
+    "/profile/",
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ADMIN_PAGES)
+def test_every_dashboard_page_renders_for_an_admin(client_a, admin_a, acme_objects, path):
+    client_a.force_login(admin_a)
+    response = client_a.get(path.format(agent=acme_objects["agent"].pk, kb=acme_objects["kb"].pk))
+    assert response.status_code == 200, response.content[:500]
+    assert b"Traceback" not in response.content
+
+
+@pytest.mark.django_db
+def test_version_diff_shows_both_sides_of_the_change(client_a, admin_a, acme_objects):
+    client_a.force_login(admin_a)
+    page = client_a.get(f"/agents/{acme_objects['agent'].pk}/versions/?a=1&b=2").content.decode()
+    assert "First prompt" in page and "Second prompt" in page
+    assert 'class="cell del"' in page and 'class="cell add"' in page
+
+
+@pytest.mark.django_db
+def test_restore_creates_a_new_version_with_the_old_configuration(client_a, admin_a, acme_objects, tenant_a):
+    client_a.force_login(admin_a)
+    agent = acme_objects["agent"]
+    response = client_a.post(f"/agents/{agent.pk}/versions/1/restore/")
+    assert response.status_code == 302
+    with tenant_context(tenant_a):
+        agent.refresh_from_db()
+        assert agent.system_prompt == "First prompt\nline two"
+        assert agent.current_version.number == 3
+        assert agent.current_version.restored_from == 1
+
+
+@pytest.mark.django_db
+def test_other_tenants_and_strangers_get_nothing(client_b, admin_b, client_a, acme_objects):
+    agent, kb = acme_objects["agent"], acme_objects["kb"]
+    client_b.force_login(admin_b)
+    # Acme's ids on globex's host: globex has no such rows (404), never acme's data.
+    for path in (f"/agents/{agent.pk}/", f"/agents/{agent.pk}/versions/", f"/knowledge/{kb.pk}/"):
+        response = client_b.get(path)
+        assert response.status_code == 404
+        assert b"Acme" not in response.content
+    # Globex's admin on acme's host is not a member.
+    client_a.force_login(admin_b)
+    for path in ("/agents/", "/manage/members/", "/profile/"):
+        response = client_a.get(path)
+        assert response.status_code == 403
+        assert b"not a member" in response.content
+    anonymous = Client(HTTP_HOST="acme.localhost").get("/agents/")
+    assert anonymous.status_code == 302
+
+
+@pytest.fixture
+def acme_reader(tenant_a):
+    user = User.objects.create_user(email="reader@acme.test", password=PASSWORD)
+    Membership.objects.create(user=user, tenant=tenant_a, role=Role.READONLY)
+    return user
+
+
+@pytest.mark.django_db
+def test_readonly_member_can_look_but_not_change(client_a, acme_reader, acme_objects, tenant_a):
+    agent = acme_objects["agent"]
+    with tenant_context(tenant_a):
+        agent.org_access = "viewer"
+        agent.save(update_fields=["org_access"])
+    client_a.force_login(acme_reader)
+    page = client_a.get(f"/agents/{agent.pk}/")
+    assert page.status_code == 200
+    assert b"You can view this agent but not change it" in page.content
+    assert b"Save as new version" not in page.content
+    assert client_a.post(f"/agents/{agent.pk}/", {"name": "Hacked"}).status_code == 403
+    assert client_a.post(f"/agents/{agent.pk}/versions/1/restore/").status_code == 403
+    assert client_a.get("/agents/new/").status_code == 403
+    assert client_a.get("/manage/members/").status_code == 403
+    with tenant_context(tenant_a):
+        agent.refresh_from_db()
+        assert agent.name == "Acme helper"
+
+
+@pytest.mark.django_db
+def test_error_pages_are_friendly(client_a, admin_a):
+    client_a.force_login(admin_a)
+    missing = client_a.get("/agents/999999/")
+    assert missing.status_code == 404
+    assert b"Page not found" in missing.content
+    assert b"Traceback" not in missing.content
+
+
+@pytest.mark.django_db
+def test_api_key_secret_is_shown_once(client_a, admin_a, tenant_a):
+    client_a.force_login(admin_a)
+    created = client_a.post("/api-keys/", {"name": "ci", "scopes": ["read"]})
+    assert created.status_code == 200
+    assert created["Cache-Control"] == "no-store"
+    secret = created.context["secret"]
+    assert secret.encode() in created.content
+    listing = client_a.get("/api-keys/")
+    assert secret.encode() not in listing.content
+    assert created.context["key"].prefix.encode() in listing.content
+
+
+@pytest.mark.django_db
+def test_admin_shares_an_agent_with_a_team_from_its_page(client_a, admin_a, acme_objects, tenant_a):
+    from iam.models import Share, Team
+
+    client_a.force_login(admin_a)
+    assert client_a.post("/manage/teams/", {"name": "Support"}).status_code == 302
+    with tenant_context(tenant_a):
+        team = Team.objects.get(name="Support")
+    agent = acme_objects["agent"]
+    response = client_a.post(
+        "/sharing/",
+        {
+            "resource_type": "agent",
+            "resource_id": agent.pk,
+            "team_id": team.pk,
+            "level": "editor",
+            "next": f"/agents/{agent.pk}/",
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == f"/agents/{agent.pk}/"
+    with tenant_context(tenant_a):
+        assert Share.objects.get(team=team, resource_type="agent", resource_id=agent.pk).level == "editor"
+    page = client_a.get(f"/agents/{agent.pk}/")
+    assert b"Support" in page.content and b"stop sharing" in page.content
+    # Never an open redirect.
+    away = client_a.post(
+        "/sharing/", {"resource_type": "agent", "resource_id": agent.pk, "level": "viewer", "next": "//evil.example/"}
+    )
+    assert away["Location"] == "/"

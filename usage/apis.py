@@ -1,0 +1,139 @@
+"""Thin DRF views: quotas and usage (members see their own; admins everyone), sub-limits and audit (admins)."""
+
+from __future__ import annotations
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.access import principal_from_request
+from core.errors import Forbidden, InvalidInput, NotFound
+from core.quotas import quota_overview
+
+from . import selectors, services
+from .models import QuotaSubLimit
+
+
+def _int_param(request, name: str, default=None):
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{name} must be a whole number.", field=name) from exc
+
+
+class QuotaOverviewApi(APIView):
+    """Limits and current use of every quota for the tenant (and for `?user=` / the caller's own key)."""
+
+    required_scope = "read"
+
+    def get(self, request):
+        principal = principal_from_request(request)
+        user_id = _int_param(request, "user")
+        if user_id is not None and user_id != principal.user.pk and not principal.is_admin:
+            raise Forbidden("Only admins may see other members' usage.")
+        data = {
+            "tenant": quota_overview(tenant=principal.tenant),
+            "user": quota_overview(tenant=principal.tenant, user=user_id or principal.user.pk),
+        }
+        if principal.api_key is not None:
+            data["api_key"] = quota_overview(tenant=principal.tenant, api_key=principal.api_key)
+        return Response(data)
+
+
+class UsageSummaryApi(APIView):
+    """Daily series for charts: ?scope=tenant|user|agent|api_key&id=..&days=30. Members: their own only."""
+
+    required_scope = "read"
+
+    def get(self, request):
+        principal = principal_from_request(request)
+        scope = request.query_params.get("scope", "tenant" if principal.is_admin else "user")
+        scope_id = _int_param(request, "id")
+        if scope == "user" and scope_id is None:
+            scope_id = principal.user.pk
+        if not principal.is_admin and not (scope == "user" and scope_id == principal.user.pk):
+            raise Forbidden("Only admins may see usage beyond their own.")
+        services.usage_flush_api_calls()  # include calls counted in the last minute
+        return Response(selectors.usage_daily(scope=scope, scope_id=scope_id, days=_int_param(request, "days", 30)))
+
+
+class SubLimitSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    quota = serializers.CharField(max_length=40)
+    user_id = serializers.IntegerField(required=False, allow_null=True)
+    api_key_id = serializers.IntegerField(required=False, allow_null=True)
+    limit = serializers.CharField(max_length=40)  # validated by core.quotas.validate_limit
+    updated_at = serializers.DateTimeField(read_only=True)
+
+
+class SubLimitListApi(APIView):
+    required_scope = {"GET": "admin", "POST": "admin"}
+
+    @extend_schema(responses=SubLimitSerializer(many=True))
+    def get(self, request):
+        return Response(SubLimitSerializer(selectors.sublimit_list(), many=True).data)
+
+    @extend_schema(request=SubLimitSerializer, responses={201: SubLimitSerializer})
+    def post(self, request):
+        data = SubLimitSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        row = services.sublimit_set(principal=principal_from_request(request), **data.validated_data)
+        return Response(SubLimitSerializer(row).data, status=status.HTTP_201_CREATED)
+
+
+class SubLimitDetailApi(APIView):
+    required_scope = "admin"
+
+    def delete(self, request, sublimit_id: int):
+        row = QuotaSubLimit.objects.filter(pk=sublimit_id).first()
+        if row is None:
+            raise NotFound("Not found.")
+        services.sublimit_delete(principal=principal_from_request(request), sublimit=row)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AuditEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    actor_id = serializers.IntegerField(allow_null=True)
+    actor_email = serializers.CharField()
+    api_key_id = serializers.IntegerField(allow_null=True)
+    action = serializers.CharField()
+    target_type = serializers.CharField()
+    target_id = serializers.CharField()
+    target_repr = serializers.CharField()
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+    request_id = serializers.CharField()
+    ip = serializers.CharField(allow_null=True)
+
+
+class AuditListApi(APIView):
+    """?action=<prefix>&actor=<user id>&target_type=&target_id=&since=&until=&before_id=&limit= (newest first)."""
+
+    required_scope = "admin"
+
+    @extend_schema(responses=AuditEntrySerializer(many=True))
+    def get(self, request):
+        params = request.query_params
+        since = parse_datetime(params["since"]) if params.get("since") else None
+        until = parse_datetime(params["until"]) if params.get("until") else None
+        if (params.get("since") and since is None) or (params.get("until") and until is None):
+            raise InvalidInput("since/until must be ISO 8601 date-times.")
+        limit = min(max(_int_param(request, "limit", 100), 1), 500)
+        rows = selectors.audit_list(
+            action=params.get("action"),
+            actor_id=_int_param(request, "actor"),
+            target_type=params.get("target_type"),
+            target_id=params.get("target_id"),
+            since=since,
+            until=until,
+            before_id=_int_param(request, "before_id"),
+        )[:limit]
+        data = AuditEntrySerializer(rows, many=True).data
+        return Response({"results": data, "next_before_id": data[-1]["id"] if len(data) == limit else None})

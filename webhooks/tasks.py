@@ -1,0 +1,33 @@
+"""Webhook tasks, all on the "webhooks" queue (settings.CELERY_TASK_ROUTES)."""
+
+from __future__ import annotations
+
+from django_tenants.utils import get_tenant_model, schema_context
+
+from config.celery import app
+
+from . import services
+
+
+@app.task(name="webhooks.fanout", acks_late=True)
+def webhook_fanout_task(event: dict) -> int:
+    return len(services.deliveries_create_for_event(event))
+
+
+@app.task(name="webhooks.deliver", acks_late=True)
+def webhook_deliver_task(delivery_id: int) -> str:
+    outcome = services.delivery_attempt(delivery_id)
+    if outcome.retry_in is not None:
+        # Explicit re-queue (not Celery's retry): the schedule is recorded on the delivery row too,
+        # so webhooks.retry_due can re-queue it if this message is ever lost.
+        webhook_deliver_task.apply_async((delivery_id,), countdown=outcome.retry_in)
+    return outcome.status
+
+
+@app.task(name="webhooks.retry_due")
+def webhooks_retry_due_task() -> int:
+    total = 0
+    for schema in get_tenant_model().objects.exclude(schema_name="public").values_list("schema_name", flat=True):
+        with schema_context(schema):
+            total += services.deliveries_retry_due()
+    return total
