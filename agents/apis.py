@@ -27,7 +27,7 @@ from core.errors import InvalidInput, NotFound
 from . import selectors, services
 from .models import Agent, ApprovedHost, CustomTool, ProviderCredential
 from .registry import get_registry
-from .runtime.stream import TERMINAL, iter_events, read_events, read_events_now, sse_format
+from .runtime.stream import TERMINAL, iter_events, iter_raw_events, read_events, read_events_now, sse_format_raw
 
 LONG_POLL_SECONDS = 25
 
@@ -75,21 +75,47 @@ def agent_out(agent: Agent) -> dict[str, Any]:
 
 
 def version_out(version) -> dict[str, Any]:
-    return {"number": version.number, "config": version.config, "author_id": version.author_id,
-            "note": version.note, "restored_from": version.restored_from, "created_at": version.created_at}
+    return {
+        "number": version.number,
+        "config": version.config,
+        "author_id": version.author_id,
+        "note": version.note,
+        "restored_from": version.restored_from,
+        "created_at": version.created_at,
+    }
 
 
 def provider_out(p: ProviderCredential) -> dict[str, Any]:
     # The key itself never leaves the server, only whether one is stored.
-    return {"id": p.pk, "name": p.name, "kind": p.kind, "base_url": p.base_url, "default_model": p.default_model,
-            "enabled": p.enabled, "timeout_seconds": p.timeout_seconds, "has_api_key": bool(p.api_key_encrypted)}
+    return {
+        "id": p.pk,
+        "name": p.name,
+        "kind": p.kind,
+        "base_url": p.base_url,
+        "default_model": p.default_model,
+        "enabled": p.enabled,
+        "timeout_seconds": p.timeout_seconds,
+        "has_api_key": bool(p.api_key_encrypted),
+    }
 
 
 def message_out(m) -> dict[str, Any]:
-    return {"id": m.pk, "role": m.role, "content": m.content, "citations": m.citations, "tool_calls": m.tool_calls,
-            "usage": m.usage, "latency_ms": m.latency_ms, "first_token_ms": m.first_token_ms,
-            "agent_version_id": m.agent_version_id, "kb_versions": m.kb_versions, "status": m.status,
-            "error": m.error or None, "run_id": str(m.run_id) if m.run_id else None, "created": m.created}
+    return {
+        "id": m.pk,
+        "role": m.role,
+        "content": m.content,
+        "citations": m.citations,
+        "tool_calls": m.tool_calls,
+        "usage": m.usage,
+        "latency_ms": m.latency_ms,
+        "first_token_ms": m.first_token_ms,
+        "agent_version_id": m.agent_version_id,
+        "kb_versions": m.kb_versions,
+        "status": m.status,
+        "error": m.error or None,
+        "run_id": str(m.run_id) if m.run_id else None,
+        "created": m.created,
+    }
 
 
 # --- Agents ----------------------------------------------------------------------------------------
@@ -158,8 +184,10 @@ class AgentVersionDiffApi(APIView):
             a, b = int(request.query_params["from"]), int(request.query_params["to"])
         except (KeyError, ValueError):
             raise InvalidInput("Give two version numbers: ?from=N&to=M.") from None
-        old, new = selectors.agent_version_get(agent=agent, number=a), selectors.agent_version_get(agent=agent,
-                                                                                                    number=b)
+        old, new = (
+            selectors.agent_version_get(agent=agent, number=a),
+            selectors.agent_version_get(agent=agent, number=b),
+        )
         return Response({"from": a, "to": b, "changes": selectors.config_diff(old.config, new.config)})
 
 
@@ -169,8 +197,9 @@ class AgentVersionRestoreApi(APIView):
     def post(self, request, agent_id: int, number: int):
         principal = principal_from_request(request)
         agent = selectors.agent_get_for_principal(principal, agent_id, action="edit")
-        version = services.agent_version_restore(principal=principal, agent=agent, number=number,
-                                                 note=str(request.data.get("note", ""))[:500])
+        version = services.agent_version_restore(
+            principal=principal, agent=agent, number=number, note=str(request.data.get("note", ""))[:500]
+        )
         return Response(version_out(version), status=status.HTTP_201_CREATED)
 
 
@@ -178,8 +207,8 @@ class AgentVersionRestoreApi(APIView):
 
 
 async def _sse(schema: str, run_id: str, after: int):
-    async for event in iter_events(schema, run_id, after, heartbeat=15.0):
-        yield b": keep-alive\n\n" if event is None else sse_format(event)
+    async for item in iter_raw_events(schema, run_id, after, heartbeat=15.0):
+        yield b": keep-alive\n\n" if item is None else sse_format_raw(*item)
 
 
 def _sse_response(schema: str, run_id: str, after: int, headers: dict[str, str] | None = None):
@@ -206,10 +235,20 @@ async def _whole_answer(schema: str, run_id: str, handles: dict[str, Any]):
             error = data
         elif kind == TERMINAL:
             end = data
-    yield json.dumps({**handles, "content": "".join(text), "citations": citations, "tool_calls": tool_calls,
-                      "status": end.get("status", "incomplete"), "usage": end.get("usage"),
-                      "timings": end.get("timings"), "kb_versions": end.get("kb_versions"), "error": error},
-                     default=str).encode()
+    yield json.dumps(
+        {
+            **handles,
+            "content": "".join(text),
+            "citations": citations,
+            "tool_calls": tool_calls,
+            "status": end.get("status", "incomplete"),
+            "usage": end.get("usage"),
+            "timings": end.get("timings"),
+            "kb_versions": end.get("kb_versions"),
+            "error": error,
+        },
+        default=str,
+    ).encode()
 
 
 def _wants_sse(request) -> bool:
@@ -226,18 +265,23 @@ class AgentChatApi(APIView):
         agent = selectors.agent_get_for_principal(principal, agent_id, action="use")
         message = request.data.get("message")
         if not isinstance(message, str):
-            raise InvalidInput("Send {\"message\": \"...\"}.", field="message")
-        handles = services.chat_start(principal=principal, agent=agent, message=message,
-                                      conversation_id=request.data.get("conversation_id"))
+            raise InvalidInput('Send {"message": "..."}.', field="message")
+        handles = services.chat_start(
+            principal=principal, agent=agent, message=message, conversation_id=request.data.get("conversation_id")
+        )
         schema = connection.schema_name
         if _wants_sse(request):
-            return _sse_response(schema, handles["run_id"], 0,
-                                 {"X-Run-Id": handles["run_id"], "X-Conversation-Id": handles["conversation_id"]})
+            return _sse_response(
+                schema,
+                handles["run_id"],
+                0,
+                {"X-Run-Id": handles["run_id"], "X-Conversation-Id": handles["conversation_id"]},
+            )
         if request.data.get("wait") is False or "respond-async" in request.headers.get("Prefer", ""):
-            return Response({**handles, "events_url": f"/api/v1/runs/{handles['run_id']}/events/"},
-                            status=status.HTTP_202_ACCEPTED)
-        return StreamingHttpResponse(_whole_answer(schema, handles["run_id"], handles),
-                                     content_type="application/json")
+            return Response(
+                {**handles, "events_url": f"/api/v1/runs/{handles['run_id']}/events/"}, status=status.HTTP_202_ACCEPTED
+            )
+        return StreamingHttpResponse(_whole_answer(schema, handles["run_id"], handles), content_type="application/json")
 
 
 async def _long_poll(schema: str, run_id: str, after: int, wait: float):
@@ -246,8 +290,12 @@ async def _long_poll(schema: str, run_id: str, after: int, wait: float):
 
 
 def _poll_body(run_id: str, after: int, events: list[dict]) -> dict[str, Any]:
-    return {"run_id": run_id, "events": events, "next_after": events[-1]["seq"] if events else after,
-            "done": any(e["type"] == TERMINAL for e in events)}
+    return {
+        "run_id": run_id,
+        "events": events,
+        "next_after": events[-1]["seq"] if events else after,
+        "done": any(e["type"] == TERMINAL for e in events),
+    }
 
 
 class RunEventsApi(APIView):
@@ -285,8 +333,20 @@ class ConversationListApi(APIView):
         if request.query_params.get("agent"):
             agent = selectors.agent_get_for_principal(principal, request.query_params["agent"])
         rows = selectors.conversation_list(principal=principal, agent=agent)[:200]
-        return Response({"results": [{"id": str(c.pk), "agent_id": c.agent_id, "title": c.title,
-                                      "created_at": c.created_at, "updated_at": c.updated_at} for c in rows]})
+        return Response(
+            {
+                "results": [
+                    {
+                        "id": str(c.pk),
+                        "agent_id": c.agent_id,
+                        "title": c.title,
+                        "created_at": c.created_at,
+                        "updated_at": c.updated_at,
+                    }
+                    for c in rows
+                ]
+            }
+        )
 
 
 class ConversationMessagesApi(APIView):
@@ -294,9 +354,13 @@ class ConversationMessagesApi(APIView):
 
     def get(self, request, conversation_id: str):
         conversation = selectors.conversation_get_for_principal(principal_from_request(request), conversation_id)
-        return Response({"conversation_id": str(conversation.pk), "agent_id": conversation.agent_id,
-                         "results": [message_out(m) for m in selectors.conversation_messages(
-                             conversation=conversation)]})
+        return Response(
+            {
+                "conversation_id": str(conversation.pk),
+                "agent_id": conversation.agent_id,
+                "results": [message_out(m) for m in selectors.conversation_messages(conversation=conversation)],
+            }
+        )
 
 
 # --- Providers, tools (tenant admins) ----------------------------------------------------------------
@@ -365,8 +429,14 @@ class ToolCatalogApi(APIView):
         principal_from_request(request)
         catalog = get_registry().describe()
         catalog["custom_tools"] = [
-            {"id": t.pk, "name": t.name, "description": t.description, "template": t.template,
-             "has_secrets": bool(t.secrets_encrypted)} for t in CustomTool.objects.all()
+            {
+                "id": t.pk,
+                "name": t.name,
+                "description": t.description,
+                "template": t.template,
+                "has_secrets": bool(t.secrets_encrypted),
+            }
+            for t in CustomTool.objects.all()
         ]
         return Response(catalog)
 
@@ -376,22 +446,44 @@ class CustomToolListApi(APIView):
 
     def get(self, request):
         principal_from_request(request)
-        return Response({"results": [{"id": t.pk, "name": t.name, "description": t.description,
-                                      "template": t.template, "openapi": t.openapi,
-                                      "has_secrets": bool(t.secrets_encrypted)} for t in CustomTool.objects.all()]})
+        return Response(
+            {
+                "results": [
+                    {
+                        "id": t.pk,
+                        "name": t.name,
+                        "description": t.description,
+                        "template": t.template,
+                        "openapi": t.openapi,
+                        "has_secrets": bool(t.secrets_encrypted),
+                    }
+                    for t in CustomTool.objects.all()
+                ]
+            }
+        )
 
     def post(self, request):
         principal = principal_from_request(request)
         data = request.data
         if data.get("template"):
-            tool = services.custom_tool_from_template(principal=principal, template=str(data["template"]),
-                                                      name=str(data.get("name", "")), params=data.get("params") or {})
+            tool = services.custom_tool_from_template(
+                principal=principal,
+                template=str(data["template"]),
+                name=str(data.get("name", "")),
+                params=data.get("params") or {},
+            )
         else:
-            tool = services.custom_tool_create(principal=principal, name=str(data.get("name", "")),
-                                               openapi=data.get("openapi") or {}, secrets=data.get("secrets") or {},
-                                               description=str(data.get("description", "")))
-        return Response({"id": tool.pk, "name": tool.name, "template": tool.template,
-                         "has_secrets": bool(tool.secrets_encrypted)}, status=status.HTTP_201_CREATED)
+            tool = services.custom_tool_create(
+                principal=principal,
+                name=str(data.get("name", "")),
+                openapi=data.get("openapi") or {},
+                secrets=data.get("secrets") or {},
+                description=str(data.get("description", "")),
+            )
+        return Response(
+            {"id": tool.pk, "name": tool.name, "template": tool.template, "has_secrets": bool(tool.secrets_encrypted)},
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class CustomToolDetailApi(APIView):
@@ -414,8 +506,9 @@ class ApprovedHostListApi(APIView):
 
     def post(self, request):
         principal = principal_from_request(request)
-        host = services.approved_host_add(principal=principal, host=str(request.data.get("host", "")),
-                                          note=str(request.data.get("note", "")))
+        host = services.approved_host_add(
+            principal=principal, host=str(request.data.get("host", "")), note=str(request.data.get("note", ""))
+        )
         return Response({"id": host.pk, "host": host.host, "note": host.note}, status=status.HTTP_201_CREATED)
 
 
@@ -428,5 +521,3 @@ class ApprovedHostDetailApi(APIView):
         if not deleted:
             raise NotFound("Not found.")
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from urllib.parse import parse_qs
 
@@ -24,9 +25,20 @@ from core import access
 from core.errors import DomainError
 
 from . import selectors, services
-from .runtime.stream import iter_events
+from .runtime.stream import iter_raw_events
 
 logger = logging.getLogger(__name__)
+
+
+def _db_parallel(fn):
+    """database_sync_to_async on the shared executor instead of the one thread-sensitive thread: the handshakes
+    and run starts of many sockets then proceed in parallel instead of queuing behind each other."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        return await database_sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
+
+    return wrapper
 
 
 def _credentials_from_scope(scope) -> str:
@@ -61,7 +73,7 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.accept()
 
-    @database_sync_to_async
+    @_db_parallel
     def _authorize(self):
         with tenant_context(self.tenant):
             credentials = _credentials_from_scope(self.scope)
@@ -87,8 +99,9 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
             try:
                 handles = await self._start(content.get("message"), content.get("conversation_id"))
             except DomainError as exc:
-                await self.send_json({"type": "error", "seq": 0, "data": {"code": exc.code, "message": exc.message,
-                                                                          **exc.extra}})
+                await self.send_json(
+                    {"type": "error", "seq": 0, "data": {"code": exc.code, "message": exc.message, **exc.extra}}
+                )
                 return
             await self.send_json({"type": "run.accepted", **handles})
             self._forward(handles["run_id"], 0)
@@ -98,15 +111,16 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
                 await self._check_run(run_id)
                 after = int(after)
             except (DomainError, ValueError, TypeError):
-                await self.send_json({"type": "error", "seq": 0,
-                                      "data": {"code": "not_found", "message": "Unknown run."}})
+                await self.send_json(
+                    {"type": "error", "seq": 0, "data": {"code": "not_found", "message": "Unknown run."}}
+                )
                 return
             self._forward(run_id, after)
         else:
             hint = 'Send {"type": "chat", "message": ...} or {"type": "resume", "run_id": ..., "after": N}.'
             await self.send_json({"type": "error", "seq": 0, "data": {"code": "invalid", "message": hint}})
 
-    @database_sync_to_async
+    @_db_parallel
     def _start(self, message, conversation_id):
         with tenant_context(self.tenant):
             agent = selectors.agent_get_for_principal(self.principal, self.agent_id, action="use")
@@ -114,10 +128,11 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
                 from core.errors import InvalidInput
 
                 raise InvalidInput("The message must be text.", field="message")
-            return services.chat_start(principal=self.principal, agent=agent, message=message,
-                                       conversation_id=conversation_id)
+            return services.chat_start(
+                principal=self.principal, agent=agent, message=message, conversation_id=conversation_id
+            )
 
-    @database_sync_to_async
+    @_db_parallel
     def _check_run(self, run_id):
         with tenant_context(self.tenant):
             meta = selectors.run_get_for_principal(self.principal, run_id)
@@ -133,6 +148,6 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _pump(self, run_id: str, after: int) -> None:
         with contextlib.suppress(asyncio.CancelledError):
-            async for event in iter_events(self.tenant.schema_name, run_id, after):
-                if event is not None:
-                    await self.send_json(event)
+            async for item in iter_raw_events(self.tenant.schema_name, run_id, after):
+                if item is not None:
+                    await self.send(text_data=item[2].decode())  # the stored JSON, forwarded as is

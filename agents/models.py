@@ -133,8 +133,9 @@ class Message(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     created = models.DateTimeField()
-    conversation = models.ForeignKey(Conversation, on_delete=models.DO_NOTHING, related_name="messages",
-                                     db_constraint=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.DO_NOTHING, related_name="messages", db_constraint=False
+    )
     role = models.CharField(max_length=12)  # user, assistant, tool, system
     content = models.TextField(blank=True)
     citations = models.JSONField(default=list, blank=True)
@@ -142,8 +143,9 @@ class Message(models.Model):
     usage = models.JSONField(default=dict, blank=True)  # input_tokens, output_tokens
     latency_ms = models.IntegerField(null=True, blank=True)
     first_token_ms = models.IntegerField(null=True, blank=True)
-    agent_version = models.ForeignKey(AgentVersion, null=True, blank=True, on_delete=models.DO_NOTHING,
-                                      related_name="+", db_constraint=False)
+    agent_version = models.ForeignKey(
+        AgentVersion, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
     kb_versions = models.JSONField(default=dict, blank=True)  # {"<kb id>": version}
     status = models.CharField(max_length=12, choices=MessageStatus.choices, default=MessageStatus.COMPLETE)
     error = models.JSONField(default=dict, blank=True)

@@ -55,8 +55,9 @@ def message_table_create(connection=None) -> None:
     message_partitions_ensure(connection=connection, months_back=1)
 
 
-def message_partitions_ensure(*, connection=None, months_ahead: int = MONTHS_AHEAD, months_back: int = 0,
-                              today: dt.date | None = None) -> list[str]:
+def message_partitions_ensure(
+    *, connection=None, months_ahead: int = MONTHS_AHEAD, months_back: int = 0, today: dt.date | None = None
+) -> list[str]:
     """Create the monthly partitions from `months_back` before this month to `months_ahead` after it.
 
     Rows that already landed in the DEFAULT partition for a month are moved into the new partition in the same

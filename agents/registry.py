@@ -53,8 +53,12 @@ class PluginRegistry:
         return {
             "agent_types": sorted(self.agent_types),
             "tools": [
-                {"name": name, "description": cls.description, "parameters": cls.parameters,
-                 "source": self.sources.get(f"tool:{name}", "builtin")}
+                {
+                    "name": name,
+                    "description": cls.description,
+                    "parameters": cls.parameters,
+                    "source": self.sources.get(f"tool:{name}", "builtin"),
+                }
                 for name, cls in sorted(self.tools.items())
             ],
             "providers": sorted(self.providers),

@@ -43,14 +43,21 @@ def _fulltext_search(kb, query: str, top_k: int, version: int) -> list[dict[str,
         .order_by("-score")[:top_k]
     )
     return [
-        {"chunk_id": c.pk, "document_id": c.document_id, "document_title": c.document_title, "position": c.position,
-         "text": c.text, "score": float(c.score)}
+        {
+            "chunk_id": c.pk,
+            "document_id": c.document_id,
+            "document_title": c.document_title,
+            "position": c.position,
+            "text": c.text,
+            "score": float(c.score),
+        }
         for c in rows
     ]
 
 
-def search_knowledge_bases(*, kbs: list, versions: dict[str, int], query: str, top_k: int = 5,
-                           min_score: float = 0.0) -> list[dict[str, Any]]:
+def search_knowledge_bases(
+    *, kbs: list, versions: dict[str, int], query: str, top_k: int = 5, min_score: float = 0.0
+) -> list[dict[str, Any]]:
     """Search each knowledge base at its pinned version; merge by score. Call inside the tenant's context."""
     try:
         from knowledge.retrieval import search as kb_search
@@ -61,8 +68,7 @@ def search_knowledge_bases(*, kbs: list, versions: dict[str, int], query: str, t
         version = versions.get(str(kb.pk), kb.current_version)
         if kb_search is not None:
             try:
-                found = [_hit_dict(h) for h in kb_search(knowledge_base=kb, query=query, top_k=top_k,
-                                                          version=version)]
+                found = [_hit_dict(h) for h in kb_search(knowledge_base=kb, query=query, top_k=top_k, version=version)]
             except Exception:  # noqa: BLE001 - a failing search degrades to full text, it does not end the chat
                 logger.exception("knowledge search failed for kb %s; using full-text fallback", kb.pk)
                 found = _fulltext_search(kb, query, top_k, version)

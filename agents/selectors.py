@@ -59,8 +59,9 @@ def conversation_list(*, principal: Principal, agent: Agent | None = None) -> Qu
 
 def conversation_get_for_principal(principal: Principal, conversation_id: Any) -> Conversation:
     try:
-        conversation = Conversation.objects.select_related("agent").filter(pk=conversation_id,
-                                                                           user=principal.user).first()
+        conversation = (
+            Conversation.objects.select_related("agent").filter(pk=conversation_id, user=principal.user).first()
+        )
     except (ValueError, TypeError):
         conversation = None
     if conversation is None or not principal_can(principal, "view", conversation.agent):

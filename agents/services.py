@@ -34,8 +34,20 @@ from .runtime.runner import estimate_tokens
 from .runtime.stream import run_meta_write
 
 # The fields that make up an agent's configuration (what a version snapshots and a restore brings back).
-CONFIG_FIELDS = ("name", "description", "agent_type", "provider_id", "model", "system_prompt", "sampling",
-                 "knowledge_base_ids", "retrieval", "tools", "limits", "is_enabled")
+CONFIG_FIELDS = (
+    "name",
+    "description",
+    "agent_type",
+    "provider_id",
+    "model",
+    "system_prompt",
+    "sampling",
+    "knowledge_base_ids",
+    "retrieval",
+    "tools",
+    "limits",
+    "is_enabled",
+)
 MAX_MESSAGE_CHARS = 100_000
 
 
@@ -79,14 +91,17 @@ def _validate(principal: Principal, data: dict[str, Any]) -> None:
     if "name" in data and not (str(data["name"]).strip() and len(str(data["name"])) <= 200):
         raise InvalidInput("The name must be 1-200 characters.", field="name")
     if "agent_type" in data and data["agent_type"] not in registry.agent_types:
-        raise InvalidInput(f"Unknown agent type {data['agent_type']!r}; installed: "
-                           f"{', '.join(sorted(registry.agent_types))}.", field="agent_type")
+        raise InvalidInput(
+            f"Unknown agent type {data['agent_type']!r}; installed: {', '.join(sorted(registry.agent_types))}.",
+            field="agent_type",
+        )
     if data.get("provider_id") is not None and not ProviderCredential.objects.filter(pk=data["provider_id"]).exists():
         raise InvalidInput("Unknown provider.", field="provider_id")
     if "knowledge_base_ids" in data:
         ids = set(data["knowledge_base_ids"] or [])
-        visible = set(resource_queryset_for(principal, KnowledgeBase.objects.filter(pk__in=ids))
-                      .values_list("pk", flat=True))
+        visible = set(
+            resource_queryset_for(principal, KnowledgeBase.objects.filter(pk__in=ids)).values_list("pk", flat=True)
+        )
         if ids - visible:
             raise InvalidInput("Unknown knowledge base.", field="knowledge_base_ids")
     for entry in data.get("tools") or []:
@@ -115,12 +130,19 @@ def _apply(agent: Agent, data: dict[str, Any]) -> None:
 
 def _version_write(*, agent: Agent, author, note: str, restored_from: int | None = None) -> AgentVersion:
     last = AgentVersion.objects.filter(agent=agent).order_by("-number").values_list("number", flat=True).first()
-    version = AgentVersion.objects.create(agent=agent, number=(last or 0) + 1, config=agent_config(agent),
-                                          author=author, note=note[:500], restored_from=restored_from)
+    version = AgentVersion.objects.create(
+        agent=agent,
+        number=(last or 0) + 1,
+        config=agent_config(agent),
+        author=author,
+        note=note[:500],
+        restored_from=restored_from,
+    )
     Agent.objects.filter(pk=agent.pk).update(current_version=version, updated_at=timezone.now())
     agent.current_version = version
-    publish_on_commit("agent.version_created", {"agent_id": agent.pk, "version": version.number},
-                      topic=f"agent.{agent.pk}")
+    publish_on_commit(
+        "agent.version_created", {"agent_id": agent.pk, "version": version.number}, topic=f"agent.{agent.pk}"
+    )
     return version
 
 
@@ -165,15 +187,17 @@ def agent_version_restore(*, principal: Principal, agent: Agent, number: int, no
     config = dict(source.config)
     from knowledge.models import KnowledgeBase
 
-    existing_kbs = set(KnowledgeBase.objects.filter(pk__in=config.get("knowledge_base_ids") or [])
-                       .values_list("pk", flat=True))
+    existing_kbs = set(
+        KnowledgeBase.objects.filter(pk__in=config.get("knowledge_base_ids") or []).values_list("pk", flat=True)
+    )
     if config.get("provider_id") and not ProviderCredential.objects.filter(pk=config["provider_id"]).exists():
         raise Conflict("Version {number} uses a provider that was deleted; choose another provider first.")
     _apply(agent, config)
     agent.save()
     agent.knowledge_bases.set(sorted(existing_kbs))
-    return _version_write(agent=agent, author=principal.user, note=note or f"Restored version {number}",
-                          restored_from=number)
+    return _version_write(
+        agent=agent, author=principal.user, note=note or f"Restored version {number}", restored_from=number
+    )
 
 
 @transaction.atomic
@@ -187,15 +211,30 @@ def agent_delete(*, agent: Agent) -> None:
 
 
 @transaction.atomic
-def provider_create(*, principal: Principal, name: str, kind: str, base_url: str = "", api_key: str = "",
-                    default_model: str = "", enabled: bool = True, timeout_seconds: int = 60) -> ProviderCredential:
+def provider_create(
+    *,
+    principal: Principal,
+    name: str,
+    kind: str,
+    base_url: str = "",
+    api_key: str = "",
+    default_model: str = "",
+    enabled: bool = True,
+    timeout_seconds: int = 60,
+) -> ProviderCredential:
     if kind not in ProviderKind.values and kind not in get_registry().providers:
         raise InvalidInput(f"Unknown provider kind {kind!r}.", field="kind")
     if ProviderCredential.objects.filter(name=name).exists():
         raise Conflict(f"A provider named {name!r} exists already.", field="name")
     return ProviderCredential.objects.create(
-        name=name, kind=kind, base_url=base_url, api_key_encrypted=encrypt_str(api_key),
-        default_model=default_model, enabled=enabled, timeout_seconds=timeout_seconds, created_by=principal.user,
+        name=name,
+        kind=kind,
+        base_url=base_url,
+        api_key_encrypted=encrypt_str(api_key),
+        default_model=default_model,
+        enabled=enabled,
+        timeout_seconds=timeout_seconds,
+        created_by=principal.user,
     )
 
 
@@ -218,8 +257,15 @@ def provider_delete(*, provider: ProviderCredential) -> None:
 
 
 @transaction.atomic
-def custom_tool_create(*, principal: Principal, name: str, openapi: dict[str, Any], secrets: dict[str, Any] | None,
-                       description: str = "", template: str = "") -> CustomTool:
+def custom_tool_create(
+    *,
+    principal: Principal,
+    name: str,
+    openapi: dict[str, Any],
+    secrets: dict[str, Any] | None,
+    description: str = "",
+    template: str = "",
+) -> CustomTool:
     from django.utils.text import slugify
 
     from .tools.openapi import openapi_operations
@@ -230,8 +276,14 @@ def custom_tool_create(*, principal: Principal, name: str, openapi: dict[str, An
     if CustomTool.objects.filter(name=slug).exists():
         raise Conflict(f"A custom tool named {slug!r} exists already.", field="name")
     openapi_operations(openapi)  # validates
-    return CustomTool.objects.create(name=slug, description=description, template=template, openapi=openapi,
-                                     secrets_encrypted=encrypt_json(secrets or {}), created_by=principal.user)
+    return CustomTool.objects.create(
+        name=slug,
+        description=description,
+        template=template,
+        openapi=openapi,
+        secrets_encrypted=encrypt_json(secrets or {}),
+        created_by=principal.user,
+    )
 
 
 def custom_tool_from_template(*, principal: Principal, template: str, name: str, params: dict[str, Any]) -> CustomTool:
@@ -239,14 +291,21 @@ def custom_tool_from_template(*, principal: Principal, template: str, name: str,
 
     builder = TEMPLATES.get(template)
     if builder is None:
-        raise InvalidInput(f"Unknown template {template!r}; available: {', '.join(sorted(TEMPLATES))}.",
-                           field="template")
+        raise InvalidInput(
+            f"Unknown template {template!r}; available: {', '.join(sorted(TEMPLATES))}.", field="template"
+        )
     try:
         document, secrets = builder(**params)
     except TypeError as exc:
         raise InvalidInput(f"Wrong parameters for the {template} template: {exc}", field="params") from exc
-    return custom_tool_create(principal=principal, name=name, openapi=document, secrets=secrets,
-                              description=f"{template} integration", template=template)
+    return custom_tool_create(
+        principal=principal,
+        name=name,
+        openapi=document,
+        secrets=secrets,
+        description=f"{template} integration",
+        template=template,
+    )
 
 
 def approved_host_add(*, principal: Principal, host: str, note: str = "") -> ApprovedHost:
@@ -286,8 +345,9 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
         raise ProviderDisabled("The agent's LLM provider is disabled by an administrator.")
     if conversation_id:
         try:
-            conversation = Conversation.objects.filter(pk=uuid.UUID(str(conversation_id)), agent=agent,
-                                                       user=principal.user).first()
+            conversation = Conversation.objects.filter(
+                pk=uuid.UUID(str(conversation_id)), agent=agent, user=principal.user
+            ).first()
         except ValueError:
             conversation = None
         if conversation is None:
@@ -311,24 +371,47 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
             if conversation is None:
                 conversation = Conversation.objects.create(agent=agent, user=principal.user, title=text[:80])
             now = timezone.now()
-            Message.objects.create(created=now, conversation=conversation, role="user", content=text,
-                                   agent_version=version, status=MessageStatus.COMPLETE)
-            reply = Message.objects.create(created=now + dt.timedelta(microseconds=1), conversation=conversation,
-                                           role="assistant", agent_version=version, run_id=run_id,
-                                           status=MessageStatus.STREAMING)
-            run_meta_write(schema, run_id, {
-                "agent_id": agent.pk, "user_id": principal.user.pk, "conversation_id": conversation.pk,
-                "message_id": reply.pk, "message_created": reply.created.isoformat(),
-                "agent_version_id": version.pk, "status": "queued",
-                "api_key_id": getattr(principal.api_key, "pk", ""),
-            })
+            Message.objects.create(
+                created=now,
+                conversation=conversation,
+                role="user",
+                content=text,
+                agent_version=version,
+                status=MessageStatus.COMPLETE,
+            )
+            reply = Message.objects.create(
+                created=now + dt.timedelta(microseconds=1),
+                conversation=conversation,
+                role="assistant",
+                agent_version=version,
+                run_id=run_id,
+                status=MessageStatus.STREAMING,
+            )
+            run_meta_write(
+                schema,
+                run_id,
+                {
+                    "agent_id": agent.pk,
+                    "user_id": principal.user.pk,
+                    "conversation_id": conversation.pk,
+                    "message_id": reply.pk,
+                    "message_created": reply.created.isoformat(),
+                    "agent_version_id": version.pk,
+                    "status": "queued",
+                    "api_key_id": getattr(principal.api_key, "pk", ""),
+                },
+            )
             if getattr(settings, "AGENTS_ENQUEUE_RUNS", True):  # tests may execute runs in-process instead
                 transaction.on_commit(lambda: agent_run_task.apply_async(args=[run_id], queue="agents"))
     except Exception:
         run_release_sync(schema=schema, agent_id=agent.pk, run_id=run_id)
         raise
-    return {"run_id": run_id, "conversation_id": str(conversation.pk), "message_id": reply.pk,
-            "agent_version": version.number}
+    return {
+        "run_id": run_id,
+        "conversation_id": str(conversation.pk),
+        "message_id": reply.pk,
+        "agent_version": version.number,
+    }
 
 
 @transaction.atomic
@@ -339,7 +422,8 @@ def secrets_rotate() -> int:
     count = 0
     for provider in ProviderCredential.objects.select_for_update().exclude(api_key_encrypted=""):
         ProviderCredential.objects.filter(pk=provider.pk).update(
-            api_key_encrypted=rotate_token(provider.api_key_encrypted))
+            api_key_encrypted=rotate_token(provider.api_key_encrypted)
+        )
         count += 1
     for tool in CustomTool.objects.select_for_update().exclude(secrets_encrypted=""):
         CustomTool.objects.filter(pk=tool.pk).update(secrets_encrypted=rotate_token(tool.secrets_encrypted))

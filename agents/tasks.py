@@ -22,8 +22,10 @@ def message_partitions_ensure_all_task() -> dict:
     from .partitions import message_partitions_ensure
 
     created: dict[str, list[str]] = {}
-    schemas = [settings.TENANT_BASE_SCHEMA, *get_tenant_model().objects.exclude(schema_name="public")
-               .values_list("schema_name", flat=True)]
+    schemas = [
+        settings.TENANT_BASE_SCHEMA,
+        *get_tenant_model().objects.exclude(schema_name="public").values_list("schema_name", flat=True),
+    ]
     for schema in schemas:
         with schema_context(schema):
             created[schema] = message_partitions_ensure()

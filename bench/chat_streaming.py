@@ -69,16 +69,25 @@ def setup():
     from tenants.services import tenant_create
 
     owner, _ = User.objects.get_or_create(email="bench-chat@bench.test")
-    tenant = Tenant.objects.filter(slug="benchchat").first() or tenant_create(name="Bench", slug="benchchat",
-                                                                              owner=owner)
+    tenant = Tenant.objects.filter(slug="benchchat").first() or tenant_create(
+        name="Bench", slug="benchchat", owner=owner
+    )
     principal = Principal(tenant=tenant, user=owner, role="admin")
     with tenant_context(tenant):
         Agent.objects.all().delete()
         ProviderCredential.objects.all().delete()
-        provider = provider_create(principal=principal, name="fake", kind="openai", base_url="http://127.0.0.1:1/v1",
-                                   api_key="sk-bench", default_model="fake")
-        agent = agent_create(principal=principal, data={"name": "bench", "provider_id": provider.pk,
-                                                        "limits": {"max_concurrent_runs": 1000}})
+        provider = provider_create(
+            principal=principal,
+            name="fake",
+            kind="openai",
+            base_url="http://127.0.0.1:1/v1",
+            api_key="sk-bench",
+            default_model="fake",
+        )
+        agent = agent_create(
+            principal=principal,
+            data={"name": "bench", "provider_id": provider.pk, "limits": {"max_concurrent_runs": 1000}},
+        )
         _, raw_key = api_key_create(principal=principal, name=f"bench-{time.time()}", scopes=["chat", "read"])
     connection.set_schema_to_public()
     return tenant, principal, provider, agent, raw_key
@@ -95,9 +104,17 @@ def point_provider_at(tenant, provider, url: str) -> None:
 
 def process_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(DJANGO_SETTINGS_MODULE="config.settings.test", PYTHONUNBUFFERED="1",
-               SSRF_ALLOWED_NETWORKS="127.0.0.0/8", AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT="1000",
-               LOG_LEVEL="WARNING", DB_CONN_MAX_AGE="60")  # persistent DB connections, as deployed
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        PYTHONUNBUFFERED="1",
+        SSRF_ALLOWED_NETWORKS="127.0.0.0/8",
+        AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT="1000",
+        LOG_LEVEL="WARNING",
+        DB_CONN_MAX_AGE="60",  # persistent DB connections, as deployed
+        # The shared chat pool (issue 6 quotas) is an admission policy; this measures streaming capacity.
+        CHAT_POOL_SLOTS="1000",
+        CHAT_QUEUE_MAX="1000",
+    )
     return env
 
 
@@ -110,8 +127,9 @@ async def direct_stream(url: str) -> list[float]:
 
     client = openai.AsyncOpenAI(base_url=url, api_key="sk", max_retries=0)
     start = time.perf_counter()
-    stream = await client.chat.completions.create(model="fake", messages=[{"role": "user", "content": QUESTION}],
-                                                  stream=True)
+    stream = await client.chat.completions.create(
+        model="fake", messages=[{"role": "user", "content": QUESTION}], stream=True
+    )
     times = []
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -125,9 +143,15 @@ async def ws_stream(port: int, agent_id: int, key: str, delay: float = 0.0) -> l
 
     await asyncio.sleep(delay)  # clients arrive spread out, not all in the same millisecond
     uri = f"ws://benchchat.localhost:{port}/ws/agents/{agent_id}/chat/"
-    async with websockets.connect(uri, host="127.0.0.1", port=port, open_timeout=30, max_queue=None,
-                                  additional_headers={"Authorization": f"Api-Key {key}"},
-                                  origin=f"http://benchchat.localhost:{port}") as ws:
+    async with websockets.connect(
+        uri,
+        host="127.0.0.1",
+        port=port,
+        open_timeout=30,
+        max_queue=None,
+        additional_headers={"Authorization": f"Api-Key {key}"},
+        origin=f"http://benchchat.localhost:{port}",
+    ) as ws:
         start = time.perf_counter()
         await ws.send(json.dumps({"type": "chat", "message": QUESTION}))
         times = []
@@ -149,10 +173,16 @@ async def sse_stream(port: int, agent_id: int, key: str) -> list[float]:
     async with httpx.AsyncClient(timeout=120) as http:
         start = time.perf_counter()
         times = []
-        async with http.stream("POST", f"http://127.0.0.1:{port}/api/v1/agents/{agent_id}/chat/",
-                               json={"message": QUESTION},
-                               headers={"Host": f"benchchat.localhost:{port}", "Accept": "text/event-stream",
-                                        "Authorization": f"Api-Key {key}"}) as response:
+        async with http.stream(
+            "POST",
+            f"http://127.0.0.1:{port}/api/v1/agents/{agent_id}/chat/",
+            json={"message": QUESTION},
+            headers={
+                "Host": f"benchchat.localhost:{port}",
+                "Accept": "text/event-stream",
+                "Authorization": f"Api-Key {key}",
+            },
+        ) as response:
             async for line in response.aiter_lines():
                 if line.startswith("event: token"):
                     times.append(time.perf_counter() - start)
@@ -164,8 +194,12 @@ async def sse_stream(port: int, agent_id: int, key: str) -> list[float]:
 def stats_of(samples: list[list[float]]) -> dict[str, float]:
     ttft = [s[0] for s in samples]
     gaps = [b - a for s in samples for a, b in zip(s, s[1:], strict=False)]
-    return {"ttft": statistics.median(ttft), "gap": statistics.mean(gaps), "gap_p99": percentile(gaps, 99),
-            "total": statistics.median([s[-1] for s in samples])}
+    return {
+        "ttft": statistics.median(ttft),
+        "gap": statistics.mean(gaps),
+        "gap_p99": percentile(gaps, 99),
+        "total": statistics.median([s[-1] for s in samples]),
+    }
 
 
 def main() -> None:
@@ -178,14 +212,37 @@ def main() -> None:
     port = free_port()
     logs = ROOT / "var"
     logs.mkdir(exist_ok=True)
-    web = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                            "config.asgi:application"], cwd=ROOT, env=process_env(),
-                           stdout=open(logs / "bench-chat-daphne.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=threads",
-                               "--concurrency=200", "-Q", "agents", "-n", f"bench-chat-{os.getpid()}@%h",
-                               "--without-gossip", "--without-mingle", "-l", "warning"], cwd=ROOT,
-                              env=process_env(), stdout=open(logs / "bench-chat-worker.log", "w"),  # noqa: SIM115
-                              stderr=subprocess.STDOUT)
+    web = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT,
+        env=process_env(),
+        stdout=open(logs / "bench-chat-daphne.log", "w"),
+        stderr=subprocess.STDOUT,
+    )  # noqa: SIM115
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool=threads",
+            "--concurrency=200",
+            "-Q",
+            "agents",
+            "-n",
+            f"bench-chat-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=process_env(),
+        stdout=open(logs / "bench-chat-worker.log", "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_port(port, web, "daphne")
         from config.celery import app
@@ -207,31 +264,46 @@ def main() -> None:
             }
             base = results["direct"]
             print(f"\n{label}, median of {reps} runs each:")
-            print(f"  {'path':10} {'TTFT ms':>9} {'ratio':>7} {'+TTFT ms':>9} {'mean gap ms':>12} "
-                  f"{'+per token ms':>14} {'total ms':>9}")
+            print(
+                f"  {'path':10} {'TTFT ms':>9} {'ratio':>7} {'+TTFT ms':>9} {'mean gap ms':>12} "
+                f"{'+per token ms':>14} {'total ms':>9}"
+            )
             for name, r in results.items():
-                print(f"  {name:10} {r['ttft'] * 1e3:9.2f} {r['ttft'] / base['ttft']:7.2f} "
-                      f"{(r['ttft'] - base['ttft']) * 1e3:9.2f} {r['gap'] * 1e3:12.3f} "
-                      f"{(r['gap'] - base['gap']) * 1e3:14.3f} {r['total'] * 1e3:9.1f}")
+                print(
+                    f"  {name:10} {r['ttft'] * 1e3:9.2f} {r['ttft'] / base['ttft']:7.2f} "
+                    f"{(r['ttft'] - base['ttft']) * 1e3:9.2f} {r['gap'] * 1e3:12.3f} "
+                    f"{(r['gap'] - base['gap']) * 1e3:14.3f} {r['total'] * 1e3:9.1f}"
+                )
 
         point_provider_at(tenant, provider, paced.url + "/v1")
         print(f"\nconcurrent WebSocket streams on one daphne process ({TOKENS} tokens at {PACE * 1e3:.0f} ms each):")
         print(f"  {'streams':>7} {'p50 gap ms':>11} {'p99 gap ms':>11} {'max gap ms':>11} {'p50 TTFT ms':>12}")
-        best = 0
-        for n in ([10, 50, 100] if quick else [10, 25, 50, 100, 150, 200]):
+        best, still_ok = 0, True
+        for n in [10, 50, 100] if quick else [10, 25, 50, 100, 150, 200]:
+
             async def many(count=n):
                 # Arrivals ramp over ~1 s; the gaps measured are between tokens, after each stream started.
-                return await asyncio.gather(*(ws_stream(port, agent.pk, key, i / count) for i in range(count)))
+                return await asyncio.gather(
+                    *(ws_stream(port, agent.pk, key, i / count) for i in range(count)), return_exceptions=True
+                )
 
-            samples = asyncio.run(many())
+            outcomes = asyncio.run(many())
+            samples = [s for s in outcomes if isinstance(s, list) and s]
+            failed = len(outcomes) - len(samples)
+            if failed:
+                kinds = sorted({f"{type(s).__name__}: {str(s)[:160]}" for s in outcomes if not isinstance(s, list)})
+                print(f"  {n:7d} streams: {failed} failed ({', '.join(kinds)})")
+                break
             gaps = [b - a for s in samples for a, b in zip(s, s[1:], strict=False)]
             p99 = percentile(gaps, 99)
-            print(f"  {n:7d} {statistics.median(gaps) * 1e3:11.2f} {p99 * 1e3:11.2f} {max(gaps) * 1e3:11.2f} "
-                  f"{statistics.median([s[0] for s in samples]) * 1e3:12.1f}")
-            if p99 < 0.1:
+            print(
+                f"  {n:7d} {statistics.median(gaps) * 1e3:11.2f} {p99 * 1e3:11.2f} {max(gaps) * 1e3:11.2f} "
+                f"{statistics.median([s[0] for s in samples]) * 1e3:12.1f}"
+            )
+            if p99 < 0.1 and still_ok:
                 best = n
             else:
-                break
+                still_ok = False  # the figure is the largest N below which every level passed
         print(f"  => one daphne process holds {best} concurrent streams with p99 inter-token delay < 100 ms")
     finally:
         for proc in (web, worker):

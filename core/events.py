@@ -39,7 +39,7 @@ AGENT_DELETED = "agent.deleted"
 AGENT_VERSION_RESTORED = "agent.version_restored"
 DOCUMENT_STATUS = "document.status"
 DOCUMENT_PROGRESS = "document.progress"
-KB_VERSION_CREATED = "kb.version_created"
+KB_VERSION_CREATED = "knowledge_base.version"
 RUN_QUEUED = "run.queued"
 RUN_STARTED = "run.started"
 RUN_FINISHED = "run.finished"
@@ -67,6 +67,17 @@ EVENT_TYPES: dict[str, str] = {
     MEMBER_REMOVED: "A member was removed. {user_id}",
     WEBHOOK_DISABLED: "A webhook endpoint was disabled after sustained failure. {endpoint_id, url, reason}",
     WEBHOOK_TEST: "A test event sent from the dashboard. {endpoint_id}",
+    # Published by the apps under these names (kept in one list so webhooks can offer them):
+    "agent.version_created": "An agent's configuration was saved as a new version. {agent_id, version}",
+    "knowledge_base.created": "A knowledge base was created. {kb_id}",
+    "knowledge_base.updated": "A knowledge base's settings changed. {kb_id}",
+    "knowledge_base.deleted": "A knowledge base was deleted. {kb_id}",
+    "team.created": "A team was created. {team_id, name}",
+    "team.deleted": "A team was deleted. {team_id}",
+    "api_key.created": "An API key was created. {api_key_id, name, user_id}",
+    "api_key.revoked": "An API key was revoked. {api_key_id}",
+    "resource.shared": "An agent or knowledge base was shared.",
+    "resource.ownership_transferred": "Ownership of an agent or knowledge base moved to another member.",
 }
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
@@ -103,12 +114,31 @@ def _current_schema() -> str:
     return schema
 
 
-def publish(event_type: str, payload: dict[str, Any], *, topic: str | None = None, schema: str | None = None) -> dict:
+def publish(
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    topic: str | None = None,
+    schema: str | None = None,
+    actor: dict | None = None,
+    request_id: str | None = None,
+) -> dict:
     """Publish now. Prefer publish_on_commit inside a transaction."""
     schema = schema or _current_schema()
     if topic is not None and not topic_valid(topic):
         raise ValueError(f"invalid topic {topic!r}")
     event = {"id": uuid.uuid4().hex, "type": event_type, "topic": topic, "ts": time.time(), "data": payload}
+    if actor is None:
+        from .observability import current_actor
+
+        actor = current_actor.get()
+    if actor:
+        event["actor"] = actor  # ids only (who acted), for the audit log and receivers
+    from .context import current_request_id
+
+    request_id = request_id or current_request_id.get()
+    if request_id and request_id != "-":
+        event["request_id"] = request_id
     body = json.dumps(event, default=str)
     try:
         event["stream_id"] = (
@@ -126,6 +156,12 @@ def publish(event_type: str, payload: dict[str, Any], *, topic: str | None = Non
             except Exception:  # noqa: BLE001 - a dashboard missing an update must not fail the write
                 logger.exception("event %s not sent to group %s", event_type, group)
     try:
+        from usage.hooks import audit_from_event
+
+        audit_from_event(schema=schema, event=event)
+    except Exception:  # noqa: BLE001 - never fail the write that published
+        logger.exception("event %s not written to the audit log", event_type)
+    try:
         from webhooks.dispatch import webhooks_fanout_event
 
         webhooks_fanout_event(schema=schema, event=event)
@@ -135,8 +171,16 @@ def publish(event_type: str, payload: dict[str, Any], *, topic: str | None = Non
 
 
 def publish_on_commit(event_type: str, payload: dict[str, Any], *, topic: str | None = None) -> None:
+    from .observability import current_actor
+
     schema = _current_schema()
-    transaction.on_commit(lambda: publish(event_type, payload, topic=topic, schema=schema))
+    actor = current_actor.get()  # captured now: who made the change being committed, in which request
+    from .context import current_request_id
+
+    request_id = current_request_id.get()
+    transaction.on_commit(
+        lambda: publish(event_type, payload, topic=topic, schema=schema, actor=actor, request_id=request_id)
+    )
 
 
 # --- Durable consumers ----------------------------------------------------------------------------

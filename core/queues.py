@@ -54,6 +54,11 @@ def fair_enqueue(
     schema = schema or connection.schema_name
     if schema == "public":
         raise RuntimeError("fair_enqueue is per tenant: call it inside a tenant context")
+    from config.celery import app
+
+    if app.conf.task_always_eager and not isinstance(task, str):
+        task.apply(args=list(args), kwargs=kwargs or {})  # eager mode (tests, CELERY_TASK_ALWAYS_EAGER)
+        return
     name = task if isinstance(task, str) else task.name
     item = json.dumps(
         {"task": name, "args": list(args), "kwargs": kwargs or {}, "request_id": current_request_id.get()}

@@ -270,6 +270,11 @@ class TenantRateThrottle(BaseThrottle):
     """
 
     def allow_request(self, request, view) -> bool:
+        principal = getattr(request, "principal", None)
+        if principal is not None:
+            from .observability import current_actor
+
+            current_actor.set({"user_id": principal.user.pk, "api_key_id": getattr(principal.api_key, "pk", None)})
         group = view_rate_group(view, request.method)
         if group:
             rate_limit_check(request, group)
@@ -318,7 +323,13 @@ class RateLimitHeadersMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+        from .observability import current_actor
+
+        token = current_actor.set(None)
+        try:
+            response = self.get_response(request)
+        finally:
+            current_actor.reset(token)  # never leak an actor into the next request on this thread
         result = getattr(request, "ratelimit", None)
         if isinstance(result, RateLimitResult) and result.scope != "none":
             for name, value in result.headers().items():

@@ -112,9 +112,7 @@ def _pinned_request(client: httpx.Client, url: str, ip: IPAddress, headers: dict
     return client.send(request, stream=True)
 
 
-def safe_get(
-    url: str, *, max_bytes: int, timeout: float = 15.0, headers: dict[str, str] | None = None
-) -> FetchedPage:
+def safe_get(url: str, *, max_bytes: int, timeout: float = 15.0, headers: dict[str, str] | None = None) -> FetchedPage:
     """GET one URL with the SSRF rules, following up to MAX_REDIRECTS checked redirects.
 
     Bodies over `max_bytes` are refused while streaming (FetchFailed)."""

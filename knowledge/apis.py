@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -18,36 +20,67 @@ from .models import DEFAULT_EMBEDDING_MODEL, Document, KnowledgeBase, KnowledgeB
 from .uploads import LimitedUploadHandler
 
 MAX_FILES_PER_UPLOAD = 50
-_STATUS_FOR_CODE = {"unsupported_type": 415, "file_too_large": 413, "empty_document": 422,
-                    "unreadable_document": 422, "unsafe_url": 400, "conflict": 409}
+_STATUS_FOR_CODE = {
+    "unsupported_type": 415,
+    "file_too_large": 413,
+    "empty_document": 422,
+    "unreadable_document": 422,
+    "unsafe_url": 400,
+    "conflict": 409,
+}
 
 
 def kb_out(kb: KnowledgeBase, principal=None) -> dict:
     return {
-        "id": kb.id, "name": kb.name, "description": kb.description, "owner_id": kb.owner_id,
-        "org_access": kb.org_access, "embedding_model": kb.embedding_model,
-        "embedding_dimension": kb.embedding_dimension, "chunk_size": kb.chunk_size,
-        "chunk_overlap": kb.chunk_overlap, "search_settings": kb.search_settings,
-        "current_version": kb.current_version, "versions_retained": kb.versions_retained,
-        "created_at": kb.created_at, "updated_at": kb.updated_at,
+        "id": kb.id,
+        "name": kb.name,
+        "description": kb.description,
+        "owner_id": kb.owner_id,
+        "org_access": kb.org_access,
+        "embedding_model": kb.embedding_model,
+        "embedding_dimension": kb.embedding_dimension,
+        "chunk_size": kb.chunk_size,
+        "chunk_overlap": kb.chunk_overlap,
+        "search_settings": kb.search_settings,
+        "current_version": kb.current_version,
+        "versions_retained": kb.versions_retained,
+        "created_at": kb.created_at,
+        "updated_at": kb.updated_at,
         **({"can": {a: principal_can(principal, a, kb) for a in ("edit", "delete", "share")}} if principal else {}),
     }
 
 
 def document_out(d: Document) -> dict:
     return {
-        "id": d.id, "knowledge_base_id": d.knowledge_base_id, "title": d.title, "source_type": d.source_type,
-        "source_url": d.source_url or None, "filename": d.original_filename or None, "mime_type": d.mime_type,
-        "size_bytes": d.size_bytes, "content_hash": d.content_hash, "status": d.status, "progress": d.progress,
-        "error": d.error or None, "page_count": d.page_count, "chunk_count": d.chunk_count,
+        "id": d.id,
+        "knowledge_base_id": d.knowledge_base_id,
+        "title": d.title,
+        "source_type": d.source_type,
+        "source_url": d.source_url or None,
+        "filename": d.original_filename or None,
+        "mime_type": d.mime_type,
+        "size_bytes": d.size_bytes,
+        "content_hash": d.content_hash,
+        "status": d.status,
+        "progress": d.progress,
+        "error": d.error or None,
+        "page_count": d.page_count,
+        "chunk_count": d.chunk_count,
         "metadata": {k: v for k, v in (d.metadata or {}).items() if k not in ("replaced_size",)},
-        "version": d.ingest_version, "created_at": d.created_at, "updated_at": d.updated_at,
+        "version": d.ingest_version,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
     }
 
 
 def version_out(v: KnowledgeBaseVersion) -> dict:
-    return {"number": v.number, "note": v.note, "changes": v.changes, "created_by_id": v.created_by_id,
-            "created_at": v.created_at}
+    return {
+        "number": v.number,
+        "note": v.note,
+        "changes": v.changes,
+        "created_by_id": v.created_by_id,
+        "created_at": v.created_at,
+    }
 
 
 class KnowledgeBaseInputSerializer(serializers.Serializer):
@@ -64,6 +97,7 @@ class KnowledgeBaseInputSerializer(serializers.Serializer):
 # --- knowledge bases -------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["knowledge"], request=KnowledgeBaseInputSerializer, responses=OpenApiTypes.OBJECT)
 class KnowledgeBaseListApi(APIView):
     required_scope = {"GET": "read", "POST": "write"}
 
@@ -78,11 +112,13 @@ class KnowledgeBaseListApi(APIView):
         data = dict(serializer.validated_data)
         if not data.get("name"):
             raise InvalidInput("The name is required.", field="name")
-        kb = services.knowledge_base_create(owner=principal.user, **{
-            "embedding_model": DEFAULT_EMBEDDING_MODEL, **data})
+        kb = services.knowledge_base_create(
+            owner=principal.user, **{"embedding_model": DEFAULT_EMBEDDING_MODEL, **data}
+        )
         return Response(kb_out(kb, principal), status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["knowledge"], request=KnowledgeBaseInputSerializer, responses=OpenApiTypes.OBJECT)
 class KnowledgeBaseDetailApi(APIView):
     required_scope = {"GET": "read", "PATCH": "write", "DELETE": "write"}
 
@@ -96,13 +132,9 @@ class KnowledgeBaseDetailApi(APIView):
         serializer = KnowledgeBaseInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        if "embedding_model" in data and data["embedding_model"] != kb.embedding_model:
-            raise InvalidInput("The embedding model cannot be changed yet; create a new knowledge base.",
-                               field="embedding_model")
-        data.pop("embedding_model", None)
         if "org_access" in data and data["org_access"] != kb.org_access and not principal_can(principal, "share", kb):
             raise Forbidden("Only the owner or an admin may change who can use this knowledge base.")
-        kb = services.knowledge_base_update(kb=kb, **data)
+        kb = services.knowledge_base_update(kb=kb, user=principal.user, **data)
         return Response(kb_out(kb, principal))
 
     def delete(self, request, kb_id: int):
@@ -115,6 +147,7 @@ class KnowledgeBaseDetailApi(APIView):
 # --- documents -------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 class DocumentListApi(APIView):
     """GET: documents with status and progress. POST: add documents, several at once:
     multipart `files` (repeat the field), and/or JSON `{"title", "text"}`, `{"url"}`, or lists
@@ -133,8 +166,11 @@ class DocumentListApi(APIView):
 
     def get(self, request, kb_id: int):
         kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
-        documents = selectors.document_list(kb=kb, status=request.query_params.get("status") or None,
-                                            include_deleted=request.query_params.get("deleted") == "1")
+        documents = selectors.document_list(
+            kb=kb,
+            status=request.query_params.get("status") or None,
+            include_deleted=request.query_params.get("deleted") == "1",
+        )
         return Response({"results": [document_out(d) for d in documents]})
 
     def post(self, request, kb_id: int):
@@ -142,8 +178,11 @@ class DocumentListApi(APIView):
         kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
         data = request.data
         rejected = [
-            {"name": name, "code": "file_too_large",
-             "detail": f"{name} is larger than the limit of {settings.KNOWLEDGE_MAX_FILE_BYTES} bytes."}
+            {
+                "name": name,
+                "code": "file_too_large",
+                "detail": f"{name} is larger than the limit of {settings.KNOWLEDGE_MAX_FILE_BYTES} bytes.",
+            }
             for name in self.upload_limit.rejected
         ]
         uploads = self._uploads(data, request.FILES.getlist("files") + request.FILES.getlist("file"))
@@ -151,8 +190,9 @@ class DocumentListApi(APIView):
             raise InvalidInput("Send files (multipart `files`), `text` with a `title`, or a `url`.")
         if len(uploads) > MAX_FILES_PER_UPLOAD:
             raise InvalidInput(f"At most {MAX_FILES_PER_UPLOAD} documents per upload.")
-        result = services.documents_ingest(kb=kb, user=principal.user, uploads=uploads, rejected=rejected,
-                                           note=str(data.get("note", ""))[:500])
+        result = services.documents_ingest(
+            kb=kb, user=principal.user, uploads=uploads, rejected=rejected, note=str(data.get("note", ""))[:500]
+        )
         body = {
             "version": result.version.number if result.version else None,
             "documents": [document_out(d) for d in result.documents],
@@ -164,8 +204,10 @@ class DocumentListApi(APIView):
         codes = {e["code"] for e in result.errors}
         code = codes.pop() if len(codes) == 1 else "invalid"
         first = result.errors[0]
-        return Response({**body, "detail": f"{first['name']}: {first['detail']}", "code": code},
-                        status=_STATUS_FOR_CODE.get(code, 400))
+        return Response(
+            {**body, "detail": f"{first['name']}: {first['detail']}", "code": code},
+            status=_STATUS_FOR_CODE.get(code, 400),
+        )
 
     @staticmethod
     def _uploads(data, files) -> list[services.Upload]:
@@ -178,23 +220,36 @@ class DocumentListApi(APIView):
         if not isinstance(metadata, dict):
             raise InvalidInput("metadata must be a JSON object.", field="metadata")
         uploads = [services.Upload(title=f.name, file=f, filename=f.name, metadata=metadata) for f in files]
-        texts = list(data.get("texts") or []) if hasattr(data, "get") else []
+        texts = data.get("texts") or []
+        if isinstance(texts, str):  # multipart forms carry lists as a JSON string
+            try:
+                texts = json.loads(texts)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput("texts must be a JSON list of {title, text}.", field="texts") from exc
+        if not isinstance(texts, list):
+            raise InvalidInput("texts must be a list of {title, text}.", field="texts")
+        texts = list(texts)
         if data.get("text"):
             texts.append({"title": data.get("title") or "", "text": data.get("text")})
         for item in texts:
             if not isinstance(item, dict) or not str(item.get("title") or "").strip():
                 raise InvalidInput("Each text needs a title.", field="title")
-            uploads.append(services.upload_from_text(title=str(item["title"]), text=str(item.get("text") or ""),
-                                                     metadata=metadata))
+            uploads.append(
+                services.upload_from_text(title=str(item["title"]), text=str(item.get("text") or ""), metadata=metadata)
+            )
         urls = list(data.get("urls") or []) if not isinstance(data.get("urls"), str) else [data.get("urls")]
         if data.get("url"):
             urls.append(data.get("url"))
         for url in urls:
-            uploads.append(services.Upload(title=str(data.get("title") or url) if len(urls) == 1 else str(url),
-                                           url=str(url), metadata=metadata))
+            uploads.append(
+                services.Upload(
+                    title=str(data.get("title") or url) if len(urls) == 1 else str(url), url=str(url), metadata=metadata
+                )
+            )
         return uploads
 
 
+@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 class DocumentDetailApi(APIView):
     required_scope = {"GET": "read", "DELETE": "write"}
 
@@ -210,6 +265,7 @@ class DocumentDetailApi(APIView):
         return Response({"version": version.number, "document": document_out(document)})
 
 
+@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 class DocumentChunkListApi(APIView):
     """The chunks of one document, current or at `?version=N` (for citations and debugging)."""
 
@@ -220,27 +276,44 @@ class DocumentChunkListApi(APIView):
         document = selectors.document_get(kb=kb, document_id=document_id)
         version = selectors.parse_version(request.query_params.get("version"))
         chunks = selectors.chunks_at(kb=kb, version=version).filter(document=document).order_by("position")
-        return Response({"results": [
-            {"id": c.id, "position": c.position, "text": c.text, "token_count": c.token_count,
-             "content_hash": c.content_hash, "metadata": c.metadata, "valid_from": c.valid_from,
-             "valid_to": c.valid_to}
-            for c in chunks.defer("embedding")[:1000]
-        ]})
+        return Response(
+            {
+                "results": [
+                    {
+                        "id": c.id,
+                        "position": c.position,
+                        "text": c.text,
+                        "token_count": c.token_count,
+                        "content_hash": c.content_hash,
+                        "metadata": c.metadata,
+                        "valid_from": c.valid_from,
+                        "valid_to": c.valid_to,
+                    }
+                    for c in chunks.defer("embedding")[:1000]
+                ]
+            }
+        )
 
 
 # --- versions --------------------------------------------------------------------------------------
 
 
+@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 class VersionListApi(APIView):
     required_scope = "read"
 
     def get(self, request, kb_id: int):
         kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
-        return Response({"current_version": kb.current_version,
-                         "oldest_retained": services.oldest_retained_version(kb),
-                         "results": [version_out(v) for v in selectors.version_list(kb=kb)]})
+        return Response(
+            {
+                "current_version": kb.current_version,
+                "oldest_retained": services.oldest_retained_version(kb),
+                "results": [version_out(v) for v in selectors.version_list(kb=kb)],
+            }
+        )
 
 
+@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 class VersionDetailApi(APIView):
     """One version and what changed: against the previous version, or `?against=N`."""
 
@@ -254,6 +327,7 @@ class VersionDetailApi(APIView):
         return Response({**version_out(version), "diff": diff})
 
 
+@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 class VersionRollbackApi(APIView):
     required_scope = "write"
 

@@ -220,8 +220,24 @@ def _extract_markdown(text: str) -> Extracted:
     return Extracted(kind="markdown", blocks=blocks)
 
 
-_HTML_BLOCKS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "blockquote", "td", "th", "dt", "dd",
-                "figcaption", "caption"}
+_HTML_BLOCKS = {
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "p",
+    "li",
+    "pre",
+    "blockquote",
+    "td",
+    "th",
+    "dt",
+    "dd",
+    "figcaption",
+    "caption",
+}
 _HTML_DROP = ["script", "style", "noscript", "nav", "footer", "form", "svg", "iframe", "template", "aside"]
 
 
@@ -380,8 +396,13 @@ def extract(fh: IO[bytes], kind: str) -> Extracted:
         extracted = _extract_docx(fh)
     elif kind in TEXT_KINDS:
         text = _decode_text(fh.read())
-        extractor = {"markdown": _extract_markdown, "text": _extract_text, "html": _extract_html,
-                     "csv": _extract_csv, "json": _extract_json}[kind]
+        extractor = {
+            "markdown": _extract_markdown,
+            "text": _extract_text,
+            "html": _extract_html,
+            "csv": _extract_csv,
+            "json": _extract_json,
+        }[kind]
         extracted = extractor(text)
     else:
         raise UnsupportedDocument(f"Unsupported document type {kind!r}.")

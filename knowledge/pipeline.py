@@ -85,9 +85,9 @@ def publish_document(document: Document, event_type: str = "document.status", **
 
 def _progress(document: Document, token: str, percent: int, stage: str) -> None:
     """Store and publish progress; also renews the lease (a live run is never re-queued)."""
-    updated = Document.objects.filter(
-        id=document.id, processing_token=token, status=DocumentStatus.PROCESSING
-    ).update(progress=percent, processing_started_at=timezone.now())
+    updated = Document.objects.filter(id=document.id, processing_token=token, status=DocumentStatus.PROCESSING).update(
+        progress=percent, processing_started_at=timezone.now()
+    )
     if not updated:
         raise StaleRun(document.id)
     document.progress = percent
@@ -114,8 +114,17 @@ def document_claim(document_id: int) -> tuple[Document, str] | None:
         document.attempts += 1
         document.progress = P_CLAIMED
         document.error = ""
-        document.save(update_fields=["status", "processing_token", "processing_started_at", "attempts", "progress",
-                                     "error", "updated_at"])
+        document.save(
+            update_fields=[
+                "status",
+                "processing_token",
+                "processing_started_at",
+                "attempts",
+                "progress",
+                "error",
+                "updated_at",
+            ]
+        )
         publish_document(document)
     return document, token
 
@@ -130,8 +139,9 @@ def document_release(document_id: int, token: str) -> None:
 
 
 def _staged(document: Document):
-    return Chunk.objects.filter(document_id=document.id, valid_from=document.ingest_version,
-                                valid_to=document.ingest_version)
+    return Chunk.objects.filter(
+        document_id=document.id, valid_from=document.ingest_version, valid_to=document.ingest_version
+    )
 
 
 def _version_changes_add(document: Document, **counts) -> None:
@@ -167,7 +177,9 @@ def document_fail(document_id: int, token: str | None, reason: str) -> None:
             return
         _staged(document).delete()
         new_path, new_size = document.storage_path, document.size_bytes
-        if document.replaced_storage_path:
+        if (document.metadata or {}).pop("reembed", None):
+            pass  # re-embedding for a new model: the stored file is still the document's file
+        elif document.replaced_storage_path:
             # A failed re-upload: the previous content stays published, as does its file.
             document.storage_path = document.replaced_storage_path
             document.size_bytes = (document.metadata or {}).get("replaced_size", 0)
@@ -201,8 +213,9 @@ def clean_text(text: str) -> str:
 
 def _fetch_url(document: Document) -> None:
     """URL sources: fetch the page once (SSRF-guarded) and store it like an uploaded file."""
-    page = safe_get(document.source_url, max_bytes=settings.KNOWLEDGE_MAX_FILE_BYTES,
-                    timeout=settings.KNOWLEDGE_URL_FETCH_TIMEOUT)
+    page = safe_get(
+        document.source_url, max_bytes=settings.KNOWLEDGE_MAX_FILE_BYTES, timeout=settings.KNOWLEDGE_URL_FETCH_TIMEOUT
+    )
     import hashlib
 
     name = document.source_url.rstrip("/").rsplit("/", 1)[-1] or "page"
@@ -244,13 +257,16 @@ def plan_chunks(document: Document, pieces: list[Piece]) -> Plan:
     """Compare new pieces with the document's current rows: keep, reuse (copy embedding), or embed."""
     plan = Plan(total=len(pieces))
     current = list(
-        Chunk.objects.filter(document_id=document.id, valid_to__isnull=True, valid_from__lt=document.ingest_version)
-        .values_list("id", "position", "content_hash")
+        Chunk.objects.filter(
+            document_id=document.id, valid_to__isnull=True, valid_from__lt=document.ingest_version
+        ).values_list("id", "position", "content_hash")
     )
     by_position = {position: (chunk_id, digest) for chunk_id, position, digest in current}
     by_hash: dict[str, int] = {}
     for chunk_id, _, digest in current:
         by_hash.setdefault(digest, chunk_id)
+    if (document.metadata or {}).get("reembed"):  # the model changed: every stored vector is stale
+        by_position, by_hash = {}, {}
     for position, piece in enumerate(pieces):
         here = by_position.get(position)
         if here is not None and here[1] == piece.content_hash:
@@ -274,8 +290,21 @@ def _write_staged(document: Document, kb: KnowledgeBase, plan: Plan, embeddings:
     rows = []
     for index, (position, piece) in enumerate(plan.to_embed):
         vector = _vector_literal(embeddings[index]) if embeddings is not None else None
-        rows.append((kb.id, document.id, position, piece.text, piece.token_count, piece.content_hash,
-                     json.dumps(piece.metadata), vector, kb.embedding_dimension, version, version))
+        rows.append(
+            (
+                kb.id,
+                document.id,
+                position,
+                piece.text,
+                piece.token_count,
+                piece.content_hash,
+                json.dumps(piece.metadata),
+                vector,
+                kb.embedding_dimension,
+                version,
+                version,
+            )
+        )
     with connection.cursor() as cursor:
         if rows:
             with cursor.cursor.copy(f"COPY knowledge_chunk ({_CHUNK_COLUMNS}) FROM STDIN") as copy:
@@ -286,8 +315,10 @@ def _write_staged(document: Document, kb: KnowledgeBase, plan: Plan, embeddings:
                 f"INSERT INTO knowledge_chunk ({_CHUNK_COLUMNS}) "  # noqa: S608 - constant column list
                 "SELECT knowledge_base_id, document_id, %s, text, token_count, content_hash, %s::jsonb, "
                 "embedding, embedding_dimension, %s, %s FROM knowledge_chunk WHERE id = %s",
-                [(position, json.dumps(piece.metadata), version, version, source)
-                 for position, piece, source in plan.reuse],
+                [
+                    (position, json.dumps(piece.metadata), version, version, source)
+                    for position, piece, source in plan.reuse
+                ],
             )
 
 
@@ -332,8 +363,13 @@ def document_prepare(document_id: int, token: str) -> PrepareResult:
         **(document.metadata or {}),
         "kind": extracted.kind,
         **({"html_title": extracted.title} if extracted.title else {}),
-        "last_ingest": {"chunks": plan.total, "kept": plan.kept, "reused": len(plan.reuse),
-                        "embedded": len(plan.to_embed), "closed": plan.closed},
+        "last_ingest": {
+            "chunks": plan.total,
+            "kept": plan.kept,
+            "reused": len(plan.reuse),
+            "embedded": len(plan.to_embed),
+            "closed": plan.closed,
+        },
     }
     Document.objects.filter(id=document.id).update(metadata=document.metadata, page_count=extracted.page_count)
     _progress(document, token, P_CHUNKED, "chunked")
@@ -354,8 +390,9 @@ def document_prepare(document_id: int, token: str) -> PrepareResult:
     with transaction.atomic():
         _write_staged(document, kb, plan, None)
     positions = [position for position, _ in plan.to_embed]
-    parts = [(positions[i], positions[min(i + part_size, len(positions)) - 1])
-             for i in range(0, len(positions), part_size)]
+    parts = [
+        (positions[i], positions[min(i + part_size, len(positions)) - 1]) for i in range(0, len(positions), part_size)
+    ]
     document.metadata["last_ingest"]["parts"] = len(parts)
     Document.objects.filter(id=document.id).update(metadata=document.metadata)
     return PrepareResult(done=False, parts=parts)
@@ -367,8 +404,12 @@ def document_embed_part(document_id: int, token: str, first: int, last: int) -> 
     if document.processing_token != token or document.status != DocumentStatus.PROCESSING:
         raise StaleRun(document_id)
     kb = document.knowledge_base
-    rows = list(_staged(document).filter(position__gte=first, position__lte=last, embedding__isnull=True)
-                .order_by("position").values_list("id", "text"))
+    rows = list(
+        _staged(document)
+        .filter(position__gte=first, position__lte=last, embedding__isnull=True)
+        .order_by("position")
+        .values_list("id", "text")
+    )
     if not rows:
         return 0
     vectors = _embed_batches(kb, [text for _, text in rows], lambda done: None)
@@ -407,13 +448,16 @@ def document_publish(document_id: int, token: str, *, embedded: int | None = Non
         document.chunk_count = total
         document.processing_token = ""
         document.replaced_storage_path = ""
+        document.metadata.pop("reembed", None)
         document.save()
         if old_path and old_path != document.storage_path:
             usage.usage_record(stored_bytes=-(document.metadata or {}).get("replaced_size", 0))
             transaction.on_commit(lambda: storage.storage_delete(old_path))
         usage.usage_record(pages_processed=document.page_count)
         _version_changes_add(
-            document, added=added, removed=closed,
+            document,
+            added=added,
+            removed=closed,
             reembedded=stats.get("embedded", 0) if embedded is None else embedded,
         )
         publish_document(document)
@@ -447,11 +491,10 @@ def requeue_stuck(enqueue) -> list[int]:
     """Re-queue documents stuck in processing past their lease, or pending with no live task for a lease."""
     cutoff = timezone.now() - timedelta(seconds=settings.KNOWLEDGE_INGEST_LEASE_SECONDS)
     stuck = list(
-        Document.objects.filter(status=DocumentStatus.PROCESSING, processing_started_at__lt=cutoff)
-        .values_list("id", flat=True)
-    ) + list(
-        Document.objects.filter(status=DocumentStatus.PENDING, updated_at__lt=cutoff).values_list("id", flat=True)
-    )
+        Document.objects.filter(status=DocumentStatus.PROCESSING, processing_started_at__lt=cutoff).values_list(
+            "id", flat=True
+        )
+    ) + list(Document.objects.filter(status=DocumentStatus.PENDING, updated_at__lt=cutoff).values_list("id", flat=True))
     for document_id in stuck:
         Document.objects.filter(id=document_id, status=DocumentStatus.PENDING).update(updated_at=timezone.now())
         enqueue(document_id)

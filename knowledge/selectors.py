@@ -71,15 +71,19 @@ def version_diff(*, kb: KnowledgeBase, base: int, target: int, limit: int = 50) 
     per_document: dict[int, dict] = {}
     for label, keys in (("added", added), ("removed", removed)):
         for document_id, _, _ in keys:
-            entry = per_document.setdefault(document_id, {"document_id": document_id, "title": titles.get(document_id),
-                                                          "added": 0, "removed": 0})
+            entry = per_document.setdefault(
+                document_id, {"document_id": document_id, "title": titles.get(document_id), "added": 0, "removed": 0}
+            )
             entry[label] += 1
 
     def sample(keys, version):
         rows = []
         for document_id, position, digest in sorted(keys)[:limit]:
-            chunk = (chunks_at(kb=kb, version=version)
-                     .filter(document_id=document_id, position=position, content_hash=digest).first())
+            chunk = (
+                chunks_at(kb=kb, version=version)
+                .filter(document_id=document_id, position=position, content_hash=digest)
+                .first()
+            )
             if chunk is not None:
                 rows.append({"document_id": document_id, "position": position, "text": chunk.text[:300]})
         return rows

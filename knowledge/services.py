@@ -32,24 +32,47 @@ from .models import (
 from .pipeline import publish_document
 
 # Known embedders and their dimensions, without loading a model in the request.
-EMBEDDING_DIMENSIONS = {"all-MiniLM-L6-v2": 384, "hashing-384": 384}
-_KB_FIELDS = ("name", "description", "chunk_size", "chunk_overlap", "org_access", "versions_retained",
-              "search_settings")
+EMBEDDING_DIMENSIONS = {"all-MiniLM-L6-v2": 384, "sentence-transformers/all-MiniLM-L6-v2": 384, "hashing-384": 384}
+HNSW_MAX_DIMENSION = 2000  # pgvector's limit for HNSW on `vector`
+_KB_FIELDS = (
+    "name",
+    "description",
+    "chunk_size",
+    "chunk_overlap",
+    "org_access",
+    "versions_retained",
+    "search_settings",
+)
 _BUSY = (DocumentStatus.PENDING, DocumentStatus.PROCESSING)
 
 
 def _embedding_dimension(model: str) -> int:
-    try:
-        from . import embeddings
+    """The model's vector size: from known tables when possible, else by loading the embedder once."""
+    from . import embeddings
 
-        known = getattr(embeddings, "EMBEDDING_DIMENSIONS", None) or getattr(embeddings, "MODEL_DIMENSIONS", None)
-        if isinstance(known, dict) and model in known:
-            return int(known[model])
-    except ImportError:  # pragma: no cover - the module ships with the app
-        pass
-    if model not in EMBEDDING_DIMENSIONS:
-        raise InvalidInput(f"Unknown embedding model {model!r}.", field="embedding_model")
-    return EMBEDDING_DIMENSIONS[model]
+    configured = getattr(settings, "KNOWLEDGE_EMBEDDING_DIMENSIONS", {}) or {}
+    if model in configured:
+        return int(configured[model])
+    if model in EMBEDDING_DIMENSIONS:
+        return EMBEDDING_DIMENSIONS[model]
+    known = getattr(getattr(embeddings, "OpenAICompatibleEmbedder", None), "KNOWN_DIMENSIONS", {})
+    if model.startswith("openai:") and model.removeprefix("openai:") in known:
+        return int(known[model.removeprefix("openai:")])
+    try:
+        return int(embeddings.embedder_for_model(model).dimension)
+    except Exception as exc:  # noqa: BLE001 - unknown model, missing files, unreachable server: same answer
+        raise InvalidInput(f"The embedding model {model!r} is not available: {exc}", field="embedding_model") from exc
+
+
+def _ensure_vector_index(dimension: int) -> None:
+    """One partial HNSW index per embedding dimension in the tenant's chunk table (384 ships in a migration)."""
+    if dimension == 384 or dimension > HNSW_MAX_DIMENSION:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE INDEX IF NOT EXISTS chunk_embedding_hnsw_{dimension} ON knowledge_chunk "  # noqa: S608 - int
+            f"USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) WHERE embedding_dimension = {dimension}"
+        )
 
 
 def _validate_chunking(chunk_size: int, chunk_overlap: int, versions_retained: int) -> None:
@@ -62,8 +85,11 @@ def _validate_chunking(chunk_size: int, chunk_overlap: int, versions_retained: i
 
 
 def _publish_kb(kb: KnowledgeBase, event_type: str) -> None:
-    publish_on_commit(event_type, {"knowledge_base_id": kb.id, "name": kb.name,
-                                   "current_version": kb.current_version}, topic=f"kb.{kb.id}")
+    publish_on_commit(
+        event_type,
+        {"knowledge_base_id": kb.id, "name": kb.name, "current_version": kb.current_version},
+        topic=f"kb.{kb.id}",
+    )
 
 
 # --- knowledge bases -------------------------------------------------------------------------------
@@ -86,29 +112,72 @@ def knowledge_base_create(
         raise InvalidInput("The name is required.", field="name")
     _validate_chunking(chunk_size, chunk_overlap, versions_retained)
     kb = KnowledgeBase(
-        owner=owner, name=name.strip(), description=description, embedding_model=embedding_model,
-        embedding_dimension=_embedding_dimension(embedding_model), chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap, org_access=org_access, versions_retained=versions_retained,
+        owner=owner,
+        name=name.strip(),
+        description=description,
+        embedding_model=embedding_model,
+        embedding_dimension=_embedding_dimension(embedding_model),
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        org_access=org_access,
+        versions_retained=versions_retained,
         search_settings=search_settings or {},
     )
     kb.full_clean()
     kb.save()
+    _ensure_vector_index(kb.embedding_dimension)
     _publish_kb(kb, "knowledge_base.created")
     return kb
 
 
 @transaction.atomic
-def knowledge_base_update(*, kb: KnowledgeBase, **changes) -> KnowledgeBase:
+def knowledge_base_update(*, kb: KnowledgeBase, user=None, **changes) -> KnowledgeBase:
+    """Change settings. A new `embedding_model` re-embeds every document in the background, as a new
+    version (until each document is republished, its old vectors stay current)."""
+    new_model = changes.pop("embedding_model", None)
     unknown = set(changes) - set(_KB_FIELDS)
     if unknown:
         raise InvalidInput(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
+    kb = _lock_kb(kb)
     for name, value in changes.items():
         setattr(kb, name, value)
     _validate_chunking(kb.chunk_size, kb.chunk_overlap, kb.versions_retained)
     kb.full_clean()
     kb.save()
+    if new_model and new_model != kb.embedding_model:
+        _knowledge_base_reembed(kb=kb, model=new_model, user=user)
     _publish_kb(kb, "knowledge_base.updated")
     return kb
+
+
+def _knowledge_base_reembed(*, kb: KnowledgeBase, model: str, user) -> None:
+    if kb.documents.filter(status__in=_BUSY).exists():
+        raise Conflict("Documents are still being processed; change the model when ingestion has finished.")
+    kb.embedding_dimension = _embedding_dimension(model)
+    kb.embedding_model = model
+    kb.save(update_fields=["embedding_model", "embedding_dimension", "updated_at"])
+    _ensure_vector_index(kb.embedding_dimension)
+    documents = list(kb.documents.select_for_update().filter(status=DocumentStatus.READY))
+    version = _version_next(
+        kb,
+        user=user,
+        kind="reembed",
+        note=f"Embedding model changed to {model}",
+        changes={
+            "embedding_model": model,
+            "documents": [{"id": d.id, "title": d.title, "action": "reembedded"} for d in documents],
+        },
+    )
+    for document in documents:
+        document.status = DocumentStatus.PENDING
+        document.progress = 0
+        document.ingest_version = version.number
+        document.attempts = 0
+        document.metadata = {**(document.metadata or {}), "reembed": True}  # no chunk kept or reused
+        document.save()
+        publish_document(document)
+    ids = [d.id for d in documents]
+    transaction.on_commit(lambda: _queue_processing(ids))
 
 
 @transaction.atomic
@@ -130,7 +199,10 @@ def _version_next(kb: KnowledgeBase, *, user, kind: str, note: str = "", changes
     kb.current_version += 1
     kb.save(update_fields=["current_version", "updated_at"])
     version = KnowledgeBaseVersion.objects.create(
-        knowledge_base=kb, number=kb.current_version, note=note[:500], created_by=user,
+        knowledge_base=kb,
+        number=kb.current_version,
+        note=note[:500],
+        created_by=user,
         changes={"kind": kind, "added": 0, "removed": 0, "reembedded": 0, **(changes or {})},
     )
     _publish_kb(kb, "knowledge_base.version")
@@ -184,10 +256,13 @@ def _hash_and_size(fh: IO[bytes]) -> tuple[str, int]:
 
 
 def _queue_processing(document_ids: list[int]) -> None:
+    from core.queues import fair_enqueue
+
     from .tasks import ingest_document_task
 
     for document_id in document_ids:
-        ingest_document_task.delay(document_id)
+        # quota: issue 6 - per-tenant round-robin into the "ingest" queue (one tenant's flood cannot starve others)
+        fair_enqueue(ingest_document_task, args=[document_id], queue="ingest")
 
 
 def documents_ingest(
@@ -226,10 +301,19 @@ def documents_ingest(
     for upload, kind, digest, size in accepted:
         document = existing.get(upload.title.strip())
         if document is not None and document.status in _BUSY:
-            errors.append({"name": upload.filename or upload.title, "code": "conflict",
-                           "detail": "This document is still being processed; try again when it is ready."})
-        elif (document is not None and digest and document.status == DocumentStatus.READY
-              and document.content_hash == digest):
+            errors.append(
+                {
+                    "name": upload.filename or upload.title,
+                    "code": "conflict",
+                    "detail": "This document is still being processed; try again when it is ready.",
+                }
+            )
+        elif (
+            document is not None
+            and digest
+            and document.status == DocumentStatus.READY
+            and document.content_hash == digest
+        ):
             unchanged.append(document)
         else:
             to_store.append((upload, kind, digest, size, document))
@@ -278,8 +362,11 @@ def _documents_record(*, kb, user, to_store, stored_paths, note) -> IngestResult
         document.source_url = upload.url
         document.original_filename = storage.safe_filename(upload.filename) if upload.filename else ""
         document.mime_type = MIME_TYPES.get(kind, "")
-        document.metadata = {**(document.metadata or {}), **upload.metadata,
-                             "replaced_size": document.size_bytes if replaced else 0}
+        document.metadata = {
+            **(document.metadata or {}),
+            **upload.metadata,
+            "replaced_size": document.size_bytes if replaced else 0,
+        }
         document.storage_path = path or ""
         document.replaced_storage_path = replaced
         document.size_bytes = size
@@ -295,8 +382,14 @@ def _documents_record(*, kb, user, to_store, stored_paths, note) -> IngestResult
         if path:
             usage.usage_record(documents=0 if replaced else 1, stored_bytes=size)
         documents.append(document)
-        entries.append({"id": document.id, "title": document.title, "action": "added" if is_new else "updated",
-                        "status": document.status})
+        entries.append(
+            {
+                "id": document.id,
+                "title": document.title,
+                "action": "added" if is_new else "updated",
+                "status": document.status,
+            }
+        )
         publish_document(document)
     version.changes = {**version.changes, "documents": entries}
     version.save(update_fields=["changes"])
@@ -328,8 +421,11 @@ def document_delete(*, document: Document, user) -> KnowledgeBaseVersion:
     document.chunk_count = 0
     document.progress = 0
     document.save()
-    version.changes = {**version.changes, "removed": removed,
-                       "documents": [{"id": document.id, "title": document.title, "action": "deleted"}]}
+    version.changes = {
+        **version.changes,
+        "removed": removed,
+        "documents": [{"id": document.id, "title": document.title, "action": "deleted"}],
+    }
     version.save(update_fields=["changes"])
     publish_document(document)
     knowledge_base_purge_old_versions(kb=kb)
@@ -360,16 +456,24 @@ def knowledge_base_rollback(*, kb: KnowledgeBase, to_version: int, user) -> Know
         )
     if kb.documents.filter(status__in=_BUSY).exists():
         raise Conflict("Documents are still being processed; roll back when ingestion has finished.")
-    version = _version_next(kb, user=user, kind="rollback", note=f"Rolled back to version {to_version}",
-                            changes={"rolled_back_to": to_version})
+    version = _version_next(
+        kb,
+        user=user,
+        kind="rollback",
+        note=f"Rolled back to version {to_version}",
+        changes={"rolled_back_to": to_version},
+    )
     n = version.number
     current = Chunk.objects.filter(knowledge_base=kb, valid_to__isnull=True)
     touched = set(current.filter(valid_from__gt=to_version).values_list("document_id", flat=True))
     removed = current.filter(valid_from__gt=to_version).update(valid_to=n)
     with connection.cursor() as cursor:
         # Rows valid at `to_version` but closed since (rows closed just above started after it: not matched).
-        cursor.execute("SELECT DISTINCT document_id FROM knowledge_chunk WHERE knowledge_base_id = %s AND "
-                       "valid_from <= %s AND valid_to > %s AND valid_to <> valid_from", [kb.id, to_version, to_version])
+        cursor.execute(
+            "SELECT DISTINCT document_id FROM knowledge_chunk WHERE knowledge_base_id = %s AND "
+            "valid_from <= %s AND valid_to > %s AND valid_to <> valid_from",
+            [kb.id, to_version, to_version],
+        )
         touched |= {row[0] for row in cursor.fetchall()}
         cursor.execute(_COPY_FOR_ROLLBACK, [n, kb.id, to_version, to_version])
         added = cursor.rowcount
@@ -382,8 +486,7 @@ def knowledge_base_rollback(*, kb: KnowledgeBase, to_version: int, user) -> Know
         document.status = DocumentStatus.READY if count else DocumentStatus.DELETED
         document.error = ""
         document.save()
-        entries.append({"id": document.id, "title": document.title,
-                        "action": "restored" if count else "removed"})
+        entries.append({"id": document.id, "title": document.title, "action": "restored" if count else "removed"})
         publish_document(document)
     version.changes = {**version.changes, "added": added, "removed": removed, "documents": entries}
     version.save(update_fields=["changes"])

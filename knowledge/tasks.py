@@ -1,4 +1,5 @@
-"""Celery tasks for ingestion, all on the "ingest" queue. Thin: they take IDs and call knowledge.pipeline.
+"""Celery tasks for ingestion, all on the "ingest" queue (CELERY_TASK_ROUTES "knowledge.*"). Thin: they take
+IDs and call knowledge.pipeline.
 
 ingest_document_task(document_id)
     claim -> extract/chunk/diff -> (small) embed + publish
@@ -38,7 +39,7 @@ def _retry_or_fail(task, document_id: int, token: str, exc: Exception):
     raise task.retry(exc=exc, countdown=_backoff(task.request.retries))
 
 
-@app.task(name="knowledge.ingest_document", bind=True, queue=INGEST_QUEUE, acks_late=True, max_retries=MAX_RETRIES)
+@app.task(name="knowledge.ingest_document", bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def ingest_document_task(self, document_id: int) -> str:
     claimed = pipeline.document_claim(document_id)
     if claimed is None:
@@ -64,7 +65,7 @@ def ingest_document_task(self, document_id: int) -> str:
     return f"split into {len(result.parts)} parts"
 
 
-@app.task(name="knowledge.embed_part", bind=True, queue=INGEST_QUEUE, acks_late=True, max_retries=MAX_RETRIES)
+@app.task(name="knowledge.embed_part", bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def embed_part_task(self, document_id: int, token: str, first: int, last: int) -> int:
     try:
         return pipeline.document_embed_part(document_id, token, first, last)
@@ -80,7 +81,7 @@ def embed_part_task(self, document_id: int, token: str, first: int, last: int) -
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
 
 
-@app.task(name="knowledge.publish_document", bind=True, queue=INGEST_QUEUE, acks_late=True, max_retries=MAX_RETRIES)
+@app.task(name="knowledge.publish_document", bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def publish_document_task(self, document_id: int, token: str) -> bool:
     try:
         return pipeline.document_publish(document_id, token)
@@ -91,7 +92,7 @@ def publish_document_task(self, document_id: int, token: str) -> bool:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
 
 
-@app.task(name="knowledge.requeue_stuck_documents", queue=INGEST_QUEUE)
+@app.task(name="knowledge.requeue_stuck_documents")
 def requeue_stuck_documents_task() -> dict:
     """Beat: re-queue documents whose worker died (processing past the lease) or whose task was lost.
     Runs for every tenant when beat sends it from the public schema."""

@@ -234,6 +234,7 @@ def cmd_up() -> int:
         subprocess.Popen(
             [py, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "config.asgi:application"], cwd=ROOT, env=env
         ),
+        # Documents and webhooks: CPU-bound, prefork. Chat runs: mostly waiting on providers, so threads.
         subprocess.Popen(
             [
                 py,
@@ -247,9 +248,30 @@ def cmd_up() -> int:
                 "-c",
                 "2",
                 "-Q",
-                "default,ingest,agents,webhooks",
+                "default,ingest,webhooks",
                 "-n",
                 "dev@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+        ),
+        subprocess.Popen(
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-l",
+                "info",
+                "--pool=threads",
+                "-c",
+                "20",
+                "-Q",
+                "agents",
+                "-n",
+                "dev-agents@%h",
             ],
             cwd=ROOT,
             env=env,

@@ -183,3 +183,131 @@ def test_admin_shares_an_agent_with_a_team_from_its_page(client_a, admin_a, acme
         "/sharing/", {"resource_type": "agent", "resource_id": agent.pk, "level": "viewer", "next": "//evil.example/"}
     )
     assert away["Location"] == "/"
+
+
+@pytest.mark.django_db
+def test_chat_page_lists_searches_and_reopens_conversations(client_a, admin_a, acme_objects, tenant_a):
+    from agents import services as agent_services
+
+    agent = acme_objects["agent"]
+    principal = Principal(tenant=tenant_a, user=admin_a, role=Role.ADMIN)
+    with tenant_context(tenant_a):
+        handles = agent_services.chat_start(principal=principal, agent=agent, message="Where is the cooling loop?")
+        agent_services.chat_start(principal=principal, agent=agent, message="Lunch menu please")
+    client_a.force_login(admin_a)
+    found = client_a.get(f"/agents/{agent.pk}/chat/?q=cooling").content.decode()
+    assert "Where is the cooling loop?" in found and "Lunch menu" not in found
+    reopened = client_a.get(f"/agents/{agent.pk}/chat/?c={handles['conversation_id']}")
+    assert reopened.status_code == 200
+    assert handles["run_id"] in reopened.content.decode()  # the streaming answer resumes from the page
+    # Someone else's conversation id is just "not found".
+    assert client_a.get(f"/agents/{agent.pk}/chat/?c=00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_server_error_page_renders_without_any_context():
+    from django.template.loader import render_to_string
+
+    # Django's server_error view renders 500.html with an empty context: no request, no user.
+    html = render_to_string("500.html")
+    assert "Something went wrong on our side" in html
+    assert "pico.min.css" in html
+
+
+@pytest.mark.django_db
+def test_profile_saves_name_time_zone_theme_and_default_agent(client_a, admin_a, acme_objects):
+    client_a.force_login(admin_a)
+    agent = acme_objects["agent"]
+    response = client_a.post(
+        "/profile/",
+        {"display_name": "Ada Admin", "time_zone": "Europe/Paris", "ui_theme": "dark", "default_agent_id": agent.pk},
+    )
+    assert response.status_code == 302
+    admin_a.refresh_from_db()
+    assert (admin_a.display_name, admin_a.time_zone, admin_a.ui_theme) == ("Ada Admin", "Europe/Paris", "dark")
+    page = client_a.get("/profile/")
+    assert b'data-server-theme="dark"' in page.content
+    assert client_a.get("/chat/")["Location"] == f"/agents/{agent.pk}/chat/"  # the default agent opens
+    bad = client_a.post("/profile/", {"display_name": "x", "time_zone": "Mars/Olympus", "ui_theme": "dark"})
+    assert bad.status_code == 400
+    export = client_a.get("/profile/export/")
+    assert export["Content-Disposition"].startswith("attachment")
+    assert b"admin@acme.test" in export.content
+
+
+@pytest.mark.django_db
+def test_agent_search_answers_htmx_with_just_the_results(client_a, admin_a, acme_objects):
+    client_a.force_login(admin_a)
+    partial = client_a.get("/agents/?q=helper", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="agent-results")
+    assert b"<html" not in partial.content and b"Acme helper" in partial.content
+    nothing = client_a.get("/agents/?q=zzz", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="agent-results")
+    assert b"No agents match" in nothing.content
+
+
+@pytest.mark.django_db
+def test_admin_sets_and_removes_a_member_limit_from_the_usage_page(client_a, admin_a, tenant_a):
+    from usage.models import QuotaSubLimit
+
+    client_a.force_login(admin_a)
+    page = client_a.get("/manage/usage/")
+    assert b"Plan limits" in page.content and b"llm_tokens_per_month" in page.content
+    response = client_a.post(
+        "/manage/usage/limits/", {"target": f"user:{admin_a.pk}", "quota": "llm_tokens_per_month", "limit": "5000"}
+    )
+    assert response.status_code == 302
+    with tenant_context(tenant_a):
+        row = QuotaSubLimit.objects.get(user=admin_a, quota="llm_tokens_per_month")
+        assert row.limit == 5000
+    client_a.post("/manage/usage/limits/", {"delete": row.pk})
+    with tenant_context(tenant_a):
+        assert not QuotaSubLimit.objects.filter(pk=row.pk).exists()
+
+
+@pytest.fixture
+def acme_kb_with_document(tenant_a, admin_a, settings, tmp_path):
+    """A knowledge base with one processed document (the real pipeline, run in this process)."""
+    import io
+
+    from knowledge import pipeline, storage
+    from knowledge import services as kb_services
+
+    settings.KNOWLEDGE_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(tmp_path / "media")},
+    }
+    storage.knowledge_storage.cache_clear()
+    with tenant_context(tenant_a):
+        kb = kb_services.knowledge_base_create(owner=admin_a, name="Manuals")
+        upload = kb_services.Upload(
+            title="pump.md", filename="pump.md", file=io.BytesIO(b"# Pump\n\nThe pump runs at 3000 rpm.\n")
+        )
+        document = kb_services.documents_ingest(kb=kb, user=admin_a, uploads=[upload]).documents[0]
+        assert pipeline.document_process(document.id)
+        kb.refresh_from_db()
+    yield kb, document
+    storage.knowledge_storage.cache_clear()
+
+
+@pytest.mark.django_db
+def test_search_playground_passage_page_removal_and_rollback(client_a, admin_a, acme_kb_with_document, tenant_a):
+    from knowledge.models import DocumentStatus
+
+    kb, document = acme_kb_with_document
+    client_a.force_login(admin_a)
+    search = client_a.get(f"/knowledge/{kb.pk}/search/?q=pump+rpm&mode=hybrid&k=5").content.decode()
+    assert "pump.md" in search and "3000 rpm" in search and "Found by" in search
+    partial = client_a.get(f"/knowledge/{kb.pk}/search/?q=pump", HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in partial and "pump.md" in partial
+    passage = client_a.get(f"/knowledge/{kb.pk}/documents/{document.pk}/?chunk=0", HTTP_HX_REQUEST="true")
+    assert b"highlighted" in passage.content and b"3000 rpm" in passage.content
+
+    assert client_a.post(f"/knowledge/{kb.pk}/documents/{document.pk}/delete/").status_code == 302
+    with tenant_context(tenant_a):
+        document.refresh_from_db()
+        assert document.status == DocumentStatus.DELETED
+        kb.refresh_from_db()
+        removed_at = kb.current_version
+    versions = client_a.get(f"/knowledge/{kb.pk}/versions/?v={removed_at}").content.decode()
+    assert "Roll back to v1" in versions and "passages" in versions
+    assert client_a.post(f"/knowledge/{kb.pk}/versions/1/rollback/").status_code == 302
+    again = client_a.get(f"/knowledge/{kb.pk}/search/?q=pump+rpm").content.decode()
+    assert "3000 rpm" in again

@@ -22,7 +22,15 @@ from django_tenants.utils import tenant_context
 from rest_framework.views import APIView
 
 from accounts.models import Role
-from accounts.tests.helpers import api_key_client, api_key_create, client_for, jwt_client, jwt_pair, member_create
+from accounts.tests.helpers import (
+    api_key_client,
+    api_key_create,
+    client_for,
+    jwt_client,
+    jwt_pair,
+    member_create,
+    reset_counters,
+)
 from core.access import ALL_SCOPES, PUBLIC_SCOPE, required_scope_for
 
 pytestmark = pytest.mark.django_db
@@ -121,6 +129,12 @@ def _protected(endpoint: Endpoint, method: str) -> bool:
     return _scope(endpoint, method) in ALL_SCOPES
 
 
+@pytest.fixture(autouse=True)
+def _fresh_counters():
+    reset_counters()  # a rate-limit 429 left by an earlier test would hide what the auth layer answers
+    yield
+
+
 @pytest.fixture
 def secret_in_a(tenant_a, admin_a):
     """Something worth stealing in tenant A, named with a marker we look for in every response."""
@@ -216,3 +230,21 @@ def test_api_key_without_the_scope_is_refused_everywhere(tenant_a, admin_a, secr
             response = _call(clients[scope], endpoint, method)
             _check(failures, endpoint, method, response, {403}, f"API key without {scope!r}")
     assert not failures, "\n".join(failures)
+
+
+# `self_service` exempts a view from the read-only rule; it is only for the caller's own account.
+SELF_SERVICE_ALLOWED = {
+    "accounts.apis.MeApi",
+    "accounts.apis.MySessionListApi",
+    "accounts.apis.MySessionDetailApi",
+    "accounts.apis.MyTokensRevokeApi",
+    "accounts.apis.MyExportApi",
+    "accounts.apis.AccountDeleteApi",
+    "iam.apis.ApiKeyListApi",
+    "iam.apis.ApiKeyDetailApi",
+}
+
+
+def test_self_service_exemption_is_not_spread():
+    found = {f"{e.view.__module__}.{e.view.__qualname__}" for e in ENDPOINTS if getattr(e.view, "self_service", False)}
+    assert found <= SELF_SERVICE_ALLOWED, f"Unreviewed self_service views: {sorted(found - SELF_SERVICE_ALLOWED)}"

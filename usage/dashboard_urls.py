@@ -6,5 +6,6 @@ from . import views
 
 urlpatterns = [
     path("manage/usage/", views.usage_page, name="dash-usage"),
+    path("manage/usage/limits/", views.sublimit_view, name="dash-sublimit"),
     path("manage/audit/", views.audit_page, name="dash-audit"),
 ]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from core.dashboard import admin_page
 from core.errors import DomainError
 
-from . import selectors
+from . import selectors, services
 
 PAGE_SIZE = 50
 
@@ -51,11 +53,61 @@ def usage_page(request: HttpRequest) -> HttpResponse:
             "days": days,
             "error": error,
             "choices": _choices_for_scope(request),
-            "sublimits": selectors.sublimit_list(),
+            "sublimits": selectors.sublimit_list().select_related("user"),
+            "quotas": _quota_rows(request.tenant),
+            "sublimit_quotas": _sublimit_quotas(),
             "nav": "admin",
             "tab": "usage",
         },
     )
+
+
+def _quota_rows(tenant) -> list[dict]:
+    """The organisation's plan limits next to what it uses now (core.quotas reads both)."""
+    from core.quotas import QUOTAS, quota_usage, tenant_limits
+
+    limits = tenant_limits(tenant)
+    rows = []
+    for name, spec in QUOTAS.items():
+        try:
+            used = quota_usage(tenant=tenant, quota=name)
+        except Exception:  # noqa: BLE001 - a usage source that is down must not take the page with it
+            used = None
+        limit = limits.get(name)
+        percent = int(100 * float(used) / float(limit)) if used is not None and limit else None
+        rows.append({"name": name, "unit": spec.unit, "used": used, "limit": limit, "percent": percent})
+    return rows
+
+
+def _sublimit_quotas() -> list[str]:
+    from core.quotas import SUB_LIMIT_QUOTAS
+
+    return list(SUB_LIMIT_QUOTAS)
+
+
+@require_POST
+@admin_page
+def sublimit_view(request: HttpRequest) -> HttpResponse:
+    """Set (or, with delete, remove) a per-member or per-key limit inside the plan."""
+    target = request.POST.get("target", "")  # "user:<id>" or "api_key:<id>"
+    kind, _, raw_id = target.partition(":")
+    try:
+        if request.POST.get("delete"):
+            row = selectors.sublimit_list().filter(pk=int(request.POST["delete"])).first()
+            if row is not None:
+                services.sublimit_delete(principal=request.principal, sublimit=row)
+                messages.success(request, "Limit removed.")
+        else:
+            ids = {"user_id": int(raw_id)} if kind == "user" else {"api_key_id": int(raw_id)}
+            services.sublimit_set(
+                principal=request.principal, quota=request.POST.get("quota", ""), limit=request.POST.get("limit"), **ids
+            )
+            messages.success(request, "Limit saved.")
+    except (ValueError, KeyError):
+        messages.error(request, "Choose a member or key and a number.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect("dash-usage")
 
 
 def _parse_date(value: str | None) -> dt.datetime | None:

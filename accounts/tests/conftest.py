@@ -1,9 +1,9 @@
 import pytest
-from django.core.cache import cache
+
+from .helpers import reset_counters
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    """Throttle counters and usage counters live in the (test-only) Redis DB: start each test clean."""
-    cache.clear()
+def _fresh_counters():
+    reset_counters()
     yield

@@ -72,3 +72,19 @@ def kb_create(tenant, owner: User, **fields):
 
     with tenant_context(tenant):
         return KnowledgeBase.objects.create(name=fields.pop("name", "Handbook"), owner=owner, **fields)
+
+
+# Counters our tests trip on purpose (login throttles, rate limits, API-key usage). Only these keys are
+# deleted: flushing the whole test Redis DB would also wipe Celery's queues and channel-layer groups.
+_COUNTER_PATTERNS = ("*allauth*", "*accounts:jwt-login-failures*", "*iam:apikey*", "*rl:*", "*rl.*")
+
+
+def reset_counters() -> None:
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for pattern in _COUNTER_PATTERNS:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)

@@ -76,8 +76,7 @@ class AnthropicProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         system, messages = to_anthropic(request.messages)
-        kwargs: dict = {"model": request.model, "messages": messages, "max_tokens": request.max_tokens,
-                        "stream": True}
+        kwargs: dict = {"model": request.model, "messages": messages, "max_tokens": request.max_tokens, "stream": True}
         if system:
             kwargs["system"] = system
         if request.temperature is not None:
@@ -85,8 +84,9 @@ class AnthropicProvider:
         if request.top_p is not None:
             kwargs["top_p"] = request.top_p
         if request.tools:
-            kwargs["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
-                               for t in request.tools]
+            kwargs["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
+            ]
         blocks: dict[int, dict] = {}
         usage = Usage()
         stop = "end_turn"

@@ -75,8 +75,9 @@ class OfflineProvider:
         tool_names = {tool.name for tool in request.tools}
         already_searched = any(m.get("role") == "tool" for m in request.messages)
         if "knowledge_search" in tool_names and not already_searched and not request.context:
-            yield ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name="knowledge_search",
-                           arguments=json.dumps({"query": question}))
+            yield ToolCall(
+                id=f"call_{uuid.uuid4().hex[:12]}", name="knowledge_search", arguments=json.dumps({"query": question})
+            )
             yield Usage(input_tokens=_count(request.messages), output_tokens=0)
             yield Finish(reason="tool_calls")
             return

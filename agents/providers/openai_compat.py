@@ -27,14 +27,20 @@ def to_openai_messages(messages: list[dict]) -> list[dict]:
         if role == "tool":
             out.append({"role": "tool", "tool_call_id": m["tool_call_id"], "content": m.get("content") or ""})
         elif role == "assistant" and m.get("tool_calls"):
-            out.append({
-                "role": "assistant",
-                "content": m.get("content") or None,
-                "tool_calls": [
-                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                    for c in m["tool_calls"]
-                ],
-            })
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": m.get("content") or None,
+                    "tool_calls": [
+                        {
+                            "id": c["id"],
+                            "type": "function",
+                            "function": {"name": c["name"], "arguments": c["arguments"]},
+                        }
+                        for c in m["tool_calls"]
+                    ],
+                }
+            )
         else:
             out.append({"role": role, "content": m.get("content") or ""})
     return out
@@ -79,8 +85,10 @@ class OpenAICompatProvider:
             kwargs["top_p"] = request.top_p
         if request.tools:
             kwargs["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description,
-                                                  "parameters": t.parameters}}
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
                 for t in request.tools
             ]
         calls: dict[int, dict] = {}
@@ -90,8 +98,10 @@ class OpenAICompatProvider:
             async with stream:
                 async for chunk in stream:
                     if chunk.usage:
-                        yield Usage(input_tokens=chunk.usage.prompt_tokens or 0,
-                                    output_tokens=chunk.usage.completion_tokens or 0)
+                        yield Usage(
+                            input_tokens=chunk.usage.prompt_tokens or 0,
+                            output_tokens=chunk.usage.completion_tokens or 0,
+                        )
                     for choice in chunk.choices:
                         delta = choice.delta
                         if delta is not None and delta.content:
@@ -115,5 +125,3 @@ class OpenAICompatProvider:
             call = calls[index]
             yield ToolCall(id=call["id"] or f"call_{index}", name=call["name"], arguments=call["arguments"] or "{}")
         yield Finish(reason="tool_calls" if calls else ("length" if finish == "length" else "stop"))
-
-

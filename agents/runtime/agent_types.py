@@ -18,11 +18,17 @@ class RagAgentType:
             hit["n"] = i + 1
             await ctx.cite(hit)
         messages = ctx.base_messages(context_passages=hits)
-        await ctx.complete(ChatRequest(
-            model=ctx.agent.model, messages=messages, context=hits, max_tokens=ctx.max_tokens,
-            options=ctx.agent.sampling,
-            temperature=ctx.agent.sampling.get("temperature"), top_p=ctx.agent.sampling.get("top_p"),
-        ))
+        await ctx.complete(
+            ChatRequest(
+                model=ctx.agent.model,
+                messages=messages,
+                context=hits,
+                max_tokens=ctx.max_tokens,
+                options=ctx.agent.sampling,
+                temperature=ctx.agent.sampling.get("temperature"),
+                top_p=ctx.agent.sampling.get("top_p"),
+            )
+        )
 
 
 class ToolsAgentType:
@@ -32,28 +38,41 @@ class ToolsAgentType:
 
     async def run(self, ctx) -> None:
         messages = ctx.base_messages()
-        specs = [ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
-                 for t in ctx.agent.tools.values()]
+        specs = [
+            ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in ctx.agent.tools.values()
+        ]
         max_steps = int(ctx.agent.limits["max_tool_steps"])
         for step in range(max_steps + 1):
-            text, calls = await ctx.complete(ChatRequest(
-                model=ctx.agent.model, messages=messages, tools=specs, max_tokens=ctx.max_tokens,
-                options=ctx.agent.sampling,
-                temperature=ctx.agent.sampling.get("temperature"), top_p=ctx.agent.sampling.get("top_p"),
-            ))
+            text, calls = await ctx.complete(
+                ChatRequest(
+                    model=ctx.agent.model,
+                    messages=messages,
+                    tools=specs,
+                    max_tokens=ctx.max_tokens,
+                    options=ctx.agent.sampling,
+                    temperature=ctx.agent.sampling.get("temperature"),
+                    top_p=ctx.agent.sampling.get("top_p"),
+                )
+            )
             if not calls:
                 return
             if step == max_steps:
-                raise LimitExceeded(f"The agent used its {max_steps} tool steps without finishing its answer.",
-                                    extra={"limit": "max_tool_steps"})
-            messages.append({"role": "assistant", "content": text,
-                             "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]})
+                raise LimitExceeded(
+                    f"The agent used its {max_steps} tool steps without finishing its answer.",
+                    extra={"limit": "max_tool_steps"},
+                )
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": text,
+                    "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls],
+                }
+            )
             for call in calls:
                 outcome = await ctx.call_tool(call)
-                messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
-                                 "content": outcome.content})
+                messages.append(
+                    {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": outcome.content}
+                )
                 if call.name == "knowledge_search" and outcome.ok and isinstance(outcome.result, dict):
                     for hit in outcome.result.get("results", []):
                         await ctx.cite(dict(hit))
-
-

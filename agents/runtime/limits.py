@@ -51,8 +51,14 @@ def run_admit(*, schema: str, agent_id: int, run_id: str, limits: dict[str, Any]
     now = time.time()
     deadline = now + float(limits["run_timeout_seconds"]) + 60  # + queueing slack
     outcome = sync_redis().eval(
-        _ADMIT, 2, *_keys(schema, agent_id), now, deadline, run_id,
-        int(limits["max_concurrent_runs"]), int(settings.AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT),
+        _ADMIT,
+        2,
+        *_keys(schema, agent_id),
+        now,
+        deadline,
+        run_id,
+        int(limits["max_concurrent_runs"]),
+        int(settings.AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT),
     )
     if outcome == 1:
         raise LimitExceeded(

@@ -47,8 +47,9 @@ def _db_executor() -> ThreadPoolExecutor:
     if _db_pool is None:
         with _db_pool_lock:
             if _db_pool is None:
-                _db_pool = ThreadPoolExecutor(max_workers=int(getattr(settings, "AGENTS_DB_THREADS", 8)),
-                                              thread_name_prefix="agents-db")
+                _db_pool = ThreadPoolExecutor(
+                    max_workers=int(getattr(settings, "AGENTS_DB_THREADS", 8)), thread_name_prefix="agents-db"
+                )
     return _db_pool
 
 
@@ -77,8 +78,17 @@ def _db(fn):
 class RunContext:
     """What an agent type works with: config, conversation, retrieval, the provider, tools, and event emission."""
 
-    def __init__(self, *, schema: str, run_id: str, agent: CompiledAgent, emitter: RunEmitter,
-                 history: list[dict[str, Any]], question: str, kb_versions: dict[str, int]):
+    def __init__(
+        self,
+        *,
+        schema: str,
+        run_id: str,
+        agent: CompiledAgent,
+        emitter: RunEmitter,
+        history: list[dict[str, Any]],
+        question: str,
+        kb_versions: dict[str, int],
+    ):
         self.schema, self.run_id, self.agent, self.emitter = schema, run_id, agent, emitter
         self.history, self.question, self.kb_versions = history, question, kb_versions
         self.max_tokens = int(agent.limits["max_tokens"])
@@ -91,8 +101,13 @@ class RunContext:
         self.first_token_ms: int | None = None
         self.finish_reason = "stop"
         self.tool_context = ToolContext(
-            schema=schema, agent_id=agent.agent_id, run_id=run_id, knowledge_base_ids=agent.knowledge_base_ids,
-            kb_versions=kb_versions, retrieval=agent.retrieval, secrets=agent.secrets,
+            schema=schema,
+            agent_id=agent.agent_id,
+            run_id=run_id,
+            knowledge_base_ids=agent.knowledge_base_ids,
+            kb_versions=kb_versions,
+            retrieval=agent.retrieval,
+            secrets=agent.secrets,
         )
 
     @property
@@ -106,10 +121,14 @@ class RunContext:
 
     async def cite(self, hit: dict[str, Any]) -> None:
         citation = {
-            "n": hit.get("n", len(self.citations) + 1), "chunk_id": hit.get("chunk_id"),
-            "document_id": hit.get("document_id"), "document_title": hit.get("document_title", ""),
-            "position": hit.get("position"), "score": round(float(hit.get("score") or 0), 4),
-            "knowledge_base_id": hit.get("knowledge_base_id"), "snippet": str(hit.get("text", ""))[:300],
+            "n": hit.get("n", len(self.citations) + 1),
+            "chunk_id": hit.get("chunk_id"),
+            "document_id": hit.get("document_id"),
+            "document_title": hit.get("document_title", ""),
+            "position": hit.get("position"),
+            "score": round(float(hit.get("score") or 0), 4),
+            "knowledge_base_id": hit.get("knowledge_base_id"),
+            "snippet": str(hit.get("text", ""))[:300],
         }
         self.citations.append(citation)
         await self.emitter.emit("citation", citation)
@@ -118,10 +137,13 @@ class RunContext:
         system = self.agent.system_prompt or "You are a helpful assistant."
         if context_passages is not None:
             if context_passages:
-                block = "\n\n".join(f"[{p['n']}] {p.get('document_title', '')}\n{p.get('text', '')}"
-                                    for p in context_passages)
-                system += ("\n\nAnswer from these passages and cite them as [n]. If they do not contain the "
-                           "answer, say so plainly.\n\n" + block)
+                block = "\n\n".join(
+                    f"[{p['n']}] {p.get('document_title', '')}\n{p.get('text', '')}" for p in context_passages
+                )
+                system += (
+                    "\n\nAnswer from these passages and cite them as [n]. If they do not contain the "
+                    "answer, say so plainly.\n\n" + block
+                )
             else:
                 system += "\n\nNo relevant passages were found in the knowledge base; say so plainly."
         return [{"role": "system", "content": system}, *self.history, {"role": "user", "content": self.question}]
@@ -149,17 +171,36 @@ class RunContext:
         await self.emitter.emit("tool.call", {"id": call.id, "name": call.name, "arguments": call.arguments})
         tool = self.agent.tools.get(call.name)
         if tool is None:
-            outcome = ToolOutcome(ok=False, content='{"error": {"code": "unknown_tool"}}',
-                                  error={"code": "unknown_tool", "message": f"No tool named {call.name!r}."})
+            outcome = ToolOutcome(
+                ok=False,
+                content='{"error": {"code": "unknown_tool"}}',
+                error={"code": "unknown_tool", "message": f"No tool named {call.name!r}."},
+            )
         else:
-            outcome = await run_tool(tool, call.arguments, self.tool_context,
-                                     timeout=float(self.agent.limits["tool_timeout_seconds"]))
-        record = {"id": call.id, "name": call.name, "arguments": call.arguments, "ok": outcome.ok,
-                  "error": outcome.error, "duration_ms": outcome.duration_ms, "result": outcome.content[:2000]}
+            outcome = await run_tool(
+                tool, call.arguments, self.tool_context, timeout=float(self.agent.limits["tool_timeout_seconds"])
+            )
+        record = {
+            "id": call.id,
+            "name": call.name,
+            "arguments": call.arguments,
+            "ok": outcome.ok,
+            "error": outcome.error,
+            "duration_ms": outcome.duration_ms,
+            "result": outcome.content[:2000],
+        }
         self.tool_calls.append(record)
-        await self.emitter.emit("tool.result", {"id": call.id, "name": call.name, "ok": outcome.ok,
-                                                "content": outcome.content[:2000], "error": outcome.error,
-                                                "duration_ms": outcome.duration_ms})
+        await self.emitter.emit(
+            "tool.result",
+            {
+                "id": call.id,
+                "name": call.name,
+                "ok": outcome.ok,
+                "content": outcome.content[:2000],
+                "error": outcome.error,
+                "duration_ms": outcome.duration_ms,
+            },
+        )
         return outcome
 
 
@@ -170,9 +211,13 @@ def _retrieve(agent: CompiledAgent, kb_versions: dict[str, int], query: str) -> 
     from ..retrieval import search_knowledge_bases
 
     kbs = list(KnowledgeBase.objects.filter(pk__in=agent.knowledge_base_ids))
-    return search_knowledge_bases(kbs=kbs, versions=kb_versions, query=query,
-                                  top_k=int(agent.retrieval.get("top_k", 5)),
-                                  min_score=float(agent.retrieval.get("min_score", 0.0)))
+    return search_knowledge_bases(
+        kbs=kbs,
+        versions=kb_versions,
+        query=query,
+        top_k=int(agent.retrieval.get("top_k", 5)),
+        min_score=float(agent.retrieval.get("min_score", 0.0)),
+    )
 
 
 def _trim_history(messages: list[dict[str, Any]], budget_tokens: int) -> list[dict[str, Any]]:
@@ -195,8 +240,9 @@ def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
 
     version = AgentVersion.objects.get(pk=int(meta["agent_version_id"]))
     compiled = compiled_agent_get(schema, version)
-    kb_versions = {str(kb.pk): kb.current_version
-                   for kb in KnowledgeBase.objects.filter(pk__in=compiled.knowledge_base_ids)}
+    kb_versions = {
+        str(kb.pk): kb.current_version for kb in KnowledgeBase.objects.filter(pk__in=compiled.knowledge_base_ids)
+    }
     rows = list(
         Message.objects.filter(conversation_id=meta["conversation_id"], role__in=("user", "assistant"))
         .exclude(pk=int(meta["message_id"]))
@@ -207,10 +253,18 @@ def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
     rows.reverse()
     question = rows.pop()["content"] if rows and rows[-1]["role"] == "user" else ""
     history = [{"role": r["role"], "content": r["content"]} for r in rows if r["content"]]
-    budget = int(compiled.limits["context_tokens"]) - int(compiled.limits["max_tokens"]) \
-        - estimate_tokens(compiled.system_prompt) - estimate_tokens(question)
-    return {"compiled": compiled, "kb_versions": kb_versions, "history": _trim_history(history, max(budget, 0)),
-            "question": question}
+    budget = (
+        int(compiled.limits["context_tokens"])
+        - int(compiled.limits["max_tokens"])
+        - estimate_tokens(compiled.system_prompt)
+        - estimate_tokens(question)
+    )
+    return {
+        "compiled": compiled,
+        "kb_versions": kb_versions,
+        "history": _trim_history(history, max(budget, 0)),
+        "question": question,
+    }
 
 
 @_db
@@ -250,20 +304,32 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
             if b'"message.end"' in existing[0][1][b"e"]:
                 return {"status": "already_done"}
             raise ProviderError("The worker running this answer stopped; the partial answer was kept.")
-        await emitter.emit("message.start", {
-            "conversation_id": meta["conversation_id"], "message_id": int(meta["message_id"]),
-            "agent_id": int(meta["agent_id"]), "agent_version_id": int(meta["agent_version_id"]),
-        })
+        await emitter.emit(
+            "message.start",
+            {
+                "conversation_id": meta["conversation_id"],
+                "message_id": int(meta["message_id"]),
+                "agent_id": int(meta["agent_id"]),
+                "agent_version_id": int(meta["agent_version_id"]),
+            },
+        )
         loaded = await _load(schema, schema, meta)
         compiled: CompiledAgent = loaded["compiled"]
         kb_versions = loaded["kb_versions"]
         if not compiled.provider_enabled:
-            raise AgentMisconfigured("The agent's LLM provider is disabled by an administrator.",
-                                     code="provider_disabled")
-        ctx = RunContext(schema=schema, run_id=run_id, agent=compiled, emitter=emitter, history=loaded["history"],
-                         question=loaded["question"], kb_versions=kb_versions)
-        await asyncio.wait_for(compiled.agent_type.run(ctx),
-                               timeout=float(compiled.limits["run_timeout_seconds"]))
+            raise AgentMisconfigured(
+                "The agent's LLM provider is disabled by an administrator.", code="provider_disabled"
+            )
+        ctx = RunContext(
+            schema=schema,
+            run_id=run_id,
+            agent=compiled,
+            emitter=emitter,
+            history=loaded["history"],
+            question=loaded["question"],
+            kb_versions=kb_versions,
+        )
+        await asyncio.wait_for(compiled.agent_type.run(ctx), timeout=float(compiled.limits["run_timeout_seconds"]))
     except Exception as exc:  # noqa: BLE001 - every failure becomes an error event + an incomplete message
         if not isinstance(exc, DomainError | AgentMisconfigured | TimeoutError):
             logger.exception("run %s failed", run_id)
@@ -288,24 +354,36 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         logger.exception("run %s: could not persist the message", run_id)
     finally:
-        await emitter.emit("message.end", {
-            "status": status, "message_id": int(meta["message_id"]), "conversation_id": meta["conversation_id"],
-            "usage": fields["usage"], "kb_versions": kb_versions,
-            "finish_reason": ctx.finish_reason if ctx and not error else ("error" if error else "stop"),
-            "timings": {"first_token_ms": fields["first_token_ms"], "total_ms": total_ms},
-        })
+        await emitter.emit(
+            "message.end",
+            {
+                "status": status,
+                "message_id": int(meta["message_id"]),
+                "conversation_id": meta["conversation_id"],
+                "usage": fields["usage"],
+                "kb_versions": kb_versions,
+                "finish_reason": ctx.finish_reason if ctx and not error else ("error" if error else "stop"),
+                "timings": {"first_token_ms": fields["first_token_ms"], "total_ms": total_ms},
+            },
+        )
         await run_release(schema=schema, agent_id=int(meta["agent_id"]), run_id=run_id, client=redis_client)
     try:  # quota: issue 6 - meter the run (tokens in/out, model, latency, cost) against the month's quotas
         from usage.services import usage_record_run
 
         run_usage = fields["usage"] or {}
         await _db(usage_record_run)(
-            schema, tenant=schema, run_id=run_id, agent_id=int(meta["agent_id"]),
+            schema,
+            tenant=schema,
+            run_id=run_id,
+            agent_id=int(meta["agent_id"]),
             user=int(meta["user_id"]) if meta.get("user_id") else None,
             api_key=int(meta["api_key_id"]) if meta.get("api_key_id") else None,
-            provider=ctx.agent.provider_kind if ctx else "", model=ctx.agent.model if ctx else "",
-            tokens_in=int(run_usage.get("input_tokens") or 0), tokens_out=int(run_usage.get("output_tokens") or 0),
-            latency_ms=total_ms, status=status,
+            provider=ctx.agent.provider_kind if ctx else "",
+            model=ctx.agent.model if ctx else "",
+            tokens_in=int(run_usage.get("input_tokens") or 0),
+            tokens_out=int(run_usage.get("output_tokens") or 0),
+            latency_ms=total_ms,
+            status=status,
         )
     except Exception:  # noqa: BLE001 - metering must never lose the answer
         logger.exception("run %s: usage not recorded", run_id)

@@ -22,8 +22,16 @@ from django.conf import settings
 
 EVENT_TYPES = ("message.start", "token", "citation", "tool.call", "tool.result", "message.end", "error")
 TERMINAL = "message.end"
-META_FIELDS = ("agent_id", "user_id", "conversation_id", "message_id", "message_created", "agent_version_id",
-               "api_key_id", "status")
+META_FIELDS = (
+    "agent_id",
+    "user_id",
+    "conversation_id",
+    "message_id",
+    "message_created",
+    "agent_version_id",
+    "api_key_id",
+    "status",
+)
 
 
 def stream_key(schema: str, run_id: str) -> str:
@@ -51,8 +59,9 @@ def async_redis() -> aioredis.Redis:
     client = _async_clients.get(loop)
     if client is None:
         # No read timeout: XREAD BLOCK waits up to 25 s on purpose (long-polling); connecting still times out.
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=None, socket_connect_timeout=5,
-                                         health_check_interval=30)
+        client = aioredis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=None, socket_connect_timeout=5, health_check_interval=30
+        )
         _async_clients[loop] = client
     return client
 
@@ -96,13 +105,13 @@ class RunEmitter:
         body = json.dumps(event, default=str)
         if self.seq == 1 or event_type == TERMINAL:
             pipe = self.client.pipeline(transaction=False)
-            pipe.xadd(self.key, {"e": body}, id=f"0-{self.seq}")
+            pipe.xadd(self.key, {"t": event_type, "e": body}, id=f"0-{self.seq}")
             pipe.expire(self.key, settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
             if event_type == TERMINAL:
                 pipe.hset(meta_key(self.schema, self.run_id), "status", data.get("status", "complete"))
             await pipe.execute()
         else:
-            await self.client.xadd(self.key, {"e": body}, id=f"0-{self.seq}")
+            await self.client.xadd(self.key, {"t": event_type, "e": body}, id=f"0-{self.seq}")
         return event
 
 
@@ -122,8 +131,9 @@ async def read_events(schema: str, run_id: str, after: int, *, block_ms: int) ->
     return _decode(result[0][1])
 
 
-async def iter_events(schema: str, run_id: str, after: int = 0, *, idle_timeout: float = 600.0,
-                      heartbeat: float | None = None) -> AsyncIterator[dict[str, Any] | None]:
+async def iter_events(
+    schema: str, run_id: str, after: int = 0, *, idle_timeout: float = 600.0, heartbeat: float | None = None
+) -> AsyncIterator[dict[str, Any] | None]:
     """Every event after `after`, then stop after message.end. Yields None as a heartbeat when idle."""
     last = after
     idle_since = time.monotonic()
@@ -142,6 +152,35 @@ async def iter_events(schema: str, run_id: str, after: int = 0, *, idle_timeout:
             yield event
             if event["type"] == TERMINAL:
                 return
+
+
+async def iter_raw_events(
+    schema: str, run_id: str, after: int = 0, *, idle_timeout: float = 600.0, heartbeat: float = 5.0
+) -> AsyncIterator[tuple[int, str, bytes] | None]:
+    """Like iter_events, but yields (seq, type, JSON bytes) without decoding: relays forward the stored text as is
+    (no json round trip per token per client). Yields None as a heartbeat when idle."""
+    last = after
+    idle_since = time.monotonic()
+    client = async_redis()
+    key = stream_key(schema, run_id)
+    while True:
+        result = await client.xread({key: f"0-{last}"}, block=int(heartbeat * 1000), count=1000)
+        if not result:
+            if time.monotonic() - idle_since > idle_timeout:
+                return
+            yield None
+            continue
+        idle_since = time.monotonic()
+        for entry_id, fields in result[0][1]:
+            last = int(entry_id.split(b"-")[1])
+            kind = fields.get(b"t", b"").decode()
+            yield last, kind, fields[b"e"]
+            if kind == TERMINAL:
+                return
+
+
+def sse_format_raw(seq: int, kind: str, body: bytes) -> bytes:
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, kind.encode(), body)
 
 
 def sse_format(event: dict[str, Any]) -> bytes:

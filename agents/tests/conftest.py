@@ -70,14 +70,26 @@ class Live:
         tenant = tenant or self.tenant_a
         embedder = embedder_for_model("hashing-384")  # fast and offline; the real model is the knowledge app's
         with tenant_context(tenant):
-            kb = KnowledgeBase.objects.create(owner=self.admin_a, name="Handbook", current_version=1,
-                                              embedding_model=embedder.name, embedding_dimension=embedder.dimension)
+            kb = KnowledgeBase.objects.create(
+                owner=self.admin_a,
+                name="Handbook",
+                current_version=1,
+                embedding_model=embedder.name,
+                embedding_dimension=embedder.dimension,
+            )
             KnowledgeBaseVersion.objects.create(knowledge_base=kb, number=1)
             for title, text in texts.items():
                 doc = Document.objects.create(knowledge_base=kb, title=title, source_type="text", status="ready")
-                Chunk.objects.create(knowledge_base=kb, document=doc, position=0, text=text, content_hash=title,
-                                     valid_from=1, embedding=embedder.embed([text])[0],
-                                     embedding_dimension=embedder.dimension)
+                Chunk.objects.create(
+                    knowledge_base=kb,
+                    document=doc,
+                    position=0,
+                    text=text,
+                    content_hash=title,
+                    valid_from=1,
+                    embedding=embedder.embed([text])[0],
+                    embedding_dimension=embedder.dimension,
+                )
         return self.track(tenant, kb)
 
 
@@ -91,8 +103,10 @@ def live(django_db_setup, django_db_blocker, settings):
     with django_db_blocker.unblock():
         connection.set_schema_to_public()
         state = Live(
-            tenant_a=Tenant.objects.get(slug="acme"), tenant_b=Tenant.objects.get(slug="globex"),
-            admin_a=User.objects.get(email="admin@acme.test"), admin_b=User.objects.get(email="admin@globex.test"),
+            tenant_a=Tenant.objects.get(slug="acme"),
+            tenant_b=Tenant.objects.get(slug="globex"),
+            admin_a=User.objects.get(email="admin@acme.test"),
+            admin_b=User.objects.get(email="admin@globex.test"),
         )
         try:
             yield state
@@ -114,8 +128,6 @@ def events_of(tenant, run_id: str, after: int = 0) -> list[dict]:
     from agents.runtime.stream import read_events_now
 
     return read_events_now(tenant.schema_name, run_id, after)
-
-
 
 
 def pytest_collection_modifyitems(items):
@@ -177,7 +189,10 @@ def start_daphne(port: int, log_name: str):
     log = open(root / "var" / log_name, "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=root, env=process_env(), stdout=log, stderr=subprocess.STDOUT,
+        cwd=root,
+        env=process_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -40,8 +40,9 @@ class FakeServer:
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with owner._lock:
-                    owner.requests.append({"path": self.path, "body": body,
-                                           "headers": {k.lower(): v for k, v in self.headers.items()}})
+                    owner.requests.append(
+                        {"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}}
+                    )
                     index = len(owner.requests) - 1
                     entry = owner.script[min(index, len(owner.script) - 1)]
                 try:
@@ -106,17 +107,27 @@ class FakeOpenAI(FakeServer):
             time.sleep(entry["hang"])
         if entry.get("status"):
             code = "invalid_api_key" if entry["status"] == 401 else "context_length_exceeded"
-            message = ("Incorrect API key provided." if entry["status"] == 401 else
-                       "This model's maximum context length is 8192 tokens.")
-            self._json(handler, entry["status"], {"error": {"message": message, "type": "invalid_request_error",
-                                                            "param": None, "code": code}})
+            message = (
+                "Incorrect API key provided."
+                if entry["status"] == 401
+                else "This model's maximum context length is 8192 tokens."
+            )
+            self._json(
+                handler,
+                entry["status"],
+                {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}},
+            )
             return
         self._sse_start(handler)
 
         def chunk(delta: dict, finish=None, usage=None, choices=True):
-            payload = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model":
-                       body.get("model", "fake"), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
-                       if choices else []}
+            payload = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": body.get("model", "fake"),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else [],
+            }
             if usage is not None:
                 payload["usage"] = usage
             handler.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
@@ -132,15 +143,32 @@ class FakeOpenAI(FakeServer):
                 time.sleep(entry["delay"])
             chunk({"content": token})
         for index, call in enumerate(entry.get("tool_calls", [])):
-            chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                   "function": {"name": call["name"], "arguments": ""}}]})
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
             arguments = call["arguments"]
             half = len(arguments) // 2  # arguments arrive in fragments, as from the real API
             for piece in (arguments[:half], arguments[half:]):
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
         chunk({}, finish="tool_calls" if entry.get("tool_calls") else "stop")
-        chunk({}, usage={"prompt_tokens": 11, "completion_tokens": len(entry.get("text", [])),
-                         "total_tokens": 11 + len(entry.get("text", []))}, choices=False)
+        chunk(
+            {},
+            usage={
+                "prompt_tokens": 11,
+                "completion_tokens": len(entry.get("text", [])),
+                "total_tokens": 11 + len(entry.get("text", [])),
+            },
+            choices=False,
+        )
         handler.wfile.write(b"data: [DONE]\n\n")
         handler.wfile.flush()
 
@@ -164,13 +192,28 @@ class FakeAnthropic(FakeServer):
             handler.wfile.write(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
             handler.wfile.flush()
 
-        event("message_start", {"type": "message_start", "message": {
-            "id": "msg_fake", "type": "message", "role": "assistant", "content": [], "model": body.get("model"),
-            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 13, "output_tokens": 1}}})
+        event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [],
+                    "model": body.get("model"),
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 13, "output_tokens": 1},
+                },
+            },
+        )
         index = 0
         if entry.get("text"):
-            event("content_block_start", {"type": "content_block_start", "index": 0,
-                                          "content_block": {"type": "text", "text": ""}})
+            event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            )
             event("ping", {"type": "ping"})
             for n, token in enumerate(entry["text"]):
                 if entry.get("disconnect_after") is not None and n >= entry["disconnect_after"]:
@@ -178,23 +221,42 @@ class FakeAnthropic(FakeServer):
                     return
                 if entry.get("delay"):
                     time.sleep(entry["delay"])
-                event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                              "delta": {"type": "text_delta", "text": token}})
+                event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": token}},
+                )
             event("content_block_stop", {"type": "content_block_stop", "index": 0})
             index = 1
         for call in entry.get("tool_calls", []):
-            event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
-                "type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}})
+            event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}},
+                },
+            )
             arguments = call["arguments"]
             half = len(arguments) // 2
             for piece in (arguments[:half], arguments[half:]):
-                event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                              "delta": {"type": "input_json_delta", "partial_json": piece}})
+                event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    },
+                )
             event("content_block_stop", {"type": "content_block_stop", "index": index})
             index += 1
-        event("message_delta", {"type": "message_delta", "delta": {
-            "stop_reason": "tool_use" if entry.get("tool_calls") else "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": len(entry.get("text", [])) + 1}})
+        event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use" if entry.get("tool_calls") else "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": len(entry.get("text", [])) + 1},
+            },
+        )
         event("message_stop", {"type": "message_stop"})
 
 

@@ -24,8 +24,11 @@ from agents.providers.openai_compat import OpenAICompatProvider
 
 from .fakes import FakeAnthropic, FakeOpenAI
 
-SEARCH = ToolSpec(name="knowledge_search", description="search",
-                  parameters={"type": "object", "properties": {"query": {"type": "string"}}})
+SEARCH = ToolSpec(
+    name="knowledge_search",
+    description="search",
+    parameters={"type": "object", "properties": {"query": {"type": "string"}}},
+)
 
 
 def collect(provider, request):
@@ -36,8 +39,10 @@ def collect(provider, request):
 
 
 def request(**kw):
-    base = {"model": "fake-model", "messages": [{"role": "system", "content": "Be brief."},
-                                                {"role": "user", "content": "Hi?"}]}
+    base = {
+        "model": "fake-model",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}],
+    }
     return ChatRequest(**{**base, **kw})
 
 
@@ -66,8 +71,12 @@ def test_streams_text_tokens_and_usage(fake_cls, provider_cls, suffix):
 @pytest.mark.parametrize(("fake_cls", "provider_cls", "suffix"), PROVIDERS)
 def test_tool_calls_are_assembled_from_streamed_fragments(fake_cls, provider_cls, suffix):
     arguments = json.dumps({"query": "refund policy", "top_k": 3})
-    script = [{"text": ["Let me look."], "tool_calls": [{"id": "call_abc", "name": "knowledge_search",
-                                                          "arguments": arguments}]}]
+    script = [
+        {
+            "text": ["Let me look."],
+            "tool_calls": [{"id": "call_abc", "name": "knowledge_search", "arguments": arguments}],
+        }
+    ]
     with fake_cls(script) as fake:
         events = collect(provider_cls(base_url=fake.url + suffix, api_key="k"), request(tools=[SEARCH]))
     calls = [e for e in events if isinstance(e, ToolCall)]
@@ -86,19 +95,26 @@ def test_tool_calls_are_assembled_from_streamed_fragments(fake_cls, provider_cls
 def test_tool_results_are_sent_back_in_each_wire_format(fake_cls, provider_cls, suffix):
     messages = [
         {"role": "user", "content": "Q"},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "name": "knowledge_search",
-                                                              "arguments": "{\"query\": \"x\"}"}]},
-        {"role": "tool", "tool_call_id": "c1", "name": "knowledge_search", "content": "{\"results\": []}"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "c1", "name": "knowledge_search", "arguments": '{"query": "x"}'}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "name": "knowledge_search", "content": '{"results": []}'},
     ]
     with fake_cls([{"text": ["ok"]}]) as fake:
         collect(provider_cls(base_url=fake.url + suffix, api_key="k"), request(messages=messages, tools=[SEARCH]))
     sent = fake.requests[0]["body"]["messages"]
     if fake_cls is FakeOpenAI:
-        assert sent[1]["tool_calls"][0]["function"]["arguments"] == "{\"query\": \"x\"}"
-        assert sent[2] == {"role": "tool", "tool_call_id": "c1", "content": "{\"results\": []}"}
+        assert sent[1]["tool_calls"][0]["function"]["arguments"] == '{"query": "x"}'
+        assert sent[2] == {"role": "tool", "tool_call_id": "c1", "content": '{"results": []}'}
     else:
-        assert sent[1]["content"][0] == {"type": "tool_use", "id": "c1", "name": "knowledge_search",
-                                         "input": {"query": "x"}}
+        assert sent[1]["content"][0] == {
+            "type": "tool_use",
+            "id": "c1",
+            "name": "knowledge_search",
+            "input": {"query": "x"},
+        }
         assert sent[2]["content"][0]["type"] == "tool_result" and sent[2]["content"][0]["tool_use_id"] == "c1"
 
 
@@ -136,10 +152,14 @@ def test_mid_stream_disconnect_keeps_the_tokens_already_received(fake_cls, provi
 
 
 def test_offline_provider_answers_from_passages_with_citations():
-    passages = [{"n": 1, "text": "Refunds are accepted within 30 days of purchase. Shipping is free."},
-                {"n": 2, "text": "Our office is in Lisbon."}]
-    events = collect(OfflineProvider(), request(messages=[{"role": "user", "content": "How long do refunds take?"}],
-                                                context=passages))
+    passages = [
+        {"n": 1, "text": "Refunds are accepted within 30 days of purchase. Shipping is free."},
+        {"n": 2, "text": "Our office is in Lisbon."},
+    ]
+    events = collect(
+        OfflineProvider(),
+        request(messages=[{"role": "user", "content": "How long do refunds take?"}], context=passages),
+    )
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert "Refunds are accepted within 30 days of purchase. [1]" in text
     assert "Lisbon" not in text
@@ -147,6 +167,11 @@ def test_offline_provider_answers_from_passages_with_citations():
 
 
 def test_offline_provider_says_plainly_when_nothing_is_relevant():
-    events = collect(OfflineProvider(), request(messages=[{"role": "user", "content": "Who won the match?"}],
-                                                context=[{"n": 1, "text": "Refunds take 30 days."}]))
+    events = collect(
+        OfflineProvider(),
+        request(
+            messages=[{"role": "user", "content": "Who won the match?"}],
+            context=[{"n": 1, "text": "Refunds take 30 days."}],
+        ),
+    )
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == NOTHING_FOUND

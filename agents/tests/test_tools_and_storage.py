@@ -42,9 +42,19 @@ def test_openapi_custom_tool_calls_the_api_with_its_secret_header(settings):
     settings.SSRF_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     with FakeHTTPTarget([{"json": {"id": 7, "status": "shipped"}}]) as target:
         document, secrets = rest_template(
-            base_url=target.url, auth_header="Authorization", auth_value="Bearer s3cret",
-            operations=[{"name": "get_order", "method": "get", "path": "/orders/{order_id}", "query": ["expand"],
-                         "description": "Fetch one order"}])
+            base_url=target.url,
+            auth_header="Authorization",
+            auth_value="Bearer s3cret",
+            operations=[
+                {
+                    "name": "get_order",
+                    "method": "get",
+                    "path": "/orders/{order_id}",
+                    "query": ["expand"],
+                    "description": "Fetch one order",
+                }
+            ],
+        )
 
         class Custom:
             name = "shop"
@@ -74,8 +84,7 @@ def test_slack_template_posts_to_the_secret_webhook_url(settings):
         [tool] = tools_for_custom(Custom, secrets)
         outcome = run(tool, {"body": {"text": "Deploy finished"}})
     assert outcome.ok
-    assert target.requests[0]["path"] == "/services/T/B/X" and target.requests[0]["body"] == {"text":
-                                                                                               "Deploy finished"}
+    assert target.requests[0]["path"] == "/services/T/B/X" and target.requests[0]["body"] == {"text": "Deploy finished"}
     assert "hooks.slack.com/services/T/B/X" not in json.dumps(document)  # the URL lives only in the secrets
 
 
@@ -83,21 +92,31 @@ def test_custom_tool_api_stores_secrets_encrypted(live):
     from agents.models import CustomTool
 
     client = live.client()
-    response = client.post("/api/v1/custom-tools/", {"template": "slack_webhook", "name": "alerts",
-                                                     "params": {"webhook_url": "https://hooks.slack.com/services/1"}},
-                           content_type="application/json")
+    response = client.post(
+        "/api/v1/custom-tools/",
+        {
+            "template": "slack_webhook",
+            "name": "alerts",
+            "params": {"webhook_url": "https://hooks.slack.com/services/1"},
+        },
+        content_type="application/json",
+    )
     assert response.status_code == 201, response.content
     with tenant_context(live.tenant_a):
         tool = live.track(live.tenant_a, CustomTool.objects.get(pk=response.json()["id"]))
         assert "hooks.slack.com/services/1" not in tool.secrets_encrypted
     listing = client.get("/api/v1/custom-tools/").content.decode()
     assert "services/1" not in listing and '"has_secrets":true' in listing
-    agent = client.post("/api/v1/agents/", {"name": "notifier", "agent_type": "tools",
-                                            "tools": [{"custom_tool": "alerts"}]}, content_type="application/json")
+    agent = client.post(
+        "/api/v1/agents/",
+        {"name": "notifier", "agent_type": "tools", "tools": [{"custom_tool": "alerts"}]},
+        content_type="application/json",
+    )
     assert agent.status_code == 201
     live.track(live.tenant_a, _agent(live, agent.json()["id"]))
-    bad = client.post("/api/v1/custom-tools/", {"name": "x", "openapi": {"openapi": "2.0"}},
-                      content_type="application/json")
+    bad = client.post(
+        "/api/v1/custom-tools/", {"name": "x", "openapi": {"openapi": "2.0"}}, content_type="application/json"
+    )
     assert bad.status_code == 400 and bad.json()["field"] == "openapi"
 
 

@@ -66,8 +66,11 @@ class ToolOutcome:
 
 
 def _error(code: str, message: str) -> ToolOutcome:
-    return ToolOutcome(ok=False, content=json.dumps({"error": {"code": code, "message": message}}),
-                       error={"code": code, "message": message})
+    return ToolOutcome(
+        ok=False,
+        content=json.dumps({"error": {"code": code, "message": message}}),
+        error={"code": code, "message": message},
+    )
 
 
 async def run_tool(
@@ -100,5 +103,4 @@ async def run_tool(
     if len(content) > max_chars:
         # Truncate rather than fail: the model still gets something useful, and says so.
         content = json.dumps({"truncated": True, "original_chars": len(content), "content": content[:max_chars]})
-    return ToolOutcome(ok=True, content=content, result=result,
-                       duration_ms=int((loop.time() - started) * 1000))
+    return ToolOutcome(ok=True, content=content, result=result, duration_ms=int((loop.time() - started) * 1000))

@@ -29,12 +29,20 @@ class KnowledgeSearchTool(Tool):
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         top_k = int(arguments.get("top_k") or context.retrieval.get("top_k", 5))
         hits = await sync_to_async(_search, thread_sensitive=False)(context, arguments["query"], top_k)
-        return {"results": [
-            {"n": i + 1, "chunk_id": h["chunk_id"], "document_id": h["document_id"],
-             "document_title": h["document_title"], "position": h["position"], "score": round(h["score"], 4),
-             "text": h["text"]}
-            for i, h in enumerate(hits)
-        ]}
+        return {
+            "results": [
+                {
+                    "n": i + 1,
+                    "chunk_id": h["chunk_id"],
+                    "document_id": h["document_id"],
+                    "document_title": h["document_title"],
+                    "position": h["position"],
+                    "score": round(h["score"], 4),
+                    "text": h["text"],
+                }
+                for i, h in enumerate(hits)
+            ]
+        }
 
 
 def _search(context: ToolContext, query: str, top_k: int) -> list[dict]:
@@ -44,8 +52,13 @@ def _search(context: ToolContext, query: str, top_k: int) -> list[dict]:
 
     with schema_context(context.schema):
         kbs = list(KnowledgeBase.objects.filter(pk__in=context.knowledge_base_ids))
-        return search_knowledge_bases(kbs=kbs, versions=context.kb_versions, query=query, top_k=top_k,
-                                      min_score=float(context.retrieval.get("min_score", 0.0)))
+        return search_knowledge_bases(
+            kbs=kbs,
+            versions=context.kb_versions,
+            query=query,
+            top_k=top_k,
+            min_score=float(context.retrieval.get("min_score", 0.0)),
+        )
 
 
 def _approved_hosts(schema: str) -> set[str]:
@@ -75,8 +88,9 @@ class HttpRequestTool(Tool):
         approved = await sync_to_async(_approved_hosts, thread_sensitive=False)(context.schema)
         if host not in approved:
             raise ToolError(f"The host {host!r} is not approved by an administrator.", code="host_not_approved")
-        result = await guarded_request(arguments["method"], arguments["url"], json_body=arguments.get("body"),
-                                       timeout=self.timeout - 1)
+        result = await guarded_request(
+            arguments["method"], arguments["url"], json_body=arguments.get("body"), timeout=self.timeout - 1
+        )
         return {"status": result.status, "body": result.body, "truncated": result.truncated}
 
 

@@ -50,7 +50,10 @@ async def guarded_request(
     try:
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
             request = client.build_request(
-                method.upper(), pinned, headers=send_headers, params=params,
+                method.upper(),
+                pinned,
+                headers=send_headers,
+                params=params,
                 content=json.dumps(json_body).encode() if json_body is not None else None,
                 extensions={"sni_hostname": parts.hostname},
             )

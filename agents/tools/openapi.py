@@ -53,12 +53,16 @@ def openapi_operations(document: dict[str, Any]) -> list[dict[str, Any]]:
                 properties["body"] = body.get("schema") or {"type": "object"}
                 if (op.get("requestBody") or {}).get("required"):
                     required.append("body")
-            operations.append({
-                "method": method.upper(), "path": path, "operation_id": op.get("operationId", ""),
-                "description": op.get("summary") or op.get("description") or f"{method.upper()} {path}",
-                "parameters": {"type": "object", "properties": properties, "required": required},
-                "locations": locations,
-            })
+            operations.append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "operation_id": op.get("operationId", ""),
+                    "description": op.get("summary") or op.get("description") or f"{method.upper()} {path}",
+                    "parameters": {"type": "object", "properties": properties, "required": required},
+                    "locations": locations,
+                }
+            )
     if not operations:
         raise InvalidInput("The OpenAPI document has no GET/POST/PUT/PATCH/DELETE operations.", field="openapi")
     return operations
@@ -90,8 +94,12 @@ class OpenAPIOperationTool(Tool):
             raise ToolError(f"Missing path parameter in {path}.", code="invalid_arguments")
         url = self.base_url + (path if path != "/" or not self.secrets.get("base_url") else "")
         result = await guarded_request(
-            self.operation["method"], url, headers=dict(self.secrets.get("headers") or {}), params=query or None,
-            json_body=arguments.get("body"), timeout=self.timeout - 1,
+            self.operation["method"],
+            url,
+            headers=dict(self.secrets.get("headers") or {}),
+            params=query or None,
+            json_body=arguments.get("body"),
+            timeout=self.timeout - 1,
         )
         return {"status": result.status, "body": result.body, "truncated": result.truncated}
 
@@ -117,19 +125,33 @@ def slack_webhook_template(*, webhook_url: str) -> tuple[dict[str, Any], dict[st
         "openapi": "3.0.3",
         "info": {"title": "Slack incoming webhook", "version": "1"},
         "servers": [{"url": "https://hooks.slack.com"}],
-        "paths": {"/": {"post": {
-            "operationId": "post_message",
-            "summary": "Post a message to the Slack channel of this webhook.",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 4000}},
-                "required": ["text"]}}}},
-        }}},
+        "paths": {
+            "/": {
+                "post": {
+                    "operationId": "post_message",
+                    "summary": "Post a message to the Slack channel of this webhook.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 4000}},
+                                    "required": ["text"],
+                                }
+                            }
+                        },
+                    },
+                }
+            }
+        },
     }
     return document, {"base_url": webhook_url}
 
 
-def rest_template(*, base_url: str, operations: list[dict[str, Any]], auth_header: str = "",
-                  auth_value: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+def rest_template(
+    *, base_url: str, operations: list[dict[str, Any]], auth_header: str = "", auth_value: str = ""
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Generic REST API: a base URL, an optional auth header (secret), and simple operations
     [{"name", "method", "path", "description", "query": [names], "body": bool}]."""
     if not base_url.startswith(("http://", "https://")):
@@ -138,17 +160,24 @@ def rest_template(*, base_url: str, operations: list[dict[str, Any]], auth_heade
     for op in operations or []:
         method = str(op.get("method", "get")).lower()
         if method not in METHODS or not op.get("name") or not str(op.get("path", "")).startswith("/"):
-            raise InvalidInput("Each operation needs a name, a method and a path starting with '/'.",
-                               field="operations")
-        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for n in re.findall(r"{(\w+)}", op["path"])]
+            raise InvalidInput(
+                "Each operation needs a name, a method and a path starting with '/'.", field="operations"
+            )
+        params = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+            for n in re.findall(r"{(\w+)}", op["path"])
+        ]
         params += [{"name": n, "in": "query", "schema": {"type": "string"}} for n in op.get("query", [])]
         spec: dict[str, Any] = {"operationId": op["name"], "summary": op.get("description", ""), "parameters": params}
         if op.get("body"):
             spec["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
         paths.setdefault(op["path"], {})[method] = spec
-    document = {"openapi": "3.0.3", "info": {"title": "REST API", "version": "1"}, "servers": [{"url": base_url}],
-                "paths": paths}
+    document = {
+        "openapi": "3.0.3",
+        "info": {"title": "REST API", "version": "1"},
+        "servers": [{"url": base_url}],
+        "paths": paths,
+    }
     secrets = {"headers": {auth_header: auth_value}} if auth_header and auth_value else {}
     return document, secrets
 

@@ -116,7 +116,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # Token streams are bursty: the default capacity of 100 drops messages (channels_redis #131).
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 5000, "expiry": 60},
+        # redis-py 8 times sockets out after 5 s, the same as channels_redis' blocking receive (BZPOPMIN 5 s):
+        # idle consumers would crash with "Timeout reading"; give the socket more than the blocking call.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 5000, "expiry": 60},
     }
 }
 
@@ -344,6 +346,7 @@ KNOWLEDGE_URL_FETCH_TIMEOUT = env.float("KNOWLEDGE_URL_FETCH_TIMEOUT", default=1
 # Outbound HTTP (URL sources, webhooks, tools) never reaches private/loopback/link-local/metadata addresses
 # unless an administrator lists the network here explicitly (e.g. "10.20.0.0/16").
 SSRF_ALLOWED_NETWORKS = env.list("SSRF_ALLOWED_NETWORKS", default=[])
+CELERY_TASK_ROUTES = {**globals().get("CELERY_TASK_ROUTES", {}), "knowledge.*": {"queue": "ingest"}}
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "knowledge-requeue-stuck-documents": {"task": "knowledge.requeue_stuck_documents", "schedule": 120.0},
@@ -458,7 +461,7 @@ KNOWLEDGE_EMBEDDING_DIMENSIONS = env.json("KNOWLEDGE_EMBEDDING_DIMENSIONS", defa
 KNOWLEDGE_LOCAL_MODELS = env.json("KNOWLEDGE_LOCAL_MODELS", default={})  # {"name": "/path/to/st-model"}
 # Query embeddings are cached per tenant (Django cache keys carry the schema) for this long.
 KNOWLEDGE_QUERY_CACHE_SECONDS = env.int("KNOWLEDGE_QUERY_CACHE_SECONDS", default=600)
-KNOWLEDGE_BM25_STATS_SECONDS = env.int("KNOWLEDGE_BM25_STATS_SECONDS", default=300)
+KNOWLEDGE_BM25_STATS_SECONDS = env.int("KNOWLEDGE_BM25_STATS_SECONDS", default=3600)  # keyed by KB version
 # Rerankers users may pick by name in KnowledgeBase.search_settings["reranker"]; operators choose the code.
 KNOWLEDGE_RERANKERS = env.json("KNOWLEDGE_RERANKERS", default={})  # {"ce": "knowledge.retrieval.CrossEncoderReranker"}
 KNOWLEDGE_CROSS_ENCODER_PATH = env("KNOWLEDGE_CROSS_ENCODER_PATH", default="")

@@ -10,7 +10,7 @@ TEST_REDIS_URL = env(
 )
 REDIS_URL = TEST_REDIS_URL
 CACHES["default"]["LOCATION"] = TEST_REDIS_URL
-CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [TEST_REDIS_URL]
+CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [{"address": TEST_REDIS_URL, "socket_timeout": 30}]
 CELERY_BROKER_URL = TEST_REDIS_URL
 CELERY_RESULT_BACKEND = TEST_REDIS_URL
 # Fast hashing in tests; production uses Argon2 (base.py).

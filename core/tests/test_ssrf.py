@@ -48,9 +48,18 @@ def fake_server():
 @pytest.mark.parametrize(
     "url",
     [
-        "http://127.0.0.1/", "http://localhost/", "http://10.0.0.1/", "http://172.16.5.4/", "http://192.168.1.1/",
-        "http://169.254.169.254/latest/meta-data/", "http://[::1]/", "http://[::ffff:127.0.0.1]/",
-        "http://[fd00::1]/", "http://100.64.0.1/", "http://0.0.0.0/", "http://224.0.0.1/",
+        "http://127.0.0.1/",
+        "http://localhost/",
+        "http://10.0.0.1/",
+        "http://172.16.5.4/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fd00::1]/",
+        "http://100.64.0.1/",
+        "http://0.0.0.0/",
+        "http://224.0.0.1/",
     ],
 )
 def test_private_loopback_link_local_and_metadata_addresses_are_refused(url):

@@ -184,3 +184,30 @@ def test_anonymous_gets_401_with_challenge(tenant_a):
     response = client_for(tenant_a).get("/api/v1/api-keys/")
     assert response.status_code == 401
     assert "Bearer" in response["WWW-Authenticate"]
+
+
+def test_jwt_credentials_helper_is_tenant_bound(tenant_a, tenant_b, admin_a):
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from accounts.tests.helpers import jwt_pair
+
+    access = jwt_pair(tenant_a, admin_a)["access"]
+    with tenant_context(tenant_a):
+        assert principal_from_credentials(tenant_a, f"Bearer {access}").user == admin_a
+    with tenant_context(tenant_b), pytest.raises(AuthenticationFailed):
+        principal_from_credentials(tenant_b, f"Bearer {access}")
+
+
+def test_object_actions_need_the_matching_scope(tenant_a, admin_a):
+    from accounts.tests.helpers import kb_create
+    from core.access import ScopeRequired, resource_get_for_principal
+    from knowledge.models import KnowledgeBase
+
+    kb = kb_create(tenant_a, admin_a)
+    _, raw = api_key_create(tenant_a, admin_a, scopes=["read"])
+    with tenant_context(tenant_a):
+        principal = principal_from_credentials(tenant_a, f"Api-Key {raw}")
+        assert resource_get_for_principal(principal, KnowledgeBase.objects.all(), kb.pk, "view") == kb
+        for action in ("use", "edit", "delete"):
+            with pytest.raises(ScopeRequired):
+                resource_get_for_principal(principal, KnowledgeBase.objects.all(), kb.pk, action)

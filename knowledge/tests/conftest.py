@@ -25,8 +25,10 @@ def _knowledge_storage_in_tmp(request, settings, tmp_path):
     if request.node.get_closest_marker("e2e"):
         yield
         return
-    settings.KNOWLEDGE_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                                  "OPTIONS": {"location": str(tmp_path / "media")}}
+    settings.KNOWLEDGE_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(tmp_path / "media")},
+    }
     storage.knowledge_storage.cache_clear()
     yield
     storage.knowledge_storage.cache_clear()

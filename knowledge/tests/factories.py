@@ -24,9 +24,15 @@ def make_pdf(pages: list[list[str]]) -> bytes:
         next_id += 2
         page_ids.append(page_id)
         page_objects.append((content_id, b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"))
-        page_objects.append((page_id, (
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 842] /Contents {content_id} 0 R "
-            f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>").encode()))
+        page_objects.append(
+            (
+                page_id,
+                (
+                    f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 842] /Contents {content_id} 0 R "
+                    f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>"
+                ).encode(),
+            )
+        )
     kids = " ".join(f"{pid} 0 R" for pid in page_ids)
     numbered = [
         (1, b"<< /Type /Catalog /Pages 2 0 R >>"),

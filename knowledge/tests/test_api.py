@@ -41,8 +41,9 @@ def test_knowledge_base_crud(client_a, admin_a):
     assert kb["embedding_model"] == "all-MiniLM-L6-v2" and kb["embedding_dimension"] == 384
     assert kb["current_version"] == 0 and kb["owner_id"] == admin_a.id
     assert [k["id"] for k in client_a.get(API).json()["results"]] == [kb["id"]]
-    response = client_a.patch(f"{API}{kb['id']}/", {"name": "HR policies", "org_access": "viewer"},
-                              content_type="application/json")
+    response = client_a.patch(
+        f"{API}{kb['id']}/", {"name": "HR policies", "org_access": "viewer"}, content_type="application/json"
+    )
     assert response.status_code == 200 and response.json()["name"] == "HR policies"
     bad = client_a.patch(f"{API}{kb['id']}/", {"chunk_overlap": 1000}, content_type="application/json")
     assert bad.status_code == 400 and bad.json()["code"] == "invalid"
@@ -59,8 +60,9 @@ def test_private_knowledge_base_is_invisible_to_other_members(client_a, admin_a,
     assert client_a.get(f"{API}{private['id']}/").status_code == 404
     assert client_a.get(f"{API}{private['id']}/versions/").status_code == 404
     # Visible but read-only: no uploads, no edits, no new knowledge bases.
-    upload = client_a.post(f"{API}{shared['id']}/documents/", {"title": "x", "text": "hello"},
-                           content_type="application/json")
+    upload = client_a.post(
+        f"{API}{shared['id']}/documents/", {"title": "x", "text": "hello"}, content_type="application/json"
+    )
     assert upload.status_code == 403
     assert client_a.post(API, {"name": "Nope"}, content_type="application/json").status_code == 403
     client_a.force_login(admin_a)  # admins see everything in their tenant
@@ -70,13 +72,19 @@ def test_private_knowledge_base_is_invisible_to_other_members(client_a, admin_a,
 def test_other_tenant_gets_nothing(client_a, client_b, admin_a, admin_b, tenant_a):
     client_a.force_login(admin_a)
     kb = _create(client_a, org_access="editor")
-    uploaded = client_a.post(f"{API}{kb['id']}/documents/", {"title": "Secret", "text": "acme secret plans"},
-                             content_type="application/json")
+    uploaded = client_a.post(
+        f"{API}{kb['id']}/documents/", {"title": "Secret", "text": "acme secret plans"}, content_type="application/json"
+    )
     document_id = uploaded.json()["documents"][0]["id"]
     # A globex admin on the globex host: the id does not exist there.
     client_b.force_login(admin_b)
-    for url in (f"{API}{kb['id']}/", f"{API}{kb['id']}/documents/", f"{API}{kb['id']}/versions/",
-                f"{API}{kb['id']}/documents/{document_id}/", f"{API}{kb['id']}/documents/{document_id}/chunks/"):
+    for url in (
+        f"{API}{kb['id']}/",
+        f"{API}{kb['id']}/documents/",
+        f"{API}{kb['id']}/versions/",
+        f"{API}{kb['id']}/documents/{document_id}/",
+        f"{API}{kb['id']}/documents/{document_id}/chunks/",
+    ):
         response = client_b.get(url)
         assert response.status_code == 404, url
         assert "acme" not in response.content.decode()
@@ -86,8 +94,9 @@ def test_other_tenant_gets_nothing(client_a, client_b, admin_a, admin_b, tenant_
     client_a.force_login(admin_b)
     for url in (API, f"{API}{kb['id']}/", f"{API}{kb['id']}/documents/"):
         assert client_a.get(url).status_code in (401, 403), url
-    assert client_a.post(f"{API}{kb['id']}/documents/", {"title": "x", "text": "y"},
-                         content_type="application/json").status_code in (401, 403)
+    assert client_a.post(
+        f"{API}{kb['id']}/documents/", {"title": "x", "text": "y"}, content_type="application/json"
+    ).status_code in (401, 403)
     assert client_a.delete(f"{API}{kb['id']}/").status_code in (401, 403)
     anonymous = client_a.__class__(HTTP_HOST="acme.localhost")
     assert anonymous.get(API).status_code in (401, 403)
@@ -96,10 +105,13 @@ def test_other_tenant_gets_nothing(client_a, client_b, admin_a, admin_b, tenant_
 def test_multipart_upload_of_several_files_and_text(client_a, admin_a, tenant_a):
     client_a.force_login(admin_a)
     kb = _create(client_a)
-    response = client_a.post(f"{API}{kb['id']}/documents/", {
-        "files": [uploaded_file("a.md", "# A\n\nAlpha text."), uploaded_file("b.txt", "Bravo text.")],
-        "metadata": '{"team": "hr"}',
-    })
+    response = client_a.post(
+        f"{API}{kb['id']}/documents/",
+        {
+            "files": [uploaded_file("a.md", "# A\n\nAlpha text."), uploaded_file("b.txt", "Bravo text.")],
+            "metadata": '{"team": "hr"}',
+        },
+    )
     assert response.status_code == 202, response.json()
     body = response.json()
     assert body["version"] == 1 and body["errors"] == []
@@ -111,8 +123,9 @@ def test_multipart_upload_of_several_files_and_text(client_a, admin_a, tenant_a)
             pipeline.document_process(d["id"])
     listing = client_a.get(f"{API}{kb['id']}/documents/").json()["results"]
     assert {d["status"] for d in listing} == {"ready"} and {d["progress"] for d in listing} == {100}
-    text = client_a.post(f"{API}{kb['id']}/documents/", {"title": "Note", "text": "Charlie text."},
-                         content_type="application/json")
+    text = client_a.post(
+        f"{API}{kb['id']}/documents/", {"title": "Note", "text": "Charlie text."}, content_type="application/json"
+    )
     assert text.status_code == 202 and text.json()["version"] == 2
     chunks = client_a.get(f"{API}{kb['id']}/documents/{body['documents'][0]['id']}/chunks/").json()["results"]
     assert chunks and chunks[0]["valid_from"] == 1
@@ -148,15 +161,18 @@ def test_versions_diff_delete_and_rollback_api(client_a, admin_a, tenant_a):
     assert rollback.status_code == 201, rollback.json()
     assert rollback.json()["number"] == 5 and rollback.json()["changes"]["rolled_back_to"] == 1
     with tenant_context(tenant_a):
-        current = list(Chunk.objects.filter(knowledge_base_id=kb["id"], valid_to__isnull=True).values_list("text",
-                                                                                                          flat=True))
+        current = list(
+            Chunk.objects.filter(knowledge_base_id=kb["id"], valid_to__isnull=True).values_list("text", flat=True)
+        )
         assert len(current) == 1 and "30 days" in current[0]
         assert Document.objects.get(id=first).status == DocumentStatus.READY
         assert Document.objects.get(id=second).status == DocumentStatus.DELETED
         # History is intact: version 3 still answers as it was.
         at_3 = Chunk.objects.filter(knowledge_base_id=kb["id"], valid_from__lte=3).exclude(valid_to__lte=3)
-        assert sorted(c.text.split("\n\n")[-1] for c in at_3) == ["Refunds are paid within 14 days.",
-                                                                   "We ship worldwide."]
+        assert sorted(c.text.split("\n\n")[-1] for c in at_3) == [
+            "Refunds are paid within 14 days.",
+            "We ship worldwide.",
+        ]
     assert client_a.post(f"{API}{kb['id']}/versions/9/rollback/").status_code == 400
 
 

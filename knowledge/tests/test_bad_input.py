@@ -34,14 +34,19 @@ def _stored_files(tenant, kb_url) -> list[str]:
 
 def test_bad_files_are_refused_per_file_and_the_good_one_is_processed(client_a, tenant_a, kb_url, settings):
     settings.KNOWLEDGE_MAX_UNCOMPRESSED_BYTES = 10 * 1024 * 1024
-    response = client_a.post(kb_url, {"files": [
-        uploaded_file("good.md", "# Good\n\nThis one is fine."),
-        uploaded_file("image.txt", PNG),  # unsupported type by content, whatever the extension says
-        uploaded_file("notes.txt", os.urandom(4096)),  # binary disguised as text
-        uploaded_file("empty.md", b""),
-        uploaded_file("bomb.docx", make_docx_bomb(30 * 1024 * 1024)),
-        uploaded_file("archive.docx", _plain_zip()),  # a zip, but not a Word document
-    ]})
+    response = client_a.post(
+        kb_url,
+        {
+            "files": [
+                uploaded_file("good.md", "# Good\n\nThis one is fine."),
+                uploaded_file("image.txt", PNG),  # unsupported type by content, whatever the extension says
+                uploaded_file("notes.txt", os.urandom(4096)),  # binary disguised as text
+                uploaded_file("empty.md", b""),
+                uploaded_file("bomb.docx", make_docx_bomb(30 * 1024 * 1024)),
+                uploaded_file("archive.docx", _plain_zip()),  # a zip, but not a Word document
+            ]
+        },
+    )
     assert response.status_code == 202, response.json()
     body = response.json()
     assert [d["title"] for d in body["documents"]] == ["good.md"]
@@ -108,8 +113,9 @@ def test_file_over_the_size_limit_is_refused_while_streaming(client_a, tenant_a,
     response = client_a.post(kb_url, {"files": [uploaded_file("big.md", big), uploaded_file("small.md", "# S\n\nok")]})
     assert response.status_code == 202, response.json()
     assert [d["title"] for d in response.json()["documents"]] == ["small.md"]
-    assert response.json()["errors"] == [{"name": "big.md", "code": "file_too_large",
-                                          "detail": "big.md is larger than the limit of 10000 bytes."}]
+    assert response.json()["errors"] == [
+        {"name": "big.md", "code": "file_too_large", "detail": "big.md is larger than the limit of 10000 bytes."}
+    ]
     with tenant_context(tenant_a):
         assert len(_stored_files(tenant_a, kb_url)) == 1
 
@@ -125,8 +131,17 @@ def test_size_limit_handler_stops_at_the_first_chunk_over_the_limit():
     assert handler.rejected == ["big.bin"]
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1/admin", "http://localhost:8000/", "http://10.0.0.7/",
-                                 "http://169.254.169.254/latest/meta-data/", "http://[::1]/", "file:///etc/passwd"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/admin",
+        "http://localhost:8000/",
+        "http://10.0.0.7/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "file:///etc/passwd",
+    ],
+)
 def test_url_to_a_private_address_is_refused(client_a, kb_url, url):
     response = client_a.post(kb_url, {"url": url}, content_type="application/json")
     assert response.status_code == 400
@@ -157,8 +172,14 @@ def test_storage_refuses_paths_outside_the_current_tenant(tenant_a, tenant_b):
     with tenant_context(tenant_a):
         ok = storage.document_path(1, "../../etc/passwd")
         assert ok.startswith("tenant/t_acme/kb/1/") and ok.endswith("/passwd")
-        for path in ("tenant/t_globex/kb/1/x/file.md", "tenant/t_acme/kb/1/../../t_globex/kb/1/f",
-                     "/etc/passwd", "tenant/t_acme/../t_globex/x", "tenant/t_acmex/kb/1/f", ""):
+        for path in (
+            "tenant/t_globex/kb/1/x/file.md",
+            "tenant/t_acme/kb/1/../../t_globex/kb/1/f",
+            "/etc/passwd",
+            "tenant/t_acme/../t_globex/x",
+            "tenant/t_acmex/kb/1/f",
+            "",
+        ):
             with pytest.raises(NotFound):
                 storage.storage_open(path)
     with tenant_context(tenant_b), pytest.raises(NotFound):

@@ -107,12 +107,15 @@ class FakeEmbeddingsServer:
                     else:
                         emb = vec
                     rows.append({"object": "embedding", "index": i, "embedding": emb})
-                self._send(200, {
-                    "object": "list",
-                    "data": list(reversed(rows)),
-                    "model": body["model"],
-                    "usage": {"prompt_tokens": 3, "total_tokens": 3},
-                })
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": list(reversed(rows)),
+                        "model": body["model"],
+                        "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                    },
+                )
 
             def _send(self, status, payload):
                 data = json.dumps(payload).encode()

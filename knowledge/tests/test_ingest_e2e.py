@@ -73,11 +73,14 @@ class EventCollector(threading.Thread):
 def _markdown() -> str:
     sections = []
     for name in ("Deployment", "Monitoring", "Backups"):
-        paragraphs = [f"{name} note {i}: routine {name.lower()} guidance number {i} for the operations team."
-                      for i in range(40)]
+        paragraphs = [
+            f"{name} note {i}: routine {name.lower()} guidance number {i} for the operations team." for i in range(40)
+        ]
         sections.append(f"## {name}\n\n" + "\n\n".join(paragraphs))
-    sections.append("## Incident response\n\nWhen the pager fires, the on-call engineer must acknowledge the "
-                    "alert within five minutes and open an incident channel named after the ticket.")
+    sections.append(
+        "## Incident response\n\nWhen the pager fires, the on-call engineer must acknowledge the "
+        "alert within five minutes and open an incident channel named after the ticket."
+    )
     return "# Operations runbook\n\n" + "\n\n".join(sections)
 
 
@@ -86,8 +89,9 @@ def test_upload_pdf_docx_markdown_with_live_progress_then_search(celery_worker_p
 
     def create_kb():
         client.force_login(admin_a)
-        response = client.post(API, {"name": "E2E handbook", "chunk_size": 64, "chunk_overlap": 8},
-                               content_type="application/json")
+        response = client.post(
+            API, {"name": "E2E handbook", "chunk_size": 64, "chunk_overlap": 8}, content_type="application/json"
+        )
         assert response.status_code == 201, response.content
         return response.json()["id"]
 
@@ -96,20 +100,31 @@ def test_upload_pdf_docx_markdown_with_live_progress_then_search(celery_worker_p
     collector.start()
     assert collector.subscribed.wait(10)
     try:
-        pdf = make_pdf([
-            ["Annual report 2025.", "", "Revenue reached 41 million euros."],
-            ["Outlook.", "", "The company will open a research lab in Montreal during 2026."],
-        ])
-        docx_bytes = make_docx([
-            ("Leave policy", ["Employees receive twenty-eight days of paid leave per year."]),
-            ("Parental leave", ["Parents may take sixteen weeks of fully paid parental leave."]),
-        ], title="HR guide")
+        pdf = make_pdf(
+            [
+                ["Annual report 2025.", "", "Revenue reached 41 million euros."],
+                ["Outlook.", "", "The company will open a research lab in Montreal during 2026."],
+            ]
+        )
+        docx_bytes = make_docx(
+            [
+                ("Leave policy", ["Employees receive twenty-eight days of paid leave per year."]),
+                ("Parental leave", ["Parents may take sixteen weeks of fully paid parental leave."]),
+            ],
+            title="HR guide",
+        )
 
         def upload():
-            return client.post(f"{API}{kb_id}/documents/", {"files": [
-                uploaded_file("report.pdf", pdf), uploaded_file("hr-guide.docx", docx_bytes),
-                uploaded_file("runbook.md", _markdown()),
-            ]})
+            return client.post(
+                f"{API}{kb_id}/documents/",
+                {
+                    "files": [
+                        uploaded_file("report.pdf", pdf),
+                        uploaded_file("hr-guide.docx", docx_bytes),
+                        uploaded_file("runbook.md", _markdown()),
+                    ]
+                },
+            )
 
         response = committed(tenant_a, upload)
         assert response.status_code == 202, response.content
@@ -124,8 +139,9 @@ def test_upload_pdf_docx_markdown_with_live_progress_then_search(celery_worker_p
                     break
                 time.sleep(0.5)
             documents = {d.title: d for d in Document.objects.filter(id__in=ids.values())}
-        assert {t: (d.status, d.error) for t, d in documents.items()} == {
-            t: ("ready", "") for t in ids}, "worker log: var/celery-<test db>.log"
+        assert {t: (d.status, d.error) for t, d in documents.items()} == {t: ("ready", "") for t in ids}, (
+            "worker log: var/celery-<test db>.log"
+        )
 
         # Progress arrived live over the channel layer, rising to 100 for every document.
         time.sleep(1)

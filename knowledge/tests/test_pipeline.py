@@ -52,8 +52,12 @@ def test_markdown_is_chunked_by_section_with_headings_and_embedded(kb, admin_a):
 
 def test_pdf_pages_and_docx_headings_are_extracted(kb, admin_a):
     pdf = make_pdf([["Quarterly revenue grew by twelve percent."], ["The board approved the new office in Lyon."]])
-    docx_bytes = make_docx([("Onboarding", ["New hires receive a laptop on day one."]),
-                            ("Security", ["Passwords rotate every ninety days."])])
+    docx_bytes = make_docx(
+        [
+            ("Onboarding", ["New hires receive a laptop on day one."]),
+            ("Security", ["Passwords rotate every ninety days."]),
+        ]
+    )
     result = ingest(kb, admin_a, upload("report.pdf", pdf), upload("guide.docx", docx_bytes))
     pdf_doc, docx_doc = (ready(d) for d in result.documents)
     assert pdf_doc.page_count == 2
@@ -69,9 +73,12 @@ def test_pdf_pages_and_docx_headings_are_extracted(kb, admin_a):
     [
         ("data.csv", "name,role\nAda,engineer\nGrace,admiral\n", "name: Grace; role: admiral"),
         ("data.json", '[{"name": "Ada", "team": {"lead": "Grace"}}]', "name: Ada\nteam.lead: Grace"),
-        ("page.html", "<html><head><title>T</title><script>evil()</script></head><body><h1>Intro</h1>"
-                      "<p>Hello <b>world</b> of HTML.</p><nav>menu</nav></body></html>",
-         "Intro\n\nHello world of HTML."),
+        (
+            "page.html",
+            "<html><head><title>T</title><script>evil()</script></head><body><h1>Intro</h1>"
+            "<p>Hello <b>world</b> of HTML.</p><nav>menu</nav></body></html>",
+            "Intro\n\nHello world of HTML.",
+        ),
         ("notes.txt", "First paragraph.\n\nSecond paragraph.", "First paragraph.\n\nSecond paragraph."),
     ],
 )
@@ -108,8 +115,9 @@ def test_reupload_of_changed_document_reembeds_only_changed_chunks(kb, admin_a):
     assert stats["embedded"] == 1  # one chunk's text changed -> exactly one embedding computed
     assert stats["kept"] == total - 1
     assert stats["closed"] == 1
-    current = {c.position: (c.id, c.content_hash) for c in Chunk.objects.filter(document=document,
-                                                                                 valid_to__isnull=True)}
+    current = {
+        c.position: (c.id, c.content_hash) for c in Chunk.objects.filter(document=document, valid_to__isnull=True)
+    }
     assert len(current) == total
     unchanged = [p for p in current if current[p] == before[p]]
     assert len(unchanged) == total - 1  # untouched rows are the very same rows
@@ -179,3 +187,16 @@ def test_release_before_retry_drops_staged_rows(kb, admin_a, settings):
     assert not Chunk.objects.filter(document=document).exists()
     assert pipeline.document_process(document.id)
     assert Chunk.objects.filter(document=document).count() == ready(document).chunk_count
+
+
+def test_beat_task_requeues_stuck_documents_of_every_tenant(kb, admin_a, tenant_a):
+    from django.db import connection
+
+    from knowledge.tasks import requeue_stuck_documents_task
+
+    document = services.documents_ingest(kb=kb, user=admin_a, uploads=[upload("a.md", "Alpha.")]).documents[0]
+    pipeline.document_claim(document.id)  # a worker took it, then died
+    Document.objects.filter(id=document.id).update(processing_started_at=timezone.now() - timedelta(hours=2))
+    connection.set_schema_to_public()  # beat sends the task without a tenant
+    found = requeue_stuck_documents_task()
+    assert found == {tenant_a.schema_name: [document.id]}

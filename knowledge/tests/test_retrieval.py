@@ -3,6 +3,7 @@ and Redis, with the real offline MiniLM embedder."""
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 
@@ -51,18 +52,31 @@ HANDBOOK = {
 }
 
 
+@functools.cache
+def embedded(model: str, texts: tuple[str, ...]) -> list[list[float]]:
+    # The same handbook is embedded for many tests: once per session is enough (real model, CPU time).
+    return embedder_for_model(model).embed(list(texts))
+
+
 def index_documents(kb: KnowledgeBase, docs: dict, *, version: int = 1) -> dict[str, Document]:
     """Documents and embedded chunks, current from `version` on (what the ingestion pipeline publishes)."""
-    embedder = embedder_for_model(kb.embedding_model)
     out = {}
     for title, (metadata, texts) in docs.items():
         doc = Document.objects.create(
             knowledge_base=kb, title=title, source_type="text", status="ready", metadata=metadata
         )
-        vectors = embedder.embed(texts)
+        vectors = embedded(kb.embedding_model, tuple(texts))
         Chunk.objects.bulk_create(
-            Chunk(knowledge_base=kb, document=doc, position=i, text=t, content_hash=str(i), embedding=v,
-                  embedding_dimension=kb.embedding_dimension, valid_from=version)
+            Chunk(
+                knowledge_base=kb,
+                document=doc,
+                position=i,
+                text=t,
+                content_hash=str(i),
+                embedding=v,
+                embedding_dimension=kb.embedding_dimension,
+                valid_from=version,
+            )
             for i, (t, v) in enumerate(zip(texts, vectors, strict=True))
         )
         out[title] = doc
@@ -97,8 +111,14 @@ def test_hybrid_finds_the_answer_first_with_leg_ranks_and_citation(kb_a):
     assert top.lexical_rank == 1 and top.lexical_score > 0  # "password" is a shared word
     assert top.found_by == ["dense", "lexical"]
     assert top.citation == {
-        "knowledge_base_id": kb_a.pk, "document_id": kb_a.docs["Passwords"].pk, "document_title": "Passwords",
-        "position": 0, "source_url": None, "page": None, "headings": [], "version": 1,
+        "knowledge_base_id": kb_a.pk,
+        "document_id": kb_a.docs["Passwords"].pk,
+        "document_title": "Passwords",
+        "position": 0,
+        "source_url": None,
+        "page": None,
+        "headings": [],
+        "version": 1,
     }
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
@@ -179,10 +199,25 @@ def test_version_filter_searches_the_past(kb_a):
     embedder = embedder_for_model(kb_a.embedding_model)
     new_text = "Employees accrue 30 days of paid annual leave per year."
     staged_text = "Employees accrue 99 days of paid annual leave per year."
-    Chunk.objects.create(knowledge_base=kb_a, document=vacation, position=0, text=new_text, content_hash="n",
-                         embedding=embedder.embed([new_text])[0], valid_from=2)
-    Chunk.objects.create(knowledge_base=kb_a, document=vacation, position=0, text=staged_text, content_hash="s",
-                         embedding=embedder.embed([staged_text])[0], valid_from=3, valid_to=3)
+    Chunk.objects.create(
+        knowledge_base=kb_a,
+        document=vacation,
+        position=0,
+        text=new_text,
+        content_hash="n",
+        embedding=embedder.embed([new_text])[0],
+        valid_from=2,
+    )
+    Chunk.objects.create(
+        knowledge_base=kb_a,
+        document=vacation,
+        position=0,
+        text=staged_text,
+        content_hash="s",
+        embedding=embedder.embed([staged_text])[0],
+        valid_from=3,
+        valid_to=3,
+    )
     kb_a.current_version = 2
     kb_a.save(update_fields=["current_version"])
     query = "How many days of annual leave do employees get?"
@@ -197,8 +232,12 @@ def test_version_filter_searches_the_past(kb_a):
 
 
 def test_invalid_arguments_are_refused(kb_a):
-    for kwargs in ({"query": "  "}, {"query": "x", "mode": "magic"}, {"query": "x", "top_k": 0},
-                   {"query": "x", "metadata_filter": ["team"]}):
+    for kwargs in (
+        {"query": "  "},
+        {"query": "x", "mode": "magic"},
+        {"query": "x", "top_k": 0},
+        {"query": "x", "metadata_filter": ["team"]},
+    ):
         with pytest.raises(InvalidInput):
             retrieval.search(knowledge_base=kb_a, **kwargs)
 
@@ -219,12 +258,31 @@ def test_filtered_vector_query_uses_the_hnsw_index_with_iterative_scan(tenant_a,
         big = Document.objects.create(knowledge_base=kb, title="big", source_type="text")
         small = Document.objects.create(knowledge_base=kb, title="small", source_type="text")
         query = _random_unit(rng)
-        rows = [Chunk(knowledge_base=kb, document=big, position=i, text=f"b{i}", content_hash="h",
-                      embedding=[q + 0.3 * x for q, x in zip(query, _random_unit(rng), strict=True)], valid_from=1)
-                for i in range(400)]
+        rows = [
+            Chunk(
+                knowledge_base=kb,
+                document=big,
+                position=i,
+                text=f"b{i}",
+                content_hash="h",
+                embedding=[q + 0.3 * x for q, x in zip(query, _random_unit(rng), strict=True)],
+                valid_from=1,
+            )
+            for i in range(400)
+        ]
         # The small document's chunks point away from the query: far down the HNSW candidate list.
-        rows += [Chunk(knowledge_base=kb, document=small, position=i, text=f"s{i}", content_hash="h",
-                       embedding=[-q for q in query], valid_from=1) for i in range(5)]
+        rows += [
+            Chunk(
+                knowledge_base=kb,
+                document=small,
+                position=i,
+                text=f"s{i}",
+                content_hash="h",
+                embedding=[-q for q in query],
+                valid_from=1,
+            )
+            for i in range(5)
+        ]
         Chunk.objects.bulk_create(rows)
         scope = retrieval._scope(kb, None, [small.pk], None)
         sql = retrieval.dense_sql(384, scope.sql)

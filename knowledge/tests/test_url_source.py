@@ -11,9 +11,11 @@ from knowledge import pipeline, services
 from knowledge.models import Chunk, DocumentStatus
 
 pytestmark = pytest.mark.django_db
-PAGE = (b"<html><head><title>Pricing</title><style>p{}</style></head><body><nav>Home | About</nav><main>"
-        b"<h1>Pricing</h1><p>The team plan costs 12 euros per seat per month.</p>"
-        b"<h2>Discounts</h2><ul><li>Non-profits get 50 percent off.</li></ul></main></body></html>")
+PAGE = (
+    b"<html><head><title>Pricing</title><style>p{}</style></head><body><nav>Home | About</nav><main>"
+    b"<h1>Pricing</h1><p>The team plan costs 12 euros per seat per month.</p>"
+    b"<h2>Discounts</h2><ul><li>Non-profits get 50 percent off.</li></ul></main></body></html>"
+)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -69,15 +69,19 @@ def test_retention_purges_chunks_only_visible_in_dropped_versions(kb, admin_a):
     assert Chunk.objects.filter(knowledge_base=kb).count() == 3
     ingest(kb, admin_a, upload("a.md", "Alpha three."))  # v3: retained = {2, 3}
     assert sorted(Chunk.objects.filter(knowledge_base=kb).values_list("text", flat=True)) == [
-        "Alpha three.", "Alpha two.", "Kept forever."]  # "Alpha one." was only in v1
+        "Alpha three.",
+        "Alpha two.",
+        "Kept forever.",
+    ]  # "Alpha one." was only in v1
     assert list(kb.versions.values_list("number", flat=True)) == [3, 2]
     assert _texts(kb, 2) == ["Alpha two.", "Kept forever."]
     with pytest.raises(DomainError):
         services.knowledge_base_rollback(kb=kb, to_version=1, user=admin_a)
 
 
-def test_quota_hook_can_refuse_before_anything_is_stored_and_usage_is_announced(kb, admin_a, tmp_path,
-                                                                                django_capture_on_commit_callbacks):
+def test_quota_hook_can_refuse_before_anything_is_stored_and_usage_is_announced(
+    kb, admin_a, tmp_path, django_capture_on_commit_callbacks
+):
     class QuotaExceeded(DomainError):
         code = "quota_exceeded"
         status = 402
@@ -114,3 +118,23 @@ def test_quota_hook_can_refuse_before_anything_is_stored_and_usage_is_announced(
     finally:
         usage.unregister_quota_check(only_two_documents)
         usage.usage_changed.disconnect(on_change)
+
+
+def test_changing_the_embedding_model_reembeds_every_document_as_a_new_version(kb, admin_a):
+    from knowledge import pipeline
+
+    document = ready(ingest(kb, admin_a, upload("a.md", "# A\n\nAlpha one.\n\nAlpha two.")).documents[0])
+    old = {c.position: list(c.embedding) for c in Chunk.objects.filter(document=document)}
+    services.knowledge_base_update(kb=kb, user=admin_a, embedding_model="hashing-384")
+    kb.refresh_from_db()
+    assert (kb.embedding_model, kb.embedding_dimension, kb.current_version) == ("hashing-384", 384, 2)
+    assert kb.versions.get(number=2).changes["kind"] == "reembed"
+    document.refresh_from_db()
+    assert document.status == DocumentStatus.PENDING
+    assert pipeline.document_process(document.id)
+    document = ready(document)
+    assert document.metadata["last_ingest"]["embedded"] == document.chunk_count == len(old)
+    assert "reembed" not in document.metadata
+    current = {c.position: list(c.embedding) for c in Chunk.objects.filter(document=document, valid_to__isnull=True)}
+    assert all(current[p] != old[p] for p in old)
+    assert _texts(kb, 1) == _texts(kb)  # same text, new vectors; version 1 keeps the old ones

@@ -37,6 +37,13 @@
     }
   });
 
+  // Saving the profile's theme replaces this browser's toggle choice.
+  document.addEventListener("submit", function (event) {
+    if (event.target.hasAttribute && event.target.hasAttribute("data-clear-theme")) {
+      try { window.localStorage.removeItem("agentry-theme"); } catch (e) { /* storage disabled */ }
+    }
+  });
+
   // Confirm dangerous actions: <form data-confirm="Really delete?">.
   document.addEventListener("submit", function (event) {
     var message = event.target.getAttribute && event.target.getAttribute("data-confirm");

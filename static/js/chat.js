@@ -157,6 +157,8 @@
     root.setAttribute("data-last-seq", String(event.seq));
     var data = event.data || {};
     if (event.type === "token") {
+      run.tokens = (run.tokens || 0) + 1;
+      run.el.setAttribute("data-tokens", String(run.tokens));
       run.text += data.text || "";
       run.body.textContent = run.text;
       pane.scrollTop = pane.scrollHeight;
@@ -350,5 +352,7 @@
   JSON.parse(document.getElementById("chat-history").textContent || "[]").forEach(renderStored);
   regenerateButton.hidden = !lastQuestion || (run && !run.done);
   connect();
+  sendButton.disabled = !!(run && !run.done);
+  root.setAttribute("data-ready", "true");
   input.focus();
 })();

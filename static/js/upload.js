@@ -63,9 +63,21 @@
   }
 
   // A document's state from an event or the API -> its bar.
+  function updateRow(doc) {
+    // Documents added elsewhere (another tab, the API) move in the table too.
+    var tr = document.querySelector('#documents tr[data-document="' + (doc.document_id || doc.id) + '"]');
+    if (!tr) return;
+    var bar = tr.querySelector("progress");
+    if (bar) bar.value = doc.progress || 0;
+    if (doc.status !== tr.getAttribute("data-status") && (doc.status === "ready" || doc.status === "failed")) {
+      tr.setAttribute("data-status", doc.status);
+      refreshTable();
+    }
+  }
   function update(doc) {
     var li = tracked[doc.document_id || doc.id];
-    if (!li || li.getAttribute("data-state") === "ready") return;
+    if (!li) return updateRow(doc);
+    if (li.getAttribute("data-state") === "ready") return;
     if (doc.status === "ready") {
       show(li, 100, "Ready" + (doc.chunk_count ? ": " + doc.chunk_count + " passages" : "") + ".", "ready");
       refreshTable();
@@ -125,4 +137,5 @@
     zone.addEventListener(type, function (e) { e.preventDefault(); zone.classList.remove("dragover"); });
   });
   zone.addEventListener("drop", function (e) { if (e.dataTransfer && e.dataTransfer.files) add(e.dataTransfer.files); });
+  root.setAttribute("data-ready", "true");
 })();

@@ -25,6 +25,7 @@ OTHER_DOC = "# Canteen\n\nThe canteen serves soup on Fridays.\n"
 
 def drop_files(page, selector: str, files: dict[str, str]) -> None:
     """A real drop event carrying File objects, as a person dragging files from their desktop produces."""
+    expect(page.locator("#uploader")).to_have_attribute("data-ready", "true")  # upload.js is listening
     data_transfer = page.evaluate_handle(
         """files => { const dt = new DataTransfer();
             for (const [name, text] of Object.entries(files)) {
@@ -95,12 +96,13 @@ def test_sign_up_verify_create_agent_upload_and_chat_with_citation(page, console
     # Chat: tokens stream in over the WebSocket and the answer cites the uploaded document.
     page.get_by_role("link", name="Chat", exact=True).click()
     page.get_by_role("button", name="Chat with Reactor expert").click()
+    expect(page.locator("#chat")).to_have_attribute("data-ready", "true")
     page.get_by_role("textbox", name="Message").fill("At what temperature does the Zephyr cooling loop run?")
     page.get_by_role("textbox", name="Message").press("Enter")
     answer = page.locator(".msg.assistant").last
-    expect(answer).to_have_attribute("data-status", "streaming")
     expect(answer).to_have_attribute("data-status", "complete", timeout=60_000)
     expect(answer.locator(".body")).to_contain_text("42 degrees")
+    assert int(answer.get_attribute("data-tokens")) > 5  # arrived token by token, not as one block
     citation = answer.locator("button.citation").first
     expect(citation).to_contain_text("zephyr.md")
     assert page.locator("#chat").get_attribute("data-transport") == "ws"
@@ -190,15 +192,17 @@ def test_api_key_is_shown_once_and_works_against_the_api(page, console, app_serv
     assert refused.status_code == 401
 
 
-def _make_agent(page, server, slug: str, name: str) -> str:
+def _make_agent(page, server, slug: str, name: str, agent_type: str = "rag") -> str:
     page.goto(server.url(slug, "/agents/new/"))
     page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Agent type").select_option(agent_type)
     page.get_by_role("button", name="Create agent").click()
     expect(page.get_by_text(f"Agent “{name}” created.")).to_be_visible()
     return page.url.rstrip("/") + "/chat/"
 
 
 def _ask_and_wait(page, question: str):
+    expect(page.locator("#chat")).to_have_attribute("data-ready", "true")
     page.get_by_role("textbox", name="Message").fill(question)
     page.get_by_role("textbox", name="Message").press("Enter")
     answer = page.locator(".msg.assistant").last
@@ -254,11 +258,18 @@ def test_dropped_websocket_resumes_without_losing_or_repeating_tokens(
     assert shown == _stored_answer(page)
     assert len(shown.split()) > 3
 
+    # Regenerate asks again: a second, complete answer; the first stays visible but marked replaced.
+    page.get_by_role("button", name="Regenerate").click()
+    expect(page.locator(".msg.assistant")).to_have_count(2)
+    expect(page.locator(".msg.assistant").last).to_have_attribute("data-status", "complete", timeout=60_000)
+    expect(page.locator(".msg.assistant.replaced")).to_have_count(1)
+    assert page.locator(".msg.assistant").last.locator(".body").inner_text() == _stored_answer(page)
+
 
 def test_chat_falls_back_to_sse_then_long_polling(page, console, app_server, org_factory, celery_worker_process):
     slug, email = org_factory("fallback", name="Fallback Ltd")
     login(page, app_server, slug, email)
-    chat_url = _make_agent(page, app_server, slug, "Patient streamer")
+    chat_url = _make_agent(page, app_server, slug, "Patient streamer", agent_type="tools")
     # A network where WebSocket handshakes fail (a proxy that does not upgrade connections).
     page.add_init_script(
         """window.WebSocket = class { constructor() { this.readyState = 3;
@@ -268,6 +279,7 @@ def test_chat_falls_back_to_sse_then_long_polling(page, console, app_server, org
     page.goto(chat_url)
     answer = _ask_and_wait(page, "Anything about reactors?")
     expect(page.locator("#chat")).to_have_attribute("data-transport", "sse")
+    expect(answer.locator(".steps")).to_contain_text("knowledge_search")  # the tool step, shown as it happened
     assert answer.locator(".body").inner_text() == _stored_answer(page)
 
     # ... and where server-sent events do not get through either: long-polling.

@@ -45,3 +45,50 @@ def test_landing_login_dashboard_theme_and_error_pages(page, console, app_server
     page.goto(app_server.url(slug, "/this/does/not/exist/"))
     expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
     assert "Traceback" not in page.content()
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+    .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length)
+                 && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby'))
+    .map(e => e.outerHTML.slice(0, 120))"""
+
+
+def test_every_form_control_is_labelled_and_keyboard_focus_is_visible(page, console, app_server, org_factory):
+    slug, email = org_factory("a11y", name="Labels Ltd")
+    login(page, app_server, slug, email)
+    page.goto(app_server.url(slug, "/agents/new/"))
+    page.get_by_label("Name", exact=True).fill("Labelled agent")
+    page.get_by_role("button", name="Create agent").click()
+    agent_path = page.url.split(str(app_server.port), 1)[1]
+    paths = [
+        "/",
+        "/agents/",
+        "/agents/new/",
+        agent_path,
+        agent_path + "chat/",
+        "/knowledge/",
+        "/manage/members/",
+        "/manage/teams/",
+        "/manage/providers/",
+        "/manage/webhooks/",
+        "/manage/usage/",
+        "/manage/audit/",
+        "/api-keys/",
+        "/profile/",
+    ]
+    for path in paths:
+        page.goto(app_server.url(slug, path))
+        assert page.evaluate(UNLABELLED) == [], path
+        assert "Traceback" not in page.content()
+    for url in (app_server.url(path="/signup/"), app_server.url(slug, "/accounts/login/")):
+        page.context.clear_cookies()
+        page.goto(url)
+        assert page.evaluate(UNLABELLED) == [], url
+    # A keyboard user sees where they are: the focused control gets an outline or a focus ring.
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    ring = page.evaluate(
+        "() => { const s = getComputedStyle(document.activeElement);"
+        " return s.outlineStyle !== 'none' || s.boxShadow !== 'none'; }"
+    )
+    assert ring

@@ -73,6 +73,7 @@ def test_screenshots(page, console, app_server, org_factory, celery_worker_proce
 
     # Chat with a cited answer, its source passage open.
     page.get_by_role("button", name="Chat").first.click()
+    expect(page.locator("#chat")).to_have_attribute("data-ready", "true")
     page.get_by_role("textbox", name="Message").fill("At what temperature does the Zephyr cooling loop run?")
     page.get_by_role("textbox", name="Message").press("Enter")
     expect(page.locator(".msg.assistant").last).to_have_attribute("data-status", "complete", timeout=60_000)

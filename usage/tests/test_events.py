@@ -14,7 +14,7 @@ from conftest import host_of
 from core.events import AGENT_CREATED, EVENT_TYPES, publish, stream_consume, stream_read
 
 
-def _session_cookie(live, tenant, user) -> str:
+def _session_cookie(committed, tenant, user) -> str:
     client = Client(HTTP_HOST=host_of(tenant))
     client.force_login(user)
     return client.cookies["sessionid"].value
@@ -29,24 +29,24 @@ async def _connect(host: str, cookie: str | None, path: str = "/ws/events/"):
     return communicator, connected, code
 
 
-def test_dashboards_get_their_own_tenants_events_and_never_another_tenants(live):
-    cookie_a = _session_cookie(live, live.tenant_a, live.admin_a)
-    cookie_b = _session_cookie(live, live.tenant_b, live.admin_b)
+def test_dashboards_get_their_own_tenants_events_and_never_another_tenants(committed):
+    cookie_a = _session_cookie(committed, committed.tenant_a, committed.admin_a)
+    cookie_b = _session_cookie(committed, committed.tenant_b, committed.admin_b)
 
     async def scenario():
-        ws_a, ok_a, _ = await _connect(host_of(live.tenant_a), cookie_a)
-        ws_b, ok_b, _ = await _connect(host_of(live.tenant_b), cookie_b)
+        ws_a, ok_a, _ = await _connect(host_of(committed.tenant_a), cookie_a)
+        ws_b, ok_b, _ = await _connect(host_of(committed.tenant_b), cookie_b)
         assert ok_a and ok_b
         assert (await ws_a.receive_json_from(timeout=5))["type"] == "subscribed"
         assert (await ws_b.receive_json_from(timeout=5))["type"] == "subscribed"
         await sync_to_async(publish)(
-            AGENT_CREATED, {"agent_id": 1, "name": "secret-b"}, schema=live.tenant_b.schema_name
+            AGENT_CREATED, {"agent_id": 1, "name": "secret-b"}, schema=committed.tenant_b.schema_name
         )
         got_b = await ws_b.receive_json_from(timeout=5)
         assert got_b["type"] == AGENT_CREATED and got_b["data"]["name"] == "secret-b"
         assert await ws_a.receive_nothing(timeout=0.5)  # acme never hears globex
         await sync_to_async(publish)(
-            "document.progress", {"document_id": 3, "percent": 50}, topic="kb.3", schema=live.tenant_a.schema_name
+            "document.progress", {"document_id": 3, "percent": 50}, topic="kb.3", schema=committed.tenant_a.schema_name
         )
         got_a = await ws_a.receive_json_from(timeout=5)
         assert got_a["type"] == "document.progress" and got_a["topic"] == "kb.3"
@@ -58,28 +58,30 @@ def test_dashboards_get_their_own_tenants_events_and_never_another_tenants(live)
     asyncio.run(scenario())
 
 
-def test_topic_subscription_and_catch_up_from_the_stream(live):
-    cookie_a = _session_cookie(live, live.tenant_a, live.admin_a)
-    first = publish("kb.version_created", {"kb_id": 9, "version": 1}, topic="kb.9", schema=live.tenant_a.schema_name)
-    publish("kb.version_created", {"kb_id": 9, "version": 2}, topic="kb.9", schema=live.tenant_a.schema_name)
-    publish("agent.updated", {"agent_id": 1}, topic="agent.1", schema=live.tenant_a.schema_name)
+def test_topic_subscription_and_catch_up_from_the_stream(committed):
+    cookie_a = _session_cookie(committed, committed.tenant_a, committed.admin_a)
+    first = publish(
+        "knowledge_base.version", {"kb_id": 9, "version": 1}, topic="kb.9", schema=committed.tenant_a.schema_name
+    )
+    publish("knowledge_base.version", {"kb_id": 9, "version": 2}, topic="kb.9", schema=committed.tenant_a.schema_name)
+    publish("agent.updated", {"agent_id": 1}, topic="agent.1", schema=committed.tenant_a.schema_name)
 
     async def scenario():
         ws, ok, _ = await _connect(
-            host_of(live.tenant_a), cookie_a, f"/ws/events/?topics=kb.9&since={first['stream_id']}"
+            host_of(committed.tenant_a), cookie_a, f"/ws/events/?topics=kb.9&since={first['stream_id']}"
         )
         assert ok
         replayed = await ws.receive_json_from(timeout=5)
         assert replayed["replayed"] and replayed["data"]["version"] == 2  # only what came after `since`
         assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
         await sync_to_async(publish)(
-            "agent.updated", {"agent_id": 1}, topic="agent.1", schema=live.tenant_a.schema_name
+            "agent.updated", {"agent_id": 1}, topic="agent.1", schema=committed.tenant_a.schema_name
         )
         assert await ws.receive_nothing(timeout=0.3)  # not subscribed to agent.1
         await ws.send_json_to({"type": "subscribe", "topic": "agent.1"})
         assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
         await sync_to_async(publish)(
-            "agent.updated", {"agent_id": 1}, topic="agent.1", schema=live.tenant_a.schema_name
+            "agent.updated", {"agent_id": 1}, topic="agent.1", schema=committed.tenant_a.schema_name
         )
         assert (await ws.receive_json_from(timeout=5))["type"] == "agent.updated"
         await ws.send_json_to({"type": "subscribe", "topic": "../t_globex"})
@@ -89,24 +91,24 @@ def test_topic_subscription_and_catch_up_from_the_stream(live):
     asyncio.run(scenario())
 
 
-def test_strangers_and_anonymous_sockets_are_refused(live):
-    cookie_b = _session_cookie(live, live.tenant_b, live.admin_b)
+def test_strangers_and_anonymous_sockets_are_refused(committed):
+    cookie_b = _session_cookie(committed, committed.tenant_b, committed.admin_b)
 
     async def scenario():
-        _, ok, code = await _connect(host_of(live.tenant_a), None)
+        _, ok, code = await _connect(host_of(committed.tenant_a), None)
         assert not ok and code == 4403
-        _, ok, code = await _connect(host_of(live.tenant_a), cookie_b)  # globex's admin on acme's host
+        _, ok, code = await _connect(host_of(committed.tenant_a), cookie_b)  # globex's admin on acme's host
         assert not ok and code == 4403
 
     asyncio.run(scenario())
 
 
-def test_websocket_client_messages_are_rate_limited(live, settings):
+def test_websocket_client_messages_are_rate_limited(committed, settings):
     settings.RATE_LIMITS = {"ws_message": "2/m"}
-    cookie_a = _session_cookie(live, live.tenant_a, live.admin_a)
+    cookie_a = _session_cookie(committed, committed.tenant_a, committed.admin_a)
 
     async def scenario():
-        ws, ok, _ = await _connect(host_of(live.tenant_a), cookie_a)
+        ws, ok, _ = await _connect(host_of(committed.tenant_a), cookie_a)
         assert ok
         await ws.receive_json_from(timeout=5)
         replies = []
@@ -166,7 +168,7 @@ def test_event_types_are_documented():
         "agent.version_restored",
         "document.status",
         "document.progress",
-        "kb.version_created",
+        "knowledge_base.version",
         "run.started",
         "run.finished",
         "quota.warning",

@@ -68,3 +68,14 @@ def test_request_id_travels_from_web_to_the_worker(celery_worker_process, tenant
     finally:
         current_request_id.reset(token)
     assert result.get(timeout=30) == {"request_id": "req-e2e-42", "schema": "t_acme"}
+
+
+def test_tracing_switch_degrades_cleanly_without_the_optional_packages(caplog):
+    import importlib.util
+
+    from core.observability import tracing_install
+
+    if importlib.util.find_spec("opentelemetry") and importlib.util.find_spec("opentelemetry.sdk"):
+        pytest.skip("the OpenTelemetry SDK is installed here")
+    assert tracing_install() is False
+    assert "tracing is off" in caplog.text

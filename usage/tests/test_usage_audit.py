@@ -151,3 +151,19 @@ def test_api_key_calls_are_counted_per_key_and_capped_by_the_monthly_quota(clien
     client_a.force_login(admin_a)  # session calls are not metered as API calls
     summary = client_a.get("/api/v1/usage/summary/", {"scope": "api_key", "id": key.pk}).json()
     assert summary["totals"]["api_calls"] == 3
+
+
+@pytest.mark.django_db
+def test_admin_changes_in_other_apps_reach_the_audit_log_with_the_actor(
+    client_a, admin_a, tenant_a, django_capture_on_commit_callbacks
+):
+    client_a.force_login(admin_a)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_a.post(
+            "/api/v1/teams/", {"name": "Support"}, content_type="application/json", HTTP_X_REQUEST_ID="req-team-1"
+        )
+    assert response.status_code == 201, response.content
+    entries = client_a.get("/api/v1/audit/", {"action": "team."}).json()["results"]
+    assert entries[0]["action"] == "team.created" and entries[0]["actor_id"] == admin_a.pk
+    assert entries[0]["actor_email"] == admin_a.email and entries[0]["after"]["name"] == "Support"
+    assert entries[0]["request_id"] == "req-team-1"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from agents.tests.conftest import live  # noqa: F401 - committed-data fixture shared with the agents tests
-
 PATTERNS = ("quota:*", "runs:*", "rl:*", "fair:*", "usage:*", "webhooks:*", "metrics:*", "events:*", "*:rl:*")
 
 

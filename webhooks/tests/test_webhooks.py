@@ -213,14 +213,14 @@ def test_published_events_reach_the_receiver_through_celery_tasks(
 
     target = receiver(200)
     with tenant_context(tenant_a):
-        services.endpoint_create(principal=principal_a, url=target.url, event_types=["kb.version_created"])
+        services.endpoint_create(principal=principal_a, url=target.url, event_types=["knowledge_base.version"])
         from webhooks.dispatch import subscribed_types_refresh
 
         subscribed_types_refresh(tenant_a.schema_name)
         app.conf.task_always_eager = True
         try:
             with django_capture_on_commit_callbacks(execute=True):
-                publish("kb.version_created", {"kb_id": 1, "version": 2})
+                publish("knowledge_base.version", {"kb_id": 1, "version": 2})
                 publish("agent.created", {"agent_id": 9})  # not subscribed
         finally:
             app.conf.task_always_eager = False
