@@ -29,7 +29,6 @@ def schema_clone(base_schema: str, new_schema: str) -> None:
         cursor.execute("SELECT clone_schema(%s, %s, 'NODATA')", [base_schema, new_schema])
         for table in COPIED_TABLES:
             cursor.execute(f'INSERT INTO "{new_schema}".{table} SELECT * FROM "{base_schema}".{table}')  # noqa: S608
-            cursor.execute(
-                f"SELECT setval(pg_get_serial_sequence('\"{new_schema}\".{table}', 'id'), "
-                f'COALESCE((SELECT max(id) FROM "{new_schema}".{table}), 0) + 1, false)'  # noqa: S608
-            )
+            max_id = f'SELECT COALESCE(max(id), 0) + 1 FROM "{new_schema}".{table}'  # noqa: S608
+            sequence = f'"{new_schema}".{table}'
+            cursor.execute(f"SELECT setval(pg_get_serial_sequence(%s, 'id'), ({max_id}), false)", [sequence])

@@ -24,7 +24,13 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # Rate limits (issue 6): generous so suites never trip them by accident; rate-limit tests set their own.
-RATE_LIMITS = {"chat": "100000/m", "search": "100000/m", "write": "100000/m", "read": "100000/m",
-               "auth": "100000/m", "ws_message": "100000/m"}
+RATE_LIMITS = {
+    "chat": "100000/m",
+    "search": "100000/m",
+    "write": "100000/m",
+    "read": "100000/m",
+    "auth": "100000/m",
+    "ws_message": "100000/m",
+}
 RATE_LIMITS_TENANT = dict(RATE_LIMITS)
 QUOTA_LIMITS_CACHE_SECONDS = 0  # tests change plans and sub-limits and expect them at once
