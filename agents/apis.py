@@ -408,15 +408,17 @@ class ProviderDetailApi(APIView):
         return Response(provider_out(self._get(provider_id)))
 
     def patch(self, request, provider_id: int):
-        principal_from_request(request)
+        principal = principal_from_request(request)
         serializer = ProviderSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        provider = services.provider_update(provider=self._get(provider_id), data=dict(serializer.validated_data))
+        provider = services.provider_update(  # audit: issue 6 (who changed it)
+            provider=self._get(provider_id), data=dict(serializer.validated_data), principal=principal
+        )
         return Response(provider_out(provider))
 
     def delete(self, request, provider_id: int):
-        principal_from_request(request)
-        services.provider_delete(provider=self._get(provider_id))
+        principal = principal_from_request(request)
+        services.provider_delete(provider=self._get(provider_id), principal=principal)  # audit: issue 6
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -4,6 +4,7 @@ credentials, custom tools, approved hosts, and starting a chat run."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from typing import Any
 
@@ -14,7 +15,12 @@ from django.utils import timezone
 from core.access import Principal
 from core.errors import Conflict, DomainError, InvalidInput, NotFound
 from core.events import publish_on_commit
-from core.quotas import chat_run_admit, chat_run_release, quota_check  # quota: issue 6
+from core.quotas import (  # quota: issue 6
+    chat_run_admit,
+    chat_run_release,
+    limits_snapshot,  # issue 5: one read of the limits per chat start
+    quota_check,
+)
 
 from .crypto import encrypt_json, encrypt_str
 from .models import (
@@ -31,7 +37,7 @@ from .models import (
 from .registry import get_registry
 from .runtime.limits import effective_limits, run_admit, run_release_sync
 from .runtime.runner import estimate_tokens
-from .runtime.stream import run_meta_write
+from .runtime.stream import emit_sync, run_meta_write
 
 # The fields that make up an agent's configuration (what a version snapshots and a restore brings back).
 CONFIG_FIELDS = (
@@ -122,6 +128,26 @@ def _validate(principal: Principal, data: dict[str, Any]) -> None:
         raise InvalidInput(f"Unknown limits: {', '.join(sorted(unknown))}.", field="limits")
 
 
+def _audit(principal: Principal | None, action: str, **kwargs: Any) -> None:
+    """audit: issue 6 - configuration changes go to the tenant's immutable audit log with before/after."""
+    from usage.services import audit_record
+
+    audit_record(principal=principal, action=action, **kwargs)
+
+
+def _provider_snapshot(provider: ProviderCredential) -> dict[str, Any]:
+    """audit: issue 6 - what an audit entry may show of a provider: never the API key, only whether one is set."""
+    return {
+        "name": provider.name,
+        "kind": provider.kind,
+        "base_url": provider.base_url,
+        "default_model": provider.default_model,
+        "enabled": provider.enabled,
+        "timeout_seconds": provider.timeout_seconds,
+        "api_key_set": bool(provider.api_key_encrypted),
+    }
+
+
 def _apply(agent: Agent, data: dict[str, Any]) -> None:
     for key in CONFIG_FIELDS:
         if key in data and key != "knowledge_base_ids":
@@ -157,6 +183,7 @@ def agent_create(*, principal: Principal, data: dict[str, Any], note: str = "Cre
     agent.save()
     agent.knowledge_bases.set(data.get("knowledge_base_ids") or [])
     _version_write(agent=agent, author=principal.user, note=note)
+    _audit(principal, "agent.create", target=agent, after=agent_config(agent))  # audit: issue 6
     return agent
 
 
@@ -166,14 +193,24 @@ def agent_update(*, principal: Principal, agent: Agent, data: dict[str, Any], no
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
     _validate(principal, data)
     before = agent_config(agent)
+    before_access = agent.org_access  # audit: issue 6
     _apply(agent, data)
     if "org_access" in data:
         agent.org_access = data["org_access"]
     agent.save()
     if "knowledge_base_ids" in data:
         agent.knowledge_bases.set(data["knowledge_base_ids"] or [])
-    if agent_config(agent) != before:
+    after = agent_config(agent)
+    if after != before:
         _version_write(agent=agent, author=principal.user, note=note or "Updated")
+    if after != before or agent.org_access != before_access:  # audit: issue 6
+        _audit(
+            principal,
+            "agent.update",
+            target=agent,
+            before={**before, "org_access": before_access},
+            after={**after, "org_access": agent.org_access, "version": agent.current_version.number},
+        )
     return agent
 
 
@@ -192,12 +229,21 @@ def agent_version_restore(*, principal: Principal, agent: Agent, number: int, no
     )
     if config.get("provider_id") and not ProviderCredential.objects.filter(pk=config["provider_id"]).exists():
         raise Conflict("Version {number} uses a provider that was deleted; choose another provider first.")
+    before = agent_config(agent)  # audit: issue 6
     _apply(agent, config)
     agent.save()
     agent.knowledge_bases.set(sorted(existing_kbs))
-    return _version_write(
+    version = _version_write(
         agent=agent, author=principal.user, note=note or f"Restored version {number}", restored_from=number
     )
+    _audit(  # audit: issue 6
+        principal,
+        "agent.version_restore",
+        target=agent,
+        before=before,
+        after={**agent_config(agent), "version": version.number, "restored_from": number},
+    )
+    return version
 
 
 @transaction.atomic
@@ -226,7 +272,7 @@ def provider_create(
         raise InvalidInput(f"Unknown provider kind {kind!r}.", field="kind")
     if ProviderCredential.objects.filter(name=name).exists():
         raise Conflict(f"A provider named {name!r} exists already.", field="name")
-    return ProviderCredential.objects.create(
+    provider = ProviderCredential.objects.create(
         name=name,
         kind=kind,
         base_url=base_url,
@@ -236,23 +282,33 @@ def provider_create(
         timeout_seconds=timeout_seconds,
         created_by=principal.user,
     )
+    _audit(principal, "provider.create", target=provider, after=_provider_snapshot(provider))  # audit: issue 6
+    return provider
 
 
 @transaction.atomic
-def provider_update(*, provider: ProviderCredential, data: dict[str, Any]) -> ProviderCredential:
+def provider_update(
+    *, provider: ProviderCredential, data: dict[str, Any], principal: Principal | None = None
+) -> ProviderCredential:
+    before = _provider_snapshot(provider)  # audit: issue 6
     for key in ("name", "base_url", "default_model", "enabled", "timeout_seconds"):
         if key in data:
             setattr(provider, key, data[key])
     if "api_key" in data:
         provider.api_key_encrypted = encrypt_str(data["api_key"] or "")
     provider.save()  # updated_at changes: workers recompile agents using it
+    after = _provider_snapshot(provider)  # audit: issue 6 - a new key shows as api_key_changed, never its value
+    if "api_key" in data:
+        after["api_key_changed"] = True
+    _audit(principal, "provider.update", target=provider, before=before, after=after)
     return provider
 
 
 @transaction.atomic
-def provider_delete(*, provider: ProviderCredential) -> None:
+def provider_delete(*, provider: ProviderCredential, principal: Principal | None = None) -> None:
     if Agent.objects.filter(provider=provider).exists():
         raise Conflict("Agents still use this provider; move them to another provider first.")
+    _audit(principal, "provider.delete", target=provider, before=_provider_snapshot(provider))  # audit: issue 6
     provider.delete()
 
 
@@ -358,9 +414,12 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
     run_id = str(uuid.uuid4())
     # quota: issue 6 - refuse before any provider call: monthly tokens/cost left (402/403), then a run slot
     # (concurrent_runs 429, shared pool full 503); the slot is freed by run_release(_sync).
-    quota_check(principal=principal, quota="llm_tokens_per_month", amount=0)
-    quota_check(principal=principal, quota="llm_cost_per_month", amount=0)
-    chat_run_admit(principal=principal, run_id=run_id, wait_seconds=0)
+    with limits_snapshot():  # issue 5: plan, override and sub-limits are read once for these three checks
+        quota_check(principal=principal, quota="llm_tokens_per_month", amount=0)
+        quota_check(principal=principal, quota="llm_cost_per_month", amount=0)
+        # quota: issue 6 - queued runs: a full pool puts the run in the bounded queue (position n) instead of a
+        # 503; a full queue still raises Overloaded (503 + Retry-After). The worker waits for the slot (runner).
+        queued_position = chat_run_admit(principal=principal, run_id=run_id, join_only=True).position
     try:
         run_admit(schema=schema, agent_id=agent.pk, run_id=run_id, limits=limits)
     except Exception:
@@ -399,8 +458,12 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
                     "agent_version_id": version.pk,
                     "status": "queued",
                     "api_key_id": getattr(principal.api_key, "pk", ""),
+                    # issue 6: when it joined the chat queue (the worker's wait deadline counts from here)
+                    "queued_at": str(time.time()) if queued_position else "",
                 },
             )
+            if queued_position:  # issue 6: seq 1 = run.queued, recorded before the worker exists
+                emit_sync(schema, run_id, 1, "run.queued", {"position": queued_position})
             if getattr(settings, "AGENTS_ENQUEUE_RUNS", True):  # tests may execute runs in-process instead
                 transaction.on_commit(lambda: agent_run_task.apply_async(args=[run_id], queue="agents"))
     except Exception:
@@ -411,6 +474,7 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
         "conversation_id": str(conversation.pk),
         "message_id": reply.pk,
         "agent_version": version.number,
+        "queued_position": queued_position,  # issue 6: 0 = started at once
     }
 
 

@@ -398,10 +398,12 @@ def provider_action_view(request: HttpRequest, provider_id: int) -> HttpResponse
         return redirect("dash-providers")
     try:
         if request.POST.get("action") == "delete":
-            services.provider_delete(provider=provider)
+            services.provider_delete(provider=provider, principal=request.principal)  # audit: issue 6
             messages.success(request, f"Provider “{provider.name}” deleted.")
         else:
-            services.provider_update(provider=provider, data={"enabled": not provider.enabled})
+            services.provider_update(  # audit: issue 6 (who changed it)
+                provider=provider, data={"enabled": not provider.enabled}, principal=request.principal
+            )
             messages.success(request, f"Provider “{provider.name}” {'enabled' if provider.enabled else 'disabled'}.")
     except DomainError as exc:
         messages.error(request, exc.message)

@@ -7,7 +7,11 @@ between, and a loopback fake OpenAI-compatible server (agents/tests/fakes.py) as
    with the official SDK (ratios and absolute overheads).
 2. How many concurrent WebSocket streams one daphne process holds with p99 inter-token delay under 100 ms.
 
-    python scripts/devstack.py run bench/chat_streaming.py [--quick]
+    python scripts/devstack.py run bench/chat_streaming.py [--quick] [--limits-cache]
+
+--limits-cache runs the web and worker processes with the quota-limits cache at its production default (10 s);
+without it they use the test settings (cache off: every request reads plan, override and sub-limits).
+The machine's load average is printed before and after: on a busy 2-core machine it shows up as latency.
 """
 
 from __future__ import annotations
@@ -34,12 +38,20 @@ from common import bench_django_setup, percentile  # noqa: E402
 TOKENS = 30
 PACE = 0.02  # seconds between tokens from the fake model (50 tokens/s, a typical hosted-model speed)
 QUESTION = "Say something"
+PHASES: list[dict[str, float]] = []  # per WebSocket run: where the time to first token goes
+SSE_PHASES: list[dict[str, float]] = []
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def load_note() -> str:
+    """Load average and CPUs: the figures depend on it (other work on a 2-core machine shows up as latency)."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} CPUs"
 
 
 def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
@@ -105,7 +117,8 @@ def point_provider_at(tenant, provider, url: str) -> None:
 def process_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.test",
+        # --limits-cache: plan/sub-limits cached per process for 10 s, as deployed (the test settings turn it off)
+        DJANGO_SETTINGS_MODULE="bench.chat_settings" if "--limits-cache" in sys.argv else "config.settings.test",
         PYTHONUNBUFFERED="1",
         SSRF_ALLOWED_NETWORKS="127.0.0.0/8",
         AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT="1000",
@@ -153,11 +166,21 @@ async def ws_stream(port: int, agent_id: int, key: str, delay: float = 0.0) -> l
         origin=f"http://benchchat.localhost:{port}",
     ) as ws:
         start = time.perf_counter()
+        wall = time.time()
         await ws.send(json.dumps({"type": "chat", "message": QUESTION}))
         times = []
+        phases: dict[str, float] = {}
         while True:
             event = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
+            if event["type"] == "run.accepted":
+                phases["accepted"] = time.perf_counter() - start  # chat_start done (web side)
+            elif event["type"] == "message.start":
+                phases["worker_start"] = event["ts"] - wall  # the worker emitted message.start (same clock)
             if event["type"] == "token":
+                if not times:
+                    phases["token_emitted"] = event["ts"] - wall  # the worker wrote the first token
+                    phases["token_received"] = time.perf_counter() - start
+                    PHASES.append(phases)
                 times.append(time.perf_counter() - start)
             elif event["type"] == "message.end":
                 if event["data"]["status"] != "complete":
@@ -172,6 +195,7 @@ async def sse_stream(port: int, agent_id: int, key: str) -> list[float]:
 
     async with httpx.AsyncClient(timeout=120) as http:
         start = time.perf_counter()
+        wall = time.time()
         times = []
         async with http.stream(
             "POST",
@@ -183,8 +207,16 @@ async def sse_stream(port: int, agent_id: int, key: str) -> list[float]:
                 "Authorization": f"Api-Key {key}",
             },
         ) as response:
+            headers_at = time.perf_counter() - start  # auth, limits and chat_start done (the view returned)
+            phases: dict[str, float] = {"headers": headers_at}
             async for line in response.aiter_lines():
+                if line.startswith("data: ") and "worker_start" not in phases and '"message.start"' in line:
+                    phases["worker_start"] = json.loads(line[6:])["ts"] - wall
+                    phases["start_received"] = time.perf_counter() - start
                 if line.startswith("event: token"):
+                    if not times:
+                        phases["token_received"] = time.perf_counter() - start
+                        SSE_PHASES.append(phases)
                     times.append(time.perf_counter() - start)
                 elif line.startswith("event: message.end"):
                     return times
@@ -251,7 +283,9 @@ def main() -> None:
             if app.control.ping(timeout=0.5):
                 break
         reps = 5 if quick else 15
+        print(f"machine load before: {load_note()}")
         print(f"chat streaming: fake model {TOKENS} tokens; 1 daphne process, 1 agents worker (threads pool)")
+        print(f"settings: {process_env()['DJANGO_SETTINGS_MODULE']}")
         for label, fake in (("paced (20 ms/token)", paced), ("burst (no delay)", burst)):
             point_provider_at(tenant, provider, fake.url + "/v1")
             for _ in range(2):  # warm up: imports, compiled config, connections
@@ -263,6 +297,7 @@ def main() -> None:
                 "sse": stats_of([asyncio.run(sse_stream(port, agent.pk, key)) for _ in range(reps)]),
             }
             base = results["direct"]
+            ws_phases = PHASES[-reps:]
             print(f"\n{label}, median of {reps} runs each:")
             print(
                 f"  {'path':10} {'TTFT ms':>9} {'ratio':>7} {'+TTFT ms':>9} {'mean gap ms':>12} "
@@ -274,6 +309,19 @@ def main() -> None:
                     f"{(r['ttft'] - base['ttft']) * 1e3:9.2f} {r['gap'] * 1e3:12.3f} "
                     f"{(r['gap'] - base['gap']) * 1e3:14.3f} {r['total'] * 1e3:9.1f}"
                 )
+
+            med = {k: statistics.median(p[k] for p in ws_phases) * 1e3 for k in ws_phases[0]}
+            print(
+                f"  websocket breakdown (medians, ms after the client sent): chat_start done (run.accepted) "
+                f"{med['accepted']:.1f}, worker message.start {med['worker_start']:.1f}, first token written "
+                f"{med['token_emitted']:.1f}, first token received {med['token_received']:.1f}"
+            )
+            sse_med = {k: statistics.median(p[k] for p in SSE_PHASES[-reps:]) * 1e3 for k in SSE_PHASES[-1]}
+            print(
+                f"  sse breakdown (medians, ms after the request started): response headers "
+                f"{sse_med['headers']:.1f}, worker message.start {sse_med['worker_start']:.1f} (received "
+                f"{sse_med['start_received']:.1f}), first token received {sse_med['token_received']:.1f}"
+            )
 
         point_provider_at(tenant, provider, paced.url + "/v1")
         print(f"\nconcurrent WebSocket streams on one daphne process ({TOKENS} tokens at {PACE * 1e3:.0f} ms each):")
@@ -305,6 +353,7 @@ def main() -> None:
             else:
                 still_ok = False  # the figure is the largest N below which every level passed
         print(f"  => one daphne process holds {best} concurrent streams with p99 inter-token delay < 100 ms")
+        print(f"machine load after: {load_note()}")
     finally:
         for proc in (web, worker):
             proc.terminate()

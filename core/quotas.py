@@ -39,6 +39,7 @@ Limits: NULL/None = unlimited. Warnings: crossing 80% / 100% of a tenant limit p
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import threading
@@ -182,7 +183,12 @@ def redis_client() -> redis.Redis:
 
 # Check every counter, then increment all of them: tenant, user and key reservations are atomic.
 # KEYS: counters. ARGV: amount, ttl, limit_1..limit_n (-1 = unlimited). Returns {index_refused, used}.
+# issue 5: {-1, i} = counter i is cold (missing): the caller seeds it from the database and calls again. Checking
+# here instead of an EXISTS per key before the script saves a round trip per check when the counters are warm.
 _RESERVE_LUA = """
+for i, k in ipairs(KEYS) do
+  if redis.call('EXISTS', k) == 0 then return {-1, i} end
+end
 local amount = tonumber(ARGV[1])
 for i, k in ipairs(KEYS) do
   local used = tonumber(redis.call('GET', k) or '0')
@@ -197,7 +203,7 @@ if amount ~= 0 then
     redis.call('EXPIRE', k, tonumber(ARGV[2]))
   end
 end
-return {0, 0}
+return {0, tonumber(redis.call('GET', KEYS[1]) or '0')}  -- issue 5: the caller's GET round trip, folded in
 """
 
 
@@ -224,18 +230,42 @@ _limits_cache: dict[Any, tuple[float, Any]] = {}
 _limits_lock = threading.Lock()
 
 
+# issue 5 (chat first-token latency): inside `limits_snapshot()` each limit is read once per block, so one chat
+# start (two monthly checks + run admission) reads plan, override and sub-limits once instead of three times,
+# even with the process cache off (tests). Same freshness as before: a new block reads again.
+_snapshot: contextvars.ContextVar[dict | None] = contextvars.ContextVar("quota_limits_snapshot", default=None)
+
+
+@contextlib.contextmanager
+def limits_snapshot() -> Iterator[None]:
+    """Read each limit at most once inside this block (one consistent view for one request)."""
+    token = _snapshot.set({}) if _snapshot.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _snapshot.reset(token)
+
+
 def _cached(key: Any, loader: Callable[[], Any]) -> Any:
+    memo = _snapshot.get()
+    if memo is not None and key in memo:
+        return memo[key]
     ttl = getattr(settings, "QUOTA_LIMITS_CACHE_SECONDS", 10)
     now = time.monotonic()
+    hit = None
     if ttl > 0:
         with _limits_lock:
             hit = _limits_cache.get(key)
-        if hit and hit[0] > now:
-            return hit[1]
-    value = loader()
-    if ttl > 0:
-        with _limits_lock:
-            _limits_cache[key] = (now + ttl, value)
+    if hit and hit[0] > now:
+        value = hit[1]
+    else:
+        value = loader()
+        if ttl > 0:
+            with _limits_lock:
+                _limits_cache[key] = (now + ttl, value)
+    if memo is not None:
+        memo[key] = value
     return value
 
 
@@ -243,6 +273,9 @@ def limits_cache_clear() -> None:
     """Forget cached limits in this process (services call it after a change; others expire in seconds)."""
     with _limits_lock:
         _limits_cache.clear()
+    memo = _snapshot.get()
+    if memo is not None:  # issue 5: a change made inside a limits_snapshot() block is seen by the rest of it
+        memo.clear()
 
 
 def tenant_limits(tenant) -> dict[str, Any]:
@@ -445,11 +478,17 @@ def _check_monthly(schema, spec, tenant_limit, subs, amount, user_id, api_key_id
         scopes.append(("api_key", f"k{api_key_id}", subs["api_key"], None, api_key_id))
     r = redis_client()
     keys = [_counter_key(schema, spec.name, scope, period) for _, scope, _, _, _ in scopes]
-    for key, (_, _, _, uid, kid) in zip(keys, scopes, strict=True):
-        _seed_counter(r, key, schema, spec, uid, kid)
     units = _to_units(spec, amount)
     limits = [_to_units(spec, limit) for _, _, limit, _, _ in scopes]
-    refused, used = r.eval(_RESERVE_LUA, len(keys), *keys, units, 40 * 86400, *limits)
+    for _attempt in range(3):
+        refused, used = r.eval(_RESERVE_LUA, len(keys), *keys, units, 40 * 86400, *limits)
+        if refused != -1:
+            break
+        # issue 5: a cold counter - seed it (as before, from the database) and check again
+        for key, (_, _, _, uid, kid) in zip(keys, scopes, strict=True):
+            _seed_counter(r, key, schema, spec, uid, kid)
+    else:
+        raise RuntimeError("quota counters keep disappearing from Redis (evicted?)")
     if refused:
         name, _, limit, _, _ = scopes[int(refused) - 1]
         _refusal_metric(schema, spec.name)
@@ -463,7 +502,7 @@ def _check_monthly(schema, spec, tenant_limit, subs, amount, user_id, api_key_id
             scope=name,
             resets_at=resets,
         )
-    used_now = _from_units(spec, int(r.get(keys[0]) or 0))
+    used_now = _from_units(spec, int(used))  # issue 5: returned by the script (was one more GET)
     if tenant_limit is not None and units:
         _maybe_warn(schema, spec.name, tenant_limit, used_now - amount, used_now, period)
     return QuotaUsage(spec.name, tenant_limit, used_now, resets)
@@ -710,6 +749,7 @@ class RunSlot:
     member: str
     queued_seconds: float = 0.0
     released: bool = False
+    position: int = 0  # issue 6: >0 = still waiting in the queue at this place (join_only), 0 = admitted
 
     def release(self) -> None:
         if not self.released:
@@ -736,6 +776,7 @@ def chat_run_admit(
     wait_seconds: float | None = None,
     on_position: Callable[[int], None] | None = None,
     poll_interval: float = 0.1,
+    join_only: bool = False,
 ) -> RunSlot:
     """Admit a chat run: enforce concurrent_runs (tenant/user/key, 429) and the shared pool (queue, 503).
 
@@ -744,6 +785,10 @@ def chat_run_admit(
     `on_position(n)` is called whenever its place in line changes (send it to the client). A full
     queue or a wait that times out raises Overloaded (503 + Retry-After). Sync; from async code use
     `await sync_to_async(chat_run_admit, thread_sensitive=False)(...)`.
+
+    join_only=True never waits (issue 6, queued chat runs): one attempt that either admits (position 0), joins or
+    keeps the run's place in the queue (returns a RunSlot with position n > 0, which holds no slot yet; call
+    again to heartbeat/poll), or raises. The worker polls this way so waiting never blocks an event loop.
     """
     if principal is not None:
         tenant = tenant or principal.tenant
@@ -772,12 +817,23 @@ def chat_run_admit(
     while True:
         now = time.time()
         status, value = r.eval(
-            _ADMIT_LUA, 5, *keys, now, now + lease_seconds, member, slots, *limits, queue_max, 1 if wait > 0 else 0
+            _ADMIT_LUA,
+            5,
+            *keys,
+            now,
+            now + lease_seconds,
+            member,
+            slots,
+            *limits,
+            queue_max,
+            1 if (wait > 0 or join_only) else 0,
         )
         if status == 0:
             # Remember which sets hold this run, so chat_run_release(schema, run_id) can free it anywhere.
-            r.set(f"runs:slotkeys:{member}", json.dumps(keys[:4]), ex=lease_seconds + 60)
-            _gauge_queue(r)
+            # issue 5: the SET and the gauge reads go in one pipeline (was five sequential round trips).
+            pipe = r.pipeline(transaction=False)
+            pipe.set(f"runs:slotkeys:{member}", json.dumps(keys[:4]), ex=lease_seconds + 60)
+            _gauge_queue(r, pipe)
             return RunSlot(keys=keys, member=member, queued_seconds=time.monotonic() - started)
         if status == -2:
             scope = {2: "tenant", 3: "user", 4: "api_key"}[int(value)]
@@ -789,6 +845,8 @@ def chat_run_admit(
                 retry_after=retry_after,
                 extra={"quota": "concurrent_runs", "limit": limit, "scope": scope},
             )
+        if status == 1 and join_only:
+            return RunSlot(keys=keys, member=member, position=int(value))
         if status == -1 or time.monotonic() - started >= wait:
             r.zrem(keys[4], member)
             _refusal_metric(schema, "chat_pool")
@@ -802,12 +860,21 @@ def chat_run_admit(
         time.sleep(poll_interval)
 
 
-def _gauge_queue(r: redis.Redis) -> None:
+def _gauge_queue(r: redis.Redis, pipe: Any = None) -> None:
+    """Record queue length and active runs. `pipe` (issue 5): a pipeline with the caller's own commands queued
+    first; it is executed here together with the reads (its first results are the caller's, and errors in them
+    raise), and the two gauge writes follow in one more pipeline."""
+    pipe = pipe if pipe is not None else r.pipeline(transaction=False)
+    pipe.zcard("runs:global:queue")
+    pipe.zcard("runs:global:leases")
+    *_, queued, active = pipe.execute()
     try:
-        from .metrics import metric_set
+        from .metrics import _field
 
-        metric_set("chat_queue_length", int(r.zcard("runs:global:queue")))
-        metric_set("chat_runs_active", int(r.zcard("runs:global:leases")))
+        gauges = r.pipeline(transaction=False)
+        gauges.hset("metrics:g:chat_queue_length", _field({}), int(queued))
+        gauges.hset("metrics:g:chat_runs_active", _field({}), int(active))
+        gauges.execute()
     except Exception:  # noqa: BLE001
         logger.debug("queue gauge not recorded", exc_info=True)
 

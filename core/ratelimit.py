@@ -47,6 +47,7 @@ from django_ratelimit.core import (
 from rest_framework.throttling import BaseThrottle
 
 from .errors import DomainError
+from .quotas import limits_snapshot  # issue 5
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +328,11 @@ class RateLimitHeadersMiddleware:
 
         token = current_actor.set(None)
         try:
-            response = self.get_response(request)
+            # issue 5 (chat latency): plan/override/sub-limits are read once per request, not once per check
+            # (throttle rates, api_calls quota, then chat_start's checks: 3 reads -> 1). Changes made during the
+            # request clear it (limits_cache_clear).
+            with limits_snapshot():
+                response = self.get_response(request)
         finally:
             current_actor.reset(token)  # never leak an actor into the next request on this thread
         result = getattr(request, "ratelimit", None)

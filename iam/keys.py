@@ -86,6 +86,8 @@ def api_key_record_use(key: ApiKey) -> None:
     """Count one request. Counts accumulate in Redis and reach the row at most once a minute per key,
     so a busy key costs one cache INCR per request, not a row lock."""
     pending = _pending_key(key.pk)
+    if _record_use_pipelined(key.pk):  # issue 5 (chat first-token latency): 1 Redis round trip instead of 4
+        return
     cache.add(pending, 0, timeout=None)
     try:
         cache.incr(pending)
@@ -93,6 +95,22 @@ def api_key_record_use(key: ApiKey) -> None:
         cache.set(pending, 1, timeout=None)
     if cache.add(f"iam:apikey:{key.pk}:flushed", 1, timeout=USAGE_FLUSH_SECONDS):
         api_key_flush_usage(key.pk)
+
+
+def _record_use_pipelined(key_id: int) -> bool:
+    """Same keys and values as the cache calls in api_key_record_use (Django's RedisCache stores integers raw,
+    so INCR creates/increments the counter cache.get reads), in one pipeline. False: not a Redis cache."""
+    backend = getattr(cache, "_cache", None)
+    client = getattr(backend, "get_client", None)
+    if client is None:
+        return False
+    pipe = client(None, write=True).pipeline(transaction=False)
+    pipe.incr(cache.make_and_validate_key(_pending_key(key_id)))
+    pipe.set(cache.make_and_validate_key(f"iam:apikey:{key_id}:flushed"), 1, nx=True, ex=USAGE_FLUSH_SECONDS)
+    _, first_in_window = pipe.execute()
+    if first_in_window:
+        api_key_flush_usage(key_id)
+    return True
 
 
 def api_key_flush_usage(key_id: int) -> None:

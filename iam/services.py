@@ -118,11 +118,15 @@ def team_update(*, principal: Principal, team: Team, name: str | None = None, de
         name = _team_name(name)
         if Team.objects.filter(name__iexact=name).exclude(pk=team.pk).exists():
             raise Conflict(f"A team named '{name}' already exists.", field="name")
+    before = {"name": team.name, "description": team.description}  # audit: issue 6
+    if name is not None:
         team.name = name
     if description is not None:
         team.description = description[:500]
     team.save()
-    _audit(principal, "team.update", target=team, after={"name": team.name, "description": team.description})
+    _audit(
+        principal, "team.update", target=team, before=before, after={"name": team.name, "description": team.description}
+    )
     return team
 
 
@@ -172,6 +176,16 @@ def share_set(
     if level not in (*ShareLevel.values, "none"):
         raise InvalidInput("The level must be 'viewer', 'editor' or 'none'.", field="level")
     obj = shared_resource_get(principal=principal, resource_type=resource_type, resource_id=resource_id, action="share")
+    # audit: issue 6 - the level this team (or the whole organisation) had before
+    if team_id is None:
+        previous_level = obj.org_access
+    else:
+        previous_level = (
+            Share.objects.filter(team_id=team_id, resource_type=resource_type, resource_id=obj.pk)
+            .values_list("level", flat=True)
+            .first()
+            or "none"
+        )
     if team_id is None:
         obj.org_access = level
         obj.save(update_fields=["org_access", "updated_at"])
@@ -190,7 +204,13 @@ def share_set(
                 resource_id=obj.pk,
                 defaults={"level": level, "created_by": principal.user},
             )
-    _audit(principal, "resource.share", target=obj, after={"team_id": team_id, "level": level})
+    _audit(
+        principal,
+        "resource.share",
+        target=obj,
+        before={"team_id": team_id, "level": previous_level},  # audit: issue 6
+        after={"team_id": team_id, "level": level},
+    )
     publish_on_commit(
         "resource.shared",
         {"resource_type": resource_type, "resource_id": obj.pk, "team_id": team_id, "level": level},
@@ -328,7 +348,13 @@ def api_key_revoke(*, principal: Principal, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
-        _audit(principal, "api_key.revoke", target=key)
+        _audit(  # audit: issue 6 - before/after, never the key material (prefix only identifies it)
+            principal,
+            "api_key.revoke",
+            target=key,
+            before={"name": key.name, "prefix": key.prefix, "scopes": list(key.scopes), "revoked_at": None},
+            after={"name": key.name, "prefix": key.prefix, "scopes": list(key.scopes), "revoked_at": key.revoked_at},
+        )
         publish_on_commit("api_key.revoked", {"api_key_id": key.pk})
     return key
 
@@ -453,9 +479,16 @@ def invitation_revoke(*, principal: Principal, invitation: Invitation) -> None:
     principal_require_scope(principal, "admin")
     if invitation.accepted_at is not None:
         raise Conflict("This invitation has already been accepted.")
+    before = {"email": invitation.email, "role": invitation.role, "revoked_at": invitation.revoked_at}  # audit: issue 6
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
-    _audit(principal, "invitation.revoke", target=invitation)
+    _audit(
+        principal,
+        "invitation.revoke",
+        target=invitation,
+        before=before,
+        after={**before, "revoked_at": invitation.revoked_at},  # audit: issue 6
+    )
 
 
 # --- Memberships --------------------------------------------------------------------------------

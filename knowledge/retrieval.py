@@ -6,14 +6,16 @@
 
 Must be called inside the knowledge base's tenant context (a request on the tenant host, a tenant task, or
 `tenant_context`): every table below is the tenant schema's own, so search never crosses tenants.
-Callers check access first (core.access.resource_get_for_principal(..., action="use")).
+Callers check access first (core.access.resource_get_for_principal(..., action="view") for search).
 
 How the legs work and why:
-- Dense: cosine distance on the per-dimension partial HNSW index. The ORDER BY uses the index's own expression
-  (`embedding::vector(<dim>)`, with `embedding_dimension = <dim>` as literal SQL so the planner can prove the
-  partial predicate). Filters (knowledge base, version, documents, metadata) run inside the index scan with
-  pgvector >= 0.8 iterative scans (`hnsw.iterative_scan = relaxed_order`), so a filtered query still returns
-  `k` rows instead of whatever survived the first `ef_search` candidates.
+- Dense: exact cosine distance when the filtered scope is small (<= EXACT_SEARCH_MAX_CHUNKS chunks: HNSW is
+  approximate and can miss rows there; exact costs milliseconds), else the per-dimension partial HNSW index.
+  The ORDER BY uses the index's own expression (`embedding::vector(<dim>)`, with `embedding_dimension = <dim>`
+  as literal SQL so the planner can prove the partial predicate). Filters (knowledge base, version,
+  documents, metadata) run inside the index scan with pgvector >= 0.8 iterative scans
+  (`hnsw.iterative_scan = relaxed_order`), so a filtered query still returns `k` rows instead of whatever
+  survived the first `ef_search` candidates.
 - Lexical: PostgreSQL's ts_rank/ts_rank_cd are poor rankers for natural-language questions (no IDF, AND-queries
   miss, OR-queries rank badly). We take OR candidates from the GIN index and score them with Okapi BM25 in SQL,
   using term statistics (N, avgdl, df) of this knowledge base and version, cached per version in Redis.
@@ -74,6 +76,13 @@ QUERY_MAX_CHARS = 4000
 # (low IDF: they barely move BM25) still count in the score of every candidate. Bounds latency on big KBs.
 LEXICAL_CANDIDATE_BUDGET = 5000
 LEXICAL_EXACT_CANDIDATES = 300
+# Dense searches whose filtered scope holds at most this many chunks skip the HNSW index and compute exact
+# distances. HNSW is approximate: an element can become unreachable in the graph (a dense cluster of other
+# vectors, or many deleted/rolled-back entries awaiting VACUUM, crowds it out of its neighbours' lists) and
+# then no ef_search or iterative scan finds it. A small knowledge base, a document filter or an old version is
+# exactly where that hurts most (a user's one relevant chunk silently missing); scanning a few thousand
+# vectors exactly costs milliseconds. Override with settings.KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS.
+EXACT_SEARCH_MAX_CHUNKS = 5000
 
 
 @dataclass
@@ -204,6 +213,31 @@ def dense_sql(dimension: int, scope_sql: str) -> str:
     )
 
 
+def exact_dense_sql(dimension: int, scope_sql: str) -> str:
+    """Exact k-NN over the scope (no index); params: vector, *scope params, limit.
+
+    cosine_distance() instead of the `<=>` operator: the same value, but an ORDER BY on a function cannot be
+    served by the HNSW index, so the planner scans the scope (btree on knowledge base) and sorts exactly.
+    """
+    dim = int(dimension)
+    return (
+        f"SELECT c.id, cosine_distance(c.embedding::vector({dim}), %s::vector({dim})) AS distance"
+        f" FROM {_chunk_table()} c WHERE c.embedding_dimension = {dim} AND c.embedding IS NOT NULL AND {scope_sql}"
+        " ORDER BY distance, c.id LIMIT %s"
+    )
+
+
+def _scope_size_at_most(cursor, dimension: int, scope: _Scope, cap: int) -> bool:
+    """Whether the scope holds at most `cap` embedded chunks (counts no further than cap + 1 rows)."""
+    dim = int(dimension)
+    cursor.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {_chunk_table()} c WHERE c.embedding_dimension = {dim}"
+        f" AND c.embedding IS NOT NULL AND {scope.sql} LIMIT %s) s",
+        [*scope.params, cap + 1],
+    )
+    return cursor.fetchone()[0] <= cap
+
+
 def _set_vector_search_options(cursor, ef_search: int) -> None:
     # SET LOCAL semantics (is_local=true): only for the surrounding transaction, never leaks to a pooled conn.
     cursor.execute(
@@ -214,7 +248,11 @@ def _set_vector_search_options(cursor, ef_search: int) -> None:
 
 def _dense_leg(cursor, kb: KnowledgeBase, vector: list[float], scope: _Scope, limit: int) -> list[tuple[int, float]]:
     literal = vector_literal(vector)
-    cursor.execute(dense_sql(kb.embedding_dimension, scope.sql), [literal, *scope.params, literal, limit])
+    cap = int(getattr(settings, "KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS", EXACT_SEARCH_MAX_CHUNKS))
+    if cap > 0 and _scope_size_at_most(cursor, kb.embedding_dimension, scope, cap):
+        cursor.execute(exact_dense_sql(kb.embedding_dimension, scope.sql), [literal, *scope.params, limit])
+    else:
+        cursor.execute(dense_sql(kb.embedding_dimension, scope.sql), [literal, *scope.params, literal, limit])
     return [(row[0], 1.0 - float(row[1])) for row in cursor.fetchall()]
 
 

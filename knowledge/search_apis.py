@@ -30,7 +30,9 @@ class SearchApi(APIView):
 
     def post(self, request, kb_id: int):
         principal = principal_from_request(request)
-        kb = resource_get_for_principal(principal, KnowledgeBase.objects.all(), kb_id, action="use")
+        # Searching is reading: action "view" needs the API key's "read" scope, like this view's required_scope
+        # ("use" would demand "chat"). Read-only members still search what is shared with them.
+        kb = resource_get_for_principal(principal, KnowledgeBase.objects.all(), kb_id, action="view")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         args = data.validated_data

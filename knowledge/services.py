@@ -139,6 +139,7 @@ def knowledge_base_update(*, kb: KnowledgeBase, user=None, **changes) -> Knowled
     if unknown:
         raise InvalidInput(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
     kb = _lock_kb(kb)
+    before = _kb_settings(kb)  # audit: issue 6
     for name, value in changes.items():
         setattr(kb, name, value)
     _validate_chunking(kb.chunk_size, kb.chunk_overlap, kb.versions_retained)
@@ -146,8 +147,18 @@ def knowledge_base_update(*, kb: KnowledgeBase, user=None, **changes) -> Knowled
     kb.save()
     if new_model and new_model != kb.embedding_model:
         _knowledge_base_reembed(kb=kb, model=new_model, user=user)
+    after = _kb_settings(kb)  # audit: issue 6 - settings changes with before/after, in the same transaction
+    if after != before:
+        from usage.services import audit_record
+
+        audit_record(action="knowledge_base.settings_update", actor=user, target=kb, before=before, after=after)
     _publish_kb(kb, "knowledge_base.updated")
     return kb
+
+
+def _kb_settings(kb: KnowledgeBase) -> dict:
+    """audit: issue 6 - the configurable settings of a knowledge base (what an audit entry compares)."""
+    return {**{name: getattr(kb, name) for name in _KB_FIELDS}, "embedding_model": kb.embedding_model}
 
 
 def _knowledge_base_reembed(*, kb: KnowledgeBase, model: str, user) -> None:

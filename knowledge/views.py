@@ -88,7 +88,7 @@ def kb_document_delete_view(request: HttpRequest, kb_id: int, document_id: int) 
 
 @dashboard_page
 def kb_search_page(request: HttpRequest, kb_id: int) -> HttpResponse:
-    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id, action="use")
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id, action="view")  # search = read
     query = request.GET.get("q", "").strip()
     mode = request.GET.get("mode", "hybrid")
     hits, error = [], None

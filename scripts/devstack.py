@@ -282,6 +282,12 @@ def cmd_up() -> int:
             env=env,
         ),
     ]
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    # Ctrl-C, `kill` and a parent that ignores SIGINT (background jobs) all stop everything cleanly.
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     base = env.get("BASE_DOMAIN", "localhost")
     log(f"open http://demo.{base}:{port}/  (public site: http://{base}:{port}/)  Ctrl-C stops everything")
     try:

@@ -303,7 +303,11 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
             emitter.seq = int(existing[0][0].decode().split("-")[1])
             if b'"message.end"' in existing[0][1][b"e"]:
                 return {"status": "already_done"}
-            raise ProviderError("The worker running this answer stopped; the partial answer was kept.")
+            if existing[0][1].get(b"t") != b"run.queued":  # issue 6: a queued run has not started yet
+                raise ProviderError("The worker running this answer stopped; the partial answer was kept.")
+        if meta.get("queued_at"):  # quota: issue 6 - the chat pool was full at chat_start: wait for a slot
+            await _wait_for_slot(schema, run_id, meta, emitter, existing)
+            started = time.monotonic()  # latency is the answer's, not the queue's
         await emitter.emit(
             "message.start",
             {
@@ -388,6 +392,51 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - metering must never lose the answer
         logger.exception("run %s: usage not recorded", run_id)
     return {"status": status, "error": error}
+
+
+async def _wait_for_slot(schema: str, run_id: str, meta: dict[str, str], emitter: RunEmitter, existing) -> None:
+    """issue 6: poll the bounded chat queue (core.quotas.chat_run_admit join_only) until this run gets a pool slot,
+    emitting run.queued {"position": n} whenever its place changes; raise Overloaded (-> error event, 503 semantics
+    with retry_after) once CHAT_QUEUE_WAIT_SECONDS have passed since it joined the queue."""
+    import json
+
+    from core.quotas import ConcurrencyLimited, Overloaded, chat_run_admit, chat_run_release
+
+    last = None
+    if existing:
+        try:
+            last = json.loads(existing[0][1][b"e"])["data"].get("position")
+        except (KeyError, ValueError, AttributeError):
+            last = None
+    deadline = float(meta["queued_at"]) + float(getattr(settings, "CHAT_QUEUE_WAIT_SECONDS", 30))
+    poll = float(getattr(settings, "CHAT_QUEUE_POLL_SECONDS", 0.2))
+    admit = _db(chat_run_admit)
+    while True:
+        try:
+            slot = await admit(
+                schema,
+                tenant=schema,
+                user=int(meta["user_id"]) if meta.get("user_id") else None,
+                api_key=int(meta["api_key_id"]) if meta.get("api_key_id") else None,
+                run_id=run_id,
+                join_only=True,
+            )
+            position = slot.position
+        except ConcurrencyLimited:
+            position = last  # the tenant's own runs fill its share: keep waiting (rejoins the line)
+        if position == 0:
+            return
+        if position is not None and position != last:
+            await emitter.emit("run.queued", {"position": position})
+            last = position
+        if time.time() >= deadline:
+            chat_run_release(schema=schema, run_id=run_id)  # leaves the queue
+            retry_after = int(getattr(settings, "CHAT_RETRY_AFTER_SECONDS", 10))
+            raise Overloaded(
+                "All chat workers stayed busy; the run waited too long in the queue. Please retry shortly.",
+                retry_after=retry_after,
+            )
+        await asyncio.sleep(poll)
 
 
 def _provider_for(agent: CompiledAgent):

@@ -3,7 +3,8 @@
 Every event is {"seq", "type", "run_id", "data", "ts"}; the stream entry id is "0-<seq>", so resuming "after N"
 is a plain XREAD from "0-N" and every event is delivered exactly once, by whichever web process serves the client.
 
-Types: message.start, token, citation, tool.call, tool.result, message.end (usage, timings, status), error.
+Types: run.queued ({"position": n}; only while the chat pool is full, always before message.start; issue 6),
+message.start, token, citation, tool.call, tool.result, message.end (usage, timings, status), error.
 message.end is always the last event of a run.
 """
 
@@ -20,7 +21,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
-EVENT_TYPES = ("message.start", "token", "citation", "tool.call", "tool.result", "message.end", "error")
+EVENT_TYPES = ("run.queued", "message.start", "token", "citation", "tool.call", "tool.result", "message.end", "error")
 TERMINAL = "message.end"
 META_FIELDS = (
     "agent_id",
@@ -31,6 +32,7 @@ META_FIELDS = (
     "agent_version_id",
     "api_key_id",
     "status",
+    "queued_at",  # issue 6: set when the run joined the chat queue
 )
 
 
@@ -113,6 +115,18 @@ class RunEmitter:
         else:
             await self.client.xadd(self.key, {"t": event_type, "e": body}, id=f"0-{self.seq}")
         return event
+
+
+def emit_sync(schema: str, run_id: str, seq: int, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Write event `seq` from sync code (issue 6: the web request records a queued run's first run.queued event
+    before the worker exists; the worker continues the numbering from the stream's last id)."""
+    assert event_type in EVENT_TYPES, event_type
+    event = {"seq": seq, "type": event_type, "run_id": run_id, "data": data, "ts": time.time()}
+    pipe = sync_redis().pipeline(transaction=False)
+    pipe.xadd(stream_key(schema, run_id), {"t": event_type, "e": json.dumps(event, default=str)}, id=f"0-{seq}")
+    pipe.expire(stream_key(schema, run_id), settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
+    pipe.execute()
+    return event
 
 
 def _decode(entries) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,9 +131,17 @@ def events_of(tenant, run_id: str, after: int = 0) -> list[dict]:
     return read_events_now(tenant.schema_name, run_id, after)
 
 
+_HERE = Path(__file__).resolve().parent
+
+
 def pytest_collection_modifyitems(items):
     # pytest-django creates the test database only if a collected test is marked django_db; `live` tests need it.
+    # This hook sees the WHOLE session's items, but the `_django_db_marker` override below (no wrapping
+    # transaction) only applies in this directory: marking a `live` test elsewhere would silently run it inside
+    # a rolled-back transaction that other threads cannot see (usage tests once failed exactly so).
     for item in items:
+        if _HERE not in Path(str(item.path)).resolve().parents:
+            continue
         if "live" in getattr(item, "fixturenames", ()) and item.get_closest_marker("django_db") is None:
             item.add_marker(pytest.mark.django_db)
 

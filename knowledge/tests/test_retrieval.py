@@ -383,3 +383,105 @@ def test_search_api_private_knowledge_base_is_invisible_to_other_members(kb_a, c
     kb_a.org_access = "viewer"
     kb_a.save(update_fields=["org_access"])
     assert client_a.post(_url(kb_a), body, content_type="application/json").status_code == 200
+
+
+def test_search_api_is_a_read_for_api_keys_and_read_only_members(kb_a, tenant_a, admin_a):
+    """Searching a knowledge base is reading it: a "read" API key may search, a key without "read" may not,
+    and a read-only member searches what is shared with them."""
+    from accounts.tests.helpers import api_key_client, api_key_create, member_create
+
+    body = {"query": "How do I reset my password?", "top_k": 1}
+    _, read_only_key = api_key_create(tenant_a, admin_a, scopes=["read"])
+    response = api_key_client(tenant_a, read_only_key).post(_url(kb_a), body, content_type="application/json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["results"][0]["document_title"] == "Passwords"
+    _, chat_only_key = api_key_create(tenant_a, admin_a, scopes=["chat"])
+    refused = api_key_client(tenant_a, chat_only_key).post(_url(kb_a), body, content_type="application/json")
+    assert refused.status_code == 403 and "results" not in refused.json()
+    assert refused.json()["code"] == "scope_required"
+
+    reader = member_create(tenant_a, role=Role.READONLY, email="reader@acme.test")
+    client = Client(HTTP_HOST=host_of(tenant_a))
+    client.force_login(reader)
+    assert client.post(_url(kb_a), body, content_type="application/json").status_code == 404  # private KB
+    with tenant_context(tenant_a):
+        kb_a.org_access = "viewer"
+        kb_a.save(update_fields=["org_access"])
+    shared = client.post(_url(kb_a), body, content_type="application/json")
+    assert shared.status_code == 200 and shared.json()["results"][0]["document_title"] == "Passwords"
+
+
+# --- Exact search for small scopes -------------------------------------------------------------------------
+
+
+def _vector_kb(admin, rng: random.Random, *, cluster: int, outliers: int):
+    """A knowledge base with a tight cluster of chunks around a query vector (document "cluster") and a
+    few chunks far from it (document "far"); returns (kb, far document, query vector)."""
+    kb = KnowledgeBase.objects.create(owner=admin, name="Vectors", current_version=1)
+    near = Document.objects.create(knowledge_base=kb, title="cluster", source_type="text")
+    far = Document.objects.create(knowledge_base=kb, title="far", source_type="text")
+    query = _random_unit(rng)
+    rows = [
+        Chunk(
+            knowledge_base=kb,
+            document=near,
+            position=i,
+            text=f"c{i}",
+            content_hash="h",
+            embedding=[q + 0.3 * x for q, x in zip(query, _random_unit(rng), strict=True)],
+            valid_from=1,
+        )
+        for i in range(cluster)
+    ]
+    rows += [
+        Chunk(
+            knowledge_base=kb,
+            document=far,
+            position=i,
+            text=f"f{i}",
+            content_hash="h",
+            embedding=[-q + 0.05 * x for q, x in zip(query, _random_unit(rng), strict=True)],
+            valid_from=1,
+        )
+        for i in range(outliers)
+    ]
+    Chunk.objects.bulk_create(rows)
+    return kb, far, query
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+
+
+def test_small_scopes_are_searched_exactly_without_the_hnsw_index(tenant_a, admin_a, settings):
+    """HNSW is approximate: an element crowded out of its neighbours' lists (a dense cluster, or many deleted
+    or rolled-back entries awaiting VACUUM) is unreachable and no ef_search or iterative scan finds it. Small
+    scopes therefore get exact distances: every chunk of the scope, in exact cosine order."""
+    rng = random.Random(11)
+    with tenant_context(tenant_a):
+        kb, far, query = _vector_kb(admin_a, rng, cluster=60, outliers=7)
+        scope = retrieval._scope(kb, None, [far.pk], None)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_sort = off")  # as a big table's costs would: still no index
+            params = [retrieval.vector_literal(query), *scope.params, 10]
+            cursor.execute(f"EXPLAIN {retrieval.exact_dense_sql(384, scope.sql)}", params)
+            plan = "\n".join(r[0] for r in cursor.fetchall())
+            assert "chunk_embedding_hnsw_384" not in plan, plan
+            # ef_search 1 and no iterative scan: an index scan would return at most one row here.
+            cursor.execute("SELECT set_config('hnsw.ef_search', '1', true)")
+            hits = retrieval._dense_leg(cursor, kb, query, scope, 10)
+        expected = {c.pk: _cosine(query, list(c.embedding)) for c in Chunk.objects.filter(document=far)}
+        # Every chunk of the scope, best first, with its exact similarity (float32 in SQL: compare loosely).
+        assert sorted(i for i, _ in hits) == sorted(expected)
+        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+        assert dict(hits) == pytest.approx(expected, abs=1e-5)
+
+        # Above the threshold the HNSW index serves the query (the plain scan misses the far chunks).
+        settings.KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS = 5
+        with transaction.atomic(), connection.cursor() as cursor:
+            assert not retrieval._scope_size_at_most(cursor, 384, scope, 5)
+            assert retrieval._scope_size_at_most(cursor, 384, scope, 7)
+            cursor.execute("SET LOCAL enable_sort = off")
+            cursor.execute("SELECT set_config('hnsw.ef_search', '1', true)")
+            indexed = retrieval._dense_leg(cursor, kb, query, scope, 10)
+        assert len(indexed) < 7

@@ -6,7 +6,7 @@
   "use strict";
   var root = document.getElementById("chat");
   if (!root) return;
-  var EVENT_TYPES = ["message.start", "token", "citation", "tool.call", "tool.result", "message.end", "error"];
+  var EVENT_TYPES = ["run.queued", "message.start", "token", "citation", "tool.call", "tool.result", "message.end", "error"];
   var agentId = root.getAttribute("data-agent");
   var conversationId = root.getAttribute("data-conversation") || null;
   var pane = document.getElementById("messages");
@@ -162,6 +162,10 @@
       run.text += data.text || "";
       run.body.textContent = run.text;
       pane.scrollTop = pane.scrollHeight;
+    } else if (event.type === "run.queued") {  // issue 6: the chat pool is full; show the place in line
+      if (!run.text) run.body.textContent = "Waiting for a free worker (position " + data.position + ")…";
+    } else if (event.type === "message.start") {
+      if (!run.text) run.body.textContent = "";  // issue 6: clear the queue notice
     } else if (event.type === "citation") {
       addCitation(run.el, data);
     } else if (event.type === "tool.call") {
