@@ -860,23 +860,29 @@ def chat_run_admit(
         time.sleep(poll_interval)
 
 
+# issue 5: both gauges read and written server-side (same hashes and fields as metrics.metric_set).
+_GAUGE_LUA = """
+redis.call('HSET', KEYS[3], ARGV[1], redis.call('ZCARD', KEYS[1]))
+redis.call('HSET', KEYS[4], ARGV[1], redis.call('ZCARD', KEYS[2]))
+return 1
+"""
+
+
 def _gauge_queue(r: redis.Redis, pipe: Any = None) -> None:
     """Record queue length and active runs. `pipe` (issue 5): a pipeline with the caller's own commands queued
-    first; it is executed here together with the reads (its first results are the caller's, and errors in them
-    raise), and the two gauge writes follow in one more pipeline."""
-    pipe = pipe if pipe is not None else r.pipeline(transaction=False)
-    pipe.zcard("runs:global:queue")
-    pipe.zcard("runs:global:leases")
-    *_, queued, active = pipe.execute()
-    try:
-        from .metrics import _field
+    first; the gauges are added to it, so everything is one round trip. Errors in the caller's commands raise;
+    a failed gauge does not."""
+    from .metrics import _field
 
-        gauges = r.pipeline(transaction=False)
-        gauges.hset("metrics:g:chat_queue_length", _field({}), int(queued))
-        gauges.hset("metrics:g:chat_runs_active", _field({}), int(active))
-        gauges.execute()
-    except Exception:  # noqa: BLE001
-        logger.debug("queue gauge not recorded", exc_info=True)
+    pipe = pipe if pipe is not None else r.pipeline(transaction=False)
+    keys = ("runs:global:queue", "runs:global:leases", "metrics:g:chat_queue_length", "metrics:g:chat_runs_active")
+    pipe.eval(_GAUGE_LUA, 4, *keys, _field({}))
+    results = pipe.execute(raise_on_error=False)
+    for result in results[:-1]:
+        if isinstance(result, Exception):
+            raise result
+    if isinstance(results[-1], Exception):
+        logger.debug("queue gauge not recorded: %s", results[-1])
 
 
 def chat_run_release(*, schema: str, run_id: Any) -> None:
