@@ -282,6 +282,7 @@ def cmd_up() -> int:
             env=env,
         ),
     ]
+
     def _stop(signum, frame):
         raise KeyboardInterrupt
 
