@@ -19,6 +19,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -91,7 +92,8 @@ def ensure_postgres() -> str:
                 stdout=subprocess.DEVNULL,
             )
         log(f"starting embedded PostgreSQL on 127.0.0.1:{PG_PORT}")
-        opts = f"-h 127.0.0.1 -p {PG_PORT} -k {pgdata} -c max_connections=300 -c fsync=off"
+        # Socket in the temp dir: a Unix socket path under a deep checkout could exceed the 107-byte limit.
+        opts = f"-h 127.0.0.1 -p {PG_PORT} -k {tempfile.gettempdir()} -c max_connections=300 -c fsync=off"
         _run_as(
             [
                 _pg_bin("pg_ctl"),
