@@ -34,6 +34,7 @@ from .models import (
     ProviderCredential,
     ProviderKind,
 )
+from .providers.base import ContextTooLong
 from .registry import get_registry
 from .runtime.limits import effective_limits, run_admit, run_release_sync
 from .runtime.runner import estimate_tokens
@@ -65,11 +66,6 @@ class ProviderDisabled(DomainError):
 class AgentDisabled(DomainError):
     code = "agent_disabled"
     status = 409
-
-
-class ContextTooLong(DomainError):
-    code = "context_too_long"
-    status = 400
 
 
 def agent_config(agent: Agent) -> dict[str, Any]:

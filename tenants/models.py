@@ -65,11 +65,9 @@ def _quota_bounds(field_name: str):
     return [MinValueValidator(0), MaxValueValidator(QUOTA_FIELD_MAX[field_name])]
 
 
-class Plan(models.Model):
-    """A commercial plan: default limits for every tenant on it (public schema)."""
+class QuotaLimits(models.Model):
+    """The limits a Plan sets and a TenantQuota may override, one definition for both."""
 
-    slug = models.SlugField(max_length=40, unique=True)
-    name = models.CharField(max_length=100)
     max_active_agents = models.BigIntegerField(null=True, blank=True, validators=_quota_bounds("max_active_agents"))
     max_kb_storage_bytes = models.BigIntegerField(
         null=True, blank=True, validators=_quota_bounds("max_kb_storage_bytes")
@@ -84,15 +82,14 @@ class Plan(models.Model):
         null=True, blank=True, validators=_quota_bounds("max_llm_tokens_per_month")
     )
     max_llm_cost_per_month = models.DecimalField(
-        max_digits=12, decimal_places=4, null=True, blank=True, help_text="USD; empty = no cost cap."
+        max_digits=12, decimal_places=4, null=True, blank=True, help_text="USD per month."
     )
     max_concurrent_runs = models.BigIntegerField(null=True, blank=True, validators=_quota_bounds("max_concurrent_runs"))
     # Per endpoint group, e.g. {"chat": "30/m"}; per principal. Missing groups use settings.RATE_LIMITS.
     rate_limits = models.JSONField(default=dict, blank=True)
-    is_default = models.BooleanField(default=False, help_text="Plan of tenants that have none assigned.")
 
     class Meta:
-        ordering = ["slug"]
+        abstract = True
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(max_active_agents__gte=0)
@@ -102,52 +99,32 @@ class Plan(models.Model):
                 & models.Q(max_llm_tokens_per_month__gte=0)
                 & models.Q(max_llm_cost_per_month__gte=0)
                 & models.Q(max_concurrent_runs__gte=0),
-                name="plan_non_negative",
+                name="%(class)s_non_negative",
                 violation_error_message="Quota limits cannot be negative.",
             ),
         ]
+
+
+class Plan(QuotaLimits):
+    """A commercial plan: default limits for every tenant on it (public schema)."""
+
+    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=100)
+    is_default = models.BooleanField(default=False, help_text="Plan of tenants that have none assigned.")
+
+    class Meta(QuotaLimits.Meta):
+        ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.name
 
 
-class TenantQuota(models.Model):
+class TenantQuota(QuotaLimits):
     """A tenant's plan plus staff overrides of single limits (edited in the Django admin)."""
 
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="quota")
     plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="tenants")
-    max_active_agents = models.BigIntegerField(null=True, blank=True, validators=_quota_bounds("max_active_agents"))
-    max_kb_storage_bytes = models.BigIntegerField(
-        null=True, blank=True, validators=_quota_bounds("max_kb_storage_bytes")
-    )
-    max_documents_per_month = models.BigIntegerField(
-        null=True, blank=True, validators=_quota_bounds("max_documents_per_month")
-    )
-    max_api_calls_per_month = models.BigIntegerField(
-        null=True, blank=True, validators=_quota_bounds("max_api_calls_per_month")
-    )
-    max_llm_tokens_per_month = models.BigIntegerField(
-        null=True, blank=True, validators=_quota_bounds("max_llm_tokens_per_month")
-    )
-    max_llm_cost_per_month = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
-    max_concurrent_runs = models.BigIntegerField(null=True, blank=True, validators=_quota_bounds("max_concurrent_runs"))
-    rate_limits = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(max_active_agents__gte=0)
-                & models.Q(max_kb_storage_bytes__gte=0)
-                & models.Q(max_documents_per_month__gte=0)
-                & models.Q(max_api_calls_per_month__gte=0)
-                & models.Q(max_llm_tokens_per_month__gte=0)
-                & models.Q(max_llm_cost_per_month__gte=0)
-                & models.Q(max_concurrent_runs__gte=0),
-                name="tenantquota_non_negative",
-                violation_error_message="Quota limits cannot be negative.",
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"quota of {self.tenant}"

@@ -9,15 +9,13 @@ import anthropic
 
 from .base import (
     ChatRequest,
-    ContextTooLong,
     Finish,
-    ProviderAuthError,
     ProviderError,
     ProviderEvent,
-    ProviderTimeout,
     TextDelta,
     ToolCall,
     Usage,
+    translate_sdk_error,
 )
 
 
@@ -50,20 +48,7 @@ def to_anthropic(messages: list[dict]) -> tuple[str, list[dict]]:
 
 
 def _translate_error(exc: Exception) -> Exception:
-    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
-        return ProviderAuthError("The provider rejected the API key.")
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ProviderTimeout("The provider did not answer in time.")
-    if isinstance(exc, anthropic.BadRequestError):
-        text = str(exc)
-        if "too long" in text.lower() or "context" in text.lower():
-            return ContextTooLong("The conversation is longer than the model's context window.")
-        return ProviderError(f"The provider refused the request: {text[:300]}")
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError("Could not reach the provider.")
-    if isinstance(exc, anthropic.APIStatusError):
-        return ProviderError(f"The provider answered with HTTP {exc.status_code}.")
-    return ProviderError(f"Provider failure: {exc.__class__.__name__}")
+    return translate_sdk_error(exc, anthropic, is_context_error=lambda text: "too long" in text or "context" in text)
 
 
 class AnthropicProvider:

@@ -12,7 +12,7 @@ Each provider translates them to its own wire format.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +36,26 @@ class ProviderTimeout(ProviderError):
 class ContextTooLong(DomainError):
     code = "context_too_long"
     status = 400
+
+
+def translate_sdk_error(exc: Exception, sdk: Any, *, is_context_error: Callable[[str], bool]) -> Exception:
+    """Map an exception of the official OpenAI or Anthropic SDK (same exception hierarchy, passed as
+    the `sdk` module) to our error vocabulary. `is_context_error` recognises each vendor's wording
+    for a prompt over the context window in a 400 answer."""
+    if isinstance(exc, sdk.AuthenticationError | sdk.PermissionDeniedError):
+        return ProviderAuthError("The provider rejected the API key.")
+    if isinstance(exc, sdk.APITimeoutError):
+        return ProviderTimeout("The provider did not answer in time.")
+    if isinstance(exc, sdk.BadRequestError):
+        text = str(exc)
+        if is_context_error(text.lower()):
+            return ContextTooLong("The conversation is longer than the model's context window.")
+        return ProviderError(f"The provider refused the request: {text[:300]}")
+    if isinstance(exc, sdk.APIConnectionError):
+        return ProviderError("Could not reach the provider.")
+    if isinstance(exc, sdk.APIStatusError):
+        return ProviderError(f"The provider answered with HTTP {exc.status_code}.")
+    return ProviderError(f"Provider failure: {exc.__class__.__name__}")
 
 
 @dataclass

@@ -8,15 +8,13 @@ import openai
 
 from .base import (
     ChatRequest,
-    ContextTooLong,
     Finish,
-    ProviderAuthError,
     ProviderError,
     ProviderEvent,
-    ProviderTimeout,
     TextDelta,
     ToolCall,
     Usage,
+    translate_sdk_error,
 )
 
 
@@ -47,20 +45,9 @@ def to_openai_messages(messages: list[dict]) -> list[dict]:
 
 
 def _translate_error(exc: Exception) -> Exception:
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return ProviderAuthError("The provider rejected the API key.")
-    if isinstance(exc, openai.APITimeoutError):
-        return ProviderTimeout("The provider did not answer in time.")
-    if isinstance(exc, openai.BadRequestError):
-        text = str(exc)
-        if "context" in text.lower() and ("length" in text.lower() or "maximum" in text.lower()):
-            return ContextTooLong("The conversation is longer than the model's context window.")
-        return ProviderError(f"The provider refused the request: {text[:300]}")
-    if isinstance(exc, openai.APIConnectionError):
-        return ProviderError("Could not reach the provider.")
-    if isinstance(exc, openai.APIStatusError):
-        return ProviderError(f"The provider answered with HTTP {exc.status_code}.")
-    return ProviderError(f"Provider failure: {exc.__class__.__name__}")
+    return translate_sdk_error(
+        exc, openai, is_context_error=lambda text: "context" in text and ("length" in text or "maximum" in text)
+    )
 
 
 class OpenAICompatProvider:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,10 @@ class Live:
         return self.track(tenant, kb)
 
 
-@pytest.fixture
-def live(django_db_setup, django_db_blocker, settings):
+@contextmanager
+def live_state(django_db_blocker, settings):
+    """Committed data (no test transaction) that other threads and processes can see; what a test
+    creates through `Live.track` is deleted afterwards. Shared by `live` here and usage's `committed`."""
     from accounts.models import User
     from tenants.models import Tenant
 
@@ -116,6 +119,12 @@ def live(django_db_setup, django_db_blocker, settings):
                 with schema_context(schema):
                     type(obj).objects.filter(pk=obj.pk).delete()
             connection.set_schema_to_public()
+
+
+@pytest.fixture
+def live(django_db_setup, django_db_blocker, settings):
+    with live_state(django_db_blocker, settings) as state:
+        yield state
 
 
 def run_inline(tenant, run_id: str) -> dict:

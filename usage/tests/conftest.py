@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from agents.tests.conftest import Live
+from agents.tests.conftest import live_state
 
 PATTERNS = ("quota:*", "runs:*", "rl:*", "fair:*", "usage:*", "webhooks:*", "metrics:*", "events:*", "*:rl:*")
 
@@ -35,31 +35,13 @@ def committed(django_db_setup, django_db_blocker, settings):
     """Committed data (autocommit, no test transaction) for threads and processes that must see it: the
     WebSocket consumer's threads, the run executor. Named apart from the agents tests' `live` fixture, whose
     collection hook marks every `live` test django_db (i.e. transactional, invisible to other threads)."""
-    from accounts.models import User
-    from tenants.models import Tenant
+    from tenants.models import TenantQuota
 
-    settings.AGENTS_ENQUEUE_RUNS = False  # tests execute runs in-process
-    settings.SSRF_ALLOWED_NETWORKS = ["127.0.0.0/8"]  # the operator allows the loopback fake provider
-    with django_db_blocker.unblock():
-        connection.set_schema_to_public()
-        state = Live(
-            tenant_a=Tenant.objects.get(slug="acme"),
-            tenant_b=Tenant.objects.get(slug="globex"),
-            admin_a=User.objects.get(email="admin@acme.test"),
-            admin_b=User.objects.get(email="admin@globex.test"),
-        )
+    with live_state(django_db_blocker, settings) as state:
         try:
             yield state
         finally:
-            from django_tenants.utils import schema_context
-
-            from tenants.models import TenantQuota
-
             TenantQuota.objects.filter(tenant__slug__in=["acme", "globex"]).delete()
-            for schema, obj in reversed(state.made):
-                with schema_context(schema):
-                    type(obj).objects.filter(pk=obj.pk).delete()
-            connection.set_schema_to_public()
 
 
 @pytest.fixture
