@@ -8,6 +8,7 @@ Tests that need other processes (Celery workers, daphne) to see data use committ
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -51,6 +52,7 @@ def django_db_setup(django_db_setup, django_db_blocker):
     from tenants.services import public_tenant_ensure, tenant_create
 
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # the test Redis DB is ours alone
+    shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)  # files of rolled-back rows from earlier sessions
     with django_db_blocker.unblock():
         call_command("platform_setup", verbosity=0)
         public_tenant_ensure()

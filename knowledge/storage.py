@@ -87,8 +87,11 @@ def storage_delete(path: str) -> None:
 
 
 def storage_delete_prefix(prefix: str) -> int:
-    """Delete every object under a prefix of the current tenant (a deleted knowledge base). Returns count."""
-    prefix = assert_tenant_path(prefix.rstrip("/")) + "/"
+    """Delete every object under a prefix of the current tenant (a deleted knowledge base, or the whole
+    tenant's prefix when the tenant is deleted). Returns count."""
+    prefix = prefix.rstrip("/") + "/"
+    if prefix != tenant_prefix():
+        prefix = assert_tenant_path(prefix.rstrip("/")) + "/"
     storage = knowledge_storage()
     deleted = 0
 

@@ -192,10 +192,24 @@ def tenant_create(
 
 
 def tenant_delete(*, tenant: Tenant) -> None:
-    """Delete an organisation: its rows, domains, memberships, and its schema (dropped)."""
+    """Delete an organisation: its rows, domains, memberships, its schema (dropped) and its stored files."""
     if tenant.schema_name == "public":
         raise InvalidInput("The public schema cannot be deleted.")
     connection.set_schema_to_public()
+    schema = tenant.schema_name
     with transaction.atomic():
         tenant.delete(force_drop=True)
+        # Stored files are outside the database: remove the tenant's prefix once the drop is committed.
+        transaction.on_commit(lambda: _tenant_files_delete(schema))
     logger.info("tenant %s deleted", tenant.slug)
+
+
+def _tenant_files_delete(schema: str) -> None:
+    from django_tenants.utils import schema_context
+
+    from knowledge.storage import storage_delete_prefix, tenant_prefix
+
+    with schema_context(schema):  # storage paths are checked against the current schema; no query runs
+        deleted = storage_delete_prefix(tenant_prefix())
+    connection.set_schema_to_public()
+    logger.info("deleted %d stored files of tenant schema %s", deleted, schema)

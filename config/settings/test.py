@@ -34,3 +34,11 @@ RATE_LIMITS = {
 }
 RATE_LIMITS_TENANT = dict(RATE_LIMITS)
 QUOTA_LIMITS_CACHE_SECONDS = 0  # tests change plans and sub-limits and expect them at once
+
+# Stored files of a test session live apart from dev data and from other sessions (TEST_DB_NAME);
+# the session wipes them at start (conftest.py), since rolled-back rows leave their files behind.
+MEDIA_ROOT = BASE_DIR / "var" / "test-media" / DATABASES["default"]["TEST"]["NAME"]  # noqa: F405
+KNOWLEDGE_STORAGE = {
+    "BACKEND": "django.core.files.storage.FileSystemStorage",
+    "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": None},
+}

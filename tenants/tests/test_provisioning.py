@@ -86,11 +86,24 @@ def test_one_user_can_belong_to_several_tenants(admin_a, tenant_a):
 
 
 @pytest.mark.django_db
-def test_tenant_delete_drops_schema_and_rows(admin_a):
+def test_tenant_delete_drops_schema_rows_and_stored_files(admin_a, django_capture_on_commit_callbacks):
+    from knowledge.storage import knowledge_storage, storage_save
+
     tenant = tenant_create(name="Temp", slug="temp-org", owner=admin_a)
     assert schema_exists("t_temp_org")
-    tenant_delete(tenant=tenant)
+    with tenant_context(tenant):
+        stored = storage_save("tenant/t_temp_org/kb/1/abc/doc.md", b"# hello")
+    with tenant_context(Tenant.objects.get(slug="acme")):
+        neighbour = storage_save("tenant/t_acme/kb/1/keep/doc.md", b"# keep")
+    assert knowledge_storage().exists(stored)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_delete(tenant=tenant)
+
     assert not schema_exists("t_temp_org")
+    assert not knowledge_storage().exists(stored)
+    assert knowledge_storage().exists(neighbour)  # other tenants' files are untouched
+    knowledge_storage().delete(neighbour)
     assert not Domain.objects.filter(domain="temp-org.localhost").exists()
     assert not Membership.objects.filter(tenant_id=tenant.pk).exists()
     assert User.objects.filter(pk=admin_a.pk).exists()  # people outlive organisations
