@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connection
 
@@ -28,6 +30,23 @@ def _fresh_counters():
     yield
     _clear_redis()
     connection.set_schema_to_public()
+
+
+@pytest.fixture
+def frozen_rate_clock(monkeypatch):
+    """Fixed-window counters roll over at a (per-key jittered) second: a test that counts N requests must not
+    straddle a window edge, so the limiter's clock stands still for the test's duration."""
+    import types
+
+    import django_ratelimit.core
+
+    import core.ratelimit
+
+    now = time.time()
+    frozen = types.SimpleNamespace(time=lambda: now)
+    monkeypatch.setattr(django_ratelimit.core, "time", frozen)
+    monkeypatch.setattr(core.ratelimit, "time", frozen)
+    return now
 
 
 @pytest.fixture

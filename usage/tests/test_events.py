@@ -103,7 +103,7 @@ def test_strangers_and_anonymous_sockets_are_refused(committed):
     asyncio.run(scenario())
 
 
-def test_websocket_client_messages_are_rate_limited(committed, settings):
+def test_websocket_client_messages_are_rate_limited(committed, settings, frozen_rate_clock):
     settings.RATE_LIMITS = {"ws_message": "2/m"}
     cookie_a = _session_cookie(committed, committed.tenant_a, committed.admin_a)
 

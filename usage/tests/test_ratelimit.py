@@ -7,6 +7,7 @@ import pytest
 from core.ratelimit import parse_rate, ws_message_check
 
 URL = "/api/v1/usage/quotas/"
+pytestmark = pytest.mark.usefixtures("frozen_rate_clock")
 
 
 @pytest.mark.django_db
