@@ -211,8 +211,17 @@ async def _sse(schema: str, run_id: str, after: int):
         yield b": keep-alive\n\n" if item is None else sse_format_raw(*item)
 
 
+def _streaming(body, content_type: str) -> StreamingHttpResponse:
+    """A response that streams from Redis for seconds or minutes: give the request's database connection back
+    to the pool first, or every open stream would hold one (Django returns it only when the response closes).
+    Not inside a transaction (tests wrap each one in a transaction; closing would end it)."""
+    if not connection.in_atomic_block:
+        connection.close()
+    return StreamingHttpResponse(body, content_type=content_type)
+
+
 def _sse_response(schema: str, run_id: str, after: int, headers: dict[str, str] | None = None):
-    response = StreamingHttpResponse(_sse(schema, run_id, after), content_type="text/event-stream")
+    response = _streaming(_sse(schema, run_id, after), "text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
     for key, value in (headers or {}).items():
@@ -281,7 +290,7 @@ class AgentChatApi(APIView):
             return Response(
                 {**handles, "events_url": f"/api/v1/runs/{handles['run_id']}/events/"}, status=status.HTTP_202_ACCEPTED
             )
-        return StreamingHttpResponse(_whole_answer(schema, handles["run_id"], handles), content_type="application/json")
+        return _streaming(_whole_answer(schema, handles["run_id"], handles), "application/json")
 
 
 async def _long_poll(schema: str, run_id: str, after: int, wait: float):
@@ -318,7 +327,7 @@ class RunEventsApi(APIView):
         ready = read_events_now(schema, str(run_id), after)
         if ready or wait <= 0:
             return Response(_poll_body(str(run_id), after, ready))
-        return StreamingHttpResponse(_long_poll(schema, str(run_id), after, wait), content_type="application/json")
+        return _streaming(_long_poll(schema, str(run_id), after, wait), "application/json")
 
 
 # --- Conversations ---------------------------------------------------------------------------------

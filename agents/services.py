@@ -423,6 +423,7 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
         raise
     try:
         with transaction.atomic():
+            has_history = conversation is not None
             if conversation is None:
                 conversation = Conversation.objects.create(agent=agent, user=principal.user, title=text[:80])
             now = timezone.now()
@@ -456,6 +457,8 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
                     "api_key_id": getattr(principal.api_key, "pk", ""),
                     # issue 6: when it joined the chat queue (the worker's wait deadline counts from here)
                     "queued_at": str(time.time()) if queued_position else "",
+                    # A new conversation's only message is this one: the worker skips reading the history back.
+                    **({"history": "1"} if has_history else {"question": text}),
                 },
             )
             if queued_position:  # issue 6: seq 1 = run.queued, recorded before the worker exists

@@ -2,8 +2,9 @@
 (tenant-schemas-celery puts the schema in the message and switches in task_prerun)."""
 
 import os
+import threading
 
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
 from tenant_schemas_celery.app import CeleryApp
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
@@ -30,3 +31,26 @@ def _log_context_out(**kwargs):
 
     current_tenant.set("-")
     current_request_id.set("-")
+
+
+def _warm_up_in_background() -> None:
+    from core.warmup import warm_up
+
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+
+
+@worker_process_init.connect
+def _warm_up_process(**kwargs):
+    """Prefork children and the solo pool: each process warms itself (in a thread, so the child is ready
+    at once: a first task that needs a half-loaded model waits for it instead of loading a second copy)."""
+    _warm_up_in_background()
+
+
+@worker_ready.connect
+def _warm_up_threads_pool(sender=None, **kwargs):
+    """The threads pool has no child process (no worker_process_init): warm the worker process itself."""
+    from celery.concurrency.thread import TaskPool
+
+    pool_cls = getattr(getattr(sender, "controller", None), "pool_cls", None)
+    if isinstance(pool_cls, type) and issubclass(pool_cls, TaskPool):
+        _warm_up_in_background()

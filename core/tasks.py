@@ -3,7 +3,7 @@ from django.db import connection
 from config.celery import app
 
 
-@app.task(name="core.tenant_probe")
+@app.task(name="core.tenant_probe", ignore_result=False)  # tests read the result
 def tenant_probe_task() -> dict:
     """Reports the schema the worker ran this task in (used by readiness checks and tests)."""
     with connection.cursor() as cursor:

@@ -202,9 +202,24 @@ def _normalise(vec: list[float]) -> list[float]:
     return [v / norm for v in vec]
 
 
-@functools.cache
+_load_lock = threading.Lock()
+
+
 def embedder_for_model(model: str) -> Embedder:
-    """One embedder instance per model per process (loading a model takes seconds and ~100+ MB)."""
+    """One embedder instance per model per process (loading a model takes seconds and ~100+ MB). Locked:
+    the worker's warm-up thread and a first task may ask at the same moment."""
+    with _load_lock:
+        return _embedder_for_model(model)
+
+
+def embedders_clear() -> None:
+    """Forget the loaded embedders (tests that switch embedding settings)."""
+    with _load_lock:
+        _embedder_for_model.cache_clear()
+
+
+@functools.cache
+def _embedder_for_model(model: str) -> Embedder:
     if model in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
         return MiniLMEmbedder()
     if model == HashingEmbedder.name:

@@ -25,7 +25,7 @@ def fair_dispatch_task() -> int:
     return sum(fair_dispatch(queue) for queue in FAIR_QUEUES)
 
 
-@app.task(name="usage.echo_context")
+@app.task(name="usage.echo_context", ignore_result=False)  # tests read the result
 def echo_context_task() -> dict:
     """Diagnostics (and the request-id propagation test): the context a worker sees for a task."""
     from django.db import connection

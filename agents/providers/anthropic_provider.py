@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 
 import anthropic
 
+from core.ssrf import PinnedAsyncTransport
+
 from .base import (
     ChatRequest,
     Finish,
@@ -56,7 +58,11 @@ class AnthropicProvider:
 
     def __init__(self, *, base_url: str = "", api_key: str = "", timeout: float = 60.0) -> None:
         self.client = anthropic.AsyncAnthropic(
-            api_key=api_key or "none", base_url=base_url or None, timeout=timeout, max_retries=0
+            api_key=api_key or "none",
+            base_url=base_url or None,
+            timeout=timeout,
+            max_retries=0,
+            http_client=anthropic.DefaultAsyncHttpxClient(transport=PinnedAsyncTransport(), timeout=timeout),
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:

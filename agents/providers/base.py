@@ -28,6 +28,10 @@ class ProviderAuthError(ProviderError):
     code = "provider_auth"
 
 
+class ProviderUnsafeURL(ProviderError):
+    code = "unsafe_url"
+
+
 class ProviderTimeout(ProviderError):
     code = "provider_timeout"
     status = 504
@@ -36,6 +40,16 @@ class ProviderTimeout(ProviderError):
 class ContextTooLong(DomainError):
     code = "context_too_long"
     status = 400
+
+
+def _unsafe_url_cause(exc: BaseException) -> Any:
+    from core.ssrf import UnsafeURL
+
+    while exc is not None:
+        if isinstance(exc, UnsafeURL):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def translate_sdk_error(exc: Exception, sdk: Any, *, is_context_error: Callable[[str], bool]) -> Exception:
@@ -52,6 +66,9 @@ def translate_sdk_error(exc: Exception, sdk: Any, *, is_context_error: Callable[
             return ContextTooLong("The conversation is longer than the model's context window.")
         return ProviderError(f"The provider refused the request: {text[:300]}")
     if isinstance(exc, sdk.APIConnectionError):
+        unsafe = _unsafe_url_cause(exc)
+        if unsafe is not None:  # core.ssrf.PinnedAsyncTransport refused the address at send time
+            return ProviderUnsafeURL(f"The provider URL is not allowed: {unsafe.message}")
         return ProviderError("Could not reach the provider.")
     if isinstance(exc, sdk.APIStatusError):
         return ProviderError(f"The provider answered with HTTP {exc.status_code}.")

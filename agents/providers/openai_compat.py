@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 
 import openai
 
+from core.ssrf import PinnedAsyncTransport
+
 from .base import (
     ChatRequest,
     Finish,
@@ -55,7 +57,11 @@ class OpenAICompatProvider:
 
     def __init__(self, *, base_url: str = "", api_key: str = "", timeout: float = 60.0) -> None:
         self.client = openai.AsyncOpenAI(
-            api_key=api_key or "none", base_url=base_url or None, timeout=timeout, max_retries=0
+            api_key=api_key or "none",
+            base_url=base_url or None,
+            timeout=timeout,
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(transport=PinnedAsyncTransport(), timeout=timeout),
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:

@@ -43,6 +43,7 @@ class CompiledAgent:
     limits: dict[str, Any]
     secrets: dict[str, Any] = field(default_factory=dict)
     stamp: str = ""
+    provider_id: int | None = None
 
     def make_provider(self) -> Any:
         return self.provider_class(**self.provider_kwargs)
@@ -94,7 +95,8 @@ def _build_tools(entries: list[Any], registry) -> tuple[dict[str, Any], dict[str
 
 def _check_provider_url(url: str) -> None:
     """Provider URLs are tenant input too: the SSRF rules apply (a local Ollama needs the operator's allowance
-    in SSRF_ALLOWED_NETWORKS). The SDK resolves the name again later; the check still stops the plain cases."""
+    in SSRF_ALLOWED_NETWORKS). Checked here for a clear error before the run; the providers' PinnedAsyncTransport
+    checks again on every request and connects to the approved address (no DNS rebinding)."""
     from core.ssrf import UnsafeURL, check_url
 
     try:
@@ -148,24 +150,28 @@ def compile_version(version) -> CompiledAgent:
         limits=limits,
         secrets=secrets,
         stamp=_provider_stamp(provider_id),
+        provider_id=provider_id,
     )
 
 
-def compiled_agent_get(schema: str, version) -> CompiledAgent:
-    """The cached CompiledAgent of an AgentVersion (inside the tenant's context)."""
+def compiled_agent_get(schema: str, version_id: int) -> CompiledAgent:
+    """The cached CompiledAgent of an AgentVersion (inside the tenant's context). A hit costs one query (the
+    provider's stamp); the version row itself is read only to compile (versions are immutable)."""
+    from ..models import AgentVersion
+
     now = time.monotonic()
-    key = (schema, version.pk)
+    key = (schema, version_id)
     with _lock:
         for stale in [k for k, (_, used) in _cache.items() if now - used > IDLE_SECONDS]:
             del _cache[stale]
         entry = _cache.get(key)
-    if entry is not None and entry[0].stamp == _provider_stamp(version.config.get("provider_id")):
+    if entry is not None and entry[0].stamp == _provider_stamp(entry[0].provider_id):
         stats["hits"] += 1
         with _lock:
             _cache[key] = (entry[0], now)
         return entry[0]
     stats["misses"] += 1
-    compiled = compile_version(version)
+    compiled = compile_version(AgentVersion.objects.get(pk=version_id))
     with _lock:
         _cache[key] = (compiled, now)
     return compiled

@@ -236,21 +236,23 @@ def _trim_history(messages: list[dict[str, Any]], budget_tokens: int) -> list[di
 def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
     from knowledge.models import KnowledgeBase
 
-    from ..models import AgentVersion, Message
+    from ..models import Message
 
-    version = AgentVersion.objects.get(pk=int(meta["agent_version_id"]))
-    compiled = compiled_agent_get(schema, version)
+    compiled = compiled_agent_get(schema, int(meta["agent_version_id"]))
     kb_versions = {
         str(kb.pk): kb.current_version for kb in KnowledgeBase.objects.filter(pk__in=compiled.knowledge_base_ids)
     }
-    rows = list(
-        Message.objects.filter(conversation_id=meta["conversation_id"], role__in=("user", "assistant"))
-        .exclude(pk=int(meta["message_id"]))
-        .filter(created__lte=meta["message_created"])
-        .order_by("-created", "-id")
-        .values("role", "content")[:41]
-    )
-    rows.reverse()
+    if meta.get("question") is not None and not meta.get("history"):
+        rows = [{"role": "user", "content": meta["question"]}]  # a new conversation: nothing to read back
+    else:
+        rows = list(
+            Message.objects.filter(conversation_id=meta["conversation_id"], role__in=("user", "assistant"))
+            .exclude(pk=int(meta["message_id"]))
+            .filter(created__lte=meta["message_created"])
+            .order_by("-created", "-id")
+            .values("role", "content")[:41]
+        )
+        rows.reverse()
     question = rows.pop()["content"] if rows and rows[-1]["role"] == "user" else ""
     history = [{"role": r["role"], "content": r["content"]} for r in rows if r["content"]]
     budget = (

@@ -31,6 +31,11 @@ SEARCH = ToolSpec(
 )
 
 
+@pytest.fixture(autouse=True)
+def _loopback_allowed(settings):
+    settings.SSRF_ALLOWED_NETWORKS = ["127.0.0.0/8"]  # the platform operator allows the loopback fake servers
+
+
 def collect(provider, request):
     async def run():
         return [event async for event in provider.stream(request)]
@@ -175,3 +180,20 @@ def test_offline_provider_says_plainly_when_nothing_is_relevant():
         ),
     )
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == NOTHING_FOUND
+
+
+@pytest.mark.parametrize(("fake_cls", "provider_cls", "suffix"), PROVIDERS)
+def test_provider_requests_are_ssrf_checked_at_send_time(fake_cls, provider_cls, suffix, settings):
+    """The transport checks the address on every request (not only when the agent is compiled), so a name that
+    re-resolves to an internal address later (DNS rebinding) or an operator's allowance withdrawn is refused
+    before any byte is sent: the fake server sees no request."""
+    fake = fake_cls([{"text": ["never"]}]).start()
+    try:
+        settings.SSRF_ALLOWED_NETWORKS = []
+        provider = provider_cls(base_url=fake.url + suffix, api_key="sk-test", timeout=5)
+        with pytest.raises(ProviderError) as caught:
+            collect(provider, ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}]))
+        assert caught.value.code == "unsafe_url" and "private or internal address" in caught.value.message
+        assert fake.requests == []
+    finally:
+        fake.stop()

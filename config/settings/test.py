@@ -12,7 +12,7 @@ REDIS_URL = TEST_REDIS_URL
 CACHES["default"]["LOCATION"] = TEST_REDIS_URL
 CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [{"address": TEST_REDIS_URL, "socket_timeout": 30}]
 CELERY_BROKER_URL = TEST_REDIS_URL
-CELERY_RESULT_BACKEND = TEST_REDIS_URL
+CELERY_RESULT_BACKEND = TEST_REDIS_URL  # the diagnostic tasks' results (core.tenant_probe, usage.echo_context)
 # Fast hashing in tests; production uses Argon2 (base.py).
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
@@ -34,6 +34,7 @@ RATE_LIMITS = {
 }
 RATE_LIMITS_TENANT = dict(RATE_LIMITS)
 QUOTA_LIMITS_CACHE_SECONDS = 0  # tests change plans and sub-limits and expect them at once
+WORKER_PRELOAD_EMBEDDER = False  # test workers load the model only if a test needs it (keeps e2e start-up lean)
 
 # Stored files of a test session live apart from dev data and from other sessions (TEST_DB_NAME);
 # the session wipes them at start (conftest.py), since rolled-back rows leave their files behind.

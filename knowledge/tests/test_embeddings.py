@@ -18,6 +18,7 @@ from knowledge.embeddings import (
     HashingEmbedder,
     OpenAICompatibleEmbedder,
     embedder_for_model,
+    embedders_clear,
 )
 
 
@@ -172,13 +173,13 @@ def test_openai_compatible_embedder_configured_by_settings(settings):
         settings.KNOWLEDGE_OPENAI_BASE_URL = server.url
         settings.KNOWLEDGE_OPENAI_API_KEY = "sk-from-settings"
         settings.KNOWLEDGE_EMBEDDING_DIMENSIONS = {"openai:settings-model": 4}
-        embedder_for_model.cache_clear()
+        embedders_clear()
         try:
             embedder = embedder_for_model("openai:settings-model")
             assert embedder.dimension == 4 and not server.requests  # known dimension: no probe
             assert len(embedder.embed(["x"])[0]) == 4
         finally:
-            embedder_for_model.cache_clear()
+            embedders_clear()
     assert server.requests[0]["auth"] == "Bearer sk-from-settings"
 
 
