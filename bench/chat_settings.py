@@ -1,9 +1,9 @@
-"""Settings for `bench/chat_streaming.py --limits-cache`: the test settings with the per-process quota-limits
-cache at its production default (config/settings/base.py: 10 s; the test settings turn it off so tests see plan
-changes at once), and no Celery result backend, as deployed (the test settings keep one for two diagnostic
-tasks)."""
+"""Settings for `bench/chat_streaming.py --limits-cache`: the test settings with what they turn off for tests put
+back as deployed: the per-process quota-limits and host -> tenant caches (10 s each, config/settings/base.py), and
+no Celery result backend (the test settings keep one for two diagnostic tasks)."""
 
 from config.settings.test import *  # noqa: F403
 
 QUOTA_LIMITS_CACHE_SECONDS = 10
+TENANT_HOST_CACHE_SECONDS = 10  # host -> tenant cache at its production default too
 CELERY_RESULT_BACKEND = None

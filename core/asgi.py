@@ -9,15 +9,11 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from django_tenants.utils import remove_www
 
-from tenants.models import Domain
+from tenants.selectors import tenant_for_host
 
 from .context import current_tenant
 
-
-@database_sync_to_async
-def _tenant_for_host(hostname: str):
-    domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
-    return domain.tenant if domain else None
+_tenant_for_host = database_sync_to_async(tenant_for_host)
 
 
 def host_from_scope(scope) -> str:

@@ -32,6 +32,14 @@ class RequestIdMiddleware:
 class TenantMiddleware(TenantMainMiddleware):
     """django-tenants' host -> schema resolution, with a clear answer for unknown hosts."""
 
+    def get_tenant(self, domain_model, hostname: str):
+        from tenants.selectors import tenant_for_host
+
+        tenant = tenant_for_host(hostname)
+        if tenant is None:
+            raise domain_model.DoesNotExist(hostname)
+        return tenant
+
     def process_request(self, request: HttpRequest):
         response = super().process_request(request)
         tenant = getattr(request, "tenant", None)

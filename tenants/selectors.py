@@ -1,8 +1,16 @@
+import threading
+import time
+
+from django.conf import settings
+from django.db import connection
 from django.db.models import QuerySet
 
 from accounts.models import User
 
-from .models import Tenant
+from .models import Domain, Tenant
+
+_hosts: dict[str, tuple[Tenant, float]] = {}
+_hosts_lock = threading.Lock()
 
 
 def tenant_list_for_user(*, user: User) -> QuerySet[Tenant]:
@@ -11,3 +19,30 @@ def tenant_list_for_user(*, user: User) -> QuerySet[Tenant]:
 
 def tenant_get_by_slug(*, slug: str) -> Tenant | None:
     return Tenant.objects.exclude(schema_name="public").filter(slug=slug).first()
+
+
+def tenant_for_host(hostname: str) -> Tenant | None:
+    """The tenant served at `hostname` (HTTP and WebSocket), cached per process for TENANT_HOST_CACHE_SECONDS:
+    the lookup is the only database work of a bare request, and skipping it halves that request's cost under
+    ASGI (no pooled connection checked out). Local changes clear the cache at once (tenants.signals); other
+    processes see a deleted or re-pointed domain within the TTL. Unknown hosts are never cached."""
+    ttl = getattr(settings, "TENANT_HOST_CACHE_SECONDS", 0)
+    now = time.monotonic()
+    if ttl > 0:
+        with _hosts_lock:
+            hit = _hosts.get(hostname)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+    connection.set_schema_to_public()
+    domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
+    if domain is None:
+        return None
+    if ttl > 0:
+        with _hosts_lock:
+            _hosts[hostname] = (domain.tenant, now + ttl)
+    return domain.tenant
+
+
+def tenant_host_cache_clear() -> None:
+    with _hosts_lock:
+        _hosts.clear()

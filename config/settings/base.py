@@ -61,6 +61,8 @@ PG_EXTRA_SEARCH_PATHS = ["extensions"]
 # forgets the path it set on close (our connection pool's checkout), rollback and set_tenant, so a pooled
 # connection never keeps another tenant's path (tested in tenants/tests/test_connection_pool.py). Behind an
 # external pooler use session pooling: transaction pooling breaks any session-level SET.
+# Host -> tenant lookups cached per process (tenants.selectors.tenant_for_host); local changes clear it at once.
+TENANT_HOST_CACHE_SECONDS = env.int("TENANT_HOST_CACHE_SECONDS", default=10)
 TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 
 MIDDLEWARE = [

@@ -34,6 +34,7 @@ RATE_LIMITS = {
 }
 RATE_LIMITS_TENANT = dict(RATE_LIMITS)
 QUOTA_LIMITS_CACHE_SECONDS = 0  # tests change plans and sub-limits and expect them at once
+TENANT_HOST_CACHE_SECONDS = 0  # tests create and roll back tenants; tenants/tests/test_resolution.py turns it on
 WORKER_PRELOAD_EMBEDDER = False  # test workers load the model only if a test needs it (keeps e2e start-up lean)
 
 # Stored files of a test session live apart from dev data and from other sessions (TEST_DB_NAME);

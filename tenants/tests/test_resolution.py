@@ -72,3 +72,24 @@ def test_new_tenant_is_reachable_immediately(admin_a):
     client = Client(HTTP_HOST="fresh.localhost")
     client.force_login(admin_a)
     assert client.get("/api/v1/me/").json()["tenant"] == "fresh"
+
+
+@pytest.mark.django_db
+def test_host_cache_serves_repeat_requests_without_a_lookup_and_forgets_changes(
+    client_a, admin_a, tenant_a, settings, django_assert_num_queries
+):
+    from tenants.models import Domain
+    from tenants.selectors import tenant_for_host, tenant_host_cache_clear
+
+    settings.TENANT_HOST_CACHE_SECONDS = 60
+    tenant_host_cache_clear()
+    assert tenant_for_host("acme.localhost") == tenant_a  # looked up once...
+    with django_assert_num_queries(0):
+        assert tenant_for_host("acme.localhost") == tenant_a  # ...then served from the cache
+        assert client_a.get("/healthz").status_code == 200
+    assert tenant_for_host("nosuchorg.localhost") is None  # unknown hosts are never cached
+    Domain.objects.create(domain="nosuchorg.localhost", tenant=tenant_a, is_primary=False)
+    assert tenant_for_host("nosuchorg.localhost") == tenant_a
+    Domain.objects.filter(domain="acme.localhost").delete()  # a queryset delete sends post_delete per row
+    assert tenant_for_host("acme.localhost") is None  # the local change cleared the cache at once
+    tenant_host_cache_clear()
