@@ -333,6 +333,17 @@ class RunEventsApi(APIView):
 # --- Conversations ---------------------------------------------------------------------------------
 
 
+class RunCancelApi(APIView):
+    """POST: stop a queued or streaming run (the dashboard's Stop). 202, then the run's stream ends with
+    message.end {"status": "cancelled"}; 409 when it has already finished."""
+
+    required_scope = "chat"
+
+    def post(self, request, run_id: str):
+        meta = selectors.run_get_for_principal(principal_from_request(request), run_id)
+        return Response(services.run_cancel(meta=meta, run_id=str(run_id)), status=status.HTTP_202_ACCEPTED)
+
+
 class ConversationListApi(APIView):
     required_scope = "read"
 

@@ -4,6 +4,7 @@ Auth: the session cookie, or `Authorization: Bearer <jwt>` / `Api-Key <key>` as 
 (`?token=<jwt>` / `?api_key=<key>`, for browsers that cannot set headers).
 Client -> server:  {"type": "chat", "message": "...", "conversation_id": "..."}
                    {"type": "resume", "run_id": "...", "after": N}
+                   {"type": "cancel", "run_id": "..."}   (run_id optional: the run this socket streams)
 Server -> client:  {"type": "run.accepted", "run_id", "conversation_id", "message_id", "agent_version"} then the
                    run's events ({"seq", "type", "run_id", "data", "ts"}), exactly as over SSE and long-polling.
 Errors before a run exists: {"type": "error", "seq": 0, "data": {"code", "message"}}.
@@ -116,8 +117,17 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
                 )
                 return
             self._forward(run_id, after)
+        elif kind == "cancel":
+            run_id = str(content.get("run_id") or getattr(self, "run_id", "") or "")
+            try:
+                await self._cancel(run_id)
+            except DomainError as exc:
+                await self.send_json({"type": "error", "seq": 0, "data": {"code": exc.code, "message": exc.message}})
         else:
-            hint = 'Send {"type": "chat", "message": ...} or {"type": "resume", "run_id": ..., "after": N}.'
+            hint = (
+                'Send {"type": "chat", "message": ...}, {"type": "resume", "run_id": ..., "after": N} '
+                'or {"type": "cancel"}.'
+            )
             await self.send_json({"type": "error", "seq": 0, "data": {"code": "invalid", "message": hint}})
 
     @_db_parallel
@@ -133,6 +143,16 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
             )
 
     @_db_parallel
+    def _cancel(self, run_id):
+        with tenant_context(self.tenant):
+            meta = selectors.run_get_for_principal(self.principal, run_id)
+            if str(meta["agent_id"]) != str(self.agent_id):
+                from core.errors import NotFound
+
+                raise NotFound("Unknown run.")
+            services.run_cancel(meta=meta, run_id=run_id)
+
+    @_db_parallel
     def _check_run(self, run_id):
         with tenant_context(self.tenant):
             meta = selectors.run_get_for_principal(self.principal, run_id)
@@ -142,6 +162,7 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
                 raise NotFound("Unknown run.")
 
     def _forward(self, run_id: str, after: int) -> None:
+        self.run_id = run_id  # what a bare {"type": "cancel"} stops
         if self.forwarder is not None:
             self.forwarder.cancel()
         self.forwarder = asyncio.create_task(self._pump(run_id, after))

@@ -38,7 +38,7 @@ from .providers.base import ContextTooLong
 from .registry import get_registry
 from .runtime.limits import effective_limits, run_admit, run_release_sync
 from .runtime.runner import estimate_tokens
-from .runtime.stream import emit_sync, run_meta_write
+from .runtime.stream import emit_sync, run_cancel_request, run_meta_write
 
 # The fields that make up an agent's configuration (what a version snapshots and a restore brings back).
 CONFIG_FIELDS = (
@@ -492,3 +492,13 @@ def secrets_rotate() -> int:
         CustomTool.objects.filter(pk=tool.pk).update(secrets_encrypted=rotate_token(tool.secrets_encrypted))
         count += 1
     return count
+
+
+def run_cancel(*, meta: dict[str, str], run_id: str) -> dict[str, str]:
+    """Stop a run that is queued or streaming (the caller checked access: selectors.run_get_for_principal). The
+    worker ends it within AGENTS_CANCEL_POLL_SECONDS: message.end with status "cancelled", the partial answer
+    kept on the message (incomplete, error code "cancelled"). A finished run cannot be cancelled (409)."""
+    if meta.get("status") not in ("queued", "running", ""):
+        raise Conflict("This answer has already finished.", extra={"run_status": meta.get("status")})
+    run_cancel_request(connection.schema_name, run_id)
+    return {"run_id": run_id, "status": "cancelling"}

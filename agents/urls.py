@@ -16,6 +16,7 @@ urlpatterns = [
     ),
     path("agents/<int:agent_id>/chat/", apis.AgentChatApi.as_view(), name="agent-chat"),
     path("runs/<str:run_id>/events/", apis.RunEventsApi.as_view(), name="run-events"),
+    path("runs/<str:run_id>/cancel/", apis.RunCancelApi.as_view(), name="run-cancel"),
     path("conversations/", apis.ConversationListApi.as_view(), name="conversation-list"),
     path(
         "conversations/<str:conversation_id>/messages/",

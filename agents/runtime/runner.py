@@ -24,11 +24,12 @@ from ..providers.base import ChatRequest, ProviderError, TextDelta, ToolCall, Us
 from ..tools.base import ToolContext, ToolOutcome, run_tool
 from .compiled import AgentMisconfigured, CompiledAgent, compiled_agent_get
 from .limits import run_release
-from .stream import RunEmitter, async_redis, run_meta_read_async, stream_key
+from .stream import RunEmitter, async_redis, cancel_key, run_meta_read_async, stream_key
 
 logger = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4
 _local = threading.local()
+CANCELLED = {"code": "cancelled", "message": "Stopped at the user's request; the partial answer was kept."}
 
 
 def estimate_tokens(text: str) -> int:
@@ -299,14 +300,10 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
     ctx: RunContext | None = None
     error: dict[str, Any] | None = None
     kb_versions: dict[str, int] = {}
-    try:
-        if existing:
-            # Redelivered after a worker died mid-run: never replay; close the run as interrupted.
-            emitter.seq = int(existing[0][0].decode().split("-")[1])
-            if b'"message.end"' in existing[0][1][b"e"]:
-                return {"status": "already_done"}
-            if existing[0][1].get(b"t") != b"run.queued":  # issue 6: a queued run has not started yet
-                raise ProviderError("The worker running this answer stopped; the partial answer was kept.")
+    cancel_requested = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal started, ctx, kb_versions
         if meta.get("queued_at"):  # quota: issue 6 - the chat pool was full at chat_start: wait for a slot
             await _wait_for_slot(schema, run_id, meta, emitter, existing)
             started = time.monotonic()  # latency is the answer's, not the queue's
@@ -336,6 +333,25 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
             kb_versions=kb_versions,
         )
         await asyncio.wait_for(compiled.agent_type.run(ctx), timeout=float(compiled.limits["run_timeout_seconds"]))
+
+    try:
+        if existing:
+            # Redelivered after a worker died mid-run: never replay; close the run as interrupted.
+            emitter.seq = int(existing[0][0].decode().split("-")[1])
+            if b'"message.end"' in existing[0][1][b"e"]:
+                return {"status": "already_done"}
+            if existing[0][1].get(b"t") != b"run.queued":  # issue 6: a queued run has not started yet
+                raise ProviderError("The worker running this answer stopped; the partial answer was kept.")
+        task = asyncio.ensure_future(work())
+        watcher = asyncio.ensure_future(_watch_cancel(redis_client, schema, run_id, task, cancel_requested))
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not cancel_requested.is_set():
+                raise  # the worker itself is stopping
+            error = dict(CANCELLED)
+        finally:
+            watcher.cancel()
     except Exception as exc:  # noqa: BLE001 - every failure becomes an error event + an incomplete message
         if not isinstance(exc, DomainError | AgentMisconfigured | TimeoutError):
             logger.exception("run %s failed", run_id)
@@ -353,8 +369,9 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
         "status": status,
         "error": error or {},
     }
+    cancelled = error is not None and error.get("code") == CANCELLED["code"]
     try:
-        if error:
+        if error and not cancelled:  # stopping on request is not an error
             await emitter.emit("error", error)
         await _persist(schema, meta, fields)
     except Exception:  # noqa: BLE001
@@ -363,12 +380,14 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
         await emitter.emit(
             "message.end",
             {
-                "status": status,
+                "status": "cancelled" if cancelled else status,
                 "message_id": int(meta["message_id"]),
                 "conversation_id": meta["conversation_id"],
                 "usage": fields["usage"],
                 "kb_versions": kb_versions,
-                "finish_reason": ctx.finish_reason if ctx and not error else ("error" if error else "stop"),
+                "finish_reason": "cancelled"
+                if cancelled
+                else (ctx.finish_reason if ctx and not error else ("error" if error else "stop")),
                 "timings": {"first_token_ms": fields["first_token_ms"], "total_ms": total_ms},
             },
         )
@@ -394,6 +413,23 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - metering must never lose the answer
         logger.exception("run %s: usage not recorded", run_id)
     return {"status": status, "error": error}
+
+
+async def _watch_cancel(client, schema: str, run_id: str, task: asyncio.Future, requested: asyncio.Event) -> None:
+    """Stop the run when someone asks (POST /runs/{id}/cancel/, or a WebSocket "cancel"): cancelling the task
+    closes the provider's stream, so the model stops generating (and billing) too. One EXISTS per interval per
+    running answer; a Redis hiccup never stops a run."""
+    interval = float(getattr(settings, "AGENTS_CANCEL_POLL_SECONDS", 0.25))
+    key = cancel_key(schema, run_id)
+    while not task.done():
+        try:
+            if await client.exists(key):
+                requested.set()
+                task.cancel()
+                return
+        except Exception:  # noqa: BLE001
+            logger.warning("run %s: cancel flag unreadable", run_id, exc_info=True)
+        await asyncio.sleep(interval)
 
 
 async def _wait_for_slot(schema: str, run_id: str, meta: dict[str, str], emitter: RunEmitter, existing) -> None:

@@ -44,6 +44,10 @@ def meta_key(schema: str, run_id: str) -> str:
     return f"agents:{schema}:run:{run_id}:meta"
 
 
+def cancel_key(schema: str, run_id: str) -> str:
+    return f"agents:{schema}:run:{run_id}:cancel"
+
+
 _sync_client: redis.Redis | None = None
 _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -74,6 +78,11 @@ def run_meta_write(schema: str, run_id: str, meta: dict[str, Any]) -> None:
     pipe.hset(key, mapping={k: "" if v is None else str(v) for k, v in meta.items()})
     pipe.expire(key, settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
     pipe.execute()
+
+
+def run_cancel_request(schema: str, run_id: str) -> None:
+    """Ask the worker running `run_id` to stop (it checks every AGENTS_CANCEL_POLL_SECONDS; see runner)."""
+    sync_redis().set(cancel_key(schema, run_id), "1", ex=settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
 
 
 def run_meta_read(schema: str, run_id: str) -> dict[str, str] | None:

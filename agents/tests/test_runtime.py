@@ -366,3 +366,43 @@ def test_api_key_limited_to_other_agents_cannot_chat(live):
         == 404
     )
     assert client.post("/api/v1/agents/", {"name": "x"}, content_type="application/json").status_code == 403
+
+
+def test_stop_cancels_the_run_on_the_server_and_keeps_the_partial_answer(live):
+    """POST /runs/{id}/cancel/ (the dashboard's Stop): the worker stops within the poll interval, closes the
+    provider's stream (no more generation), ends the stream with message.end "cancelled" and keeps what was
+    written. Someone else's credentials cannot stop it, and a finished run answers 409."""
+    import threading
+
+    tokens = [f" w{i}" for i in range(40)]
+    with FakeOpenAI([{"text": tokens, "delay": 0.1}]) as fake:
+        provider = live.provider(base_url=fake.url + "/v1")
+        agent = live.agent(provider_id=provider.pk)
+        handles = chat(live, agent, "talk for a while")
+        run_id = handles["run_id"]
+        worker = threading.Thread(target=run_inline, args=(live.tenant_a, run_id))
+        started = time.monotonic()
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not any(e["type"] == "token" for e in events_of(live.tenant_a, run_id)):
+            assert time.monotonic() < deadline, "no token arrived"
+            time.sleep(0.02)
+        stranger = live.client(live.tenant_b, live.admin_b)
+        assert stranger.post(f"/api/v1/runs/{run_id}/cancel/").status_code in (403, 404)  # other tenant: nothing
+        response = live.client().post(f"/api/v1/runs/{run_id}/cancel/")
+        assert response.status_code == 202 and response.json()["status"] == "cancelling"
+        worker.join(timeout=10)
+        elapsed = time.monotonic() - started
+    assert not worker.is_alive()
+    assert elapsed < 3.0  # the full answer takes 4 s: it was stopped, not waited for
+    events = events_of(live.tenant_a, run_id)
+    end = events[-1]
+    assert end["type"] == "message.end" and end["data"]["status"] == "cancelled"
+    assert end["data"]["finish_reason"] == "cancelled"
+    assert not any(e["type"] == "error" for e in events)  # stopping is not an error
+    streamed = "".join(e["data"]["text"] for e in events if e["type"] == "token")
+    row = message_row(live.tenant_a, handles["message_id"])
+    assert row.status == "incomplete" and row.error["code"] == "cancelled"
+    assert row.content == streamed and 0 < len(streamed) < len("".join(tokens))
+    again = live.client().post(f"/api/v1/runs/{run_id}/cancel/")
+    assert again.status_code == 409 and again.json()["code"] == "conflict"

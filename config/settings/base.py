@@ -391,6 +391,7 @@ AGENTS_DEFAULT_LIMITS = {
 }
 AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT = env.int("AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT", default=50)
 AGENTS_RUN_EVENTS_TTL_SECONDS = env.int("AGENTS_RUN_EVENTS_TTL_SECONDS", default=3600)  # resumable this long
+AGENTS_CANCEL_POLL_SECONDS = env.float("AGENTS_CANCEL_POLL_SECONDS", default=0.25)  # how soon Stop takes effect
 AGENTS_TOOL_MAX_RESPONSE_BYTES = env.int("AGENTS_TOOL_MAX_RESPONSE_BYTES", default=1_000_000)
 AGENTS_TOOL_MAX_RESULT_CHARS = env.int("AGENTS_TOOL_MAX_RESULT_CHARS", default=20_000)  # what the model sees
 CELERY_TASK_ROUTES = {**globals().get("CELERY_TASK_ROUTES", {}), "agents.run": {"queue": "agents"}}

@@ -175,7 +175,8 @@
     } else if (event.type === "error") {
       run.error = data.message || "The answer could not be completed.";
     } else if (event.type === "message.end") {
-      finish(data.status === "complete" ? "complete" : "incomplete", run.error);
+      if (data.status === "cancelled") finish("stopped", "Stopped.");
+      else finish(data.status === "complete" ? "complete" : "incomplete", run.error);
     }
   }
   function startFailed(data) {
@@ -317,9 +318,25 @@
   });
   stopButton.addEventListener("click", function () {
     if (!run || run.done) return;
-    if (run.close) run.close();
-    // The answer stops here for this reader; what was written so far stays on screen.
-    finish("stopped", "Stopped.");
+    if (!run.id) {  // not accepted yet: nothing runs on the server
+      if (run.close) run.close();
+      finish("stopped", "Stopped.");
+      return;
+    }
+    // The server stops the run (and the model); the stream then ends with message.end "cancelled", and what
+    // was written so far stays, on screen and in the conversation.
+    setStatus("Stopping…");
+    stopButton.hidden = true;
+    if (mode === "ws" && socketOpen) {
+      socket.send(JSON.stringify({ type: "cancel", run_id: run.id }));
+    } else {
+      var r = run;
+      fetch("/api/v1/runs/" + encodeURIComponent(r.id) + "/cancel/", {
+        method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf }
+      }).then(function (response) {
+        if (!response.ok && r === run) { if (r.close) r.close(); finish("stopped", "Stopped."); }
+      }).catch(function () { if (r === run) { if (r.close) r.close(); finish("stopped", "Stopped."); } });
+    }
   });
   regenerateButton.addEventListener("click", function () {
     if (!lastQuestion || (run && !run.done)) return;

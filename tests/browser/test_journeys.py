@@ -9,6 +9,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from agents.providers.offline import NOTHING_FOUND
 from conftest import PASSWORD
 
 from .conftest import login, unique_slug
@@ -296,3 +297,39 @@ def test_chat_falls_back_to_sse_then_long_polling(page, console, app_server, org
     answer = _ask_and_wait(page, "Anything about cooling?")
     expect(page.locator("#chat")).to_have_attribute("data-transport", "poll")
     assert answer.locator(".body").inner_text() == _stored_answer(page)
+
+
+def test_stop_ends_the_answer_on_the_server_and_keeps_what_was_written(
+    page, console, app_server, org_factory, celery_worker_process
+):
+    slug, email = org_factory("stop", name="Stop Ltd")
+    login(page, app_server, slug, email)
+    chat_url = _make_agent(page, app_server, slug, "Slow talker")
+    agent_id = re.search(r"/agents/(\d+)/", chat_url).group(1)
+    page.goto(chat_url)
+    slowed = page.evaluate(
+        """async (id) => { const csrf = JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRFToken'];
+            const r = await fetch(`/api/v1/agents/${id}/`, {method: 'PATCH', credentials: 'same-origin',
+              headers: {'Content-Type': 'application/json', 'X-CSRFToken': csrf},
+              body: JSON.stringify({sampling: {stream_delay_ms: 250}})});
+            return r.status; }""",
+        agent_id,
+    )
+    assert slowed == 200  # the offline model now writes 4 words a second
+    expect(page.locator("#chat")).to_have_attribute("data-ready", "true")
+    page.get_by_role("textbox", name="Message").fill("Tell me everything")
+    page.get_by_role("textbox", name="Message").press("Enter")
+    answer = page.locator(".msg.assistant").last
+    expect(answer.locator(".body")).not_to_have_text("", timeout=30_000)
+    page.get_by_role("button", name="Stop").click()
+    expect(answer).to_have_attribute("data-status", "stopped", timeout=10_000)
+    stored = page.evaluate(
+        """async () => { const c = document.getElementById('chat').dataset.conversation;
+            const r = await fetch(`/api/v1/conversations/${c}/messages/`, {headers: {Accept: 'application/json'}});
+            const body = await r.json(); const rows = body.results || body.messages || body;
+            return rows.filter(m => m.role === 'assistant').pop(); }"""
+    )
+    assert stored["status"] == "incomplete" and stored["error"]["code"] == "cancelled"
+    shown = answer.locator(".body").inner_text()
+    assert shown == stored["content"]  # what the reader saw is what the conversation keeps
+    assert shown and NOTHING_FOUND.startswith(shown.strip()) and shown.strip() != NOTHING_FOUND  # cut short
