@@ -223,6 +223,18 @@ async def sse_stream(port: int, agent_id: int, key: str) -> list[float]:
     return times
 
 
+async def bare_request(port: int) -> float:
+    """A bare request through the same daphne and tenant host (GET /healthz, new connection like the SSE client):
+    the HTTP cost any SSE chat pays before its own work."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        start = time.perf_counter()
+        response = await http.get(f"http://127.0.0.1:{port}/healthz", headers={"Host": f"benchchat.localhost:{port}"})
+        response.raise_for_status()
+        return time.perf_counter() - start
+
+
 def stats_of(samples: list[list[float]]) -> dict[str, float]:
     ttft = [s[0] for s in samples]
     gaps = [b - a for s in samples for a, b in zip(s, s[1:], strict=False)]
@@ -297,6 +309,7 @@ def main() -> None:
                 "sse": stats_of([asyncio.run(sse_stream(port, agent.pk, key)) for _ in range(reps)]),
             }
             base = results["direct"]
+            bare = statistics.median([asyncio.run(bare_request(port)) for _ in range(reps)])
             ws_phases = PHASES[-reps:]
             print(f"\n{label}, median of {reps} runs each:")
             print(
@@ -315,6 +328,10 @@ def main() -> None:
                 f"  websocket breakdown (medians, ms after the client sent): chat_start done (run.accepted) "
                 f"{med['accepted']:.1f}, worker message.start {med['worker_start']:.1f}, first token written "
                 f"{med['token_emitted']:.1f}, first token received {med['token_received']:.1f}"
+            )
+            print(
+                f"  bare request (GET /healthz, same daphne) p50 {bare * 1e3:.2f} ms; SSE TTFT / (bare request + "
+                f"direct TTFT) = {results['sse']['ttft'] / (bare + base['ttft']):.2f}"
             )
             sse_med = {k: statistics.median(p[k] for p in SSE_PHASES[-reps:]) * 1e3 for k in SSE_PHASES[-1]}
             print(

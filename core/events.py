@@ -156,12 +156,6 @@ def publish(
             except Exception:  # noqa: BLE001 - a dashboard missing an update must not fail the write
                 logger.exception("event %s not sent to group %s", event_type, group)
     try:
-        from usage.hooks import audit_from_event
-
-        audit_from_event(schema=schema, event=event)
-    except Exception:  # noqa: BLE001 - never fail the write that published
-        logger.exception("event %s not written to the audit log", event_type)
-    try:
         from webhooks.dispatch import webhooks_fanout_event
 
         webhooks_fanout_event(schema=schema, event=event)

@@ -17,7 +17,7 @@ from celery.signals import before_task_publish, task_postrun
 from .context import current_request_id
 
 # Who is acting in this request (set by core.ratelimit's throttle once DRF has authenticated): ids only.
-# The event bus stamps it on events, and the audit log records it (usage.hooks.audit_from_event).
+# The event bus stamps it on events, and the audit log records it (usage.services.audit_record).
 current_actor: ContextVar[dict | None] = ContextVar("current_actor", default=None)
 
 logger = logging.getLogger(__name__)

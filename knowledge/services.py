@@ -126,6 +126,7 @@ def knowledge_base_create(
     kb.full_clean()
     kb.save()
     _ensure_vector_index(kb.embedding_dimension)
+    _audit("knowledge_base.create", kb, after=_kb_settings(kb))
     _publish_kb(kb, "knowledge_base.created")
     return kb
 
@@ -149,11 +150,16 @@ def knowledge_base_update(*, kb: KnowledgeBase, user=None, **changes) -> Knowled
         _knowledge_base_reembed(kb=kb, model=new_model, user=user)
     after = _kb_settings(kb)  # audit: issue 6 - settings changes with before/after, in the same transaction
     if after != before:
-        from usage.services import audit_record
-
-        audit_record(action="knowledge_base.settings_update", actor=user, target=kb, before=before, after=after)
+        _audit("knowledge_base.settings_update", kb, actor=user, before=before, after=after)
     _publish_kb(kb, "knowledge_base.updated")
     return kb
+
+
+def _audit(action: str, kb: KnowledgeBase, **kwargs) -> None:
+    """audit: issue 6 - configuration changes, in the change's transaction (actor: the request's caller)."""
+    from usage.services import audit_record
+
+    audit_record(action=action, target=kb, **kwargs)
 
 
 def _kb_settings(kb: KnowledgeBase) -> dict:
@@ -198,6 +204,7 @@ def knowledge_base_delete(*, kb: KnowledgeBase) -> None:
     usage.usage_record(documents=-(stored["n"] or 0), stored_bytes=-(stored["size"] or 0))
     prefix = storage.kb_prefix(kb.id)
     transaction.on_commit(lambda: storage.storage_delete_prefix(prefix))
+    _audit("knowledge_base.delete", kb, before=_kb_settings(kb))
     _publish_kb(kb, "knowledge_base.deleted")
     kb.delete()
 

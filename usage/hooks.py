@@ -33,45 +33,6 @@ def knowledge_usage_changed(
         metric_inc("documents_ingested_total", tenant=schema, status="ready")
 
 
-# Admin and configuration changes the other apps announce on the bus; each becomes an audit entry.
-# (Quota and webhook changes are audited by their own services, with before/after.)
-AUDITED_EVENT_PREFIXES = ("member.", "api_key.", "team.", "resource.", "agent.", "knowledge_base.")
-NOT_AUDITED = ("knowledge_base.version",)  # content changes (documents), not configuration
-
-
-def audit_from_event(*, schema: str, event: dict) -> None:
-    """Called by core.events.publish for every event: record admin/config changes in the tenant's audit log."""
-    kind = event.get("type", "")
-    if not kind.startswith(AUDITED_EVENT_PREFIXES) or kind in NOT_AUDITED:
-        return
-    from django_tenants.utils import schema_context
-
-    from accounts.models import User
-    from core.context import current_request_id
-
-    from .models import AuditEntry
-
-    request_id = (event.get("request_id") or current_request_id.get())[:64]
-    data = event.get("data") or {}
-    actor = event.get("actor") or {}
-    prefix = kind.split(".", 1)[0]
-    target_id = data.get(f"{prefix}_id", data.get("kb_id", data.get("resource_id", "")))
-    email = ""
-    if actor.get("user_id"):
-        email = User.objects.filter(pk=actor["user_id"]).values_list("email", flat=True).first() or ""
-    with schema_context(schema):
-        AuditEntry.objects.create(
-            actor_id=actor.get("user_id"),
-            actor_email=email,
-            api_key_id=actor.get("api_key_id"),
-            action=kind[:80],
-            target_type=prefix[:60],
-            target_id=str(target_id or "")[:64],
-            after=data,
-            request_id=request_id if request_id != "-" else "",
-        )
-
-
 def install() -> None:
     try:
         from knowledge import usage as knowledge_usage

@@ -276,6 +276,14 @@ def audit_record(
         raise RuntimeError("audit entries are per tenant: record inside a tenant context")
     actor = actor if actor is not None else getattr(principal, "user", None)
     api_key = getattr(principal, "api_key", None)
+    api_key_id = getattr(api_key, "pk", None)
+    if principal is None and actor is None:  # a service called without a principal: the request's caller
+        from accounts.models import User
+        from core.observability import current_actor
+
+        who = current_actor.get() or {}
+        actor = User.objects.filter(pk=who["user_id"]).first() if who.get("user_id") else None
+        api_key_id = who.get("api_key_id")
     if target is not None:
         target_type = target_type or target._meta.label_lower
         target_id = target_id or target.pk
@@ -285,7 +293,7 @@ def audit_record(
     return AuditEntry.objects.create(
         actor_id=getattr(actor, "pk", None),
         actor_email=getattr(actor, "email", "")[:254] if actor is not None else "",
-        api_key_id=getattr(api_key, "pk", None),
+        api_key_id=api_key_id,
         action=action[:80],
         target_type=target_type[:60],
         target_id=str(target_id or "")[:64],

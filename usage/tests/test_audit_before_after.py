@@ -120,3 +120,23 @@ def test_team_update_and_knowledge_base_settings_are_audited_with_before(tenant_
         assert kb_entry.actor_id == admin_a.pk
         assert (kb_entry.before["chunk_size"], kb_entry.after["chunk_size"]) == (256, 300)
         assert (kb_entry.before["description"], kb_entry.after["description"]) == ("", "new")
+
+
+@pytest.mark.django_db
+def test_a_knowledge_base_created_and_deleted_over_the_api_is_audited_once_each_with_its_caller(
+    client_a, admin_a, tenant_a, django_capture_on_commit_callbacks
+):
+    client_a.force_login(admin_a)
+    with django_capture_on_commit_callbacks(execute=True):
+        created = client_a.post(
+            "/api/v1/knowledge-bases/", {"name": "Once", "embedding_model": "hashing-384"}, content_type="application/json"
+        )
+        assert created.status_code == 201, created.content
+        kb_id = created.json()["id"]
+        assert client_a.delete(f"/api/v1/knowledge-bases/{kb_id}/").status_code == 204
+    with tenant_context(tenant_a):
+        rows = list(AuditEntry.objects.filter(target_id=str(kb_id), action__startswith="knowledge_base."))
+    assert sorted(r.action for r in rows) == ["knowledge_base.create", "knowledge_base.delete"]
+    assert all(r.actor_id == admin_a.pk for r in rows)  # the caller, though the service took no principal
+    create = next(r for r in rows if r.action.endswith("create"))
+    assert create.after["name"] == "Once" and create.before is None
