@@ -68,7 +68,7 @@ class TokenRefreshApi(_PublicApi):
 
 
 class LogoutApi(_PublicApi):
-    """Blacklist a refresh token (access tokens expire on their own within minutes)."""
+    """End the session of this refresh token: it is blacklisted and its access tokens stop working at once."""
 
     @extend_schema(request=RefreshSerializer, responses={204: None}, auth=[])
     def post(self, request):

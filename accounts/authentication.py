@@ -29,6 +29,10 @@ class TenantJWTAuthentication(JWTAuthentication):
         tenant = getattr(request, "tenant", None)
         if tenant is None or validated.get(TENANT_CLAIM) != tenant.schema_name:
             raise AuthenticationFailed("This token was issued for another organisation.", code="token_wrong_tenant")
+        from .revocation import token_revoked
+
+        if token_revoked(schema=tenant.schema_name, token=validated):
+            raise AuthenticationFailed("This token was revoked (signed out).", code="token_revoked")
         return self.get_user(validated), validated
 
 

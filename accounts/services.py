@@ -18,6 +18,7 @@ from core.errors import Conflict, DomainError, InvalidInput, NotFound
 
 from .authentication import TENANT_CLAIM
 from .models import Membership, Role, User
+from .revocation import SESSION_CLAIM, new_session_id, session_revoke, user_tokens_revoke
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def jwt_pair_issue(*, tenant, email: str, password: str, ip: str = "") -> dict[s
     cache.delete(key)
     refresh = RefreshToken.for_user(user)
     refresh[TENANT_CLAIM] = tenant.schema_name
+    refresh[SESSION_CLAIM] = new_session_id()  # copied into every access token; logout revokes it
     return {"access": str(refresh.access_token), "refresh": str(refresh)}
 
 
@@ -83,18 +85,22 @@ def jwt_refresh(*, tenant, refresh_token: str) -> dict[str, str]:
         refresh.blacklist()
         new = RefreshToken.for_user(user)
         new[TENANT_CLAIM] = tenant.schema_name
+        new[SESSION_CLAIM] = refresh.get(SESSION_CLAIM) or new_session_id()  # the same session, rotated
     return {"access": str(new.access_token), "refresh": str(new)}
 
 
 def jwt_logout(*, tenant, refresh_token: str) -> None:
+    """End one session: its refresh token is blacklisted and its access tokens stop working at once."""
     refresh = _refresh_token_for_tenant(refresh_token, tenant)
     refresh.blacklist()
+    session_revoke(schema=tenant.schema_name, sid=str(refresh.get(SESSION_CLAIM) or ""))
 
 
 def jwt_revoke_all(*, user: User) -> int:
-    """Blacklist every outstanding refresh token of `user` (all tenants)."""
+    """Blacklist every outstanding refresh token of `user` (all tenants); their access tokens stop working too."""
     from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
+    user_tokens_revoke(user_id=user.pk)
     count = 0
     for token in OutstandingToken.objects.filter(user=user).exclude(blacklistedtoken__isnull=False):
         BlacklistedToken.objects.get_or_create(token=token)

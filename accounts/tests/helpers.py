@@ -76,7 +76,7 @@ def kb_create(tenant, owner: User, **fields):
 
 # Counters our tests trip on purpose (login throttles, rate limits, API-key usage). Only these keys are
 # deleted: flushing the whole test Redis DB would also wipe Celery's queues and channel-layer groups.
-_COUNTER_PATTERNS = ("*allauth*", "*accounts:jwt-login-failures*", "*iam:apikey*", "*rl:*", "*rl.*")
+_COUNTER_PATTERNS = ("jwt:*", "*allauth*", "*accounts:jwt-login-failures*", "*iam:apikey*", "*rl:*", "*rl.*")
 
 
 def reset_counters() -> None:

@@ -121,6 +121,29 @@ def test_logout_blacklists_refresh(tenant_a, admin_a):
     assert response.status_code == 401
 
 
+def test_logout_ends_the_session_its_access_token_included_and_only_that_session(tenant_a, admin_a):
+    session, other = jwt_pair(tenant_a, admin_a), jwt_pair(tenant_a, admin_a)
+    me = client_for(tenant_a, HTTP_AUTHORIZATION=f"Bearer {session['access']}")
+    assert me.get("/api/v1/me/").status_code == 200
+    client_for(tenant_a).post("/api/v1/auth/logout/", {"refresh": session["refresh"]}, content_type="application/json")
+    response = me.get("/api/v1/me/")
+    assert response.status_code == 401 and response.json()["code"] == "token_revoked"  # not 15 more minutes
+    other_client = client_for(tenant_a, HTTP_AUTHORIZATION=f"Bearer {other['access']}")
+    assert other_client.get("/api/v1/me/").status_code == 200  # another device stays signed in
+
+
+def test_a_rotated_session_is_still_one_session_for_logout(tenant_a, admin_a):
+    first = jwt_pair(tenant_a, admin_a)
+    rotated = (
+        client_for(tenant_a)
+        .post("/api/v1/auth/token/refresh/", {"refresh": first["refresh"]}, content_type="application/json")
+        .json()
+    )
+    client_for(tenant_a).post("/api/v1/auth/logout/", {"refresh": rotated["refresh"]}, content_type="application/json")
+    for access in (first["access"], rotated["access"]):
+        assert client_for(tenant_a, HTTP_AUTHORIZATION=f"Bearer {access}").get("/api/v1/me/").status_code == 401
+
+
 def test_logout_with_garbage_is_401(tenant_a):
     response = client_for(tenant_a).post("/api/v1/auth/logout/", {"refresh": "x.y.z"}, content_type="application/json")
     assert response.status_code == 401
@@ -143,3 +166,4 @@ def test_revoke_all_tokens(tenant_a, admin_a):
         "/api/v1/auth/token/refresh/", {"refresh": pair["refresh"]}, content_type="application/json"
     )
     assert response.status_code == 401
+    assert client.get("/api/v1/me/").status_code == 401  # the access tokens issued so far too

@@ -128,9 +128,8 @@ def test_a_knowledge_base_created_and_deleted_over_the_api_is_audited_once_each_
 ):
     client_a.force_login(admin_a)
     with django_capture_on_commit_callbacks(execute=True):
-        created = client_a.post(
-            "/api/v1/knowledge-bases/", {"name": "Once", "embedding_model": "hashing-384"}, content_type="application/json"
-        )
+        body = {"name": "Once", "embedding_model": "hashing-384"}
+        created = client_a.post("/api/v1/knowledge-bases/", body, content_type="application/json")
         assert created.status_code == 201, created.content
         kb_id = created.json()["id"]
         assert client_a.delete(f"/api/v1/knowledge-bases/{kb_id}/").status_code == 204

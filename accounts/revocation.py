@@ -1,0 +1,58 @@
+"""Access-token revocation. simplejwt blacklists refresh tokens only; an access token stayed valid until it expired
+(JWT_ACCESS_MINUTES). Every pair carries a session id (`sid`, kept across refresh rotations):
+
+- logout revokes its session: `jwt:<schema>:sid:<sid>` in Redis, for as long as an access token can live;
+- "revoke all tokens" (and account deletion) revokes every token of the user issued until now:
+  `jwt:public:user:<id>:nbf` (users live in the public schema; a token's `iat` must be after it).
+
+TenantJWTAuthentication checks both with one MGET per request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from django.conf import settings
+
+SESSION_CLAIM = "sid"
+
+
+def _ttl() -> int:
+    return int(settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()) + 60
+
+
+def _session_key(schema: str, sid: str) -> str:
+    return f"jwt:{schema}:sid:{sid}"
+
+
+def _user_key(user_id: int) -> str:
+    return f"jwt:public:user:{user_id}:nbf"
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex
+
+
+def session_revoke(*, schema: str, sid: str) -> None:
+    from core.quotas import redis_client
+
+    if sid:
+        redis_client().set(_session_key(schema, sid), "1", ex=_ttl())
+
+
+def user_tokens_revoke(*, user_id: int) -> None:
+    from core.quotas import redis_client
+
+    redis_client().set(_user_key(user_id), str(int(time.time())), ex=_ttl())
+
+
+def token_revoked(*, schema: str, token) -> bool:
+    """True when the access token's session was logged out or its user revoked all tokens after it was issued."""
+    from core.quotas import redis_client
+
+    sid, user_id = token.get(SESSION_CLAIM), token.get("user_id")
+    session, not_before = redis_client().mget(_session_key(schema, str(sid or "-")), _user_key(user_id))
+    if session is not None:
+        return True
+    return not_before is not None and int(token.get("iat", 0)) <= int(not_before)
