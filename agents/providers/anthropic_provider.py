@@ -17,6 +17,7 @@ from .base import (
     TextDelta,
     ToolCall,
     Usage,
+    sampling_kwargs,
     translate_sdk_error,
 )
 
@@ -70,10 +71,11 @@ class AnthropicProvider:
         kwargs: dict = {"model": request.model, "messages": messages, "max_tokens": request.max_tokens, "stream": True}
         if system:
             kwargs["system"] = system
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        if request.top_p is not None:
-            kwargs["top_p"] = request.top_p
+        sampling = sampling_kwargs(request)
+        if sampling:
+            # anthropic SDK 1.0 dropped temperature/top_p from create(); the API still takes them on models that
+            # allow sampling settings, so they go in the body as before (only when the agent sets them).
+            kwargs["extra_body"] = sampling
         if request.tools:
             kwargs["tools"] = [
                 {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools

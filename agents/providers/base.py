@@ -96,6 +96,11 @@ class ChatRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def sampling_kwargs(request: ChatRequest) -> dict[str, float]:
+    """The sampling settings both SDKs take under the same names (unset ones are left to the model)."""
+    return {name: value for name in ("temperature", "top_p") if (value := getattr(request, name)) is not None}
+
+
 @dataclass
 class TextDelta:
     text: str

@@ -16,6 +16,7 @@ from .base import (
     TextDelta,
     ToolCall,
     Usage,
+    sampling_kwargs,
     translate_sdk_error,
 )
 
@@ -71,11 +72,8 @@ class OpenAICompatProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": request.max_tokens,
+            **sampling_kwargs(request),
         }
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
-        if request.top_p is not None:
-            kwargs["top_p"] = request.top_p
         if request.tools:
             kwargs["tools"] = [
                 {

@@ -57,13 +57,14 @@ PROVIDERS = [(FakeOpenAI, OpenAICompatProvider, "/v1"), (FakeAnthropic, Anthropi
 @pytest.mark.parametrize(("fake_cls", "provider_cls", "suffix"), PROVIDERS)
 def test_streams_text_tokens_and_usage(fake_cls, provider_cls, suffix):
     with fake_cls([{"text": ["Hel", "lo", " there"]}]) as fake:
-        events = collect(provider_cls(base_url=fake.url + suffix, api_key="sk-good"), request())
+        events = collect(provider_cls(base_url=fake.url + suffix, api_key="sk-good"), request(temperature=0.3))
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hel", "lo", " there"]
     usage = [e for e in events if isinstance(e, Usage)]
     assert usage and usage[-1].input_tokens > 0 and usage[-1].output_tokens > 0
     assert isinstance(events[-1], Finish) and events[-1].reason == "stop"
     sent = fake.requests[0]
     assert sent["body"]["stream"] is True and sent["body"]["model"] == "fake-model"
+    assert sent["body"]["temperature"] == 0.3 and "top_p" not in sent["body"]  # unset settings are not sent
     if fake_cls is FakeOpenAI:
         assert sent["headers"]["authorization"] == "Bearer sk-good"
         assert sent["path"] == "/v1/chat/completions"
