@@ -5,8 +5,12 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
-os.environ.setdefault("DB_POOL", "true")  # see DATABASES in config/settings/base.py
+# Web processes use the connection pool (see DATABASES in config/settings/base.py) unless DB_POOL says otherwise.
+_pool_by_default = "DB_POOL" not in os.environ
+os.environ.setdefault("DB_POOL", "true")
 django_asgi_app = get_asgi_application()
+if _pool_by_default:
+    del os.environ["DB_POOL"]  # read once by the settings; processes this one starts keep their own default
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
