@@ -142,24 +142,24 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
                 principal=self.principal, agent=agent, message=message, conversation_id=conversation_id
             )
 
+    def _run_meta(self, run_id) -> dict[str, str]:
+        """A run of this socket's agent that the principal may see (inside the tenant's context)."""
+        meta = selectors.run_get_for_principal(self.principal, run_id)
+        if str(meta["agent_id"]) != str(self.agent_id):
+            from core.errors import NotFound
+
+            raise NotFound("Unknown run.")
+        return meta
+
     @_db_parallel
     def _cancel(self, run_id):
         with tenant_context(self.tenant):
-            meta = selectors.run_get_for_principal(self.principal, run_id)
-            if str(meta["agent_id"]) != str(self.agent_id):
-                from core.errors import NotFound
-
-                raise NotFound("Unknown run.")
-            services.run_cancel(meta=meta, run_id=run_id)
+            services.run_cancel(meta=self._run_meta(run_id), run_id=run_id)
 
     @_db_parallel
     def _check_run(self, run_id):
         with tenant_context(self.tenant):
-            meta = selectors.run_get_for_principal(self.principal, run_id)
-            if str(meta["agent_id"]) != str(self.agent_id):
-                from core.errors import NotFound
-
-                raise NotFound("Unknown run.")
+            self._run_meta(run_id)
 
     def _forward(self, run_id: str, after: int) -> None:
         self.run_id = run_id  # what a bare {"type": "cancel"} stops
