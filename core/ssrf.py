@@ -153,7 +153,7 @@ def safe_get(url: str, *, max_bytes: int, timeout: float = 15.0, headers: dict[s
 
     Bodies over `max_bytes` are refused while streaming (FetchFailed)."""
     headers = {"User-Agent": "Agentry/1.0 (+knowledge ingestion)", **(headers or {})}
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=tls_context()) as client:
         for _ in range(MAX_REDIRECTS + 1):
             ip = check_url(url)[0]
             try:

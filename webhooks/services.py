@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.events import EVENT_TYPES, WEBHOOK_DISABLED, publish_on_commit
-from core.ssrf import UnsafeURL, check_url
+from core.ssrf import UnsafeURL, check_url, tls_context
 from usage.services import audit_record
 
 from .dispatch import subscribed_types_refresh
@@ -227,7 +227,7 @@ def _post_pinned(url: str, body: bytes, headers: dict[str, str], timeout: float)
     netloc = (f"[{ip}]" if ip.version == 6 else str(ip)) + (f":{parts.port}" if parts.port else "")
     pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
     host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=tls_context()) as client:
         request = client.build_request(
             "POST",
             pinned,

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from django.conf import settings
 
-from core.ssrf import UnsafeURL, check_url
+from core.ssrf import UnsafeURL, check_url, tls_context
 
 from .base import ToolError
 
@@ -48,7 +48,9 @@ async def guarded_request(
     host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
     send_headers = {"User-Agent": "Agentry-Agent/1.0", **(headers or {}), "Host": host_header}
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        async with httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, trust_env=False, verify=tls_context()
+        ) as client:
             request = client.build_request(
                 method.upper(),
                 pinned,
