@@ -427,7 +427,7 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
             if conversation is None:
                 conversation = Conversation.objects.create(agent=agent, user=principal.user, title=text[:80])
             now = timezone.now()
-            Message.objects.create(
+            question = Message(
                 created=now,
                 conversation=conversation,
                 role="user",
@@ -435,7 +435,7 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
                 agent_version=version,
                 status=MessageStatus.COMPLETE,
             )
-            reply = Message.objects.create(
+            reply = Message(
                 created=now + dt.timedelta(microseconds=1),
                 conversation=conversation,
                 role="assistant",
@@ -443,6 +443,7 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
                 run_id=run_id,
                 status=MessageStatus.STREAMING,
             )
+            Message.objects.bulk_create([question, reply])  # one INSERT ... RETURNING id for both
             run_meta_write(
                 schema,
                 run_id,
