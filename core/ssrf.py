@@ -102,6 +102,28 @@ def check_url(url: str) -> list[IPAddress]:
     return addresses
 
 
+@dataclass(frozen=True)
+class PinnedTarget:
+    url: str  # the URL with the approved address in place of the host name
+    host_header: str  # what the server must still see in Host
+    server_name: str  # TLS server name (SNI and certificate check)
+
+
+def pin_url(url: str, ip: IPAddress) -> PinnedTarget:
+    """Where to connect so that the request goes to the address check_url approved (no second DNS lookup, so
+    DNS rebinding cannot swap it) while the server still sees its own name."""
+    parts = urlsplit(url)
+    netloc = f"[{ip}]" if ip.version == 6 else str(ip)
+    if parts.port:
+        netloc += f":{parts.port}"
+    host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
+    return PinnedTarget(
+        url=urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
+        host_header=host_header,
+        server_name=parts.hostname,
+    )
+
+
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """One verifying TLS context per process. Building one loads the CA bundle (~50 ms on our 2-core machines),
@@ -129,21 +151,20 @@ class PinnedAsyncTransport(httpx2.AsyncHTTPTransport):
             addresses = check_url(url) if literal else await asyncio.to_thread(check_url, url)
         except UnsafeURL as exc:
             raise httpx2.ConnectError(exc.message, request=request) from exc
-        request.url = request.url.copy_with(host=str(addresses[0]))
-        request.extensions = {**request.extensions, "sni_hostname": host}
+        target = pin_url(url, addresses[0])  # the Host header the client set stays as it is
+        request.url = httpx2.URL(target.url)
+        request.extensions = {**request.extensions, "sni_hostname": target.server_name}
         return await super().handle_async_request(request)
 
 
 def _pinned_request(client: httpx.Client, url: str, ip: IPAddress, headers: dict[str, str]) -> httpx.Response:
     """Connect to the checked address while keeping the real Host header and TLS server name."""
-    parts = urlsplit(url)
-    netloc = f"[{ip}]" if ip.version == 6 else str(ip)
-    if parts.port:
-        netloc += f":{parts.port}"
-    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
+    target = pin_url(url, ip)
     request = client.build_request(
-        "GET", pinned, headers={**headers, "Host": host_header}, extensions={"sni_hostname": parts.hostname}
+        "GET",
+        target.url,
+        headers={**headers, "Host": target.host_header},
+        extensions={"sni_hostname": target.server_name},
     )
     return client.send(request, stream=True)
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from core.errors import Conflict, Forbidden, InvalidInput
 from core.events import EVENT_TYPES, WEBHOOK_DISABLED, publish_on_commit
-from core.ssrf import UnsafeURL, check_url, tls_context
+from core.ssrf import UnsafeURL, check_url, pin_url, tls_context
 from usage.services import audit_record
 
 from .dispatch import subscribed_types_refresh
@@ -222,18 +222,14 @@ def delivery_body(delivery: WebhookDelivery) -> bytes:
 
 def _post_pinned(url: str, body: bytes, headers: dict[str, str], timeout: float) -> httpx.Response:
     """POST to the address check_url approved (no second DNS lookup: no rebinding), no redirects."""
-    ip = check_url(url)[0]
-    parts = urlsplit(url)
-    netloc = (f"[{ip}]" if ip.version == 6 else str(ip)) + (f":{parts.port}" if parts.port else "")
-    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
+    target = pin_url(url, check_url(url)[0])
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=tls_context()) as client:
         request = client.build_request(
             "POST",
-            pinned,
+            target.url,
             content=body,
-            headers={**headers, "Host": host_header},
-            extensions={"sni_hostname": parts.hostname},
+            headers={**headers, "Host": target.host_header},
+            extensions={"sni_hostname": target.server_name},
         )
         return client.send(request)
 

@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 
 import anthropic
 
-from core.ssrf import PinnedAsyncTransport
-
 from .base import (
     ChatRequest,
     Finish,
@@ -18,6 +16,7 @@ from .base import (
     ToolCall,
     Usage,
     sampling_kwargs,
+    sdk_client_kwargs,
     translate_sdk_error,
 )
 
@@ -59,11 +58,7 @@ class AnthropicProvider:
 
     def __init__(self, *, base_url: str = "", api_key: str = "", timeout: float = 60.0) -> None:
         self.client = anthropic.AsyncAnthropic(
-            api_key=api_key or "none",
-            base_url=base_url or None,
-            timeout=timeout,
-            max_retries=0,
-            http_client=anthropic.DefaultAsyncHttpxClient(transport=PinnedAsyncTransport(), timeout=timeout),
+            **sdk_client_kwargs(anthropic, base_url=base_url, api_key=api_key, timeout=timeout)
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:

@@ -52,6 +52,21 @@ def _unsafe_url_cause(exc: BaseException) -> Any:
     return None
 
 
+def sdk_client_kwargs(sdk: Any, *, base_url: str, api_key: str, timeout: float) -> dict[str, Any]:
+    """How both official SDKs (passed as the `sdk` module; openai and anthropic share the client options) are
+    built: no SDK retries (the runner decides), and an HTTP client on core.ssrf.PinnedAsyncTransport, which
+    checks every request's address and reuses the process's TLS context."""
+    from core.ssrf import PinnedAsyncTransport
+
+    return {
+        "api_key": api_key or "none",
+        "base_url": base_url or None,
+        "timeout": timeout,
+        "max_retries": 0,
+        "http_client": sdk.DefaultAsyncHttpxClient(transport=PinnedAsyncTransport(), timeout=timeout),
+    }
+
+
 def translate_sdk_error(exc: Exception, sdk: Any, *, is_context_error: Callable[[str], bool]) -> Exception:
     """Map an exception of the official OpenAI or Anthropic SDK (same exception hierarchy, passed as
     the `sdk` module) to our error vocabulary. `is_context_error` recognises each vendor's wording

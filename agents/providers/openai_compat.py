@@ -6,8 +6,6 @@ from collections.abc import AsyncIterator
 
 import openai
 
-from core.ssrf import PinnedAsyncTransport
-
 from .base import (
     ChatRequest,
     Finish,
@@ -17,6 +15,7 @@ from .base import (
     ToolCall,
     Usage,
     sampling_kwargs,
+    sdk_client_kwargs,
     translate_sdk_error,
 )
 
@@ -58,11 +57,7 @@ class OpenAICompatProvider:
 
     def __init__(self, *, base_url: str = "", api_key: str = "", timeout: float = 60.0) -> None:
         self.client = openai.AsyncOpenAI(
-            api_key=api_key or "none",
-            base_url=base_url or None,
-            timeout=timeout,
-            max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(transport=PinnedAsyncTransport(), timeout=timeout),
+            **sdk_client_kwargs(openai, base_url=base_url, api_key=api_key, timeout=timeout)
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:

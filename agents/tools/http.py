@@ -6,12 +6,11 @@ import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from django.conf import settings
 
-from core.ssrf import UnsafeURL, check_url, tls_context
+from core.ssrf import UnsafeURL, check_url, pin_url, tls_context
 
 from .base import ToolError
 
@@ -39,25 +38,19 @@ async def guarded_request(
         addresses = await asyncio.to_thread(check_url, url)
     except UnsafeURL as exc:
         raise ToolError(exc.message, code="unsafe_url") from exc
-    parts = urlsplit(url)
-    ip = addresses[0]
-    netloc = f"[{ip}]" if ip.version == 6 else str(ip)
-    if parts.port:
-        netloc += f":{parts.port}"
-    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
-    send_headers = {"User-Agent": "Agentry-Agent/1.0", **(headers or {}), "Host": host_header}
+    target = pin_url(url, addresses[0])
+    send_headers = {"User-Agent": "Agentry-Agent/1.0", **(headers or {}), "Host": target.host_header}
     try:
         async with httpx.AsyncClient(
             timeout=timeout, follow_redirects=False, trust_env=False, verify=tls_context()
         ) as client:
             request = client.build_request(
                 method.upper(),
-                pinned,
+                target.url,
                 headers=send_headers,
                 params=params,
                 content=json.dumps(json_body).encode() if json_body is not None else None,
-                extensions={"sni_hostname": parts.hostname},
+                extensions={"sni_hostname": target.server_name},
             )
             if json_body is not None:
                 request.headers["Content-Type"] = "application/json"
@@ -75,9 +68,11 @@ async def guarded_request(
             finally:
                 await response.aclose()
     except httpx.TimeoutException as exc:
-        raise ToolError(f"{parts.hostname} did not answer within {timeout:g} s.", code="tool_timeout") from exc
+        raise ToolError(f"{target.server_name} did not answer within {timeout:g} s.", code="tool_timeout") from exc
     except httpx.HTTPError as exc:
-        raise ToolError(f"Request to {parts.hostname} failed: {exc.__class__.__name__}.", code="http_failed") from exc
+        raise ToolError(
+            f"Request to {target.server_name} failed: {exc.__class__.__name__}.", code="http_failed"
+        ) from exc
     return HttpResult(
         status=response.status_code,
         headers={k: v for k, v in response.headers.items() if k.lower() in ("content-type", "content-length")},
