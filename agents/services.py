@@ -459,7 +459,7 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
                     # issue 6: when it joined the chat queue (the worker's wait deadline counts from here)
                     "queued_at": str(time.time()) if queued_position else "",
                     # A new conversation's only message is this one: the worker skips reading the history back.
-                    **({"history": "1"} if has_history else {"question": text}),
+                    **({} if has_history else {"question": text}),
                 },
             )
             if queued_position:  # issue 6: seq 1 = run.queued, recorded before the worker exists
@@ -499,7 +499,7 @@ def run_cancel(*, meta: dict[str, str], run_id: str) -> dict[str, str]:
     """Stop a run that is queued or streaming (the caller checked access: selectors.run_get_for_principal). The
     worker ends it within AGENTS_CANCEL_POLL_SECONDS: message.end with status "cancelled", the partial answer
     kept on the message (incomplete, error code "cancelled"). A finished run cannot be cancelled (409)."""
-    if meta.get("status") not in ("queued", "running", ""):
+    if meta.get("status") != "queued":  # until message.end the run's metadata says "queued"
         raise Conflict("This answer has already finished.", extra={"run_status": meta.get("status")})
     run_cancel_request(connection.schema_name, run_id)
     return {"run_id": run_id, "status": "cancelling"}

@@ -243,7 +243,7 @@ def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
     kb_versions = {
         str(kb.pk): kb.current_version for kb in KnowledgeBase.objects.filter(pk__in=compiled.knowledge_base_ids)
     }
-    if meta.get("question") is not None and not meta.get("history"):
+    if "question" in meta:
         rows = [{"role": "user", "content": meta["question"]}]  # a new conversation: nothing to read back
     else:
         rows = list(

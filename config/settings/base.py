@@ -57,12 +57,12 @@ TENANT_BASE_SCHEMA = "_template"
 TENANT_CREATION_FAKES_MIGRATIONS = True
 # pgvector lives in its own schema, visible from every tenant's search_path.
 PG_EXTRA_SEARCH_PATHS = ["extensions"]
+# Host -> tenant lookups cached per process (tenants.selectors.tenant_for_host); local changes clear it at once.
+TENANT_HOST_CACHE_SECONDS = env.int("TENANT_HOST_CACHE_SECONDS", default=10)
 # One `SET search_path` per connection checkout and tenant switch instead of one per query: django-tenants
 # forgets the path it set on close (our connection pool's checkout), rollback and set_tenant, so a pooled
 # connection never keeps another tenant's path (tested in tenants/tests/test_connection_pool.py). Behind an
 # external pooler use session pooling: transaction pooling breaks any session-level SET.
-# Host -> tenant lookups cached per process (tenants.selectors.tenant_for_host); local changes clear it at once.
-TENANT_HOST_CACHE_SECONDS = env.int("TENANT_HOST_CACHE_SECONDS", default=10)
 TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 
 MIDDLEWARE = [
