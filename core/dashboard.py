@@ -25,32 +25,26 @@ def error_page(request: HttpRequest, exc: DomainError) -> HttpResponse:
     return render(request, "errors/domain_error.html", {"error": exc}, status=exc.status)
 
 
-def dashboard_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """member_required, plus DomainError -> a friendly page with the right status."""
+def _with_error_pages(guard: Callable) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """`guard` (who may see the page), plus DomainError -> a friendly page with the right status."""
 
-    @member_required
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except DomainError as exc:
-            return error_page(request, exc)
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @guard
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                return view(request, *args, **kwargs)
+            except DomainError as exc:
+                return error_page(request, exc)
 
-    return wrapper
+        return wrapper
+
+    return decorator
 
 
-def admin_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Admin-only pages (core.access.admin_required): other members get the 403 page."""
-
-    @admin_required
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except DomainError as exc:
-            return error_page(request, exc)
-
-    return wrapper
+# Member pages (core.access.member_required) and admin-only pages (admin_required: other members get the 403 page).
+dashboard_page = _with_error_pages(member_required)
+admin_page = _with_error_pages(admin_required)
 
 
 def form_error(form, exc: DomainError) -> None:

@@ -432,6 +432,17 @@ class QuotaUsage:
     resets_at: str | None
 
 
+def _subjects(principal, tenant, user, api_key) -> tuple[Any, Any, Any]:
+    """Tenant, user and API key a quota call counts against: explicit arguments win over the principal's."""
+    if principal is None:
+        return tenant, user, api_key
+    return (
+        tenant or principal.tenant,
+        user if user is not None else principal.user,
+        api_key if api_key is not None else getattr(principal, "api_key", None),
+    )
+
+
 def quota_check(
     *,
     quota: str,
@@ -447,10 +458,7 @@ def quota_check(
     Monthly quotas with amount > 0 also reserve the amount atomically. Call before the expensive work.
     `principal` (core.access.Principal) may replace tenant/user/api_key. See the module docstring.
     """
-    if principal is not None:
-        tenant = tenant or principal.tenant
-        user = user if user is not None else principal.user
-        api_key = api_key if api_key is not None else getattr(principal, "api_key", None)
+    tenant, user, api_key = _subjects(principal, tenant, user, api_key)
     tenant = tenant_resolve(tenant)
     spec = QUOTAS.get(quota)
     if spec is None:
@@ -541,10 +549,7 @@ def _check_gauge(schema, spec, tenant_limit, subs, amount, user_id, api_key_id, 
 
 def quota_consume(*, quota: str, amount: int | Decimal, tenant=None, user=None, api_key=None, principal=None) -> None:
     """Record use after the fact (tokens/cost once a run finished). Never refuses; may overshoot by one run."""
-    if principal is not None:
-        tenant = tenant or principal.tenant
-        user = user if user is not None else principal.user
-        api_key = api_key if api_key is not None else getattr(principal, "api_key", None)
+    tenant, user, api_key = _subjects(principal, tenant, user, api_key)
     tenant = tenant_resolve(tenant)
     spec = QUOTAS[quota]
     if spec.kind != MONTHLY or not amount:
@@ -589,10 +594,7 @@ def quota_counters_warm(*, quota: str, tenant=None, user=None, api_key=None) -> 
 
 def quota_release(*, quota: str, amount: int | Decimal, tenant=None, user=None, api_key=None, principal=None) -> None:
     """Give back a reservation made by quota_check (the work was refused or failed before it counted)."""
-    if principal is not None:
-        tenant = tenant or principal.tenant
-        user = user if user is not None else principal.user
-        api_key = api_key if api_key is not None else getattr(principal, "api_key", None)
+    tenant, user, api_key = _subjects(principal, tenant, user, api_key)
     spec = QUOTAS[quota]
     if spec.kind != MONTHLY or not amount:
         return
@@ -790,10 +792,7 @@ def chat_run_admit(
     keeps the run's place in the queue (returns a RunSlot with position n > 0, which holds no slot yet; call
     again to heartbeat/poll), or raises. The worker polls this way so waiting never blocks an event loop.
     """
-    if principal is not None:
-        tenant = tenant or principal.tenant
-        user = user if user is not None else principal.user
-        api_key = api_key if api_key is not None else getattr(principal, "api_key", None)
+    tenant, user, api_key = _subjects(principal, tenant, user, api_key)
     tenant = tenant_resolve(tenant)
     schema = _schema_of(tenant)
     user_id, api_key_id = _id(user), _id(api_key)
