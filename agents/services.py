@@ -36,6 +36,7 @@ from .models import (
 )
 from .providers.base import ContextTooLong
 from .registry import get_registry
+from .runtime.compiled import provider_stamp
 from .runtime.limits import effective_limits, run_admit, run_release_sync
 from .runtime.runner import estimate_tokens
 from .runtime.stream import emit_sync, run_cancel_request, run_meta_write
@@ -393,8 +394,12 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
             field="message",
         )
     provider_id = version.config.get("provider_id")
-    if provider_id and not ProviderCredential.objects.filter(pk=provider_id, enabled=True).exists():
-        raise ProviderDisabled("The agent's LLM provider is disabled by an administrator.")
+    stamp = provider_stamp(None)
+    if provider_id:
+        row = ProviderCredential.objects.filter(pk=provider_id).values_list("enabled", "updated_at").first()
+        if row is None or not row[0]:
+            raise ProviderDisabled("The agent's LLM provider is disabled by an administrator.")
+        stamp = provider_stamp(row[1])
     if conversation_id:
         try:
             conversation = Conversation.objects.filter(
@@ -456,6 +461,7 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
                     "agent_version_id": version.pk,
                     "status": "queued",
                     "api_key_id": getattr(principal.api_key, "pk", ""),
+                    "provider_stamp": stamp,  # the worker's cached compiled agent is current if its stamp matches
                     # issue 6: when it joined the chat queue (the worker's wait deadline counts from here)
                     "queued_at": str(time.time()) if queued_position else "",
                     # A new conversation's only message is this one: the worker skips reading the history back.

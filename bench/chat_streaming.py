@@ -7,10 +7,12 @@ between, and a loopback fake OpenAI-compatible server (agents/tests/fakes.py) as
    with the official SDK (ratios and absolute overheads).
 2. How many concurrent WebSocket streams one daphne process holds with p99 inter-token delay under 100 ms.
 
-    python scripts/devstack.py run bench/chat_streaming.py [--quick] [--limits-cache]
+    python scripts/devstack.py run bench/chat_streaming.py [--quick] [--limits-cache] [--ttft-only]
 
 --limits-cache runs the web and worker processes with the quota-limits cache at its production default (10 s);
 without it they use the test settings (cache off: every request reads plan, override and sub-limits).
+--ttft-only skips part 2. The paths of part 1 take turns (direct, WebSocket, SSE, bare request, again), so a drift
+in the machine's speed (shared CPUs) reaches each of them alike.
 The machine's load average is printed before and after: on a busy 2-core machine it shows up as latency.
 """
 
@@ -303,13 +305,22 @@ def main() -> None:
             for _ in range(2):  # warm up: imports, compiled config, connections
                 asyncio.run(ws_stream(port, agent.pk, key))
                 asyncio.run(sse_stream(port, agent.pk, key))
-            results = {
-                "direct": stats_of([asyncio.run(direct_stream(fake.url + "/v1")) for _ in range(reps)]),
-                "websocket": stats_of([asyncio.run(ws_stream(port, agent.pk, key)) for _ in range(reps)]),
-                "sse": stats_of([asyncio.run(sse_stream(port, agent.pk, key)) for _ in range(reps)]),
-            }
+            # Round robin: the machine's speed drifts (shared CPUs), and each path should see the same drift.
+            samples: dict[str, list] = {"direct": [], "websocket": [], "sse": [], "bare": []}
+            # A pause before each measurement lets the previous run's tail (the worker saving the message and
+            # metering it) finish first, so no path is timed while another one's background work still runs.
+            for _ in range(reps):
+                for name, measure in (
+                    ("direct", lambda url=fake.url + "/v1": direct_stream(url)),
+                    ("websocket", lambda: ws_stream(port, agent.pk, key)),
+                    ("sse", lambda: sse_stream(port, agent.pk, key)),
+                    ("bare", lambda: bare_request(port)),
+                ):
+                    time.sleep(0.1)
+                    samples[name].append(asyncio.run(measure()))
+            bare = statistics.median(samples.pop("bare"))
+            results = {name: stats_of(runs) for name, runs in samples.items()}
             base = results["direct"]
-            bare = statistics.median([asyncio.run(bare_request(port)) for _ in range(reps)])
             ws_phases = PHASES[-reps:]
             print(f"\n{label}, median of {reps} runs each:")
             print(
@@ -340,6 +351,9 @@ def main() -> None:
                 f"{sse_med['start_received']:.1f}), first token received {sse_med['token_received']:.1f}"
             )
 
+        if "--ttft-only" in sys.argv:
+            print(f"machine load after: {load_note()}")
+            return
         point_provider_at(tenant, provider, paced.url + "/v1")
         print(f"\nconcurrent WebSocket streams on one daphne process ({TOKENS} tokens at {PACE * 1e3:.0f} ms each):")
         print(f"  {'streams':>7} {'p50 gap ms':>11} {'p99 gap ms':>11} {'max gap ms':>11} {'p50 TTFT ms':>12}")

@@ -2,13 +2,17 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 # Web processes use the connection pool (see DATABASES in config/settings/base.py) unless DB_POOL says otherwise.
 _pool_by_default = "DB_POOL" not in os.environ
 os.environ.setdefault("DB_POOL", "true")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application() does, with our handler
+
+from core.asgi import OneHopASGIHandler  # noqa: E402
+
+django_asgi_app = OneHopASGIHandler()
 if _pool_by_default:
     del os.environ["DB_POOL"]  # read once by the settings; processes this one starts keep their own default
 

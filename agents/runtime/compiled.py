@@ -61,13 +61,18 @@ class AgentMisconfigured(Exception):
         self.code = code
 
 
+def provider_stamp(updated_at: Any) -> str:
+    """What identifies a provider's credentials as of a compile: its `updated_at` ("offline" without one)."""
+    return "offline" if updated_at is None else str(updated_at)
+
+
 def _provider_stamp(provider_id: int | None) -> str:
     from ..models import ProviderCredential
 
     if not provider_id:
-        return "offline"
-    row = ProviderCredential.objects.filter(pk=provider_id).values_list("updated_at", flat=True).first()
-    return str(row)
+        return provider_stamp(None)
+    updated_at = ProviderCredential.objects.filter(pk=provider_id).values_list("updated_at", flat=True).first()
+    return provider_stamp(updated_at)
 
 
 def _build_tools(entries: list[Any], registry) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -154,26 +159,45 @@ def compile_version(version) -> CompiledAgent:
     )
 
 
-def compiled_agent_get(schema: str, version_id: int) -> CompiledAgent:
-    """The cached CompiledAgent of an AgentVersion (inside the tenant's context). A hit costs one query (the
-    provider's stamp); the version row itself is read only to compile (versions are immutable)."""
-    from ..models import AgentVersion
-
+def compiled_agent_cached(schema: str, version_id: int, *, stamp: str) -> CompiledAgent | None:
+    """The cached CompiledAgent of an AgentVersion if its provider's stamp is still `stamp`, else None. Touches no
+    database: chat_start reads the stamp with its provider check and passes it in the run's metadata."""
     now = time.monotonic()
     key = (schema, version_id)
     with _lock:
-        for stale in [k for k, (_, used) in _cache.items() if now - used > IDLE_SECONDS]:
-            del _cache[stale]
+        _evict_idle(now)
         entry = _cache.get(key)
-    if entry is not None and entry[0].stamp == _provider_stamp(entry[0].provider_id):
-        stats["hits"] += 1
-        with _lock:
-            _cache[key] = (entry[0], now)
-        return entry[0]
+        if entry is None or entry[0].stamp != stamp:
+            return None
+        _cache[key] = (entry[0], now)
+    stats["hits"] += 1
+    return entry[0]
+
+
+def _evict_idle(now: float) -> None:
+    for stale in [k for k, (_, used) in _cache.items() if now - used > IDLE_SECONDS]:
+        del _cache[stale]
+
+
+def compiled_agent_get(schema: str, version_id: int, *, stamp: str | None = None) -> CompiledAgent:
+    """The cached CompiledAgent of an AgentVersion (inside the tenant's context), compiled on a miss. A hit costs
+    one query (the provider's stamp), none if the caller knows the stamp; the version row itself is read only to
+    compile (versions are immutable)."""
+    from ..models import AgentVersion
+
+    with _lock:
+        entry = _cache.get((schema, version_id))
+    if entry is not None:
+        compiled = compiled_agent_cached(
+            schema, version_id, stamp=stamp if stamp is not None else _provider_stamp(entry[0].provider_id)
+        )
+        if compiled is not None:
+            return compiled
     stats["misses"] += 1
     compiled = compile_version(AgentVersion.objects.get(pk=version_id))
     with _lock:
-        _cache[key] = (compiled, now)
+        _evict_idle(time.monotonic())
+        _cache[(schema, version_id)] = (compiled, time.monotonic())
     return compiled
 
 

@@ -22,9 +22,9 @@ from core.errors import DomainError
 
 from ..providers.base import ChatRequest, ProviderError, TextDelta, ToolCall, Usage
 from ..tools.base import ToolContext, ToolOutcome, run_tool
-from .compiled import AgentMisconfigured, CompiledAgent, compiled_agent_get
+from .compiled import AgentMisconfigured, CompiledAgent, compiled_agent_cached, compiled_agent_get
 from .limits import run_release
-from .stream import RunEmitter, async_redis, cancel_key, run_meta_read_async, stream_key
+from .stream import RunEmitter, async_redis, cancel_key, run_start_read
 
 logger = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4
@@ -233,16 +233,29 @@ def _trim_history(messages: list[dict[str, Any]], budget_tokens: int) -> list[di
     return list(reversed(kept))
 
 
+def _load_from_memory(schema: str, meta: dict[str, str]) -> dict[str, Any] | None:
+    """The run's inputs without touching the database, or None: the common case of a new conversation with an agent
+    whose compiled configuration is cached and that reads no knowledge base (no DB thread hop, no query)."""
+    if "question" not in meta or not meta.get("provider_stamp"):
+        return None
+    compiled = compiled_agent_cached(schema, int(meta["agent_version_id"]), stamp=meta["provider_stamp"])
+    if compiled is None or compiled.knowledge_base_ids:
+        return None
+    return _inputs(compiled, {}, [{"role": "user", "content": meta["question"]}])
+
+
 @_db
 def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
     from knowledge.models import KnowledgeBase
 
     from ..models import Message
 
-    compiled = compiled_agent_get(schema, int(meta["agent_version_id"]))
-    kb_versions = {
-        str(kb.pk): kb.current_version for kb in KnowledgeBase.objects.filter(pk__in=compiled.knowledge_base_ids)
-    }
+    compiled = compiled_agent_get(schema, int(meta["agent_version_id"]), stamp=meta.get("provider_stamp") or None)
+    kb_versions = {}
+    if compiled.knowledge_base_ids:
+        kb_versions = {
+            str(kb.pk): kb.current_version for kb in KnowledgeBase.objects.filter(pk__in=compiled.knowledge_base_ids)
+        }
     if "question" in meta:
         rows = [{"role": "user", "content": meta["question"]}]  # a new conversation: nothing to read back
     else:
@@ -254,6 +267,11 @@ def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
             .values("role", "content")[:41]
         )
         rows.reverse()
+    return _inputs(compiled, kb_versions, rows)
+
+
+def _inputs(compiled: CompiledAgent, kb_versions: dict[str, int], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The question (the last user turn), the history trimmed to the context budget, and what they came from."""
     question = rows.pop()["content"] if rows and rows[-1]["role"] == "user" else ""
     history = [{"role": r["role"], "content": r["content"]} for r in rows if r["content"]]
     budget = (
@@ -289,13 +307,12 @@ def _error_dict(exc: BaseException) -> dict[str, Any]:
 
 
 async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
-    meta = await run_meta_read_async(schema, run_id)
+    meta, existing = await run_start_read(schema, run_id)
     if meta is None:
         logger.warning("run %s has no metadata (expired?)", run_id)
         return {"status": "missing"}
     emitter = RunEmitter(schema, run_id)
     redis_client = async_redis()
-    existing = await redis_client.xrevrange(stream_key(schema, run_id), count=1)
     started = time.monotonic()
     ctx: RunContext | None = None
     error: dict[str, Any] | None = None
@@ -307,7 +324,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
         if meta.get("queued_at"):  # quota: issue 6 - the chat pool was full at chat_start: wait for a slot
             await _wait_for_slot(schema, run_id, meta, emitter, existing)
             started = time.monotonic()  # latency is the answer's, not the queue's
-        await emitter.emit(
+        emitter.emit_soon(  # written while the run loads: the first token waits for neither
             "message.start",
             {
                 "conversation_id": meta["conversation_id"],
@@ -316,7 +333,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
                 "agent_version_id": int(meta["agent_version_id"]),
             },
         )
-        loaded = await _load(schema, schema, meta)
+        loaded = _load_from_memory(schema, meta) or await _load(schema, schema, meta)
         compiled: CompiledAgent = loaded["compiled"]
         kb_versions = loaded["kb_versions"]
         if not compiled.provider_enabled:

@@ -33,6 +33,8 @@ META_FIELDS = (
     "api_key_id",
     "status",
     "queued_at",  # issue 6: set when the run joined the chat queue
+    "provider_stamp",  # the provider's stamp as chat_start saw it: the worker's compiled-agent cache needs no query
+    "question",  # only for a new conversation: its one message (the worker reads no history back)
 )
 
 
@@ -92,11 +94,14 @@ def run_meta_read(schema: str, run_id: str) -> dict[str, str] | None:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-async def run_meta_read_async(schema: str, run_id: str) -> dict[str, str] | None:
-    raw = await async_redis().hgetall(meta_key(schema, run_id))
-    if not raw:
-        return None
-    return {k.decode(): v.decode() for k, v in raw.items()}
+async def run_start_read(schema: str, run_id: str) -> tuple[dict[str, str] | None, list]:
+    """What a worker reads before it starts a run, in one round trip: the metadata (None if it expired) and the
+    stream's last entry (non-empty when the run was queued, or redelivered after a worker died)."""
+    pipe = async_redis().pipeline(transaction=False)
+    pipe.hgetall(meta_key(schema, run_id))
+    pipe.xrevrange(stream_key(schema, run_id), count=1)
+    raw, last = await pipe.execute()
+    return ({k.decode(): v.decode() for k, v in raw.items()} if raw else None), last
 
 
 class RunEmitter:
@@ -108,8 +113,20 @@ class RunEmitter:
         self.key = stream_key(schema, run_id)
         self.seq = 0
         self.client = async_redis()
+        self._pending: asyncio.Future | None = None
+
+    def emit_soon(self, event_type: str, data: dict[str, Any]) -> None:
+        """Emit without waiting for Redis (the run goes on loading meanwhile); the next emit waits for this one,
+        so events still reach the stream in sequence order."""
+        self._pending = asyncio.ensure_future(self._write(event_type, data))
 
     async def emit(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+        return await self._write(event_type, data)
+
+    async def _write(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
         assert event_type in EVENT_TYPES, event_type
         self.seq += 1
         event = {"seq": self.seq, "type": event_type, "run_id": self.run_id, "data": data, "ts": time.time()}

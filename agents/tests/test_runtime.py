@@ -332,6 +332,44 @@ def test_compiled_configs_are_cached_and_a_new_version_is_picked_up(live):
     assert compiled.stats["misses"] - before["misses"] == 2
 
 
+def test_a_cached_agent_starts_from_memory_and_a_provider_change_is_seen_by_the_next_run(live):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agents.models import ProviderCredential
+    from agents.runtime import compiled
+    from agents.runtime.runner import _load_from_memory
+    from agents.runtime.stream import run_meta_read
+    from agents.services import provider_update
+
+    with FakeOpenAI([{"text": ["One."]}, {"text": ["Two."]}, {"text": ["Three."]}]) as fake:
+        provider = live.provider(base_url=fake.url + "/v1", api_key="sk-first")
+        agent = live.agent(provider_id=provider.pk)
+        compiled.compiled_cache_clear()
+        run_inline(live.tenant_a, chat(live, agent, "first")["run_id"])  # compiles and caches
+        second = chat(live, agent, "second")
+        meta = run_meta_read(live.tenant_a.schema_name, second["run_id"])
+        with CaptureQueriesContext(connection) as queries:
+            loaded = _load_from_memory(live.tenant_a.schema_name, meta)
+        assert loaded is not None and loaded["question"] == "second" and len(queries) == 0
+        run_inline(live.tenant_a, second["run_id"])
+
+        with tenant_context(live.tenant_a):  # a new key: the stamp chat_start passes no longer matches the cache
+            provider_update(provider=ProviderCredential.objects.get(pk=provider.pk), data={"api_key": "sk-second"})
+        third = chat(live, agent, "third")
+        assert (
+            _load_from_memory(live.tenant_a.schema_name, run_meta_read(live.tenant_a.schema_name, third["run_id"]))
+            is None
+        )
+        run_inline(live.tenant_a, third["run_id"])
+    assert [r["headers"].get("authorization") for r in fake.requests] == [
+        "Bearer sk-first",
+        "Bearer sk-first",
+        "Bearer sk-second",
+    ]
+    assert message_row(live.tenant_a, third["message_id"]).content == "Three."
+
+
 def test_provider_url_on_a_private_network_is_refused_unless_the_operator_allows_it(live, settings):
     provider = live.provider(base_url="http://10.1.2.3:11434/v1")  # never contacted: refused before connecting
     agent = live.agent(provider_id=provider.pk)
