@@ -4,6 +4,7 @@ credentials, custom tools, approved hosts, and starting a chat run."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 import uuid
 from typing import Any
@@ -372,9 +373,19 @@ def approved_host_add(*, principal: Principal, host: str, note: str = "") -> App
 # --- Chat ------------------------------------------------------------------------------------------
 
 
+def _message_ids_next() -> tuple[int, int]:
+    """Ids for a turn's question and answer, taken before the rows are written (the run is queued first)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval('agents_message_id_seq'), nextval('agents_message_id_seq')")
+        return cursor.fetchone()
+
+
 def chat_start(*, principal: Principal, agent: Agent, message: str, conversation_id: str | None = None) -> dict:
-    """Validate, admit (concurrency limits), record the user message and an assistant placeholder, and queue the
-    run on the "agents" worker queue once the transaction commits. Returns the run's handles."""
+    """Validate, admit (concurrency limits), queue the run on the "agents" worker queue, and record the user
+    message and an assistant placeholder. Returns the run's handles.
+
+    Outside a transaction (views, consumers) the run is queued before the rows are written, so the worker starts
+    while they are; inside one it is queued when that transaction commits."""
     from .tasks import agent_run_task
 
     text = (message or "").strip()
@@ -427,58 +438,70 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
         chat_run_release(schema=schema, run_id=run_id)  # quota: issue 6
         raise
     try:
+        now = timezone.now()
+        question_id, reply_id = _message_ids_next()
+        conversation_id = conversation.pk if conversation is not None else uuid.uuid4()
+        run_meta_write(
+            schema,
+            run_id,
+            {
+                "agent_id": agent.pk,
+                "user_id": principal.user.pk,
+                "conversation_id": conversation_id,
+                "message_id": reply_id,
+                "message_created": (now + dt.timedelta(microseconds=1)).isoformat(),
+                "agent_version_id": version.pk,
+                "status": "queued",
+                "api_key_id": getattr(principal.api_key, "pk", ""),
+                # issue 6: when it joined the chat queue (the worker's wait deadline counts from here)
+                "queued_at": str(time.time()) if queued_position else "",
+                "provider_stamp": stamp,  # the worker's cached compiled agent is current if its stamp matches
+                "question": text,
+                # the history is what the conversation held before this question (for a new one: nothing)
+                "history_before": now.isoformat() if conversation is not None else "",
+            },
+        )
+        if queued_position:  # issue 6: seq 1 = run.queued, recorded before the worker exists
+            emit_sync(schema, run_id, 1, "run.queued", {"position": queued_position})
+        if getattr(settings, "AGENTS_ENQUEUE_RUNS", True):  # tests may execute runs in-process instead
+            dispatch = functools.partial(agent_run_task.apply_async, args=[run_id], queue="agents")
+            if connection.in_atomic_block:
+                transaction.on_commit(dispatch)  # the caller's transaction decides whether the run exists
+            else:
+                # The run starts before its rows are written: the worker loads the agent and asks the model while
+                # this request inserts them (the first token waits for one, not both). Nothing in the run reads
+                # the rows until it saves the answer, and that waits for them (runner._persist_once_written). If
+                # the insert fails, the run is cancelled; its events are never shown, since this request fails.
+                dispatch()
         with transaction.atomic():
-            has_history = conversation is not None
             if conversation is None:
-                conversation = Conversation.objects.create(agent=agent, user=principal.user, title=text[:80])
-            now = timezone.now()
-            question = Message(
-                created=now,
-                conversation=conversation,
-                role="user",
-                content=text,
-                agent_version=version,
-                status=MessageStatus.COMPLETE,
+                conversation = Conversation.objects.create(
+                    id=conversation_id, agent=agent, user=principal.user, title=text[:80]
+                )
+            common = {"conversation": conversation, "agent_version": version}
+            Message.objects.bulk_create(  # one INSERT for both
+                [
+                    Message(
+                        id=question_id, created=now, role="user", content=text, status=MessageStatus.COMPLETE, **common
+                    ),
+                    Message(
+                        id=reply_id,
+                        created=now + dt.timedelta(microseconds=1),
+                        role="assistant",
+                        run_id=run_id,
+                        status=MessageStatus.STREAMING,
+                        **common,
+                    ),
+                ]
             )
-            reply = Message(
-                created=now + dt.timedelta(microseconds=1),
-                conversation=conversation,
-                role="assistant",
-                agent_version=version,
-                run_id=run_id,
-                status=MessageStatus.STREAMING,
-            )
-            Message.objects.bulk_create([question, reply])  # one INSERT ... RETURNING id for both
-            run_meta_write(
-                schema,
-                run_id,
-                {
-                    "agent_id": agent.pk,
-                    "user_id": principal.user.pk,
-                    "conversation_id": conversation.pk,
-                    "message_id": reply.pk,
-                    "message_created": reply.created.isoformat(),
-                    "agent_version_id": version.pk,
-                    "status": "queued",
-                    "api_key_id": getattr(principal.api_key, "pk", ""),
-                    "provider_stamp": stamp,  # the worker's cached compiled agent is current if its stamp matches
-                    # issue 6: when it joined the chat queue (the worker's wait deadline counts from here)
-                    "queued_at": str(time.time()) if queued_position else "",
-                    # A new conversation's only message is this one: the worker skips reading the history back.
-                    **({} if has_history else {"question": text}),
-                },
-            )
-            if queued_position:  # issue 6: seq 1 = run.queued, recorded before the worker exists
-                emit_sync(schema, run_id, 1, "run.queued", {"position": queued_position})
-            if getattr(settings, "AGENTS_ENQUEUE_RUNS", True):  # tests may execute runs in-process instead
-                transaction.on_commit(lambda: agent_run_task.apply_async(args=[run_id], queue="agents"))
     except Exception:
+        run_cancel_request(schema, run_id)
         run_release_sync(schema=schema, agent_id=agent.pk, run_id=run_id)
         raise
     return {
         "run_id": run_id,
         "conversation_id": str(conversation.pk),
-        "message_id": reply.pk,
+        "message_id": reply_id,
         "agent_version": version.number,
         "queued_position": queued_position,  # issue 6: 0 = started at once
     }

@@ -32,6 +32,9 @@ _local = threading.local()
 CANCELLED = {"code": "cancelled", "message": "Stopped at the user's request; the partial answer was kept."}
 
 
+PERSIST_WAIT_SECONDS = 10.0
+
+
 def estimate_tokens(text: str) -> int:
     return max(1, len(text or "") // CHARS_PER_TOKEN)
 
@@ -236,12 +239,12 @@ def _trim_history(messages: list[dict[str, Any]], budget_tokens: int) -> list[di
 def _load_from_memory(schema: str, meta: dict[str, str]) -> dict[str, Any] | None:
     """The run's inputs without touching the database, or None: the common case of a new conversation with an agent
     whose compiled configuration is cached and that reads no knowledge base (no DB thread hop, no query)."""
-    if "question" not in meta or not meta.get("provider_stamp"):
+    if meta.get("history_before") or not meta.get("provider_stamp"):
         return None
     compiled = compiled_agent_cached(schema, int(meta["agent_version_id"]), stamp=meta["provider_stamp"])
     if compiled is None or compiled.knowledge_base_ids:
         return None
-    return _inputs(compiled, {}, [{"role": "user", "content": meta["question"]}])
+    return _inputs(compiled, {}, [], meta["question"])
 
 
 @_db
@@ -256,23 +259,25 @@ def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
         kb_versions = {
             str(kb.pk): kb.current_version for kb in KnowledgeBase.objects.filter(pk__in=compiled.knowledge_base_ids)
         }
-    if "question" in meta:
-        rows = [{"role": "user", "content": meta["question"]}]  # a new conversation: nothing to read back
-    else:
-        rows = list(
-            Message.objects.filter(conversation_id=meta["conversation_id"], role__in=("user", "assistant"))
-            .exclude(pk=int(meta["message_id"]))
-            .filter(created__lte=meta["message_created"])
+    history = []
+    if meta.get("history_before"):  # the turns before this question (its own rows may not be written yet)
+        history = list(
+            Message.objects.filter(
+                conversation_id=meta["conversation_id"],
+                role__in=("user", "assistant"),
+                created__lt=meta["history_before"],
+            )
             .order_by("-created", "-id")
-            .values("role", "content")[:41]
+            .values("role", "content")[:40]
         )
-        rows.reverse()
-    return _inputs(compiled, kb_versions, rows)
+        history.reverse()
+    return _inputs(compiled, kb_versions, history, meta["question"])
 
 
-def _inputs(compiled: CompiledAgent, kb_versions: dict[str, int], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The question (the last user turn), the history trimmed to the context budget, and what they came from."""
-    question = rows.pop()["content"] if rows and rows[-1]["role"] == "user" else ""
+def _inputs(
+    compiled: CompiledAgent, kb_versions: dict[str, int], rows: list[dict[str, Any]], question: str
+) -> dict[str, Any]:
+    """The question, the history trimmed to the context budget, and what they came from."""
     history = [{"role": r["role"], "content": r["content"]} for r in rows if r["content"]]
     budget = (
         int(compiled.limits["context_tokens"])
@@ -289,11 +294,24 @@ def _inputs(compiled: CompiledAgent, kb_versions: dict[str, int], rows: list[dic
 
 
 @_db
-def _persist(meta: dict[str, str], fields: dict[str, Any]) -> None:
+def _persist(meta: dict[str, str], fields: dict[str, Any]) -> bool:
+    """Save the answer on its row; False if the row is not there (yet: chat_start writes it while the run starts)."""
     from ..models import Conversation, Message
 
-    Message.objects.filter(pk=int(meta["message_id"]), created=meta["message_created"]).update(**fields)
+    if not Message.objects.filter(pk=int(meta["message_id"]), created=meta["message_created"]).update(**fields):
+        return False
     Conversation.objects.filter(pk=meta["conversation_id"]).update(updated_at=timezone.now())
+    return True
+
+
+async def _persist_once_written(schema: str, run_id: str, meta: dict[str, str], fields: dict[str, Any]) -> None:
+    """The run was queued before chat_start wrote its rows; a fast run (an early error, the offline provider) can
+    end first. Wait for them: chat_start commits within milliseconds, or failed and cancelled the run."""
+    deadline = time.monotonic() + PERSIST_WAIT_SECONDS
+    while not await _persist(schema, meta, fields):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run {run_id}: its message row was never written (the request failed)")
+        await asyncio.sleep(0.02)
 
 
 def _error_dict(exc: BaseException) -> dict[str, Any]:
@@ -390,7 +408,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
     try:
         if error and not cancelled:  # stopping on request is not an error
             await emitter.emit("error", error)
-        await _persist(schema, meta, fields)
+        await _persist_once_written(schema, run_id, meta, fields)
     except Exception:  # noqa: BLE001
         logger.exception("run %s: could not persist the message", run_id)
     finally:

@@ -34,7 +34,8 @@ META_FIELDS = (
     "status",
     "queued_at",  # issue 6: set when the run joined the chat queue
     "provider_stamp",  # the provider's stamp as chat_start saw it: the worker's compiled-agent cache needs no query
-    "question",  # only for a new conversation: its one message (the worker reads no history back)
+    "question",  # the run's question (its row may not be written yet when the worker starts)
+    "history_before",  # the conversation's turns before this time are the history ("" for a new conversation)
 )
 
 

@@ -60,6 +60,54 @@ def test_rag_run_streams_the_event_schema_and_records_versions(live):
     assert row.citations[0]["chunk_id"] is not None
 
 
+def test_a_failed_insert_cancels_the_already_queued_run_and_leaves_no_rows(live, monkeypatch, settings):
+    from agents.models import Conversation
+    from agents.runtime.limits import _keys
+    from agents.runtime.stream import cancel_key, sync_redis
+
+    agent = live.agent()
+    with tenant_context(live.tenant_a):
+        conversations = Conversation.objects.count()
+    started = []
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr("agents.tasks.agent_run_task.apply_async", lambda **kw: started.append(kw["args"][0]))
+    monkeypatch.setattr(Message.objects, "bulk_create", boom)
+    settings.AGENTS_ENQUEUE_RUNS = True  # queued for real (to the stub above)
+    with pytest.raises(RuntimeError):
+        chat(live, agent, "hello?")
+    (run_id,) = started  # the run was queued before the insert
+    schema = live.tenant_a.schema_name
+    assert sync_redis().exists(cancel_key(schema, run_id))  # ... and is told to stop
+    assert not any(sync_redis().zscore(key, run_id) for key in _keys(schema, agent.pk))  # its slots are free
+    with tenant_context(live.tenant_a):
+        assert Conversation.objects.count() == conversations  # the transaction left nothing behind
+        assert not Message.objects.filter(run_id=run_id).exists()
+
+
+def test_a_run_that_ends_before_its_rows_are_written_saves_its_answer_once_they_are(live):
+    import threading
+
+    handles = chat(live, live.agent(), "What is the refund window?")
+    with tenant_context(live.tenant_a):
+        reply = Message.objects.get(pk=handles["message_id"])
+        Message.objects.filter(pk=reply.pk).delete()  # as if chat_start had not committed yet
+
+    def write_late():
+        time.sleep(0.3)
+        with tenant_context(live.tenant_a):
+            Message.objects.bulk_create([reply])
+
+    writer = threading.Thread(target=write_late)
+    writer.start()
+    assert run_inline(live.tenant_a, handles["run_id"])["status"] == "complete"
+    writer.join()
+    row = message_row(live.tenant_a, handles["message_id"])
+    assert row.status == "complete" and row.content == NOTHING_FOUND
+
+
 def test_offline_agent_says_plainly_when_nothing_is_found(live):
     kb = live.knowledge_base(HANDBOOK)
     agent = live.agent(knowledge_base_ids=[kb.pk])
