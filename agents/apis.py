@@ -271,7 +271,7 @@ class AgentChatApi(APIView):
 
     def post(self, request, agent_id: int):
         principal = principal_from_request(request)
-        agent = selectors.agent_get_for_principal(principal, agent_id, action="use")
+        agent = selectors.agent_get_for_chat(principal, agent_id)
         message = request.data.get("message")
         if not isinstance(message, str):
             raise InvalidInput('Send {"message": "..."}.', field="message")

@@ -133,7 +133,7 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
     @_db_parallel
     def _start(self, message, conversation_id):
         with tenant_context(self.tenant):
-            agent = selectors.agent_get_for_principal(self.principal, self.agent_id, action="use")
+            agent = selectors.agent_get_for_chat(self.principal, self.agent_id)
             if not isinstance(message, str):
                 from core.errors import InvalidInput
 

@@ -21,6 +21,13 @@ def agent_get_for_principal(principal: Principal, agent_id: Any, *, action: str 
     return agent
 
 
+def agent_get_for_chat(principal: Principal, agent_id: Any) -> Agent:
+    """The agent to chat with, its current version and its provider in one query (chat_start reads all three)."""
+    return resource_get_for_principal(
+        principal, Agent.objects.select_related("current_version", "provider"), agent_id, "use"
+    )
+
+
 def agent_versions(*, agent: Agent) -> QuerySet[AgentVersion]:
     return AgentVersion.objects.filter(agent=agent).select_related("author").order_by("-number")
 

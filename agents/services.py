@@ -30,8 +30,6 @@ from .models import (
     ApprovedHost,
     Conversation,
     CustomTool,
-    Message,
-    MessageStatus,
     ProviderCredential,
     ProviderKind,
 )
@@ -373,6 +371,23 @@ def approved_host_add(*, principal: Principal, host: str, note: str = "") -> App
 # --- Chat ------------------------------------------------------------------------------------------
 
 
+# A turn's rows in one statement (atomic on its own, one round trip): the conversation if it is new, the question
+# and the assistant's placeholder. Through the ORM this was BEGIN, two INSERTs and COMMIT on the first token's path.
+_TURN_INSERT = """
+WITH conversation AS (
+    INSERT INTO agents_conversation (id, agent_id, user_id, title, created_at, updated_at)
+    SELECT %(conversation)s, %(agent)s, %(user)s, %(title)s, %(now)s, %(now)s WHERE %(new)s
+)
+INSERT INTO agents_message (id, created, conversation_id, role, content, citations, tool_calls, usage, latency_ms,
+    first_token_ms, agent_version_id, kb_versions, status, error, run_id)
+VALUES
+    (%(question)s, %(now)s, %(conversation)s, 'user', %(text)s, '[]', '[]', '{}', NULL, NULL, %(version)s, '{}',
+     'complete', '{}', NULL),
+    (%(reply)s, %(reply_at)s, %(conversation)s, 'assistant', '', '[]', '[]', '{}', NULL, NULL, %(version)s, '{}',
+     'streaming', '{}', %(run)s)
+"""
+
+
 def _message_ids_next() -> tuple[int, int]:
     """Ids for a turn's question and answer, taken before the rows are written (the run is queued first)."""
     with connection.cursor() as cursor:
@@ -407,10 +422,14 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
     provider_id = version.config.get("provider_id")
     stamp = provider_stamp(None)
     if provider_id:
-        row = ProviderCredential.objects.filter(pk=provider_id).values_list("enabled", "updated_at").first()
-        if row is None or not row[0]:
+        provider = (  # selectors.agent_get_for_chat has it loaded already
+            agent.provider
+            if agent.provider_id == provider_id
+            else ProviderCredential.objects.filter(pk=provider_id).first()
+        )
+        if provider is None or not provider.enabled:
             raise ProviderDisabled("The agent's LLM provider is disabled by an administrator.")
-        stamp = provider_stamp(row[1])
+        stamp = provider_stamp(provider.updated_at)
     if conversation_id:
         try:
             conversation = Conversation.objects.filter(
@@ -473,26 +492,23 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
                 # the rows until it saves the answer, and that waits for them (runner._persist_once_written). If
                 # the insert fails, the run is cancelled; its events are never shown, since this request fails.
                 dispatch()
-        with transaction.atomic():
-            if conversation is None:
-                conversation = Conversation.objects.create(
-                    id=conversation_id, agent=agent, user=principal.user, title=text[:80]
-                )
-            common = {"conversation": conversation, "agent_version": version}
-            Message.objects.bulk_create(  # one INSERT for both
-                [
-                    Message(
-                        id=question_id, created=now, role="user", content=text, status=MessageStatus.COMPLETE, **common
-                    ),
-                    Message(
-                        id=reply_id,
-                        created=now + dt.timedelta(microseconds=1),
-                        role="assistant",
-                        run_id=run_id,
-                        status=MessageStatus.STREAMING,
-                        **common,
-                    ),
-                ]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _TURN_INSERT,
+                {
+                    "new": conversation is None,
+                    "conversation": conversation_id,
+                    "agent": agent.pk,
+                    "user": principal.user.pk,
+                    "title": text[:80],
+                    "now": now,
+                    "question": question_id,
+                    "text": text,
+                    "version": version.pk,
+                    "reply": reply_id,
+                    "reply_at": now + dt.timedelta(microseconds=1),
+                    "run": run_id,
+                },
             )
     except Exception:
         run_cancel_request(schema, run_id)
@@ -500,7 +516,7 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
         raise
     return {
         "run_id": run_id,
-        "conversation_id": str(conversation.pk),
+        "conversation_id": str(conversation_id),
         "message_id": reply_id,
         "agent_version": version.number,
         "queued_position": queued_position,  # issue 6: 0 = started at once
