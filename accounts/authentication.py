@@ -50,13 +50,12 @@ class ApiKeyAuthentication(BaseAuthentication):
         tenant = getattr(request, "tenant", None)
         if tenant is None or tenant.schema_name == "public":
             raise AuthenticationFailed("API keys are only valid on an organisation's host.", code="api_key_invalid")
-        from iam.keys import ApiKeyRejected, api_key_record_use, api_key_verify
+        from iam.keys import ApiKeyRejected, api_key_authenticate
 
         try:
-            key = api_key_verify(raw_key)
+            key = api_key_authenticate(raw_key, tenant)
         except ApiKeyRejected as exc:
             raise AuthenticationFailed(exc.message, code=exc.code) from None
-        api_key_record_use(key)
         return key.created_by, key
 
     def authenticate_header(self, request) -> str:

@@ -168,7 +168,10 @@ def principal_for_user(user, tenant) -> Principal | None:
 
 def principal_for_api_key(api_key, tenant) -> Principal | None:
     """The principal an (already verified) iam.ApiKey acts as; None if its creator left the tenant."""
-    membership = membership_for(api_key.created_by, tenant)
+    if hasattr(api_key, "owner_membership"):  # iam.keys.api_key_authenticate looked it up (or had it cached)
+        membership = api_key.owner_membership
+    else:
+        membership = membership_for(api_key.created_by, tenant)
     if membership is None:
         return None
     return Principal(

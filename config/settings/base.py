@@ -283,6 +283,9 @@ if env("JWT_SIGNING_KEY", default=""):
     SIMPLE_JWT["SIGNING_KEY"] = env("JWT_SIGNING_KEY")
 # Server-side pepper for API-key hashes (see iam.keys); empty = SECRET_KEY. Rotating it invalidates every key.
 API_KEY_PEPPER = env("API_KEY_PEPPER", default="")
+# Verified API keys are cached per process while their tenant's auth epoch is unchanged (iam.keys); the most an
+# entry may age, for rows changed outside Django. 0: verify against the database on every request.
+API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
 INVITATION_MAX_AGE_DAYS = env.int("INVITATION_MAX_AGE_DAYS", default=7)
 
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["core.access.IsTenantMember"]

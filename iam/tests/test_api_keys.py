@@ -211,3 +211,57 @@ def test_object_actions_need_the_matching_scope(tenant_a, admin_a):
         for action in ("use", "edit", "delete"):
             with pytest.raises(ScopeRequired):
                 resource_get_for_principal(principal, KnowledgeBase.objects.all(), kb.pk, action)
+
+
+def _key_queries(client) -> tuple[int, int]:
+    """(status, queries that read API keys or memberships) of one GET /api/v1/me/."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        status = client.get("/api/v1/me/").status_code
+    return status, sum("iam_apikey" in q["sql"] or "accounts_membership" in q["sql"] for q in queries)
+
+
+def test_a_verified_key_is_reused_from_the_process_cache_until_its_tenant_changes(tenant_a, admin_a):
+    key, raw = api_key_create(tenant_a, admin_a)
+    client = api_key_client(tenant_a, raw)
+    assert _key_queries(client)[1] >= 1  # first use: verified against the database
+    assert _key_queries(client) == (200, 0)  # then from the cache: no key or membership query
+    with tenant_context(tenant_a):  # a change that bypasses the signals is not seen while the epoch holds ...
+        ApiKey.objects.filter(pk=key.pk).update(scopes=[])
+    assert _key_queries(client) == (200, 0)
+    from iam.keys import auth_epoch_bump
+
+    auth_epoch_bump(tenant_a.schema_name)  # ... any change through Django bumps it: verified again
+    assert client.get("/api/v1/me/").status_code == 403  # no "read" scope any more
+
+
+def test_removed_member_and_deactivated_owner_lose_their_keys_at_the_next_request(tenant_a, admin_a):
+    from core.access import principal_for_user
+    from iam.services import membership_remove
+
+    leaver, owner = member_create(tenant_a, role=Role.USER), member_create(tenant_a, role=Role.USER)
+    (_, leaver_raw), (_, owner_raw) = api_key_create(tenant_a, leaver), api_key_create(tenant_a, owner)
+    leaver_client, owner_client = api_key_client(tenant_a, leaver_raw), api_key_client(tenant_a, owner_raw)
+    assert leaver_client.get("/api/v1/me/").status_code == owner_client.get("/api/v1/me/").status_code == 200
+    with tenant_context(tenant_a):
+        membership_remove(principal=principal_for_user(admin_a, tenant_a), user_id=leaver.pk)
+    assert leaver_client.get("/api/v1/me/").status_code == 401  # its keys were revoked with the membership
+    owner.is_active = False
+    owner.save()
+    response = owner_client.get("/api/v1/me/")
+    assert response.status_code == 401 and response.json()["code"] == "api_key_owner_inactive"
+
+
+def test_a_role_change_reaches_cached_keys_at_the_next_request(tenant_a, admin_a):
+    from core.access import principal_for_user
+    from iam.services import membership_role_change
+
+    member = member_create(tenant_a, role=Role.ADMIN)
+    _, raw = api_key_create(tenant_a, member)
+    client = api_key_client(tenant_a, raw)
+    assert client.get("/api/v1/me/").json()["role"] == Role.ADMIN
+    with tenant_context(tenant_a):
+        membership_role_change(principal=principal_for_user(admin_a, tenant_a), user_id=member.pk, role=Role.USER)
+    assert client.get("/api/v1/me/").json()["role"] == Role.USER

@@ -1,0 +1,35 @@
+"""Changes that can alter what an API key may do bump the auth epochs of the tenants concerned, so every process
+drops its cached verifications (iam.keys.api_key_authenticate) at the next request."""
+
+from django.conf import settings
+from django.db import connection
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from accounts.models import Membership
+from tenants.models import Tenant
+
+from .keys import auth_epoch_bump
+from .models import ApiKey
+
+
+@receiver([post_save, post_delete], sender=ApiKey)
+def _api_key_changed(**kwargs) -> None:
+    # Keys live in their tenant's schema. Bulk updates send no signal: membership_remove revokes keys with one, in
+    # the transaction that deletes the membership (which bumps the epoch below).
+    auth_epoch_bump(connection.schema_name)
+
+
+@receiver([post_save, post_delete], sender=Membership)
+def _membership_changed(instance: Membership, **kwargs) -> None:
+    schema = Tenant.objects.filter(pk=instance.tenant_id).values_list("schema_name", flat=True).first()
+    if schema:
+        auth_epoch_bump(schema)
+
+
+@receiver([post_save, post_delete], sender=settings.AUTH_USER_MODEL)
+def _user_changed(instance, update_fields=None, **kwargs) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # a login changes nothing an API key relies on
+    for schema in Tenant.objects.filter(memberships__user_id=instance.pk).values_list("schema_name", flat=True):
+        auth_epoch_bump(schema)
