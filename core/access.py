@@ -339,14 +339,34 @@ def resource_get_for_principal(principal: Principal, queryset: QuerySet, pk, act
         obj = None
     if obj is None:
         raise NotFound("Not found.")
+    _require_action(principal, action, obj)
+    return obj
+
+
+def principal_sees(principal: Principal, obj: Model) -> bool:
+    """The visibility rule of _visible_q for one object already in hand (e.g. from a cache)."""
+    if shared_resource_type_of(type(obj)) == "agent" and not api_key_allows_agent(principal, obj.pk):
+        return False
+    if principal.is_admin or getattr(obj, "owner_id", None) == principal.user.pk:
+        return True
+    return share_level_for(principal, obj) is not None  # org-wide access or a team share
+
+
+def resource_check_for_principal(principal: Principal, obj: Model, action: str) -> None:
+    """resource_get_for_principal's verdict on an object loaded without the visibility filter."""
+    if not principal_sees(principal, obj):
+        raise NotFound("Not found.")
+    _require_action(principal, action, obj)
+
+
+def _require_action(principal: Principal, action: str, obj: Model) -> None:
     if not principal_can(principal, action, obj):
         if not principal.has_scope(SCOPE_FOR_ACTION[action]):
             raise ScopeRequired(
                 f"This API key lacks the '{SCOPE_FOR_ACTION[action]}' scope.",
                 extra={"required_scope": SCOPE_FOR_ACTION[action]},
             )
-        raise Forbidden(f"You may not {action} this {queryset.model._meta.verbose_name}.")
-    return obj
+        raise Forbidden(f"You may not {action} this {type(obj)._meta.verbose_name}.")
 
 
 # --- DRF permission -----------------------------------------------------------------------------

@@ -16,17 +16,14 @@ import copy
 import hashlib
 import hmac
 import secrets
-import time
-import uuid
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+
+from core.epochs import EpochCache, epoch_get
 
 from .models import ApiKey
 
@@ -86,52 +83,15 @@ def api_key_verify(raw_key: str) -> ApiKey:
 
 # --- Verified keys, cached per process ----------------------------------------------------------------
 # An API request's authentication was two ORM queries (the key with its owner, then the owner's membership): ~2 ms
-# of a chat's time to first token. A verified key is kept per process with the tenant's *auth epoch* as read from
-# Redis before the rows were; each request reads the epoch again and trusts the entry only while it is unchanged.
-# Every change to a key, a membership or a user bumps the epochs it concerns (iam.signals, on commit), so a
-# revocation, a removed member or a deactivated owner takes effect on the next request, in every process. Epochs
-# are random tokens: a Redis flush invalidates everything. API_KEY_CACHE_SECONDS bounds an entry's age (a backstop
-# for rows changed outside Django); 0 turns the cache off.
+# of a chat's time to first token. A verified key is kept per process under the tenant's auth epoch
+# (core.epochs); every change to a key, a membership or a user bumps the epochs it concerns (iam.signals), so a
+# revocation, a removed member or a deactivated owner takes effect at the next request, in every process.
+# API_KEY_CACHE_SECONDS bounds an entry's age; 0 turns the cache off.
+_verified = EpochCache("API_KEY_CACHE_SECONDS")
 
 
-@dataclass
-class _Verified:
-    key: ApiKey
-    membership: Any  # accounts.Membership of the key's owner in the tenant, or None
-    epoch: bytes
-    loaded_at: float
-
-
-_verified: dict[tuple[str, str], _Verified] = {}
-_VERIFIED_MAX = 10_000
-
-
-def _redis():
-    return cache._cache.get_client(None, write=True)
-
-
-def auth_epoch_key(schema: str) -> str:
-    return f"iam:auth-epoch:{schema}"
-
-
-def auth_epoch_bump(schema: str) -> None:
-    """Cached verifications of this tenant's keys are reloaded by the next request. Bumped now and again once the
-    transaction commits: a request that reloads in between still sees the old rows, and must not keep them."""
-
-    def bump() -> None:
-        _redis().set(auth_epoch_key(schema), uuid.uuid4().hex)
-
-    bump()
-    transaction.on_commit(bump)
-
-
-def _auth_epoch(schema: str) -> bytes:
-    client = _redis()
-    epoch = client.get(auth_epoch_key(schema))
-    if epoch is None:  # first use, or Redis lost it: start a new epoch (nothing cached under another is trusted)
-        client.set(auth_epoch_key(schema), uuid.uuid4().hex, nx=True)
-        epoch = client.get(auth_epoch_key(schema))
-    return epoch
+def auth_epoch(schema: str) -> str:
+    return f"auth:{schema}"
 
 
 def api_key_authenticate(raw_key: str, tenant) -> ApiKey:
@@ -139,28 +99,19 @@ def api_key_authenticate(raw_key: str, tenant) -> ApiKey:
     while the tenant's auth epoch is unchanged. Counts the use. Raises ApiKeyRejected."""
     from core.access import membership_for
 
-    seconds = getattr(settings, "API_KEY_CACHE_SECONDS", 60)
     cache_key = (tenant.schema_name, api_key_hash(raw_key))
-    epoch = _auth_epoch(tenant.schema_name)  # read before the rows: a change committed after it bumps it again
-    entry = _verified.get(cache_key)
-    if entry is None or entry.epoch != epoch or time.monotonic() - entry.loaded_at > seconds:
-        _verified.pop(cache_key, None)
+    epoch = epoch_get(auth_epoch(tenant.schema_name))  # read before the rows (core.epochs)
+    cached = _verified.get(cache_key, epoch)
+    if cached is None:
         key = api_key_verify(raw_key)
-        entry = _Verified(key, membership_for(key.created_by, tenant), epoch, time.monotonic())
-        if seconds > 0:
-            if len(_verified) >= _VERIFIED_MAX:
-                _verified.clear()
-            _verified[cache_key] = entry
-    elif entry.key.expires_at is not None and entry.key.expires_at <= timezone.now():
+        cached = (key, membership_for(key.created_by, tenant))
+        _verified.put(cache_key, epoch, cached)
+    elif cached[0].expires_at is not None and cached[0].expires_at <= timezone.now():
         raise ApiKeyRejected("This API key has expired.", "api_key_expired")
-    key = copy.copy(entry.key)  # requests never share a mutable row
-    key.owner_membership = copy.copy(entry.membership)
+    key = copy.copy(cached[0])  # requests never share a mutable row
+    key.owner_membership = copy.copy(cached[1])
     api_key_record_use(key)
     return key
-
-
-def api_key_cache_clear() -> None:
-    _verified.clear()
 
 
 def _pending_key(key_id: int) -> str:

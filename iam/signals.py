@@ -7,9 +7,10 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.models import Membership
+from core.epochs import epoch_bump
 from tenants.models import Tenant
 
-from .keys import auth_epoch_bump
+from .keys import auth_epoch
 from .models import ApiKey
 
 
@@ -17,14 +18,14 @@ from .models import ApiKey
 def _api_key_changed(**kwargs) -> None:
     # Keys live in their tenant's schema. Bulk updates send no signal: membership_remove revokes keys with one, in
     # the transaction that deletes the membership (which bumps the epoch below).
-    auth_epoch_bump(connection.schema_name)
+    epoch_bump(auth_epoch(connection.schema_name))
 
 
 @receiver([post_save, post_delete], sender=Membership)
 def _membership_changed(instance: Membership, **kwargs) -> None:
     schema = Tenant.objects.filter(pk=instance.tenant_id).values_list("schema_name", flat=True).first()
     if schema:
-        auth_epoch_bump(schema)
+        epoch_bump(auth_epoch(schema))
 
 
 @receiver([post_save, post_delete], sender=settings.AUTH_USER_MODEL)
@@ -32,4 +33,4 @@ def _user_changed(instance, update_fields=None, **kwargs) -> None:
     if update_fields is not None and set(update_fields) <= {"last_login"}:
         return  # a login changes nothing an API key relies on
     for schema in Tenant.objects.filter(memberships__user_id=instance.pk).values_list("schema_name", flat=True):
-        auth_epoch_bump(schema)
+        epoch_bump(auth_epoch(schema))

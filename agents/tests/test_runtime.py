@@ -416,6 +416,33 @@ def test_a_cached_agent_starts_from_memory_and_a_provider_change_is_seen_by_the_
     assert message_row(live.tenant_a, third["message_id"]).content == "Three."
 
 
+def test_the_chat_agent_cache_serves_a_hit_without_queries_checks_each_principal_and_sees_changes(live):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agents.selectors import agent_get_for_chat
+    from agents.services import agent_update
+    from core.errors import NotFound
+
+    agent = live.agent(system_prompt="first")
+    admin = live.principal()
+    member = live.principal(user=live.admin_b, role="user")  # a plain member of tenant A who does not own it
+    with tenant_context(live.tenant_a):
+        agent_get_for_chat(admin, agent.pk)  # loads it
+        with CaptureQueriesContext(connection) as queries:
+            assert agent_get_for_chat(admin, agent.pk).current_version.config["system_prompt"] == "first"
+        assert not [q for q in queries if "agents_agent" in q["sql"]]  # a hit reads no row
+        with pytest.raises(NotFound):  # the cached row is still checked for each principal
+            agent_get_for_chat(member, agent.pk)
+        agent_update(principal=admin, agent=agent, data={"system_prompt": "second", "org_access": "viewer"})
+        assert agent_get_for_chat(member, agent.pk).current_version.config["system_prompt"] == "second"
+        agent_update(principal=admin, agent=agent, data={"org_access": "none"})
+        with pytest.raises(NotFound):
+            agent_get_for_chat(member, agent.pk)
+        with pytest.raises(NotFound):
+            agent_get_for_chat(admin, "not-a-number")
+
+
 def test_provider_url_on_a_private_network_is_refused_unless_the_operator_allows_it(live, settings):
     provider = live.provider(base_url="http://10.1.2.3:11434/v1")  # never contacted: refused before connecting
     agent = live.agent(provider_id=provider.pk)

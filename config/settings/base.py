@@ -286,6 +286,8 @@ API_KEY_PEPPER = env("API_KEY_PEPPER", default="")
 # Verified API keys are cached per process while their tenant's auth epoch is unchanged (iam.keys); the most an
 # entry may age, for rows changed outside Django. 0: verify against the database on every request.
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
+# Likewise the agent a chat starts with (agents.selectors.agent_get_for_chat), under the tenant's agents epoch.
+AGENT_CACHE_SECONDS = env.int("AGENT_CACHE_SECONDS", default=60)
 INVITATION_MAX_AGE_DAYS = env.int("INVITATION_MAX_AGE_DAYS", default=7)
 
 SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["core.access.IsTenantMember"]

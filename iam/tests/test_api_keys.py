@@ -231,9 +231,10 @@ def test_a_verified_key_is_reused_from_the_process_cache_until_its_tenant_change
     with tenant_context(tenant_a):  # a change that bypasses the signals is not seen while the epoch holds ...
         ApiKey.objects.filter(pk=key.pk).update(scopes=[])
     assert _key_queries(client) == (200, 0)
-    from iam.keys import auth_epoch_bump
+    from core.epochs import epoch_bump
+    from iam.keys import auth_epoch
 
-    auth_epoch_bump(tenant_a.schema_name)  # ... any change through Django bumps it: verified again
+    epoch_bump(auth_epoch(tenant_a.schema_name))  # ... any change through Django bumps it: verified again
     assert client.get("/api/v1/me/").status_code == 403  # no "read" scope any more
 
 
