@@ -459,14 +459,14 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
     try:
         now = timezone.now()
         question_id, reply_id = _message_ids_next()
-        conversation_id = conversation.pk if conversation is not None else uuid.uuid4()
+        conversation_uuid = conversation.pk if conversation is not None else uuid.uuid4()
         run_meta_write(
             schema,
             run_id,
             {
                 "agent_id": agent.pk,
                 "user_id": principal.user.pk,
-                "conversation_id": conversation_id,
+                "conversation_id": conversation_uuid,
                 "message_id": reply_id,
                 "message_created": (now + dt.timedelta(microseconds=1)).isoformat(),
                 "agent_version_id": version.pk,
@@ -497,7 +497,7 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
                 _TURN_INSERT,
                 {
                     "new": conversation is None,
-                    "conversation": conversation_id,
+                    "conversation": conversation_uuid,
                     "agent": agent.pk,
                     "user": principal.user.pk,
                     "title": text[:80],
@@ -516,7 +516,7 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
         raise
     return {
         "run_id": run_id,
-        "conversation_id": str(conversation_id),
+        "conversation_id": str(conversation_uuid),
         "message_id": reply_id,
         "agent_version": version.number,
         "queued_position": queued_position,  # issue 6: 0 = started at once
