@@ -23,9 +23,9 @@ from django.db import transaction
 
 
 def _redis():
-    from django.core.cache import cache
+    from .quotas import redis_client  # the process's client for namespaced raw keys
 
-    return cache._cache.get_client(None, write=True)  # the cache's shared pool (core.redis_pool)
+    return redis_client()
 
 
 def _key(name: str) -> str:

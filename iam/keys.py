@@ -74,11 +74,15 @@ def api_key_verify(raw_key: str) -> ApiKey:
         raise ApiKeyRejected("Invalid API key.", "api_key_invalid")
     if key.revoked_at is not None:
         raise ApiKeyRejected("This API key has been revoked.", "api_key_revoked")
-    if key.expires_at is not None and key.expires_at <= timezone.now():
-        raise ApiKeyRejected("This API key has expired.", "api_key_expired")
+    _reject_if_expired(key)
     if not key.created_by.is_active:
         raise ApiKeyRejected("The owner of this API key is no longer active.", "api_key_owner_inactive")
     return key
+
+
+def _reject_if_expired(key: ApiKey) -> None:
+    if key.expires_at is not None and key.expires_at <= timezone.now():
+        raise ApiKeyRejected("This API key has expired.", "api_key_expired")
 
 
 # --- Verified keys, cached per process ----------------------------------------------------------------
@@ -106,8 +110,8 @@ def api_key_authenticate(raw_key: str, tenant) -> ApiKey:
         key = api_key_verify(raw_key)
         cached = (key, membership_for(key.created_by, tenant))
         _verified.put(cache_key, epoch, cached)
-    elif cached[0].expires_at is not None and cached[0].expires_at <= timezone.now():
-        raise ApiKeyRejected("This API key has expired.", "api_key_expired")
+    else:
+        _reject_if_expired(cached[0])  # a key can expire while cached
     key = copy.copy(cached[0])  # requests never share a mutable row
     key.owner_membership = copy.copy(cached[1])
     api_key_record_use(key)

@@ -30,9 +30,7 @@ logger = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4
 _local = threading.local()
 CANCELLED = {"code": "cancelled", "message": "Stopped at the user's request; the partial answer was kept."}
-
-
-PERSIST_WAIT_SECONDS = 10.0
+PERSIST_WAIT_SECONDS = 10.0  # how long a finished run waits for its row (see _persist_once_written)
 
 
 def estimate_tokens(text: str) -> int:
