@@ -347,7 +347,7 @@ class PrepareResult:
 
 def document_prepare(document_id: int, token: str) -> PrepareResult:
     """Extract, chunk and diff; small documents are embedded and published here, large ones are staged
-    and split into parts for `document_embed_part` + `document_publish`."""
+    and split into parts for `document_embed_part` (the last part publishes)."""
     document = Document.objects.select_related("knowledge_base").get(id=document_id)
     if document.processing_token != token:
         raise StaleRun(document_id)
@@ -398,8 +398,13 @@ def document_prepare(document_id: int, token: str) -> PrepareResult:
     return PrepareResult(done=False, parts=parts)
 
 
-def document_embed_part(document_id: int, token: str, first: int, last: int) -> int:
-    """Embed the staged rows of one part (positions first..last) that still lack a vector. Idempotent."""
+def document_embed_part(document_id: int, token: str, first: int, last: int) -> bool:
+    """Embed the staged rows of one part (positions first..last) that still lack a vector, then publish the
+    document if no staged row is left without one. Idempotent; returns True if this call published.
+
+    Parts run in any order on any worker. Each commits its vectors before it checks, and checks under the
+    document's row lock, so the last part to finish always sees every other part's vectors: exactly one call
+    publishes (document_publish is a no-op on a document that is no longer processing)."""
     document = Document.objects.select_related("knowledge_base").get(id=document_id)
     if document.processing_token != token or document.status != DocumentStatus.PROCESSING:
         raise StaleRun(document_id)
@@ -410,19 +415,24 @@ def document_embed_part(document_id: int, token: str, first: int, last: int) -> 
         .order_by("position")
         .values_list("id", "text")
     )
-    if not rows:
-        return 0
-    vectors = _embed_batches(kb, [text for _, text in rows], lambda done: None)
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            "UPDATE knowledge_chunk SET embedding = %s::vector WHERE id = %s AND valid_to = valid_from",
-            [(_vector_literal(v), chunk_id) for (chunk_id, _), v in zip(rows, vectors, strict=True)],
-        )
-    staged = _staged(document)
-    total = staged.count() or 1
-    done = staged.filter(embedding__isnull=False).count()
-    _progress(document, token, P_CHUNKED + (P_EMBED_END - P_CHUNKED) * done // total, "embedding")
-    return len(rows)
+    if rows:
+        vectors = _embed_batches(kb, [text for _, text in rows], lambda done: None)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE knowledge_chunk SET embedding = %s::vector WHERE id = %s AND valid_to = valid_from",
+                [(_vector_literal(v), chunk_id) for (chunk_id, _), v in zip(rows, vectors, strict=True)],
+            )
+    with transaction.atomic():
+        locked = Document.objects.select_for_update().filter(id=document_id, processing_token=token).first()
+        if locked is None or locked.status != DocumentStatus.PROCESSING:
+            raise StaleRun(document_id)
+        staged = _staged(document)
+        missing = staged.filter(embedding__isnull=True).count()
+        if missing:
+            total = staged.count() or 1
+            _progress(document, token, P_CHUNKED + (P_EMBED_END - P_CHUNKED) * (total - missing) // total, "embedding")
+            return False
+        return document_publish(document_id, token)
 
 
 def document_publish(document_id: int, token: str, *, embedded: int | None = None) -> bool:
@@ -475,11 +485,10 @@ def document_process(document_id: int) -> bool:
     _, token = claimed
     try:
         result = document_prepare(document_id, token)
-        if not result.done:
-            for first, last in result.parts:
-                document_embed_part(document_id, token, first, last)
-            return document_publish(document_id, token)
-        return True
+        published = result.done
+        for first, last in result.parts:
+            published = document_embed_part(document_id, token, first, last)
+        return published
     except StaleRun:
         return False
     except DomainError as exc:

@@ -3,16 +3,17 @@ IDs and call knowledge.pipeline.
 
 ingest_document_task(document_id)
     claim -> extract/chunk/diff -> (small) embed + publish
-                                -> (large) chord(embed_part_task x N in parallel) -> publish_document_task
-Tenant context travels in the message headers (tenant-schemas-celery); the chord's parts and callback
-carry the schema explicitly since the callback is sent from whichever worker finishes last.
+                                -> (large) embed_part_task x N, in parallel; the part that finds no staged row
+                                   left without a vector publishes the document
+No Celery chord: chords need a result backend, which the product does not run (task state lives in our own
+tables); the database decides which part is last. Tenant context travels in the message headers
+(tenant-schemas-celery adds the current schema to every task sent, including from inside a task).
 """
 
 from __future__ import annotations
 
 import logging
 
-from celery import chord, group
 from django.db import connection
 from django_tenants.utils import get_public_schema_name, get_tenant_model, tenant_context
 
@@ -56,40 +57,29 @@ def ingest_document_task(self, document_id: int) -> str:
         return _retry_or_fail(self, document_id, token, exc)
     if result.done:
         return "published"
-    headers = {"_schema_name": connection.schema_name}
-    parts = group(
-        embed_part_task.si(document_id, token, first, last).set(queue=INGEST_QUEUE, headers=headers)
-        for first, last in result.parts
-    )
-    chord(parts)(publish_document_task.si(document_id, token).set(queue=INGEST_QUEUE, headers=headers))
+    for first, last in result.parts:
+        embed_part_task.apply_async(args=(document_id, token, first, last), queue=INGEST_QUEUE)
     return f"split into {len(result.parts)} parts"
 
 
 @app.task(name="knowledge.embed_part", bind=True, acks_late=True, max_retries=MAX_RETRIES)
-def embed_part_task(self, document_id: int, token: str, first: int, last: int) -> int:
+def embed_part_task(self, document_id: int, token: str, first: int, last: int) -> str:
     try:
-        return pipeline.document_embed_part(document_id, token, first, last)
+        published = pipeline.document_embed_part(document_id, token, first, last)
     except pipeline.StaleRun:
-        return 0
-    except DomainError as exc:
+        return "stale"  # the document failed, was re-claimed or deleted meanwhile
+    except DomainError as exc:  # the document itself is the problem (e.g. the model's vectors do not fit)
         pipeline.document_fail(document_id, token, exc.message)
-        raise
-    except Exception as exc:  # noqa: BLE001
+        return "failed"
+    except Exception as exc:  # noqa: BLE001 - infrastructure trouble: retry this part with backoff
         if self.request.retries >= MAX_RETRIES:
-            pipeline.document_fail(document_id, token, f"Embedding failed after retries: {exc}")
-            raise
+            pipeline.document_fail(
+                document_id, token, f"Embedding part {first}-{last} failed after {MAX_RETRIES + 1} attempts: {exc}"
+            )
+            return "failed"
+        logger.warning("document %s part %s-%s: retrying after %r", document_id, first, last, exc)
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-
-
-@app.task(name="knowledge.publish_document", bind=True, acks_late=True, max_retries=MAX_RETRIES)
-def publish_document_task(self, document_id: int, token: str) -> bool:
-    try:
-        return pipeline.document_publish(document_id, token)
-    except Exception as exc:  # noqa: BLE001
-        if self.request.retries >= MAX_RETRIES:
-            pipeline.document_fail(document_id, token, f"Publishing failed after retries: {exc}")
-            return False
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    return "published" if published else "embedded"
 
 
 @app.task(name="knowledge.requeue_stuck_documents")

@@ -176,6 +176,70 @@ def test_interrupted_run_leaves_no_double_chunks_and_is_requeued(kb, admin_a, se
     assert document.attempts == 2
 
 
+def test_parts_finish_in_any_order_and_the_last_one_publishes(kb, admin_a, settings):
+    settings.KNOWLEDGE_INGEST_PART_CHUNKS = 2  # a small document takes the parallel-parts path
+    document = services.documents_ingest(kb=kb, user=admin_a, uploads=[upload("handbook.md", HANDBOOK)]).documents[0]
+    _, token = pipeline.document_claim(document.id)
+    parts = pipeline.document_prepare(document.id, token).parts
+    assert len(parts) >= 3
+    published = [pipeline.document_embed_part(document.id, token, *part) for part in (parts[1], *parts[2:], parts[0])]
+    assert published == [False] * (len(parts) - 1) + [True]
+    document = ready(document)
+    assert document.progress == 100
+    current = Chunk.objects.filter(document=document, valid_to__isnull=True)
+    assert list(current.order_by("position").values_list("position", flat=True)) == list(range(document.chunk_count))
+    assert Chunk.objects.filter(document=document).count() == document.chunk_count
+    with pytest.raises(pipeline.StaleRun):  # a part delivered twice, after publishing
+        pipeline.document_embed_part(document.id, token, *parts[0])
+
+
+def test_a_part_that_keeps_failing_fails_the_document_with_the_reason(kb, admin_a, settings, monkeypatch):
+    from knowledge.tasks import MAX_RETRIES, embed_part_task
+
+    settings.KNOWLEDGE_INGEST_PART_CHUNKS = 4
+    document = services.documents_ingest(kb=kb, user=admin_a, uploads=[upload("handbook.md", HANDBOOK)]).documents[0]
+    _, token = pipeline.document_claim(document.id)
+    first, last = pipeline.document_prepare(document.id, token).parts[0]
+    attempts = []
+
+    def unreachable(kb, texts, on_batch):
+        attempts.append(len(texts))
+        raise ConnectionError("embedding server unreachable")
+
+    monkeypatch.setattr(pipeline, "_embed_batches", unreachable)
+    # Run in this process: each retry runs at once instead of after its backoff.
+    assert embed_part_task.apply(args=(document.id, token, first, last)).get() == "failed"
+    assert len(attempts) == MAX_RETRIES + 1
+    document.refresh_from_db()
+    assert document.status == DocumentStatus.FAILED
+    assert document.error == (
+        f"Embedding part {first}-{last} failed after {MAX_RETRIES + 1} attempts: embedding server unreachable"
+    )
+    assert not Chunk.objects.filter(document=document).exists()
+
+
+def test_a_part_that_fails_once_is_retried_and_the_document_published(kb, admin_a, settings, monkeypatch):
+    from knowledge.tasks import embed_part_task
+
+    settings.KNOWLEDGE_INGEST_PART_CHUNKS = 4
+    document = services.documents_ingest(kb=kb, user=admin_a, uploads=[upload("handbook.md", HANDBOOK)]).documents[0]
+    _, token = pipeline.document_claim(document.id)
+    parts = pipeline.document_prepare(document.id, token).parts
+    embed = pipeline._embed_batches
+    failures = iter([ConnectionError("connection reset")])
+
+    def flaky(kb, texts, on_batch):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return embed(kb, texts, on_batch)
+
+    monkeypatch.setattr(pipeline, "_embed_batches", flaky)
+    outcomes = [embed_part_task.apply(args=(document.id, token, *part)).get() for part in parts]
+    assert outcomes == ["embedded"] * (len(parts) - 1) + ["published"]
+    assert ready(document).chunk_count == Chunk.objects.filter(document=document).count()
+
+
 def test_release_before_retry_drops_staged_rows(kb, admin_a, settings):
     settings.KNOWLEDGE_INGEST_PART_CHUNKS = 4
     document = services.documents_ingest(kb=kb, user=admin_a, uploads=[upload("handbook.md", HANDBOOK)]).documents[0]
