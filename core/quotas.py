@@ -42,7 +42,6 @@ import contextlib
 import contextvars
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,6 +55,7 @@ from django.conf import settings
 from django.db import connection
 from django_tenants.utils import schema_context
 
+from .epochs import EpochCache, epoch_bump, epoch_get
 from .errors import DomainError, InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -226,13 +226,14 @@ def _period(now: datetime | None = None) -> str:
 
 # --- Limits -------------------------------------------------------------------------------------
 
-_limits_cache: dict[Any, tuple[float, Any]] = {}
-_limits_lock = threading.Lock()
+# Limits (plans, staff overrides, sub-limits) are cached per process under one epoch (core.epochs): any change to
+# those rows bumps it (usage.signals, tenants.signals), so every process sees the change at its next check.
+LIMITS_EPOCH = "quota-limits"
+_limits_cache = EpochCache("QUOTA_LIMITS_CACHE_SECONDS")
+_EPOCH = object()  # the snapshot's memo of the epoch it read
 
-
-# issue 5 (chat first-token latency): inside `limits_snapshot()` each limit is read once per block, so one chat
-# start (two monthly checks + run admission) reads plan, override and sub-limits once instead of three times,
-# even with the process cache off (tests). Same freshness as before: a new block reads again.
+# Inside `limits_snapshot()` each limit (and the epoch) is read once per block, so one chat start (two monthly
+# checks + run admission) reads plan, override and sub-limits once instead of three times. A new block reads again.
 _snapshot: contextvars.ContextVar[dict | None] = contextvars.ContextVar("quota_limits_snapshot", default=None)
 
 
@@ -251,30 +252,32 @@ def _cached(key: Any, loader: Callable[[], Any]) -> Any:
     memo = _snapshot.get()
     if memo is not None and key in memo:
         return memo[key]
-    ttl = getattr(settings, "QUOTA_LIMITS_CACHE_SECONDS", 10)
-    now = time.monotonic()
-    hit = None
-    if ttl > 0:
-        with _limits_lock:
-            hit = _limits_cache.get(key)
-    if hit and hit[0] > now:
-        value = hit[1]
-    else:
-        value = loader()
-        if ttl > 0:
-            with _limits_lock:
-                _limits_cache[key] = (now + ttl, value)
+    epoch = memo.get(_EPOCH) if memo is not None else None
+    if epoch is None:
+        epoch = epoch_get(LIMITS_EPOCH)
+        if memo is not None:
+            memo[_EPOCH] = epoch
+    hit = _limits_cache.get(key, epoch)
+    if hit is None:
+        hit = (loader(),)  # boxed: a limit may be None (unlimited)
+        _limits_cache.put(key, epoch, hit)
     if memo is not None:
-        memo[key] = value
-    return value
+        memo[key] = hit[0]
+    return hit[0]
+
+
+def limits_cache_forget() -> None:
+    """Drop this process's cached limits without announcing a change (the rows they came from were rolled back)."""
+    _limits_cache.clear()
 
 
 def limits_cache_clear() -> None:
-    """Forget cached limits in this process (services call it after a change; others expire in seconds)."""
-    with _limits_lock:
-        _limits_cache.clear()
+    """Limits changed: every process drops its cached limits at its next check (the epoch moves now and again on
+    commit), and a limits_snapshot() block this change was made in sees it for the rest of the block."""
+    epoch_bump(LIMITS_EPOCH)
+    limits_cache_forget()
     memo = _snapshot.get()
-    if memo is not None:  # issue 5: a change made inside a limits_snapshot() block is seen by the rest of it
+    if memo is not None:
         memo.clear()
 
 

@@ -1,13 +1,31 @@
+import json
+
 from django.db import connection
 
 from config.celery import app
 
+from .context import current_request_id
+from .quotas import redis_client
 
-@app.task(name="core.tenant_probe", ignore_result=False)  # tests read the result
-def tenant_probe_task() -> dict:
-    """Reports the schema the worker ran this task in (used by readiness checks and tests)."""
+PROBE_REPLY_SECONDS = 60
+
+
+@app.task(name="core.context_probe")
+def context_probe_task(reply_key: str) -> None:
+    """Diagnostics: report the context a worker runs a task in (schema, tenant, request id) by pushing it to
+    the Redis list `reply_key`, where the caller waits for it. No Celery result backend is involved: the
+    product runs without one."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_schema()")
         (schema,) = cursor.fetchone()
     tenant = getattr(connection, "tenant", None)
-    return {"schema": schema, "tenant": getattr(tenant, "slug", None)}
+    report = {"schema": schema, "tenant": getattr(tenant, "slug", None), "request_id": current_request_id.get()}
+    client = redis_client()
+    client.rpush(reply_key, json.dumps(report))
+    client.expire(reply_key, PROBE_REPLY_SECONDS)
+
+
+def context_probe_wait(reply_key: str, timeout: float = 30) -> dict | None:
+    """The report a context_probe_task pushed to `reply_key`, or None after `timeout` seconds."""
+    popped = redis_client().blpop([reply_key], timeout=timeout)
+    return json.loads(popped[1]) if popped else None

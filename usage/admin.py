@@ -9,7 +9,6 @@ from __future__ import annotations
 from django.contrib import admin
 from django_tenants.utils import tenant_context
 
-from core.quotas import limits_cache_clear
 from tenants.models import Plan, TenantQuota
 
 QUOTA_FIELDS = (
@@ -28,10 +27,6 @@ class PlanAdmin(admin.ModelAdmin):
     list_display = ("slug", "name", "is_default", *QUOTA_FIELDS)
     search_fields = ("slug", "name")
 
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        limits_cache_clear()
-
 
 @admin.register(TenantQuota)
 class TenantQuotaAdmin(admin.ModelAdmin):
@@ -46,7 +41,6 @@ class TenantQuotaAdmin(admin.ModelAdmin):
             old = TenantQuota.objects.get(pk=obj.pk)
             before = {f: str(getattr(old, f)) for f in (*QUOTA_FIELDS, "plan_id", "rate_limits")}
         super().save_model(request, obj, form, change)
-        limits_cache_clear()
         from usage.services import audit_record
 
         with tenant_context(obj.tenant):

@@ -9,6 +9,6 @@ class UsageConfig(AppConfig):
         from core import observability
 
         observability.install()
-        from . import hooks
+        from . import hooks, signals  # noqa: F401 - signals connects the quota-limits epoch receivers
 
         hooks.install()

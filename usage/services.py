@@ -24,7 +24,6 @@ from core.errors import InvalidInput, NotFound
 from core.quotas import (
     QUOTAS,
     SUB_LIMIT_QUOTAS,
-    limits_cache_clear,
     quota_consume,
     quota_counters_warm,
     redis_client,
@@ -218,7 +217,6 @@ def sublimit_set(
             before=before,
             after=_sublimit_dict(existing),
         )
-    transaction.on_commit(limits_cache_clear)
     return existing
 
 
@@ -228,7 +226,6 @@ def sublimit_delete(*, principal, sublimit: QuotaSubLimit) -> None:
         before = _sublimit_dict(sublimit)
         audit_record(principal=principal, action="quota.sublimit.delete", target=sublimit, before=before, after=None)
         sublimit.delete()
-    transaction.on_commit(limits_cache_clear)
 
 
 def _sublimit_dict(row: QuotaSubLimit) -> dict:

@@ -23,13 +23,3 @@ def fair_dispatch_task() -> int:
     from core.queues import FAIR_QUEUES, fair_dispatch
 
     return sum(fair_dispatch(queue) for queue in FAIR_QUEUES)
-
-
-@app.task(name="usage.echo_context", ignore_result=False)  # tests read the result
-def echo_context_task() -> dict:
-    """Diagnostics (and the request-id propagation test): the context a worker sees for a task."""
-    from django.db import connection
-
-    from core.context import current_request_id
-
-    return {"request_id": current_request_id.get(), "schema": connection.schema_name}

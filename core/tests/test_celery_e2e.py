@@ -1,19 +1,22 @@
+import uuid
+
 import pytest
 from django.test import Client
 from django_tenants.utils import tenant_context
 
-from core.tasks import tenant_probe_task
+from core.tasks import context_probe_task, context_probe_wait
 
 
 @pytest.mark.e2e
 @pytest.mark.django_db
 def test_task_runs_in_the_schema_of_the_tenant_that_queued_it(celery_worker_process, tenant_a, tenant_b):
+    key_a, key_b = f"probe:{uuid.uuid4().hex}", f"probe:{uuid.uuid4().hex}"
     with tenant_context(tenant_a):
-        from_a = tenant_probe_task.delay()
+        context_probe_task.delay(key_a)
     with tenant_context(tenant_b):
-        from_b = tenant_probe_task.delay()
-    assert from_a.get(timeout=30) == {"schema": "t_acme", "tenant": "acme"}
-    assert from_b.get(timeout=30) == {"schema": "t_globex", "tenant": "globex"}
+        context_probe_task.delay(key_b)
+    assert context_probe_wait(key_a) == {"schema": "t_acme", "tenant": "acme", "request_id": "-"}
+    assert context_probe_wait(key_b) == {"schema": "t_globex", "tenant": "globex", "request_id": "-"}
 
 
 @pytest.mark.e2e

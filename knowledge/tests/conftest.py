@@ -1,12 +1,6 @@
 from __future__ import annotations
 
 import io
-import os
-
-# Worker processes started by this session (conftest.celery_worker_process copies os.environ) split
-# documents into parts of 16 chunks, so the e2e test exercises the parallel chord path on small files.
-# This process's settings were loaded before this file is imported and keep the default.
-os.environ.setdefault("KNOWLEDGE_INGEST_PART_CHUNKS", "16")
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile

@@ -13,14 +13,14 @@ PATTERNS = ("quota:*", "runs:*", "rl:*", "fair:*", "usage:*", "webhooks:*", "met
 
 
 def _clear_redis() -> None:
-    from core.quotas import limits_cache_clear, redis_client
+    from core.quotas import limits_cache_forget, redis_client
 
     r = redis_client()
     for pattern in PATTERNS:
         keys = list(r.scan_iter(pattern, count=1000))
         if keys:
             r.delete(*keys)
-    limits_cache_clear()
+    limits_cache_forget()
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.test import Client
 from django_tenants.utils import tenant_context
@@ -59,15 +61,16 @@ def test_request_id_is_put_in_task_headers():
 @pytest.mark.e2e
 @pytest.mark.django_db
 def test_request_id_travels_from_web_to_the_worker(celery_worker_process, tenant_a):
-    from usage.tasks import echo_context_task
+    from core.tasks import context_probe_task, context_probe_wait
 
+    reply_key = f"probe:{uuid.uuid4().hex}"
     token = current_request_id.set("req-e2e-42")
     try:
         with tenant_context(tenant_a):
-            result = echo_context_task.delay()
+            context_probe_task.delay(reply_key)
     finally:
         current_request_id.reset(token)
-    assert result.get(timeout=30) == {"request_id": "req-e2e-42", "schema": "t_acme"}
+    assert context_probe_wait(reply_key) == {"request_id": "req-e2e-42", "schema": "t_acme", "tenant": "acme"}
 
 
 def test_tracing_switch_degrades_cleanly_without_the_optional_packages(caplog):

@@ -86,11 +86,12 @@ def test_negative_absurd_and_over_plan_limits_are_refused(tenant_a, principal_a,
 @pytest.mark.django_db
 def test_plan_then_staff_override_decide_the_limit(tenant_a, admin_a):
     plan = Plan.objects.create(slug="starter", name="Starter", max_documents_per_month=1, max_active_agents=2)
-    TenantQuota.objects.create(tenant=tenant_a, plan=plan)
+    override = TenantQuota.objects.create(tenant=tenant_a, plan=plan)
     quota_check(tenant=tenant_a, quota="documents_per_month")
     with pytest.raises(QuotaExceeded):
         quota_check(tenant=tenant_a, quota="documents_per_month")
-    TenantQuota.objects.filter(tenant=tenant_a).update(max_documents_per_month=5)  # staff override wins
+    override.max_documents_per_month = 5  # staff override wins
+    override.save()
     quota_check(tenant=tenant_a, quota="documents_per_month")
 
 
