@@ -19,13 +19,14 @@ $(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 
 venv: $(STAMP)
 
-## Run the product on the embedded stack: PostgreSQL+pgvector, Redis, daphne, Celery worker and beat.
+## Run the product on the embedded stack: PostgreSQL+pgvector, Redis, daphne, Celery workers and beat.
+## `exec` (here and in `test`): devstack is make's own child, so the SIGTERM make passes on reaches it.
 up: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) scripts/devstack.py up
+	HF_HUB_OFFLINE=1 exec $(PY) scripts/devstack.py up
 
 ## Run the test suite against real PostgreSQL and Redis (started or reused).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) scripts/devstack.py test $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 exec $(PY) scripts/devstack.py test $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

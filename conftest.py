@@ -78,6 +78,24 @@ def _services_up():
     _require_services()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _static_files_collected():
+    """Collect static files once, as a deployment does: the production storage serves hashed names from a
+    manifest, so a template that names a missing file fails here as it would in production."""
+    call_command("collectstatic", "--noinput", "--clear", verbosity=0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """Per-process caches (host -> tenant, quota limits) were filled from rows an earlier test rolled back;
+    production clears them when such rows change, which a rollback does not announce."""
+    from core.quotas import limits_cache_forget
+    from tenants.selectors import tenant_host_cache_clear
+
+    tenant_host_cache_clear()
+    limits_cache_forget()
+
+
 @pytest.fixture(autouse=True)
 def _public_schema_after_test():
     yield
@@ -156,49 +174,89 @@ def subprocess_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker):
-    """A real Celery worker process on the test database and Redis."""
+    """The product's Celery workers (config.processes: prefork for documents and webhooks, threads for chat
+    runs), as real processes on the test database and Redis, with the product's settings."""
+    from config.celery import app
+    from config.processes import WORKERS
+
     with django_db_blocker.unblock():
         env = subprocess_env()
     (ROOT / "var").mkdir(exist_ok=True)
-    log = open(ROOT / "var" / f"celery-{connection.settings_dict['NAME']}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--pool=solo",
-            "-l",
-            "info",
-            "-Q",
-            "default,ingest,agents,webhooks",
-            "-n",
-            f"test-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    from config.celery import app
+    started: list[tuple[subprocess.Popen, object]] = []
+    names = set()
+    for kind, args in WORKERS.items():
+        name = f"test-{kind}-{os.getpid()}@{socket.gethostname()}"
+        names.add(name)
+        log = open(ROOT / "var" / f"celery-{kind}-{connection.settings_dict['NAME']}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args, "-n", name, "--without-gossip", "--without-mingle"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append((proc, log))
+
+    def stop_all() -> None:
+        for proc, _ in started:
+            proc.terminate()
+        for proc, log in started:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
 
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"Celery worker exited early; see {log.name}")
-        if app.control.ping(timeout=0.5):
-            break
-    else:
-        proc.kill()
-        pytest.fail(f"Celery worker did not answer pings within 60s; see {log.name}")
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    answered: set[str] = set()
+    while answered != names:
+        if any(proc.poll() is not None for proc, _ in started) or time.monotonic() > deadline:
+            stop_all()
+            pytest.fail(f"Celery workers {sorted(names - answered)} did not start; see var/celery-*.log")
+        answered |= {name for reply in app.control.ping(timeout=0.5) for name in reply} & names
+    yield [proc for proc, _ in started]
+    stop_all()
+
+
+# --- Tests per marker: a suite that skipped or never ran shows in the summary -----------------------------
+
+# The terminal reporter's categories, folded: an expected failure proves as little as a skip.
+_OUTCOMES = {
+    "passed": "passed",
+    "xpassed": "passed",
+    "failed": "failed",
+    "error": "failed",
+    "skipped": "skipped",
+    "xfailed": "skipped",
+}
+_suite_of: dict[str, str] = {}  # test id -> its registered markers ("browser + e2e") or "unmarked"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    registered = {line.split(":", 1)[0].strip() for line in session.config.getini("markers")}
+    for item in session.items:
+        marks = sorted(registered & {mark.name for mark in item.iter_markers()})
+        _suite_of[item.nodeid] = " + ".join(marks) or "unmarked"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Per marker, how many tests ran and how they ended: CI=true must show its e2e and browser suites ran."""
+    worst: dict[str, str] = {}  # test id -> its worst phase: a passing call with a failing teardown failed
+    rank = ["passed", "skipped", "failed"]
+    for category, reports in terminalreporter.stats.items():
+        for report in reports:
+            outcome = _OUTCOMES.get(category)
+            if outcome and isinstance(report, pytest.TestReport):
+                previous = worst.get(report.nodeid, "passed")
+                worst[report.nodeid] = max(previous, outcome, key=rank.index)
+    counts: dict[str, dict[str, int]] = {}
+    for nodeid, outcome in worst.items():
+        suite = counts.setdefault(_suite_of.get(nodeid, "unmarked"), dict.fromkeys(rank, 0))
+        suite[outcome] += 1
+    if not counts:
+        return
+    terminalreporter.write_sep("=", "tests per marker")
+    width = max(len(name) for name in counts)
+    for name, suite in sorted(counts.items()):
+        summary = ", ".join(f"{suite[outcome]} {outcome}" for outcome in ("passed", "failed", "skipped"))
+        terminalreporter.write_line(f"{name:<{width}}  {sum(suite.values()):>5} tests: {summary}")

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 print = functools.partial(print, flush=True)  # noqa: A001 - progress shows up while the benchmark runs
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
+# `devstack.py run` sets REDIS_URL: the running stack's Redis, in a database of the benchmark's own.
+os.environ.setdefault("TEST_REDIS_URL", os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/12")
 
 from common import bench_django_setup, percentile  # noqa: E402
 

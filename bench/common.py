@@ -20,7 +20,7 @@ def bench_django_setup(db_name: str = "agentry_bench") -> None:
     import psycopg
 
     sys.path.insert(0, str(ROOT))
-    url = urlparse(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:54329/agentry"))
+    url = urlparse(os.environ["DATABASE_URL"])
     admin_url = urlunparse(url._replace(path="/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone():

@@ -123,7 +123,7 @@ def main() -> int:
     n_chunks = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     n_queries = int(sys.argv[2]) if len(sys.argv) > 2 else 150
     # Our own Redis database for the query-embedding and BM25-statistics caches (test runs flush theirs).
-    redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
+    redis_base = os.environ["REDIS_URL"].rsplit("/", 1)[0]
     os.environ.setdefault("TEST_REDIS_URL", f"{redis_base}/3")
     bench_django_setup("agentry_bench_retrieval")
     from django.db import connection, transaction

@@ -202,11 +202,13 @@ def start_daphne(port: int, log_name: str):
     import time
     from pathlib import Path
 
+    from config.processes import WEB, command
+
     root = Path(__file__).resolve().parents[2]
     (root / "var").mkdir(exist_ok=True)
     log = open(root / "var" / log_name, "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        [sys.executable, "-m", *command(WEB, port=str(port))],
         cwd=root,
         env=process_env(),
         stdout=log,

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import environ
 
+from config import embedded  # the embedded stack's servers: the defaults below
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 
@@ -99,7 +101,7 @@ WSGI_APPLICATION = None
 ASGI_APPLICATION = "config.asgi.application"
 
 # --- Database: PostgreSQL with pgvector (embedded server in dev/test, any PostgreSQL in prod) --
-DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:54329/agentry")}
+DATABASES = {"default": env.db("DATABASE_URL", default=embedded.DATABASE_URL)}
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 # psycopg's connection pool (Django 5.1+). Web processes turn it on (config/asgi.py): under ASGI every sync
@@ -118,7 +120,7 @@ DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, channel layer, Celery broker -------------------------------------------------
-REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+REDIS_URL = env("REDIS_URL", default=embedded.REDIS_URL)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -200,7 +202,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Static and media -------------------------------------------------------------------------
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))  # collectstatic output
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
 

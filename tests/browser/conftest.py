@@ -20,7 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from config.processes import WEB, command
 from conftest import PASSWORD, ROOT, subprocess_env
+from tests.prerequisites import require_prerequisite
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -102,8 +104,9 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM}: `apt-get install -y chromium` (.ci/run does it)")
+    require_prerequisite(
+        f"Chromium at {CHROMIUM}", present=Path(CHROMIUM).exists(), hint="`apt-get install -y chromium` (.ci/run does)"
+    )
     return {"executable_path": CHROMIUM, "headless": True, "args": CHROMIUM_ARGS}
 
 
@@ -135,7 +138,7 @@ def app_server(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveServ
     (ROOT / "var").mkdir(exist_ok=True)
     log = open(ROOT / "var" / f"daphne-{env['DATABASE_URL'].rsplit('/', 1)[-1]}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        [sys.executable, "-m", *command(WEB, port=str(port))],
         cwd=ROOT,
         env=env,
         stdout=log,
