@@ -59,6 +59,7 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, path: str | Path, *, name: str | None = None, batch_size: int | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub at run time
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # a progress bar per load is log noise
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fork-safe under Celery prefork
         path = Path(path)
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
