@@ -12,8 +12,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.access import principal_from_request
 from core.errors import InvalidInput
+from iam.policy import principal_from_request
 
 from . import selectors, services
 

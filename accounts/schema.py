@@ -4,7 +4,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class TenantJWTScheme(OpenApiAuthenticationExtension):
-    target_class = "accounts.authentication.TenantJWTAuthentication"
+    target_class = "iam.authentication.TenantJWTAuthentication"
     name = "jwtAuth"
 
     def get_security_definition(self, auto_schema):
@@ -18,7 +18,7 @@ class TenantJWTScheme(OpenApiAuthenticationExtension):
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "accounts.authentication.ApiKeyAuthentication"
+    target_class = "iam.authentication.ApiKeyAuthentication"
     name = "apiKeyAuth"
 
     def get_security_definition(self, auto_schema):

@@ -31,7 +31,7 @@ def user_export(*, user: User, tenant) -> dict[str, Any]:
     from allauth.account.models import EmailAddress
     from allauth.socialaccount.models import SocialAccount
 
-    from core.access import shared_resource_types
+    from iam.policy import shared_resource_types
     from iam.selectors import api_keys_of_user, teams_of_user
 
     owned = {}

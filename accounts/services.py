@@ -16,9 +16,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from core.errors import Conflict, DomainError, InvalidInput, NotFound
 
-from .authentication import TENANT_CLAIM
 from .models import Membership, Role, User
-from .revocation import SESSION_CLAIM, new_session_id, session_revoke, user_tokens_revoke
+from .tokens import SESSION_CLAIM, TENANT_CLAIM, new_session_id, session_revoke, user_tokens_revoke
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +145,7 @@ def user_profile_update(
 
 
 def _check_default_agent(membership: Membership, agent_id: Any) -> None:
-    from core.access import Principal, resource_get_for_principal, shared_resource_types
+    from iam.policy import Principal, resource_get_for_principal, shared_resource_types
 
     model = shared_resource_types().get("agent")
     if model is None:
@@ -172,7 +171,7 @@ def user_session_end(*, user: User, session_id: int) -> None:
 
 def _owned_resources(user: User) -> list[dict]:
     """Shared resources `user` owns, in every organisation they belong to."""
-    from core.access import shared_resource_types
+    from iam.policy import shared_resource_types
 
     owned = []
     for membership in Membership.objects.filter(user=user).select_related("tenant"):
@@ -213,8 +212,8 @@ def user_delete(*, user: User, transfer_owned: bool = False) -> dict:
     from allauth.socialaccount.models import SocialAccount
     from allauth.usersessions.models import UserSession
 
-    from core.access import shared_resource_types
     from iam.models import ApiKey, TeamMembership
+    from iam.policy import shared_resource_types
 
     transferred = []
     with transaction.atomic():

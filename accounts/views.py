@@ -13,9 +13,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from core.access import principal_can
-from core.dashboard import dashboard_page, form_error
 from core.errors import DomainError
+from iam.dashboard import dashboard_page, form_error
+from iam.policy import principal_can
 
 from . import selectors, services
 

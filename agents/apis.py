@@ -21,8 +21,8 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.access import principal_from_request
 from core.errors import InvalidInput, NotFound
+from iam.policy import principal_from_request
 
 from . import selectors, services
 from .models import Agent, ApprovedHost, CustomTool, ProviderCredential

@@ -16,14 +16,14 @@ import asyncio
 import contextlib
 import functools
 import logging
-from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django_tenants.utils import tenant_context
 
-from core import access
 from core.errors import DomainError
+from iam.authentication import principal_from_scope
+from iam.policy import principal_require_scope
 
 from . import selectors, services
 from .runtime.stream import iter_raw_events
@@ -40,19 +40,6 @@ def _db_parallel(fn):
         return await database_sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
 
     return wrapper
-
-
-def _credentials_from_scope(scope) -> str:
-    headers = dict(scope.get("headers") or [])
-    value = headers.get(b"authorization", b"").decode("latin1")
-    if value:
-        return value
-    query = parse_qs((scope.get("query_string") or b"").decode())
-    if query.get("token"):
-        return f"Bearer {query['token'][0]}"
-    if query.get("api_key"):
-        return f"Api-Key {query['api_key'][0]}"
-    return ""
 
 
 class AgentChatConsumer(AsyncJsonWebsocketConsumer):
@@ -77,16 +64,8 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
     @_db_parallel
     def _authorize(self):
         with tenant_context(self.tenant):
-            credentials = _credentials_from_scope(self.scope)
-            principal = None
-            if credentials and hasattr(access, "principal_from_credentials"):
-                principal = access.principal_from_credentials(self.tenant, credentials)
-            if principal is None:
-                principal = access.principal_for_user(self.scope.get("user"), self.tenant)
-            if principal is None:
-                raise PermissionError("not authenticated")
-            if hasattr(access, "principal_require_scope"):
-                access.principal_require_scope(principal, "chat")
+            principal = principal_from_scope(self.scope, self.tenant)
+            principal_require_scope(principal, "chat")
             selectors.agent_get_for_principal(principal, self.agent_id, action="use")
             return principal
 

@@ -1,4 +1,4 @@
-"""Reads for agents. Objects are fetched through core.access (visibility per principal, API-key agent lists)."""
+"""Reads for agents. Objects are fetched through iam.policy (visibility per principal, API-key agent lists)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from typing import Any
 from django.db import connection
 from django.db.models import QuerySet
 
-from core.access import (
+from core.epochs import EpochCache, epoch_get
+from core.errors import NotFound
+from iam.policy import (
     Principal,
     principal_can,
     resource_check_for_principal,
     resource_get_for_principal,
     resource_queryset_for,
 )
-from core.epochs import EpochCache, epoch_get
-from core.errors import NotFound
 
 from .models import Agent, AgentVersion, Conversation, Message
 

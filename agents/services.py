@@ -13,7 +13,6 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.access import Principal
 from core.errors import Conflict, DomainError, InvalidInput, NotFound
 from core.events import publish_on_commit
 from core.quotas import (  # quota: issue 6
@@ -22,6 +21,7 @@ from core.quotas import (  # quota: issue 6
     limits_snapshot,  # issue 5: one read of the limits per chat start
     quota_check,
 )
+from iam.policy import Principal
 
 from .crypto import encrypt_json, encrypt_str
 from .models import (
@@ -86,7 +86,7 @@ def agent_config(agent: Agent) -> dict[str, Any]:
 
 
 def _validate(principal: Principal, data: dict[str, Any]) -> None:
-    from core.access import resource_queryset_for
+    from iam.policy import resource_queryset_for
     from knowledge.models import KnowledgeBase
 
     registry = get_registry()

@@ -1,5 +1,5 @@
 """Dashboard pages for agents: home, list with search, editor, version history with side-by-side diff and
-restore, and the chat page. Writes go through agents.services, reads through agents.selectors/core.access."""
+restore, and the chat page. Writes go through agents.services, reads through agents.selectors/iam.policy."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from core.access import principal_can, resource_queryset_for
-from core.dashboard import admin_page, dashboard_page, form_error, sharing_context
 from core.errors import DomainError
 from core.models import OrgAccess
+from iam.dashboard import admin_page, dashboard_page, form_error, sharing_context
+from iam.policy import principal_can, resource_queryset_for
 
 from . import selectors, services
 from .models import ProviderCredential, ProviderKind

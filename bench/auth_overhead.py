@@ -24,8 +24,8 @@ def main() -> None:
     from django_tenants.utils import tenant_context
 
     from accounts.models import Membership, Role, User
-    from core.access import principal_for_user
     from iam.keys import api_key_hash
+    from iam.policy import principal_for_user
     from iam.services import api_key_create
     from tenants.models import Tenant
     from tenants.services import tenant_create

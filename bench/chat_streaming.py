@@ -78,7 +78,7 @@ def setup():
     from accounts.models import User
     from agents.models import Agent, ProviderCredential
     from agents.services import agent_create, provider_create
-    from core.access import Principal
+    from iam.policy import Principal
     from iam.services import api_key_create
     from tenants.models import Tenant
     from tenants.services import tenant_create

@@ -107,8 +107,8 @@ def main() -> None:
         # The limiter call alone (two counters: principal + tenant).
         from django.test import RequestFactory
 
-        from core.access import Principal
         from core.ratelimit import rate_limit_check
+        from iam.policy import Principal
 
         request = RequestFactory().get("/api/v1/ping/", HTTP_HOST=host)
         request.tenant = tenant

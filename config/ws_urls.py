@@ -1,8 +1,8 @@
 from django.urls import path
 
 from agents.routing import websocket_urlpatterns as agents_ws
-from core.event_consumers import EventsConsumer  # issue 6: live tenant events
-from core.routing import websocket_urlpatterns as core_ws
+from iam.routing import websocket_urlpatterns as iam_ws
+from webhooks.consumers import EventsConsumer
 
-websocket_urlpatterns = [*core_ws, *agents_ws]
-websocket_urlpatterns += [path("ws/events/", EventsConsumer.as_asgi())]  # issue 6
+websocket_urlpatterns = [*iam_ws, *agents_ws]
+websocket_urlpatterns += [path("ws/events/", EventsConsumer.as_asgi())]

@@ -13,7 +13,7 @@ class OrgAccess(models.TextChoices):
 class SharedResource(models.Model):
     """Mixin for things people own and share (agents, knowledge bases).
 
-    Who may do what with one is decided only by core.access, never ad hoc in views.
+    Who may do what with one is decided only by iam.policy, never ad hoc in views.
     """
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

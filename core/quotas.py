@@ -459,7 +459,7 @@ def quota_check(
     """Refuse (QuotaExceeded) if `amount` more of `quota` would exceed the tenant's, user's or key's limit.
 
     Monthly quotas with amount > 0 also reserve the amount atomically. Call before the expensive work.
-    `principal` (core.access.Principal) may replace tenant/user/api_key. See the module docstring.
+    `principal` (iam.policy.Principal) may replace tenant/user/api_key. See the module docstring.
     """
     tenant, user, api_key = _subjects(principal, tenant, user, api_key)
     tenant = tenant_resolve(tenant)

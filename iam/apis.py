@@ -1,6 +1,6 @@
 """Thin DRF views for teams, sharing, ownership, API keys, members and invitations.
 
-Authorization: core.access.IsTenantMember (default permission) enforces `required_scope`; services
+Authorization: iam.policy.IsTenantMember (default permission) enforces `required_scope`; services
 re-check what depends on the object (owner, share level).
 """
 
@@ -12,8 +12,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import Role
-from core.access import principal_from_request
 from core.errors import NotFound
+from iam.policy import principal_from_request
 
 from . import selectors, services
 from .keys import api_key_pending_requests

@@ -26,6 +26,7 @@ from django.utils import timezone
 from core.epochs import EpochCache, epoch_get
 
 from .models import ApiKey
+from .policy import membership_for
 
 KEY_PREFIX = "agk_"
 USAGE_FLUSH_SECONDS = 60
@@ -101,8 +102,6 @@ def auth_epoch(schema: str) -> str:
 def api_key_authenticate(raw_key: str, tenant) -> ApiKey:
     """api_key_verify plus the owner's membership in `tenant` (as `key.owner_membership`), from the process's cache
     while the tenant's auth epoch is unchanged. Counts the use. Raises ApiKeyRejected."""
-    from core.access import membership_for
-
     cache_key = (tenant.schema_name, api_key_hash(raw_key))
     epoch = epoch_get(auth_epoch(tenant.schema_name))  # read before the rows (core.epochs)
     cached = _verified.get(cache_key, epoch)

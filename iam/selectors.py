@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, QuerySet
 
 from accounts.models import Membership
-from core.access import Principal
+from iam.policy import Principal
 
 from .models import ApiKey, Invitation, Share, Team, TeamMembership
 

@@ -1,5 +1,5 @@
 """Writes for identity and access inside an organisation: teams, shares, ownership, API keys,
-invitations and memberships. Callers pass the acting Principal; authorization is asked of core.access.
+invitations and memberships. Callers pass the acting Principal; authorization is asked of iam.policy.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from django.db.models import Model
 from django.utils import timezone
 
 from accounts.models import Membership, Role, User
-from core.access import (
+from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from core.events import publish_on_commit
+from iam.policy import (
     ALL_SCOPES,
     Principal,
     principal_can,
@@ -26,8 +28,6 @@ from core.access import (
     shared_resource_model,
     shared_resource_types,
 )
-from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
-from core.events import publish_on_commit
 
 from .keys import api_key_generate, api_key_hash
 from .models import ApiKey, IamSettings, Invitation, Share, ShareLevel, Team, TeamMembership

@@ -49,8 +49,8 @@ from django.contrib import messages  # noqa: E402
 from django.views.decorators.http import require_POST  # noqa: E402
 
 from accounts.models import Role  # noqa: E402
-from core.access import ALL_SCOPES  # noqa: E402
-from core.dashboard import admin_page, dashboard_page, form_error  # noqa: E402
+from iam.dashboard import admin_page, dashboard_page, form_error  # noqa: E402
+from iam.policy import ALL_SCOPES  # noqa: E402
 
 from . import selectors  # noqa: E402
 

@@ -12,8 +12,8 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.access import principal_can, principal_from_request
 from core.errors import Forbidden, InvalidInput
+from iam.policy import principal_can, principal_from_request
 
 from . import selectors, services
 from .models import DEFAULT_EMBEDDING_MODEL, Document, KnowledgeBase, KnowledgeBaseVersion

@@ -5,7 +5,7 @@ class KnowledgeConfig(AppConfig):
     name = "knowledge"
 
     def ready(self) -> None:
-        from core.access import register_shared_resource
+        from iam.policy import register_shared_resource
 
         from .models import KnowledgeBase
 

@@ -6,7 +6,7 @@
 
 Must be called inside the knowledge base's tenant context (a request on the tenant host, a tenant task, or
 `tenant_context`): every table below is the tenant schema's own, so search never crosses tenants.
-Callers check access first (core.access.resource_get_for_principal(..., action="view") for search).
+Callers check access first (iam.policy.resource_get_for_principal(..., action="view") for search).
 
 How the legs work and why:
 - Dense: exact cosine distance when the filtered scope is small (<= EXACT_SEARCH_MAX_CHUNKS chunks: HNSW is

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.access import principal_from_request, resource_get_for_principal
+from iam.policy import principal_from_request, resource_get_for_principal
 
 from .models import KnowledgeBase
 from .retrieval import MAX_TOP_K, MODES, QUERY_MAX_CHARS, search

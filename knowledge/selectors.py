@@ -1,11 +1,11 @@
-"""Reads for knowledge bases, documents, chunks and versions. Authorization through core.access only."""
+"""Reads for knowledge bases, documents, chunks and versions. Authorization through iam.policy only."""
 
 from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from core.access import Principal, resource_get_for_principal, resource_queryset_for
 from core.errors import InvalidInput, NotFound
+from iam.policy import Principal, resource_get_for_principal, resource_queryset_for
 
 from .models import Chunk, Document, DocumentStatus, KnowledgeBase, KnowledgeBaseVersion
 

@@ -13,10 +13,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from core.access import principal_can
-from core.dashboard import dashboard_page, form_error, sharing_context
 from core.errors import DomainError
 from core.models import OrgAccess
+from iam.dashboard import dashboard_page, form_error, sharing_context
+from iam.policy import principal_can
 
 from . import retrieval, selectors, services
 

@@ -10,7 +10,7 @@ from django_tenants.utils import tenant_context
 
 from accounts.models import Membership, Role, User
 from conftest import PASSWORD
-from core.access import Principal
+from iam.policy import Principal
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from accounts.tests.helpers import (
     member_create,
     reset_counters,
 )
-from core.access import ALL_SCOPES, PUBLIC_SCOPE, required_scope_for
+from iam.policy import ALL_SCOPES, PUBLIC_SCOPE, required_scope_for
 
 pytestmark = pytest.mark.django_db
 

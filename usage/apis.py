@@ -8,9 +8,9 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.access import principal_from_request
 from core.errors import Forbidden, InvalidInput, NotFound
 from core.quotas import quota_overview
+from iam.policy import principal_from_request
 
 from . import selectors, services
 from .models import QuotaSubLimit

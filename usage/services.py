@@ -160,7 +160,7 @@ def usage_flush_api_calls(*, schema: str | None = None, days: int = 2) -> int:
 
 
 def _require_admin(principal) -> None:
-    from core.access import principal_require_scope
+    from iam.policy import principal_require_scope
 
     if not principal.is_admin:
         from core.errors import Forbidden
@@ -189,7 +189,7 @@ def sublimit_set(
         )
     if user_id is not None:
         from accounts.models import User
-        from core.access import membership_for
+        from iam.policy import membership_for
 
         user = User.objects.filter(pk=user_id).first()
         if user is None or membership_for(user, principal.tenant) is None:

@@ -9,8 +9,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from core.dashboard import admin_page
 from core.errors import DomainError
+from iam.dashboard import admin_page
 
 from . import selectors, services
 

@@ -7,8 +7,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.access import principal_from_request
 from core.events import EVENT_TYPES
+from iam.policy import principal_from_request
 
 from . import selectors, services
 

@@ -33,7 +33,7 @@ MAX_ENDPOINTS_PER_TENANT = 50
 
 
 def _require_admin(principal) -> None:
-    from core.access import principal_require_scope
+    from iam.policy import principal_require_scope
 
     if not principal.is_admin:
         raise Forbidden("Only organisation admins may manage webhooks.")

@@ -9,9 +9,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from core.dashboard import admin_page, form_error
 from core.errors import DomainError
 from core.events import EVENT_TYPES
+from iam.dashboard import admin_page, form_error
 
 from . import selectors, services
 from .models import DeliveryStatus

@@ -36,7 +36,7 @@ def jwt_client(tenant, user: User, *, on=None) -> Client:
 
 def api_key_create(tenant, user: User, *, scopes=("read", "write", "chat", "admin"), agent_ids=None, expires_at=None):
     """(ApiKey, raw key) created in `tenant` for `user` (must be a member)."""
-    from core.access import principal_for_user
+    from iam.policy import principal_for_user
     from iam.services import api_key_create as create
 
     with tenant_context(tenant):

@@ -9,7 +9,7 @@ from django.views import View
 
 from accounts.models import Role
 from conftest import host_of
-from core.access import AdminRequiredMixin, admin_required, member_required, write_required
+from iam.policy import AdminRequiredMixin, admin_required, member_required, write_required
 
 from .helpers import member_create
 

@@ -33,7 +33,7 @@ class Live:
     made: list[tuple[str, Any]] = field(default_factory=list)
 
     def principal(self, tenant=None, user=None, role="admin"):
-        from core.access import Principal
+        from iam.policy import Principal
 
         return Principal(tenant=tenant or self.tenant_a, user=user or self.admin_a, role=role)
 

@@ -186,7 +186,7 @@ def test_unknown_agent_and_other_tenants_get_nothing(live):
 def test_member_cannot_see_a_private_agent_of_another_member(tenant_a, admin_a):
     from accounts.models import Membership, Role, User
     from agents.services import agent_create
-    from core.access import Principal
+    from iam.policy import Principal
 
     member = User.objects.create_user(email="member@acme.test", password="x-very-long-pw-1")
     Membership.objects.create(user=member, tenant=tenant_a, role=Role.USER)

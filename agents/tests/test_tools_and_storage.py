@@ -150,7 +150,7 @@ def test_messages_live_in_a_month_partitioned_table_with_a_conversation_index(te
     from agents.models import Conversation, Message
     from agents.partitions import message_partitions_ensure, message_partitions_list, partition_name
     from agents.services import agent_create
-    from core.access import Principal
+    from iam.policy import Principal
 
     with tenant_context(tenant_a):
         with connection.cursor() as cursor:

@@ -188,7 +188,7 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Agentry <noreply@localho
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["core.access.IsTenantMember"],
+    "DEFAULT_PERMISSION_CLASSES": ["iam.policy.IsTenantMember"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -266,8 +266,8 @@ MIDDLEWARE += ["allauth.usersessions.middleware.UserSessionsMiddleware"]
 # API authentication: tenant-bound JWT, then API keys, then the browser session (dashboard JS, Swagger UI).
 # The first class answers unauthenticated calls with 401 + WWW-Authenticate.
 REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
-    "accounts.authentication.TenantJWTAuthentication",
-    "accounts.authentication.ApiKeyAuthentication",
+    "iam.authentication.TenantJWTAuthentication",
+    "iam.authentication.ApiKeyAuthentication",
     "rest_framework.authentication.SessionAuthentication",
 ]
 from datetime import timedelta  # noqa: E402
@@ -292,7 +292,7 @@ API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
 AGENT_CACHE_SECONDS = env.int("AGENT_CACHE_SECONDS", default=60)
 INVITATION_MAX_AGE_DAYS = env.int("INVITATION_MAX_AGE_DAYS", default=7)
 
-SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["core.access.IsTenantMember"]
+SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["iam.policy.IsTenantMember"]
 SPECTACULAR_SETTINGS["SERVE_AUTHENTICATION"] = REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]
 
 # allauth: mandatory verification, re-verified email changes, throttled logins (counters in the cache).

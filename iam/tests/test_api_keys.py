@@ -10,9 +10,10 @@ from django_tenants.utils import tenant_context
 
 from accounts.models import Role
 from accounts.tests.helpers import api_key_client, api_key_create, client_for, jwt_client, member_create
-from core.access import Principal, api_key_allows_agent, principal_from_credentials
+from iam.authentication import principal_from_credentials
 from iam.keys import api_key_flush_usage, api_key_hash
 from iam.models import ApiKey
+from iam.policy import Principal, api_key_allows_agent
 
 pytestmark = pytest.mark.django_db
 
@@ -130,7 +131,7 @@ def test_agent_allow_list(tenant_a, admin_a):
     assert not api_key_allows_agent(principal, other.pk)
     assert api_key_allows_agent(Principal(tenant=tenant_a, user=admin_a, role=Role.ADMIN), other.pk)
     assert jwt_client(tenant_a, admin_a).get(f"/api/v1/api-keys/{key.pk}/").json()["agent_ids"] == [allowed.pk]
-    # Through the agents API (built on core.access): the other agent does not exist for this key.
+    # Through the agents API (built on iam.policy): the other agent does not exist for this key.
     client = api_key_client(tenant_a, raw)
     listed = client.get("/api/v1/agents/").json()
     names = [a["name"] for a in (listed["results"] if isinstance(listed, dict) else listed)]
@@ -200,7 +201,7 @@ def test_jwt_credentials_helper_is_tenant_bound(tenant_a, tenant_b, admin_a):
 
 def test_object_actions_need_the_matching_scope(tenant_a, admin_a):
     from accounts.tests.helpers import kb_create
-    from core.access import ScopeRequired, resource_get_for_principal
+    from iam.policy import ScopeRequired, resource_get_for_principal
     from knowledge.models import KnowledgeBase
 
     kb = kb_create(tenant_a, admin_a)
@@ -239,7 +240,7 @@ def test_a_verified_key_is_reused_from_the_process_cache_until_its_tenant_change
 
 
 def test_removed_member_and_deactivated_owner_lose_their_keys_at_the_next_request(tenant_a, admin_a):
-    from core.access import principal_for_user
+    from iam.policy import principal_for_user
     from iam.services import membership_remove
 
     leaver, owner = member_create(tenant_a, role=Role.USER), member_create(tenant_a, role=Role.USER)
@@ -256,7 +257,7 @@ def test_removed_member_and_deactivated_owner_lose_their_keys_at_the_next_reques
 
 
 def test_a_role_change_reaches_cached_keys_at_the_next_request(tenant_a, admin_a):
-    from core.access import principal_for_user
+    from iam.policy import principal_for_user
     from iam.services import membership_role_change
 
     member = member_create(tenant_a, role=Role.ADMIN)

@@ -7,8 +7,8 @@ from django_tenants.utils import tenant_context
 
 from accounts.models import Role
 from accounts.tests.helpers import api_key_client, api_key_create, jwt_client, kb_create, member_create
-from core.access import principal_can, principal_for_user, resource_get_for_principal, resource_queryset_for
 from core.errors import Forbidden, NotFound
+from iam.policy import principal_can, principal_for_user, resource_get_for_principal, resource_queryset_for
 from knowledge.models import KnowledgeBase
 
 pytestmark = pytest.mark.django_db

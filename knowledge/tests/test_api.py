@@ -1,4 +1,4 @@
-"""Knowledge-base API: CRUD, visibility via core.access, uploads, versions, tenant isolation."""
+"""Knowledge-base API: CRUD, visibility via iam.policy, uploads, versions, tenant isolation."""
 
 from __future__ import annotations
 

@@ -65,14 +65,14 @@ def committed(django_db_setup, django_db_blocker, settings):
 
 @pytest.fixture
 def principal_a(tenant_a, admin_a):
-    from core.access import Principal
+    from iam.policy import Principal
 
     return Principal(tenant=tenant_a, user=admin_a, role="admin")
 
 
 @pytest.fixture
 def principal_b(tenant_b, admin_b):
-    from core.access import Principal
+    from iam.policy import Principal
 
     return Principal(tenant=tenant_b, user=admin_b, role="admin")
 

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 from django_tenants.utils import tenant_context
 
 from accounts.models import User
-from core.access import Principal
+from iam.policy import Principal
 from tenants.selectors import tenant_get_by_slug
 from tenants.services import tenant_create, tenant_url
 

@@ -13,8 +13,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from core.access import admin_required, member_required
 from core.errors import DomainError, Forbidden, NotFound
+from iam.policy import admin_required, member_required
 
 
 def error_page(request: HttpRequest, exc: DomainError) -> HttpResponse:
@@ -42,7 +42,7 @@ def _with_error_pages(guard: Callable) -> Callable[[Callable[..., HttpResponse]]
     return decorator
 
 
-# Member pages (core.access.member_required) and admin-only pages (admin_required: other members get the 403 page).
+# Member pages (iam.policy.member_required) and admin-only pages (admin_required: other members get the 403 page).
 dashboard_page = _with_error_pages(member_required)
 admin_page = _with_error_pages(admin_required)
 
@@ -55,7 +55,7 @@ def form_error(form, exc: DomainError) -> None:
 
 def sharing_context(principal, obj, resource_type: str) -> dict[str, Any]:
     """What the sharing panel shows: the resource's team shares and the teams to pick from (owners/admins)."""
-    from core.access import principal_can
+    from iam.policy import principal_can
     from iam.selectors import share_list_for_resource, team_list
 
     if not principal_can(principal, "share", obj):

@@ -16,6 +16,8 @@ import uuid
 from django.conf import settings
 
 SESSION_CLAIM = "sid"
+# The schema a token was issued for: iam.authentication refuses it on any other organisation's host.
+TENANT_CLAIM = "tenant"
 
 
 def _ttl() -> int:

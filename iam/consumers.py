@@ -2,7 +2,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django_tenants.utils import tenant_context
 
-from .access import membership_for
+from .policy import membership_for
 
 
 class PingConsumer(AsyncJsonWebsocketConsumer):

@@ -14,7 +14,6 @@ Actions: "view", "use" (chat, search), "edit", "delete", "share", "transfer", "m
 Also for other apps:
     register_shared_resource("agent", Agent)        # in AppConfig.ready(): team shares + share API
     api_key_allows_agent(principal, agent_id) -> bool
-    principal_from_credentials(tenant, authorization) -> Principal   # WebSocket/SSE: "Bearer x" / "Api-Key x"
     principal_for_user(user, tenant) -> Principal | None              # tasks: act as a user
     principal_require_scope(principal, scope)                         # raise Forbidden (e.g. consumers)
     IsTenantMember (DRF default permission: membership + the view's `required_scope`)
@@ -38,13 +37,16 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.views import redirect_to_login
 from django.db.models import Model, Q, QuerySet
+from django.shortcuts import render
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.permissions import BasePermission
 
 from accounts.models import Membership, Role
+from core.errors import Forbidden, NotFound
 
-from .errors import Forbidden, NotFound
+from .models import ApiKey, Share
 
 ACTIONS = ("view", "use", "edit", "delete", "share", "transfer", "manage")
 ALL_SCOPES = frozenset({"read", "write", "chat", "admin"})
@@ -110,12 +112,10 @@ def register_shared_resource(resource_type: str, model: type[Model]) -> None:
 
 
 def shared_resource_types() -> dict[str, type[Model]]:
-    _register_builtin_types()
     return dict(_SHARED_TYPES)
 
 
 def shared_resource_model(resource_type: str) -> type[Model]:
-    _register_builtin_types()
     try:
         return _SHARED_TYPES[resource_type]
     except KeyError:
@@ -123,28 +123,11 @@ def shared_resource_model(resource_type: str) -> type[Model]:
 
 
 def shared_resource_type_of(model: type[Model]) -> str | None:
-    _register_builtin_types()
-    model = getattr(model, "_meta", None) and model._meta.concrete_model or model
+    model = model._meta.concrete_model or model
     for name, registered in _SHARED_TYPES.items():
         if registered is model:
             return name
     return None
-
-
-def _register_builtin_types() -> None:
-    # The two shareable models of the platform register themselves here lazily, so it works even if
-    # their app forgets to call register_shared_resource; other apps register in AppConfig.ready().
-    if "knowledge_base" not in _SHARED_TYPES:
-        from knowledge.models import KnowledgeBase
-
-        _SHARED_TYPES["knowledge_base"] = KnowledgeBase
-    if "agent" not in _SHARED_TYPES:
-        from django.apps import apps
-
-        try:
-            _SHARED_TYPES["agent"] = apps.get_model("agents", "Agent")
-        except LookupError:  # the agents app has no Agent model yet
-            pass
 
 
 # --- Principals ---------------------------------------------------------------------------------
@@ -186,8 +169,6 @@ def principal_for_api_key(api_key, tenant) -> Principal | None:
 
 
 def _principal_for_authenticated(request) -> Principal | None:
-    from iam.models import ApiKey
-
     tenant = getattr(request, "tenant", None)
     auth = getattr(request, "auth", None)
     if isinstance(auth, ApiKey):
@@ -204,29 +185,6 @@ def principal_from_request(request) -> Principal:
         raise NotAuthenticated("Authentication credentials were not provided.")
     request.principal = principal
     return principal
-
-
-def principal_from_credentials(tenant, authorization: str) -> Principal:
-    """For WebSocket/SSE consumers: an `Authorization`-style value ("Bearer <jwt>" or "Api-Key <key>").
-
-    Raises rest_framework AuthenticationFailed / NotAuthenticated; call inside the tenant's context.
-    """
-    from accounts.authentication import ApiKeyAuthentication, TenantJWTAuthentication
-
-    class _Req:  # the attributes the authentication classes read
-        META = {"HTTP_AUTHORIZATION": authorization}
-
-    _Req.tenant = tenant
-    for backend in (TenantJWTAuthentication(), ApiKeyAuthentication()):
-        result = backend.authenticate(_Req)
-        if result is not None:
-            user, auth = result
-            _Req.user, _Req.auth = user, auth
-            principal = _principal_for_authenticated(_Req)
-            if principal is not None:
-                return principal
-            break
-    raise NotAuthenticated("Authentication credentials were not provided.")
 
 
 def api_key_allows_agent(principal: Principal, agent_id: int) -> bool:
@@ -265,8 +223,6 @@ def principal_require_scope(principal: Principal, scope: str, *, self_service: b
 
 
 def _team_share_ids(principal: Principal, resource_type: str):
-    from iam.models import Share
-
     return Share.objects.filter(resource_type=resource_type, team__memberships__user_id=principal.user.pk).values(
         "resource_id"
     )
@@ -298,8 +254,6 @@ def share_level_for(principal: Principal, obj: Model) -> str | None:
         levels.add(org_access)
     resource_type = shared_resource_type_of(type(obj))
     if resource_type is not None and "editor" not in levels:
-        from iam.models import Share
-
         levels.update(
             Share.objects.filter(
                 resource_type=resource_type, resource_id=obj.pk, team__memberships__user_id=principal.user.pk
@@ -404,9 +358,6 @@ class IsTenantMember(BasePermission):
 
 def _dashboard_guard(request, scope: str | None):
     """None if allowed, else the response to return (login redirect or 403 page)."""
-    from django.contrib.auth.views import redirect_to_login
-    from django.shortcuts import render
-
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     membership = membership_for(request.user, getattr(request, "tenant", None))

@@ -16,9 +16,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django_tenants.utils import tenant_context
 
-from .access import membership_for
-from .events import stream_read, tenant_group, topic_valid
-from .ratelimit import ws_message_allowed
+from core.events import stream_read, tenant_group, topic_valid
+from core.ratelimit import ws_message_allowed
+from iam.authentication import principal_from_scope
 
 MAX_TOPICS = 20
 CLOSE_FORBIDDEN = 4403
@@ -100,18 +100,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     def _authorised(self, query: dict) -> bool:
         # database_sync_to_async threads start on `public` (#518): work inside the tenant's schema.
         with tenant_context(self.tenant):
-            if membership_for(self.scope.get("user"), self.tenant) is not None:
-                return True
-            credentials = dict(self.scope.get("headers", [])).get(b"authorization", b"").decode("latin1")
-            token = (query.get("token") or [""])[0]
-            if not credentials and token:
-                credentials = f"Bearer {token}" if token.count(".") == 2 else f"Api-Key {token}"
-            if not credentials:
-                return False
             try:
-                from .access import principal_from_credentials
-
-                principal = principal_from_credentials(self.tenant, credentials)
+                principal = principal_from_scope(self.scope, self.tenant)
             except Exception:  # noqa: BLE001 - any authentication failure is a refusal
                 return False
             return principal.has_scope("read")
