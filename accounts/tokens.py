@@ -15,6 +15,8 @@ import uuid
 
 from django.conf import settings
 
+from core.redis_clients import redis_client
+
 SESSION_CLAIM = "sid"
 # The schema a token was issued for: iam.authentication refuses it on any other organisation's host.
 TENANT_CLAIM = "tenant"
@@ -37,22 +39,16 @@ def new_session_id() -> str:
 
 
 def session_revoke(*, schema: str, sid: str) -> None:
-    from core.quotas import redis_client
-
     if sid:
         redis_client().set(_session_key(schema, sid), "1", ex=_ttl())
 
 
 def user_tokens_revoke(*, user_id: int) -> None:
-    from core.quotas import redis_client
-
     redis_client().set(_user_key(user_id), str(int(time.time())), ex=_ttl())
 
 
 def token_revoked(*, schema: str, token) -> bool:
     """True when the access token's session was logged out or its user revoked all tokens after it was issued."""
-    from core.quotas import redis_client
-
     sid, user_id = token.get(SESSION_CLAIM), token.get("user_id")
     session, not_before = redis_client().mget(_session_key(schema, str(sid or "-")), _user_key(user_id))
     if session is not None:

@@ -54,7 +54,8 @@ def main() -> None:
     from django.test.utils import override_settings
 
     from accounts.models import User
-    from core.quotas import limits_cache_clear, redis_client
+    from core.quotas import limits_cache_clear
+    from core.redis_clients import redis_client
     from tenants.models import Tenant
     from tenants.services import tenant_create
 

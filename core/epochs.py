@@ -18,13 +18,14 @@ import uuid
 from collections.abc import Hashable
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import transaction
 
+from .redis_clients import redis_client
 
-def _redis():
-    from .quotas import redis_client  # the process's client for namespaced raw keys
 
+def _redis() -> redis.Redis:
     return redis_client()
 
 

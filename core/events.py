@@ -24,8 +24,9 @@ from typing import Any
 import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import connection, transaction
+
+from .redis_clients import redis_client
 
 logger = logging.getLogger(__name__)
 STREAM_MAXLEN = 10_000
@@ -86,14 +87,6 @@ def register_event_type(name: str, description: str) -> None:
     EVENT_TYPES.setdefault(name, description)
 
 
-def _redis_client() -> redis.Redis:
-    global _redis, _redis_url
-    if _redis is None or _redis_url != settings.REDIS_URL:
-        _redis = redis.Redis.from_url(settings.REDIS_URL)
-        _redis_url = settings.REDIS_URL
-    return _redis
-
-
 def tenant_group(schema: str, topic: str | None = None) -> str:
     """Channel-layer group name; only [a-zA-Z0-9_.-] is allowed, schemas qualify."""
     return f"t.{schema}" if not topic else f"t.{schema}.{topic}"
@@ -142,7 +135,7 @@ def publish(
     body = json.dumps(event, default=str)
     try:
         event["stream_id"] = (
-            _redis_client().xadd(stream_key(schema), {"event": body}, maxlen=STREAM_MAXLEN, approximate=True).decode()
+            redis_client().xadd(stream_key(schema), {"event": body}, maxlen=STREAM_MAXLEN, approximate=True).decode()
         )
     except redis.RedisError:
         logger.exception("event %s not written to the durable stream", event_type)
@@ -187,7 +180,7 @@ def _decode(fields: dict) -> dict:
 
 def stream_read(schema: str, *, after: str = "0-0", count: int = 100) -> list[tuple[str, dict]]:
     """Events of one tenant after a stream id (catch-up for a reconnecting dashboard)."""
-    entries = _redis_client().xrange(stream_key(schema), min=f"({after}" if after != "0-0" else "-", count=count)
+    entries = redis_client().xrange(stream_key(schema), min=f"({after}" if after != "0-0" else "-", count=count)
     return [(entry_id.decode(), _decode(fields)) for entry_id, fields in entries]
 
 
@@ -212,7 +205,7 @@ def stream_consume(
         from tenants.models import Tenant
 
         schemas = list(Tenant.objects.exclude(schema_name="public").values_list("schema_name", flat=True))
-    r = _redis_client()
+    r = redis_client()
     handled = 0
     for schema in schemas:
         key = stream_key(schema)

@@ -17,10 +17,13 @@ import json
 import logging
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+from .redis_clients import probe_client, redis_client
 
 logger = logging.getLogger(__name__)
 PREFIX = "agentry_"
@@ -51,9 +54,7 @@ def _field(labels: dict[str, Any]) -> str:
     return json.dumps({k: str(v) for k, v in sorted(labels.items())}, separators=(",", ":"))
 
 
-def _r():
-    from .quotas import redis_client
-
+def _r() -> redis.Redis:
     return redis_client()
 
 
@@ -85,11 +86,10 @@ def metric_observe(name: str, value: float, **labels: Any) -> None:
 
 def _queue_lengths() -> dict[str, int]:
     """Celery backlog per queue (Redis broker lists) plus the fair dispatcher's held-back tasks."""
-    import redis
 
     out: dict[str, int] = {}
     try:
-        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=1)
+        broker = probe_client(settings.CELERY_BROKER_URL)
         for queue in CELERY_QUEUES:
             out[queue] = int(broker.llen(queue))
     except Exception:  # noqa: BLE001

@@ -24,19 +24,18 @@ from django.conf import settings
 from django.db import connection
 
 from .context import current_request_id
+from .redis_clients import broker_client, redis_client
 
 logger = logging.getLogger(__name__)
 FAIR_QUEUES = ("ingest", "webhooks", "default")
 
 
 def _r() -> redis.Redis:
-    from .quotas import redis_client
-
     return redis_client()
 
 
 def _broker() -> redis.Redis:
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    return broker_client()
 
 
 def _ring(queue: str) -> str:

@@ -57,6 +57,7 @@ from django_tenants.utils import schema_context
 
 from .epochs import EpochCache, epoch_bump, epoch_get
 from .errors import DomainError, InvalidInput
+from .redis_clients import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -167,18 +168,6 @@ def _jsonable(value: Any) -> Any:
 
 
 # --- Redis --------------------------------------------------------------------------------------
-
-_redis: redis.Redis | None = None
-_redis_url: str | None = None
-
-
-def redis_client() -> redis.Redis:
-    """Shared client for quota/ratelimit/metrics keys (keys always name the schema explicitly)."""
-    global _redis, _redis_url
-    if _redis is None or _redis_url != settings.REDIS_URL:
-        _redis = redis.Redis.from_url(settings.REDIS_URL)
-        _redis_url = settings.REDIS_URL
-    return _redis
 
 
 # Check every counter, then increment all of them: tenant, user and key reservations are atomic.

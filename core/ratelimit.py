@@ -47,7 +47,8 @@ from django_ratelimit.core import (
 from rest_framework.throttling import BaseThrottle
 
 from .errors import DomainError
-from .quotas import limits_snapshot  # issue 5
+from .quotas import limits_snapshot
+from .redis_clients import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -352,8 +353,6 @@ def ws_message_check(scope: dict, group: str = "ws_message") -> RateLimitResult:
 
     Channels consumers do not run inside the tenant's schema, so the schema is named in the key.
     """
-    from .quotas import redis_client
-
     tenant = scope.get("tenant")
     schema = getattr(tenant, "schema_name", "public")
     user = scope.get("user")

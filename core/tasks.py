@@ -5,7 +5,7 @@ from django.db import connection
 from config.celery import app
 
 from .context import current_request_id
-from .quotas import redis_client
+from .redis_clients import redis_client
 
 PROBE_REPLY_SECONDS = 60
 

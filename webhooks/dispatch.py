@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django_tenants.utils import schema_context
 
-from core.quotas import redis_client
+from core.redis_clients import redis_client
 
 
 def _types_key(schema: str) -> str:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from django.conf import settings
+
+from core.redis_clients import async_redis_client, redis_client
 
 EVENT_TYPES = ("run.queued", "message.start", "token", "citation", "tool.call", "tool.result", "message.end", "error")
 TERMINAL = "message.end"
@@ -51,28 +50,8 @@ def cancel_key(schema: str, run_id: str) -> str:
     return f"agents:{schema}:run:{run_id}:cancel"
 
 
-_sync_client: redis.Redis | None = None
-_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def sync_redis() -> redis.Redis:
-    global _sync_client
-    if _sync_client is None:
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL)
-    return _sync_client
-
-
-def async_redis() -> aioredis.Redis:
-    """One client (connection pool) per event loop: asyncio connections cannot cross loops."""
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        # No read timeout: XREAD BLOCK waits up to 25 s on purpose (long-polling); connecting still times out.
-        client = aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=None, socket_connect_timeout=5, health_check_interval=30
-        )
-        _async_clients[loop] = client
-    return client
+sync_redis = redis_client
+async_redis = async_redis_client
 
 
 def run_meta_write(schema: str, run_id: str, meta: dict[str, Any]) -> None:

@@ -127,7 +127,7 @@ CACHES = {
         "LOCATION": REDIS_URL,
         # Django makes a cache object (and its connection pool) per thread; under ASGI every request has a
         # fresh thread, so without a process-wide pool each request opened new Redis connections.
-        "OPTIONS": {"pool_class": "core.redis_pool.SharedConnectionPool"},
+        "OPTIONS": {"pool_class": "core.redis_clients.SharedConnectionPool"},
         # Every cache key (and so every rate-limit counter) carries the tenant's schema.
         "KEY_FUNCTION": "django_tenants.cache.make_key",
         "REVERSE_KEY_FUNCTION": "django_tenants.cache.reverse_key",

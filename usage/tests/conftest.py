@@ -13,7 +13,8 @@ PATTERNS = ("quota:*", "runs:*", "rl:*", "fair:*", "usage:*", "webhooks:*", "met
 
 
 def _clear_redis() -> None:
-    from core.quotas import limits_cache_forget, redis_client
+    from core.quotas import limits_cache_forget
+    from core.redis_clients import redis_client
 
     r = redis_client()
     for pattern in PATTERNS:

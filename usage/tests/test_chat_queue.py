@@ -75,6 +75,6 @@ def test_a_queued_run_that_waits_too_long_ends_with_an_overloaded_error(committe
     assert events[1]["data"]["code"] == "overloaded" and events[1]["data"]["retry_after"] > 0
     assert events[2]["data"]["status"] == "incomplete"
 
-    from core.quotas import redis_client
+    from core.redis_clients import redis_client
 
     assert redis_client().zcard("runs:global:queue") == 0  # it left the queue

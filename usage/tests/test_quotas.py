@@ -177,7 +177,7 @@ def test_tokens_and_cost_are_metered_and_count_against_the_month(tenant_a, admin
 @pytest.mark.django_db
 def test_cold_counters_are_seeded_from_the_database(tenant_a, admin_a):
     """A Redis flush must not hand everyone a fresh month: counters start from the recorded usage."""
-    from core.quotas import redis_client
+    from core.redis_clients import redis_client
     from usage.services import usage_record_run
 
     with tenant_context(tenant_a):

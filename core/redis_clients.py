@@ -1,0 +1,69 @@
+"""Every Redis client of the product comes from here: one pool per URL per process (and one asyncio client per
+event loop), so no module opens its own connections or reads REDIS_URL itself.
+
+Keys are the caller's business: they always name the tenant schema (core.tenancy.tenant_key) or `public`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+
+class SharedConnectionPool(redis.ConnectionPool):
+    """Django's RedisCache builds its pools per cache object, and cache objects are per thread. Under ASGI each
+    request runs in a new thread, so each request connected to Redis again (TCP plus the client's handshake
+    commands). This pool class hands every cache object the same pool for the same URL and options.
+    redis-py pools reset themselves in a forked child (Celery prefork), so sharing is fork-safe."""
+
+    _shared: dict[str, SharedConnectionPool] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: object) -> SharedConnectionPool:  # type: ignore[override]
+        key = f"{url}|{sorted(kwargs.items())!r}"
+        with cls._lock:
+            pool = cls._shared.get(key)
+            if pool is None:
+                pool = cls._shared[key] = super().from_url(url, **kwargs)
+        return pool
+
+
+def redis_client(url: str | None = None) -> redis.Redis:
+    """The process's client for `url` (default: settings.REDIS_URL, read at call time so tests may change it)."""
+    return redis.Redis(connection_pool=SharedConnectionPool.from_url(url or settings.REDIS_URL))
+
+
+def broker_client() -> redis.Redis:
+    """The Celery broker's Redis (fair-queue rings, queue depths): may be another server than REDIS_URL."""
+    return redis_client(settings.CELERY_BROKER_URL)
+
+
+def probe_client(url: str | None = None) -> redis.Redis:
+    """A short-timeout client for health probes and metrics scrapes: a dead Redis answers in a second, not never."""
+    return redis.Redis(
+        connection_pool=SharedConnectionPool.from_url(
+            url or settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
+        )
+    )
+
+
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+
+
+def async_redis_client() -> aioredis.Redis:
+    """One asyncio client (connection pool) per running event loop: asyncio connections cannot cross loops.
+    No read timeout: XREAD BLOCK waits up to 25 s on purpose (long-polling); connecting still times out."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = aioredis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=None, socket_connect_timeout=5, health_check_interval=30
+        )
+        _async_clients[loop] = client
+    return client
