@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 
 from core.errors import DomainError
 from iam.dashboard import dashboard_page, form_error
-from iam.policy import principal_can
+from iam.policy import resources_allowed
 
 from . import selectors, services
 
@@ -33,11 +33,7 @@ class ProfileForm(forms.Form):
 
 
 def _usable_agents(request: HttpRequest) -> list:
-    try:
-        from agents.selectors import agent_list
-    except ImportError:  # agents app not installed
-        return []
-    return [a for a in agent_list(principal=request.principal) if principal_can(request.principal, "use", a)]
+    return resources_allowed(request.principal, "agent", "use")
 
 
 @dashboard_page

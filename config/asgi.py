@@ -21,7 +21,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.ws_urls import websocket_urlpatterns  # noqa: E402
-from core.asgi import TenantWebsocketMiddleware  # noqa: E402
+from tenants.middleware import TenantWebsocketMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

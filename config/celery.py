@@ -34,7 +34,7 @@ def _log_context_out(**kwargs):
 
 
 def _warm_up_in_background() -> None:
-    from core.warmup import warm_up
+    from config.warmup import warm_up
 
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
 

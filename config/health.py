@@ -1,9 +1,10 @@
 """Liveness and readiness probes."""
 
-import redis
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+
+from config.celery import app
+from core.redis_clients import probe_client
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -22,15 +23,13 @@ def _check_database() -> dict:
 
 def _check_redis() -> dict:
     try:
-        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1).ping()
+        probe_client().ping()
         return {"ok": True}
     except Exception as exc:  # noqa: BLE001
         return {"ok": False, "error": str(exc)[:200]}
 
 
 def _check_workers() -> dict:
-    from config.celery import app
-
     try:
         replies = app.control.ping(timeout=1.0) or []
         return {"ok": bool(replies), "workers": sorted(name for reply in replies for name in reply)}

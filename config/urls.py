@@ -8,7 +8,7 @@ from django.urls import include, path
 
 from accounts.apis import MeApi
 from agents.views import dashboard_home
-from core.health import healthz, readyz
+from config.health import healthz, readyz
 
 TENANT_APPS_WITH_ROUTES = ["accounts", "iam", "knowledge", "agents", "usage", "webhooks"]
 

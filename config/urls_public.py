@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from core.health import healthz, readyz
+from config.health import healthz, readyz
 from core.metrics import metrics_view
 from tenants.apis import TenantCreateApi
 from tenants.views import landing, signup, signup_done

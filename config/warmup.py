@@ -7,6 +7,10 @@ import time
 
 from django.conf import settings
 
+from agents.providers.anthropic_provider import AnthropicProvider
+from agents.providers.openai_compat import OpenAICompatProvider
+from knowledge.embeddings import DEFAULT_MODEL, embedder_for_model
+
 logger = logging.getLogger(__name__)
 
 
@@ -15,14 +19,9 @@ def warm_up() -> None:
     bundle), then the default embedding model (seconds, ~400 MB) where settings.WORKER_PRELOAD_EMBEDDER."""
     started = time.monotonic()
     try:
-        from agents.providers.anthropic_provider import AnthropicProvider
-        from agents.providers.openai_compat import OpenAICompatProvider
-
         for provider_class in (OpenAICompatProvider, AnthropicProvider):
             provider_class(base_url="http://127.0.0.1:9/", api_key="warm-up")  # builds clients, sends nothing
         if getattr(settings, "WORKER_PRELOAD_EMBEDDER", False):
-            from knowledge.embeddings import DEFAULT_MODEL, embedder_for_model
-
             embedder_for_model(DEFAULT_MODEL)
     except Exception:  # noqa: BLE001 - a failed warm-up only means the first task pays the cost
         logger.exception("worker warm-up failed")

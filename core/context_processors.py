@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.http import HttpRequest
 
-from .urls import public_site_url
+from .tenancy import public_site_url
 
 
 def platform(request: HttpRequest) -> dict:

@@ -1,6 +1,18 @@
-"""One error vocabulary: domain exceptions with stable codes, mapped to HTTP in one place."""
+"""One error vocabulary: every code the product emits, the domain exceptions that carry them, and one wire shape.
+
+    raise Conflict("The last admin cannot be removed.", code=ErrorCode.LAST_ADMIN)
+
+Every error a client sees, over HTTP, SSE or WebSocket, is the dict `error_body()` builds:
+    {"code": "<ErrorCode>", "detail": "<sentence for humans>", ["field"], ["fields"], [extra keys]}
+HTTP sends it as the response body (api_exception_handler, also for DRF's own exceptions); a run's `error` event
+carries it as `data`; the chat WebSocket sends {"type": "error", "seq": 0, "data": <it>}. docs/errors.md lists
+every code with its status and meaning (core/tests/test_errors.py keeps the two in step).
+"""
 
 from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
@@ -8,82 +20,207 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
 
+class ErrorCode(StrEnum):
+    """Stable codes: integrators branch on them, so a code is never renamed (add a new one instead)."""
+
+    # Input and state
+    INVALID = "invalid"
+    PARSE_ERROR = "parse_error"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    NOT_ACCEPTABLE = "not_acceptable"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    NOT_FOUND = "not_found"
+    UNKNOWN_TENANT = "unknown_tenant"
+    CONFLICT = "conflict"
+    LAST_ADMIN = "last_admin"
+    # Authentication
+    NOT_AUTHENTICATED = "not_authenticated"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    TOKEN_NOT_VALID = "token_not_valid"
+    TOKEN_WRONG_TENANT = "token_wrong_tenant"
+    TOKEN_REVOKED = "token_revoked"
+    API_KEY_INVALID = "api_key_invalid"
+    API_KEY_REVOKED = "api_key_revoked"
+    API_KEY_EXPIRED = "api_key_expired"
+    API_KEY_OWNER_INACTIVE = "api_key_owner_inactive"
+    INVITATION_INVALID = "invitation_invalid"
+    INVITATION_USED = "invitation_used"
+    INVITATION_EXPIRED = "invitation_expired"
+    INVITATION_OTHER_EMAIL = "invitation_other_email"
+    # Permission
+    FORBIDDEN = "forbidden"
+    PERMISSION_DENIED = "permission_denied"
+    SCOPE_REQUIRED = "scope_required"
+    READONLY = "readonly"
+    ADMIN_REQUIRED = "admin_required"
+    # Limits
+    THROTTLED = "throttled"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    CONCURRENCY_LIMITED = "concurrency_limited"
+    OVERLOADED = "overloaded"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    # Knowledge
+    FILE_TOO_LARGE = "file_too_large"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    UNREADABLE_DOCUMENT = "unreadable_document"
+    EMPTY_DOCUMENT = "empty_document"
+    UNSAFE_URL = "unsafe_url"
+    FETCH_FAILED = "fetch_failed"
+    EMBEDDER_UNAVAILABLE = "embedder_unavailable"
+    SEARCH_UNAVAILABLE = "search_unavailable"
+    # Agents and runs
+    AGENT_DISABLED = "agent_disabled"
+    AGENT_MISCONFIGURED = "agent_misconfigured"
+    PROVIDER_DISABLED = "provider_disabled"
+    PROVIDER_MISSING = "provider_missing"
+    PROVIDER_ERROR = "provider_error"
+    PROVIDER_AUTH = "provider_auth"
+    PROVIDER_TIMEOUT = "provider_timeout"
+    CONTEXT_TOO_LONG = "context_too_long"
+    SECRET_UNREADABLE = "secret_unreadable"
+    RUN_TIMEOUT = "run_timeout"
+    CANCELLED = "cancelled"
+    # Tool results (inside a run's tool.result events; the run itself goes on)
+    UNKNOWN_TOOL = "unknown_tool"
+    INVALID_ARGUMENTS = "invalid_arguments"
+    TOOL_FAILED = "tool_failed"
+    TOOL_TIMEOUT = "tool_timeout"
+    HTTP_FAILED = "http_failed"
+    HOST_NOT_APPROVED = "host_not_approved"
+    NOT_CONFIGURED = "not_configured"
+    # Server
+    PROVISIONING_FAILED = "provisioning_failed"
+    INTERNAL_ERROR = "internal_error"
+
+
+def error_body(code: ErrorCode | str, detail: str, *, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The one error shape of every transport. `extra` adds context (retry_after, quota, fields, ...)."""
+    body: dict[str, Any] = {"code": str(ErrorCode(code)), "detail": str(detail)}
+    if field:
+        body["field"] = field
+    body.update((k, v) for k, v in extra.items() if k not in body)  # extras never override the code
+    return body
+
+
 class DomainError(Exception):
-    """Base for errors a person can act on. `code` is stable and documented; `message` is for humans."""
+    """Base for errors a person can act on. `code` is stable and documented; `message` is for humans.
 
-    code = "error"
-    status = 400
+    Subclasses set `code` and `status`; a raise site may pass a more precise `code` of the same family
+    (`Forbidden(..., code=ErrorCode.ADMIN_REQUIRED)`). `headers` go out with the HTTP response (Retry-After).
+    """
 
-    def __init__(self, message: str, *, field: str | None = None, extra: dict | None = None):
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    status: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        extra: dict[str, Any] | None = None,
+        code: ErrorCode | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.field = field
         self.extra = extra or {}
+        self.headers: dict[str, str] = {}
+        if code is not None:
+            self.code = code
 
-    def as_dict(self) -> dict:
-        body = {"detail": self.message, "code": self.code}
-        if self.field:
-            body["field"] = self.field
-        body.update(self.extra)
-        return body
+    def as_dict(self) -> dict[str, Any]:
+        return error_body(self.code, self.message, field=self.field, **self.extra)
 
 
 class InvalidInput(DomainError):
-    code = "invalid"
+    code = ErrorCode.INVALID
     status = 400
 
 
 class Conflict(DomainError):
-    code = "conflict"
+    code = ErrorCode.CONFLICT
     status = 409
 
 
 class NotFound(DomainError):
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
     status = 404
 
 
 class Forbidden(DomainError):
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
     status = 403
 
 
 class ProvisioningFailed(DomainError):
-    code = "provisioning_failed"
+    code = ErrorCode.PROVISIONING_FAILED
     status = 500
 
 
-def _validation_detail(exc: ValidationError) -> dict:
-    if hasattr(exc, "message_dict"):
+_ALL_CODES = frozenset(ErrorCode)
+# DRF's own exceptions, by class; AuthenticationFailed raised with one of our codes keeps it.
+_DRF_CODES: dict[type[drf_exceptions.APIException], ErrorCode] = {
+    drf_exceptions.ValidationError: ErrorCode.INVALID,
+    drf_exceptions.ParseError: ErrorCode.PARSE_ERROR,
+    drf_exceptions.AuthenticationFailed: ErrorCode.AUTHENTICATION_FAILED,
+    drf_exceptions.NotAuthenticated: ErrorCode.NOT_AUTHENTICATED,
+    drf_exceptions.PermissionDenied: ErrorCode.PERMISSION_DENIED,
+    drf_exceptions.NotFound: ErrorCode.NOT_FOUND,
+    drf_exceptions.MethodNotAllowed: ErrorCode.METHOD_NOT_ALLOWED,
+    drf_exceptions.NotAcceptable: ErrorCode.NOT_ACCEPTABLE,
+    drf_exceptions.UnsupportedMediaType: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    drf_exceptions.Throttled: ErrorCode.THROTTLED,
+}
+
+
+def _drf_code(exc: drf_exceptions.APIException) -> ErrorCode:
+    raised = getattr(exc.detail, "code", None)  # ErrorDetail carries the code it was raised with
+    if raised in _ALL_CODES:
+        return ErrorCode(raised)
+    for cls in type(exc).__mro__:
+        if cls in _DRF_CODES:
+            return _DRF_CODES[cls]
+    return ErrorCode.INTERNAL_ERROR
+
+
+def _validation_body(fields: Any) -> dict[str, Any]:
+    """DRF ValidationError detail (dict of field -> messages, or a list) as one body; the first message leads."""
+    fields = fields if isinstance(fields, dict) else {"non_field_errors": fields}
+    first_field, first_errors = next(iter(fields.items()), ("", ["Invalid input."]))
+    first = first_errors[0] if isinstance(first_errors, list) and first_errors else first_errors
+    label = "" if first_field in ("non_field_errors", "detail") else f"{first_field}: "
+    return error_body(ErrorCode.INVALID, f"{label}{first}", fields=fields)
+
+
+def _django_validation_body(exc: ValidationError) -> dict[str, Any]:
+    try:
         fields = {k: [str(m) for m in v] for k, v in exc.message_dict.items()}
-        first = next(iter(fields.values()))[0] if fields else "Invalid input."
-        return {"detail": first, "code": "invalid", "fields": fields}
-    return {"detail": " ".join(str(m) for m in exc.messages), "code": "invalid"}
+    except AttributeError:  # raised without a field: no message_dict
+        return error_body(ErrorCode.INVALID, " ".join(str(m) for m in exc.messages))
+    first = next(iter(fields.values()))[0] if fields else "Invalid input."
+    return error_body(ErrorCode.INVALID, first, fields=fields)
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF exception handler: every error body has `detail` and `code`."""
-    from rest_framework.views import exception_handler  # late: rest_framework.views imports our permissions
-
+    """DRF exception handler: every error body is `error_body(...)`, whoever raised it."""
     if isinstance(exc, DomainError):
-        # Some errors carry HTTP headers (Retry-After on 429/503: issue 6).
-        return Response(exc.as_dict(), status=exc.status, headers=getattr(exc, "headers", None))
+        return Response(exc.as_dict(), status=exc.status, headers=exc.headers or None)
     if isinstance(exc, ValidationError):
-        return Response(_validation_detail(exc), status=400)
+        return Response(_django_validation_body(exc), status=400)
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = drf_exceptions.PermissionDenied()
-    response = exception_handler(exc, context)
-    if response is None:
-        return None
-    data = response.data
+    if not isinstance(exc, drf_exceptions.APIException):
+        return None  # a bug: Django's 500 handling (and logging) takes over
+    headers = {}
+    if getattr(exc, "auth_header", None):  # set by APIView.handle_exception for 401s
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None):  # Throttled
+        headers["Retry-After"] = str(int(exc.wait))
     if isinstance(exc, drf_exceptions.ValidationError):
-        fields = data if isinstance(data, dict) else {"non_field_errors": data}
-        first_field, first_errors = next(iter(fields.items()), ("", ["Invalid input."]))
-        first = first_errors[0] if isinstance(first_errors, list) and first_errors else first_errors
-        label = "" if first_field in ("non_field_errors", "detail") else f"{first_field}: "
-        response.data = {"detail": f"{label}{first}", "code": "invalid", "fields": fields}
-    elif isinstance(data, dict) and "detail" in data:
-        response.data = {"detail": str(data["detail"]), "code": getattr(data["detail"], "code", "error")}
-    return response
+        body = _validation_body(exc.detail)
+    else:
+        body = error_body(_drf_code(exc), str(exc.detail))
+    return Response(body, status=exc.status_code, headers=headers or None)

@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 import redis
+from celery import current_app
 from django.conf import settings
 from django.db import connection
 
@@ -53,9 +54,7 @@ def fair_enqueue(
     schema = schema or connection.schema_name
     if schema == "public":
         raise RuntimeError("fair_enqueue is per tenant: call it inside a tenant context")
-    from config.celery import app
-
-    if app.conf.task_always_eager and not isinstance(task, str):
+    if current_app.conf.task_always_eager and not isinstance(task, str):
         task.apply(args=list(args), kwargs=kwargs or {})  # eager mode (tests, CELERY_TASK_ALWAYS_EAGER)
         return
     name = task if isinstance(task, str) else task.name
@@ -79,8 +78,6 @@ def fair_backlog(queue: str) -> dict[str, int]:
 
 def fair_dispatch(queue: str = "ingest", *, low_water: int | None = None) -> int:
     """Move tasks from tenants' pending lists to the Celery queue, one tenant at a time. Returns tasks sent."""
-    from config.celery import app
-
     low_water = settings.FAIR_QUEUE_LOW_WATER if low_water is None else low_water
     r = _r()
     lock = r.lock(f"fair:{queue}:lock", timeout=10, blocking_timeout=0)
@@ -102,7 +99,7 @@ def fair_dispatch(queue: str = "ingest", *, low_water: int | None = None) -> int
             headers = {"_schema_name": schema}
             if item.get("request_id") and item["request_id"] != "-":
                 headers["request_id"] = item["request_id"]
-            app.send_task(item["task"], args=item["args"], kwargs=item["kwargs"], queue=queue, headers=headers)
+            current_app.send_task(item["task"], args=item["args"], kwargs=item["kwargs"], queue=queue, headers=headers)
             sent += 1
             budget -= 1
     finally:

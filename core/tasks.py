@@ -1,8 +1,7 @@
 import json
 
+from celery import shared_task
 from django.db import connection
-
-from config.celery import app
 
 from .context import current_request_id
 from .redis_clients import redis_client
@@ -10,7 +9,7 @@ from .redis_clients import redis_client
 PROBE_REPLY_SECONDS = 60
 
 
-@app.task(name="core.context_probe")
+@shared_task(name="core.context_probe")
 def context_probe_task(reply_key: str) -> None:
     """Diagnostics: report the context a worker runs a task in (schema, tenant, request id) by pushing it to
     the Redis list `reply_key`, where the caller waits for it. No Celery result backend is involved: the

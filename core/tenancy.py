@@ -1,7 +1,81 @@
+"""Which tenant: the one home for tenant context, iteration over tenants, tenant-scoped keys and tenant URLs.
+
+Code outside the request cycle (tasks, consumers' database threads, commands) runs queries in a tenant's schema
+with `in_tenant(...)`; periodic work visits every organisation with `for_each_tenant()`; any Redis key, cache key,
+channel group or file prefix that holds tenant data is built with `tenant_key(...)`, so it names its schema.
+The kernel knows tenants only through django-tenants' configured model (get_tenant_model), never the tenants app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from django.conf import settings
+from django.db import connection
+from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context, tenant_context
+
+from .context import current_tenant
+
+
+@contextmanager
+def in_tenant(tenant_or_schema: Any) -> Iterator[None]:
+    """Run the block in one organisation's schema (a Tenant or a schema name), and label its log lines with it.
+
+    Threads that database_sync_to_async starts begin on `public` (django-tenants #518): consumers wrap their
+    database work in this too."""
+    is_schema = isinstance(tenant_or_schema, str)
+    schema = tenant_or_schema if is_schema else tenant_or_schema.schema_name
+    switch = schema_context(schema) if is_schema else tenant_context(tenant_or_schema)
+    token = current_tenant.set(schema)
+    try:
+        with switch:
+            yield
+    finally:
+        current_tenant.reset(token)
+
+
+def tenant_schemas() -> list[str]:
+    """Every organisation's schema name (not the public schema), read in the public schema."""
+    with schema_context(get_public_schema_name()):
+        return list(
+            get_tenant_model()
+            .objects.exclude(schema_name=get_public_schema_name())
+            .order_by("pk")
+            .values_list("schema_name", flat=True)
+        )
+
+
+def for_each_tenant() -> Iterator[str]:
+    """Yield each organisation's schema name with the block running inside that schema."""
+    for schema in tenant_schemas():
+        with in_tenant(schema):
+            yield schema
+
+
+def current_schema() -> str:
+    return connection.schema_name
+
+
+def tenant_key(*parts: object, schema: str | None = None) -> str:
+    """`<schema>:<part>:<part>...`: a key of tenant data, naming the schema (default: the current one)."""
+    return ":".join([schema or connection.schema_name, *(str(part) for part in parts)])
+
+
+def _port() -> str:
+    return f":{settings.PUBLIC_PORT}" if settings.PUBLIC_PORT not in ("", "80", "443") else ""
 
 
 def public_site_url() -> str:
     """Absolute URL of the public site (sign-up, landing), e.g. http://localhost:8000."""
-    port = f":{settings.PUBLIC_PORT}" if settings.PUBLIC_PORT not in ("", "80", "443") else ""
-    return f"{settings.PUBLIC_SCHEME}://{settings.BASE_DOMAIN}{port}"
+    return f"{settings.PUBLIC_SCHEME}://{settings.BASE_DOMAIN}{_port()}"
+
+
+def tenant_domain_for(slug: str) -> str:
+    return f"{slug}.{settings.BASE_DOMAIN}"
+
+
+def tenant_url(tenant: Any, path: str = "/") -> str:
+    """Absolute URL of a page on an organisation's own host."""
+    return f"{settings.PUBLIC_SCHEME}://{tenant_domain_for(tenant.slug)}{_port()}{path}"

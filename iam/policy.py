@@ -13,6 +13,10 @@ Actions: "view", "use" (chat, search), "edit", "delete", "share", "transfer", "m
 
 Also for other apps:
     register_shared_resource("agent", Agent)        # in AppConfig.ready(): team shares + share API
+    register_citation_source(fn)                    # in AppConfig.ready(): where citations given to a user live
+    principal_can_create / principal_can_manage / principal_acts_for(principal, user_id)   # non-object rules
+    referenced_queryset_for(principal, agent, agent.knowledge_bases.all())   # names an agent's viewer may see
+    passage_grant_for(principal, kb, document_id) -> None (all) | frozenset of chunk ids (cited to it)
     api_key_allows_agent(principal, agent_id) -> bool
     principal_for_user(user, tenant) -> Principal | None              # tasks: act as a user
     principal_require_scope(principal, scope)                         # raise Forbidden (e.g. consumers)
@@ -32,6 +36,7 @@ requires the admin role; "write" is refused to readonly members unless the view 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
@@ -219,6 +224,21 @@ def principal_require_scope(principal: Principal, scope: str, *, self_service: b
         raise ReadOnlyMember("Your role is read-only: you may view and chat, but not change anything.")
 
 
+def principal_can_create(principal: Principal) -> bool:
+    """May create resources of its own (agents, knowledge bases): any member but a read-only one."""
+    return principal.has_scope("write") and not principal.is_readonly
+
+
+def principal_can_manage(principal: Principal) -> bool:
+    """May administer the organisation (members, providers, quotas, every API key): admins only."""
+    return principal.has_scope("admin") and principal.is_admin
+
+
+def principal_acts_for(principal: Principal, user_id: Any) -> bool:
+    """May see or stop what `user_id` started (runs, usage): that user, or an admin of the organisation."""
+    return str(principal.user.pk) == str(user_id) or principal_can_manage(principal)
+
+
 # --- Objects ------------------------------------------------------------------------------------
 
 
@@ -306,6 +326,14 @@ def principal_sees(principal: Principal, obj: Model) -> bool:
     return share_level_for(principal, obj) is not None  # org-wide access or a team share
 
 
+def resources_allowed(principal: Principal, resource_type: str, action: str = "view") -> list[Model]:
+    """The objects of a registered shareable kind (by name) that the principal may `action`, by name: for pages of
+    one app that offer another app's objects (e.g. the profile's default agent: agents one may use)."""
+    model = shared_resource_model(resource_type)
+    visible = resource_queryset_for(principal, model._default_manager.all()).order_by("name")
+    return [obj for obj in visible if principal_can(principal, action, obj)]
+
+
 def resource_check_for_principal(principal: Principal, obj: Model, action: str) -> None:
     """resource_get_for_principal's verdict on an object loaded without the visibility filter."""
     if principal_can(principal, action, obj):  # allowed implies visible: the common case takes one check
@@ -313,6 +341,50 @@ def resource_check_for_principal(principal: Principal, obj: Model, action: str) 
     if not principal_sees(principal, obj):
         raise NotFound("Not found.")
     _require_action(principal, action, obj)
+
+
+# --- What an agent reveals of the knowledge it uses ---------------------------------------------
+# Whoever may view an agent sees which knowledge bases it uses (their names), and whoever was given a citation
+# may open the cited passage, without any access to the rest of those knowledge bases.
+
+# Callables (user, agents, knowledge_base_id, document_id) -> chunk ids cited to `user` in its conversations with
+# `agents` (a queryset of the agents the principal may view); registered by the app that stores messages.
+CitationSource = Callable[..., Iterable[int]]
+_CITATION_SOURCES: list[CitationSource] = []
+
+
+def register_citation_source(source: CitationSource) -> None:
+    """In AppConfig.ready(): where citations given to a user are found (agents: its conversations' messages)."""
+    if source not in _CITATION_SOURCES:
+        _CITATION_SOURCES.append(source)
+
+
+def referenced_queryset_for(principal: Principal, obj: Model, referenced: QuerySet) -> QuerySet:
+    """`referenced` (what `obj` uses, e.g. an agent's knowledge bases) as far as a viewer of `obj` may name it:
+    all of it if the principal may view `obj`, else nothing. Names only: opening one follows its own rules."""
+    return referenced if principal_can(principal, "view", obj) else referenced.none()
+
+
+def passage_grant_for(principal: Principal, knowledge_base: Model, document_id: Any) -> frozenset[int] | None:
+    """Which passages (chunk ids) of a document the principal may open: None means all of them (it may view the
+    knowledge base); otherwise those cited to it in messages it may read (its own conversations with agents it may
+    view), possibly none. A citation in a message you may read is a passage you may open."""
+    if principal_can(principal, "view", knowledge_base):
+        return None
+    if not principal.has_scope("read"):
+        return frozenset()
+    agents = resource_queryset_for(principal, shared_resource_model("agent")._default_manager.all())
+    cited: set[int] = set()
+    for source in _CITATION_SOURCES:
+        cited.update(
+            source(
+                user=principal.user,
+                agents=agents,
+                knowledge_base_id=knowledge_base.pk,
+                document_id=document_id,
+            )
+        )
+    return frozenset(cited)
 
 
 def _require_action(principal: Principal, action: str, obj: Model) -> None:

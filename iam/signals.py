@@ -5,10 +5,10 @@ from django.conf import settings
 from django.db import connection
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
+from django_tenants.utils import get_tenant_model
 
 from accounts.models import Membership
 from core.epochs import epoch_bump
-from tenants.models import Tenant
 
 from .keys import auth_epoch
 from .models import ApiKey
@@ -23,7 +23,7 @@ def _api_key_changed(**kwargs) -> None:
 
 @receiver([post_save, post_delete], sender=Membership)
 def _membership_changed(instance: Membership, **kwargs) -> None:
-    schema = Tenant.objects.filter(pk=instance.tenant_id).values_list("schema_name", flat=True).first()
+    schema = get_tenant_model().objects.filter(pk=instance.tenant_id).values_list("schema_name", flat=True).first()
     if schema:
         epoch_bump(auth_epoch(schema))
 
@@ -32,5 +32,6 @@ def _membership_changed(instance: Membership, **kwargs) -> None:
 def _user_changed(instance, update_fields=None, **kwargs) -> None:
     if update_fields is not None and set(update_fields) <= {"last_login"}:
         return  # a login changes nothing an API key relies on
-    for schema in Tenant.objects.filter(memberships__user_id=instance.pk).values_list("schema_name", flat=True):
+    schemas = get_tenant_model().objects.filter(memberships__user_id=instance.pk).values_list("schema_name", flat=True)
+    for schema in schemas:
         epoch_bump(auth_epoch(schema))

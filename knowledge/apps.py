@@ -7,6 +7,7 @@ class KnowledgeConfig(AppConfig):
     def ready(self) -> None:
         from iam.policy import register_shared_resource
 
+        from . import signals  # noqa: F401 - deletes a dropped tenant's stored files
         from .models import KnowledgeBase
 
         register_shared_resource("knowledge_base", KnowledgeBase)  # team shares + the share API

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 
+from celery import shared_task
 from django.db import connection
 from django_tenants.utils import get_public_schema_name, get_tenant_model, tenant_context
 
-from config.celery import app
 from core.errors import DomainError
 
 from . import pipeline
@@ -40,7 +40,7 @@ def _retry_or_fail(task, document_id: int, token: str, exc: Exception):
     raise task.retry(exc=exc, countdown=_backoff(task.request.retries))
 
 
-@app.task(name="knowledge.ingest_document", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+@shared_task(name="knowledge.ingest_document", bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def ingest_document_task(self, document_id: int) -> str:
     claimed = pipeline.document_claim(document_id)
     if claimed is None:
@@ -62,7 +62,7 @@ def ingest_document_task(self, document_id: int) -> str:
     return f"split into {len(result.parts)} parts"
 
 
-@app.task(name="knowledge.embed_part", bind=True, acks_late=True, max_retries=MAX_RETRIES)
+@shared_task(name="knowledge.embed_part", bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def embed_part_task(self, document_id: int, token: str, first: int, last: int) -> str:
     try:
         published = pipeline.document_embed_part(document_id, token, first, last)
@@ -82,7 +82,7 @@ def embed_part_task(self, document_id: int, token: str, first: int, last: int) -
     return "published" if published else "embedded"
 
 
-@app.task(name="knowledge.requeue_stuck_documents")
+@shared_task(name="knowledge.requeue_stuck_documents")
 def requeue_stuck_documents_task() -> dict:
     """Beat: re-queue documents whose worker died (processing past the lease) or whose task was lost.
     Runs for every tenant when beat sends it from the public schema."""

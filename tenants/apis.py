@@ -3,7 +3,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .services import tenant_create, tenant_url
+from core.tenancy import tenant_url
+
+from .services import tenant_create
 
 
 class TenantCreateApi(APIView):

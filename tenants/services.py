@@ -16,8 +16,10 @@ from django_tenants.utils import schema_exists
 
 from accounts.models import Membership, Role, User
 from core.errors import Conflict, InvalidInput, ProvisioningFailed
+from core.tenancy import tenant_domain_for
 
 from .models import Domain, Tenant
+from .signals import tenant_schema_dropped
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +81,6 @@ def slug_validate(slug: str) -> str:
     if Tenant.objects.filter(slug=slug).exists():
         raise Conflict(f"The address '{slug}' is already taken.", field="slug")
     return slug
-
-
-def tenant_domain_for(slug: str) -> str:
-    return f"{slug}.{settings.BASE_DOMAIN}"
-
-
-def tenant_url(tenant: Tenant, path: str = "/") -> str:
-    port = f":{settings.PUBLIC_PORT}" if settings.PUBLIC_PORT not in ("", "80", "443") else ""
-    return f"{settings.PUBLIC_SCHEME}://{tenant_domain_for(tenant.slug)}{port}{path}"
 
 
 # --- Template schema --------------------------------------------------------------------------
@@ -199,17 +192,6 @@ def tenant_delete(*, tenant: Tenant) -> None:
     schema = tenant.schema_name
     with transaction.atomic():
         tenant.delete(force_drop=True)
-        # Stored files are outside the database: remove the tenant's prefix once the drop is committed.
-        transaction.on_commit(lambda: _tenant_files_delete(schema))
+        # What lives outside the database (stored files) is removed by its app once the drop is committed.
+        transaction.on_commit(lambda: tenant_schema_dropped.send(sender=Tenant, schema=schema))
     logger.info("tenant %s deleted", tenant.slug)
-
-
-def _tenant_files_delete(schema: str) -> None:
-    from django_tenants.utils import schema_context
-
-    from knowledge.storage import storage_delete_prefix, tenant_prefix
-
-    with schema_context(schema):  # storage paths are checked against the current schema; no query runs
-        deleted = storage_delete_prefix(tenant_prefix())
-    connection.set_schema_to_public()
-    logger.info("deleted %d stored files of tenant schema %s", deleted, schema)

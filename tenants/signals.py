@@ -2,12 +2,16 @@
 a plan or a staff override moves the quota-limits epoch (core.quotas)."""
 
 from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from core.quotas import limits_cache_clear
 
 from .models import Domain, Plan, Tenant, TenantQuota
 from .selectors import tenant_host_cache_clear
+
+# Sent once an organisation's schema is dropped and committed (kwargs: schema): apps delete what they keep
+# outside the database.
+tenant_schema_dropped = Signal()
 
 
 @receiver([post_save, post_delete], sender=Tenant)

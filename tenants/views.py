@@ -1,10 +1,11 @@
 from django.shortcuts import redirect, render
 
 from core.errors import DomainError
+from core.tenancy import tenant_url
 
 from .forms import SignupForm
 from .selectors import tenant_get_by_slug
-from .services import tenant_create, tenant_url
+from .services import tenant_create
 
 
 def landing(request):

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
+from celery import shared_task
 from django_tenants.utils import get_tenant_model, schema_context
-
-from config.celery import app
 
 from .services import usage_flush_api_calls
 
 
-@app.task(name="usage.flush_api_calls")
+@shared_task(name="usage.flush_api_calls")
 def usage_flush_api_calls_task() -> int:
     """Move API-call counters from Redis into ApiCallDaily for every tenant (beat, every minute)."""
     total = 0
@@ -17,7 +16,7 @@ def usage_flush_api_calls_task() -> int:
     return total
 
 
-@app.task(name="core.fair_dispatch")
+@shared_task(name="core.fair_dispatch")
 def fair_dispatch_task() -> int:
     """Beat safety net for core.queues: move held-back tenant work to the Celery queues."""
     from core.queues import FAIR_QUEUES, fair_dispatch

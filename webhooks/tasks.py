@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from celery import shared_task
 from django_tenants.utils import get_tenant_model, schema_context
-
-from config.celery import app
 
 from . import services
 
 
-@app.task(name="webhooks.fanout", acks_late=True)
+@shared_task(name="webhooks.fanout", acks_late=True)
 def webhook_fanout_task(event: dict) -> int:
     return len(services.deliveries_create_for_event(event))
 
 
-@app.task(name="webhooks.deliver", acks_late=True)
+@shared_task(name="webhooks.deliver", acks_late=True)
 def webhook_deliver_task(delivery_id: int) -> str:
     outcome = services.delivery_attempt(delivery_id)
     if outcome.retry_in is not None:
@@ -24,7 +23,7 @@ def webhook_deliver_task(delivery_id: int) -> str:
     return outcome.status
 
 
-@app.task(name="webhooks.retry_due")
+@shared_task(name="webhooks.retry_due")
 def webhooks_retry_due_task() -> int:
     total = 0
     for schema in get_tenant_model().objects.exclude(schema_name="public").values_list("schema_name", flat=True):

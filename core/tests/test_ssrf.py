@@ -96,16 +96,16 @@ def test_admin_allowed_network_opens_only_that_network(settings, fake_server):
 
 
 def test_worker_warm_up_builds_provider_clients_on_one_shared_tls_context(settings, caplog):
-    """Workers pay the CA bundle and SDK imports once at start (core.warmup); every client afterwards reuses the
+    """Workers pay the CA bundle and SDK imports once at start (config.warmup); every client afterwards reuses the
     process's TLS context instead of loading the CA bundle again."""
     import logging
 
     from agents.providers.openai_compat import OpenAICompatProvider
+    from config.warmup import warm_up
     from core.ssrf import tls_context
-    from core.warmup import warm_up
 
     settings.WORKER_PRELOAD_EMBEDDER = False
-    with caplog.at_level(logging.INFO, logger="core.warmup"):
+    with caplog.at_level(logging.INFO, logger="config.warmup"):
         warm_up()
     assert "worker warm-up done" in caplog.text and "failed" not in caplog.text
     client = OpenAICompatProvider(base_url="https://llm.example.com/v1", api_key="k").client

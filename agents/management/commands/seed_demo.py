@@ -1,12 +1,16 @@
 import os
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
-from django_tenants.utils import tenant_context
 
-from accounts.models import User
-from iam.policy import Principal
+from agents.models import Agent
+from agents.services import agent_create
+from core.tenancy import in_tenant, tenant_url
+from iam.policy import principal_for_user
+from knowledge.models import KnowledgeBase
+from knowledge.services import documents_ingest, knowledge_base_create, upload_from_text
 from tenants.selectors import tenant_get_by_slug
-from tenants.services import tenant_create, tenant_url
+from tenants.services import tenant_create
 
 DEMO_EMAIL = "admin@demo.example.com"
 DEMO_KB_NAME = "Agentry handbook"
@@ -43,22 +47,17 @@ class Command(BaseCommand):
         password = os.environ.get("DEMO_ADMIN_PASSWORD", "demo-admin-pass-2026")
         tenant = tenant_get_by_slug(slug="demo")
         if tenant is None:
-            owner = User.objects.filter(email=DEMO_EMAIL).first()
+            owner = get_user_model().objects.filter(email=DEMO_EMAIL).first()
             tenant = tenant_create(
                 name="Demo Org", slug="demo", owner=owner, owner_email=DEMO_EMAIL, owner_password=password
             )
             self.stdout.write(self.style.SUCCESS("Created the demo organisation."))
-        owner = User.objects.get(email=DEMO_EMAIL)
-        with tenant_context(tenant):
+        owner = get_user_model().objects.get(email=DEMO_EMAIL)
+        with in_tenant(tenant):
             self._seed_content(tenant, owner)
         self.stdout.write(f"Demo login: {DEMO_EMAIL} / {password}  at {tenant_url(tenant, '/accounts/login/')}")
 
     def _seed_content(self, tenant, owner) -> None:
-        from agents.models import Agent
-        from agents.services import agent_create
-        from knowledge.models import KnowledgeBase
-        from knowledge.services import documents_ingest, knowledge_base_create, upload_from_text
-
         kb = KnowledgeBase.objects.filter(name=DEMO_KB_NAME).first()
         if kb is None:
             kb = knowledge_base_create(
@@ -68,7 +67,7 @@ class Command(BaseCommand):
             documents_ingest(kb=kb, user=owner, uploads=[upload_from_text(title="handbook.md", text=DEMO_DOCUMENT)])
             self.stdout.write("Created the demo knowledge base (its document is processed by the worker).")
         if not Agent.objects.filter(name=DEMO_AGENT_NAME).exists():
-            principal = Principal(tenant=tenant, user=owner, role="admin")
+            principal = principal_for_user(owner, tenant)
             agent_create(
                 principal=principal,
                 data={

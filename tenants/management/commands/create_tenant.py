@@ -2,7 +2,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import User
 from core.errors import DomainError
-from tenants.services import tenant_create, tenant_url
+from core.tenancy import tenant_url
+from tenants.services import tenant_create
 
 
 class Command(BaseCommand):
