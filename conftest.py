@@ -97,6 +97,17 @@ def _fresh_process_caches():
 
 
 @pytest.fixture(autouse=True)
+def _nobody_acting():
+    """Tests that call guards directly (RequestFactory) skip RequestIdMiddleware, which scopes the audit actor to
+    one request in the product: without this, the next test's audit entries would name that test's user."""
+    from core.observability import current_actor
+
+    token = current_actor.set(None)
+    yield
+    current_actor.reset(token)
+
+
+@pytest.fixture(autouse=True)
 def _public_schema_after_test():
     yield
     connection.set_schema_to_public()

@@ -23,7 +23,7 @@ class _PublicApi(APIView):
     `required_scope = "public"` tells the isolation matrix to probe these with bad bodies instead."""
 
     required_scope = "public"
-    rate_limit_group = "auth"  # quota: issue 6 - per IP and per tenant (core.ratelimit)
+    rate_limit_group = "auth"  # per IP and per tenant (core.ratelimit)
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
@@ -193,7 +193,7 @@ class MyExportApi(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         principal = principal_from_request(request)
-        response = JsonResponse(selectors.user_export(user=principal.user, tenant=request.tenant))
+        response = JsonResponse(selectors.user_export(principal=principal))
         response["Content-Disposition"] = 'attachment; filename="agentry-my-data.json"'
         return response
 
@@ -219,8 +219,7 @@ class AccountDeleteApi(APIView):
         if data.validated_data["confirm_email"].lower() != principal.user.email.lower():
             raise InvalidInput("Type your email address to confirm.", field="confirm_email")
         result = services.user_delete(user=principal.user, transfer_owned=data.validated_data["transfer_owned"])
-        if hasattr(request, "session"):
-            request.session.flush()
+        request.session.flush()
         return Response(result)
 
 

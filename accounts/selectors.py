@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import QuerySet
 
+from iam.policy import Principal, resource_queryset_for, shared_resource_types
+from iam.selectors import api_keys_of_user, teams_of_user
+
 from .models import Membership, User
 
+if TYPE_CHECKING:
+    from allauth.usersessions.models import UserSession
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
-def user_sessions(user: User) -> list:
+
+def user_sessions(user: User) -> list[UserSession]:
     """The user's live browser sessions (allauth.usersessions), newest first; expired ones are purged."""
     from allauth.usersessions.models import UserSession
 
@@ -17,7 +24,7 @@ def user_sessions(user: User) -> list:
     return sorted(sessions, key=lambda s: s.last_seen_at, reverse=True)
 
 
-def user_jwt_tokens(user: User) -> QuerySet:
+def user_jwt_tokens(user: User) -> QuerySet[OutstandingToken]:
     """Refresh tokens issued to the user that are neither blacklisted nor expired."""
     from django.utils import timezone
     from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
@@ -25,20 +32,20 @@ def user_jwt_tokens(user: User) -> QuerySet:
     return OutstandingToken.objects.filter(user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True)
 
 
-def user_export(*, user: User, tenant) -> dict[str, Any]:
-    """Everything we hold about the user, as JSON-able data. Organisation-specific data (teams, keys,
-    owned resources) is that of `tenant`, the organisation whose host the export is requested on."""
+def user_export(*, principal: Principal) -> dict[str, Any]:
+    """Everything we hold about the principal's user, as JSON-able data. Organisation-specific data (teams, keys,
+    owned resources) is that of the principal's tenant, the organisation whose host the export is requested on;
+    owned resources are those the policy lets the principal see (an API key limited to some agents exports those)."""
     from allauth.account.models import EmailAddress
     from allauth.socialaccount.models import SocialAccount
 
-    from iam.policy import shared_resource_types
-    from iam.selectors import api_keys_of_user, teams_of_user
-
+    user, tenant = principal.user, principal.tenant
     owned = {}
     for resource_type, model in shared_resource_types().items():
+        mine = resource_queryset_for(principal, model._default_manager.filter(owner_id=user.pk))
         owned[resource_type] = [
             {"id": obj.pk, "name": str(obj), "org_access": obj.org_access, "created_at": obj.created_at.isoformat()}
-            for obj in model.objects.filter(owner_id=user.pk)
+            for obj in mine
         ]
     return {
         "user": {

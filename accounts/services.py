@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import uuid
 import zoneinfo
-from typing import Any
+from types import EllipsisType
+from typing import TypedDict
 
 from django.contrib.auth import authenticate
 from django.core.cache import cache
 from django.db import transaction
-from django_tenants.utils import tenant_context
+from django.db.models import QuerySet
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from core.errors import Conflict, DomainError, InvalidInput, NotFound
+from core.errors import Conflict, DomainError, ErrorCode, InvalidInput, NotFound
+from core.tenancy import TenantRecord, in_tenant
+from iam.policy import Principal, resource_get_for_principal, shared_resource_types
+from iam.services import resource_owner_change
 
 from .models import Membership, Role, User
 from .tokens import SESSION_CLAIM, TENANT_CLAIM, new_session_id, session_revoke, user_tokens_revoke
@@ -26,12 +30,12 @@ LOGIN_FAILURE_WINDOW = 300  # seconds
 
 
 class Unauthenticated(DomainError):
-    code = "authentication_failed"
+    code = ErrorCode.AUTHENTICATION_FAILED
     status = 401
 
 
 class TooManyAttempts(DomainError):
-    code = "throttled"
+    code = ErrorCode.THROTTLED
     status = 429
 
 
@@ -42,7 +46,7 @@ def _failure_key(email: str, ip: str) -> str:
     return f"accounts:jwt-login-failures:{email}:{ip}"
 
 
-def jwt_pair_issue(*, tenant, email: str, password: str, ip: str = "") -> dict[str, str]:
+def jwt_pair_issue(*, tenant: TenantRecord, email: str, password: str, ip: str = "") -> dict[str, str]:
     """Email + password -> {"access", "refresh"} bound to `tenant`. Non-members get the same 401 as a
     wrong password (no account enumeration); repeated failures are throttled per email and IP."""
     email = (email or "").strip().lower()
@@ -52,8 +56,8 @@ def jwt_pair_issue(*, tenant, email: str, password: str, ip: str = "") -> dict[s
     user = authenticate(email=email, password=password or "")
     membership = None
     if user is not None and user.is_active:
-        membership = Membership.objects.filter(user=user, tenant=tenant).first()
-    if membership is None:
+        membership = Membership.objects.filter(user=user, tenant_id=tenant.pk).first()
+    if user is None or membership is None:
         cache.add(key, 0, timeout=LOGIN_FAILURE_WINDOW)
         cache.incr(key)
         raise Unauthenticated("No active account with these credentials in this organisation.")
@@ -64,21 +68,22 @@ def jwt_pair_issue(*, tenant, email: str, password: str, ip: str = "") -> dict[s
     return {"access": str(refresh.access_token), "refresh": str(refresh)}
 
 
-def _refresh_token_for_tenant(raw: str, tenant) -> RefreshToken:
+def _refresh_token_for_tenant(raw: str, tenant: TenantRecord) -> RefreshToken:
     try:
-        refresh = RefreshToken(raw)  # checks signature, expiry and the blacklist
+        # simplejwt annotates the argument as a Token, but it is the encoded JWT (its own views pass the string).
+        refresh = RefreshToken(raw)  # type: ignore[arg-type]  # checks signature, expiry and the blacklist
     except TokenError as exc:
-        raise Unauthenticated(str(exc.args[0]), extra={"code": "token_not_valid"}) from None
+        raise Unauthenticated(str(exc.args[0]), code=ErrorCode.TOKEN_NOT_VALID) from None
     if refresh.get(TENANT_CLAIM) != tenant.schema_name:
-        raise Unauthenticated("This token was issued for another organisation.", extra={"code": "token_wrong_tenant"})
+        raise Unauthenticated("This token was issued for another organisation.", code=ErrorCode.TOKEN_WRONG_TENANT)
     return refresh
 
 
-def jwt_refresh(*, tenant, refresh_token: str) -> dict[str, str]:
+def jwt_refresh(*, tenant: TenantRecord, refresh_token: str) -> dict[str, str]:
     """Rotate: blacklist the presented refresh token, return a new access + refresh pair."""
     refresh = _refresh_token_for_tenant(refresh_token, tenant)
     user = User.objects.filter(pk=refresh.get("user_id"), is_active=True).first()
-    if user is None or not Membership.objects.filter(user=user, tenant=tenant).exists():
+    if user is None or not Membership.objects.filter(user=user, tenant_id=tenant.pk).exists():
         raise Unauthenticated("No active account for this token in this organisation.")
     with transaction.atomic():
         refresh.blacklist()
@@ -88,7 +93,7 @@ def jwt_refresh(*, tenant, refresh_token: str) -> dict[str, str]:
     return {"access": str(new.access_token), "refresh": str(new)}
 
 
-def jwt_logout(*, tenant, refresh_token: str) -> None:
+def jwt_logout(*, tenant: TenantRecord, refresh_token: str) -> None:
     """End one session: its refresh token is blacklisted and its access tokens stop working at once."""
     refresh = _refresh_token_for_tenant(refresh_token, tenant)
     refresh.blacklist()
@@ -119,7 +124,7 @@ def user_profile_update(
     display_name: str | None = None,
     time_zone: str | None = None,
     ui_theme: str | None = None,
-    default_agent_id: int | None | object = ...,
+    default_agent_id: int | None | EllipsisType = ...,  # ...: leave it as it is
 ) -> User:
     if display_name is not None:
         display_name = display_name.strip()
@@ -144,15 +149,11 @@ def user_profile_update(
     return user
 
 
-def _check_default_agent(membership: Membership, agent_id: Any) -> None:
-    from iam.policy import Principal, resource_get_for_principal, shared_resource_types
-
-    model = shared_resource_types().get("agent")
-    if model is None:
-        return  # agents app not built yet: the id is stored as given
+def _check_default_agent(membership: Membership, agent_id: int) -> None:
+    model = shared_resource_types()["agent"]  # registered by the agents app (accounts may not import it)
     principal = Principal(tenant=membership.tenant, user=membership.user, role=membership.role)
     try:
-        resource_get_for_principal(principal, model.objects.all(), agent_id, "use")
+        resource_get_for_principal(principal, model._default_manager.all(), agent_id, "use")
     except DomainError:
         raise InvalidInput("You cannot use that agent.", field="default_agent_id") from None
 
@@ -169,20 +170,32 @@ def user_session_end(*, user: User, session_id: int) -> None:
 # --- Account deletion ---------------------------------------------------------------------------
 
 
-def _owned_resources(user: User) -> list[dict]:
-    """Shared resources `user` owns, in every organisation they belong to."""
-    from iam.policy import shared_resource_types
+class OwnedResource(TypedDict):
+    tenant: str  # the organisation's slug
+    resource_type: str
+    id: int
 
-    owned = []
+
+class TransferredResource(OwnedResource):
+    to: int  # the new owner's user id
+
+
+class AccountDeletion(TypedDict):
+    transferred: list[TransferredResource]
+
+
+def _owned_resources(user: User) -> list[OwnedResource]:
+    """Shared resources `user` owns, in every organisation they belong to."""
+    owned: list[OwnedResource] = []
     for membership in Membership.objects.filter(user=user).select_related("tenant"):
-        with tenant_context(membership.tenant):
+        with in_tenant(membership.tenant):
             for resource_type, model in shared_resource_types().items():
-                for pk in model.objects.filter(owner_id=user.pk).values_list("pk", flat=True):
+                for pk in model._default_manager.filter(owner_id=user.pk).values_list("pk", flat=True):
                     owned.append({"tenant": membership.tenant.slug, "resource_type": resource_type, "id": pk})
     return owned
 
 
-def user_delete(*, user: User, transfer_owned: bool = False) -> dict:
+def user_delete(*, user: User, transfer_owned: bool = False) -> AccountDeletion:
     """Delete a user's account.
 
     Owned agents and knowledge bases are never deleted silently: without `transfer_owned` the call is
@@ -213,26 +226,33 @@ def user_delete(*, user: User, transfer_owned: bool = False) -> dict:
     from allauth.usersessions.models import UserSession
 
     from iam.models import ApiKey, TeamMembership
-    from iam.policy import shared_resource_types
 
-    transferred = []
+    transferred: list[TransferredResource] = []
     with transaction.atomic():
         for membership in memberships:
-            with tenant_context(membership.tenant):
+            with in_tenant(membership.tenant):
                 heir = _other_admins(membership).order_by("created_at").first()
+                # One object at a time through the ownership service: each is audited, announced, and dropped
+                # from the caches that hold it (a bulk update would skip all three).
+                leaving = Principal(tenant=membership.tenant, user=user, role=membership.role, membership=membership)
                 for resource_type, model in shared_resource_types().items():
-                    ids = list(model.objects.filter(owner_id=user.pk).values_list("pk", flat=True))
-                    if ids:
-                        model.objects.filter(pk__in=ids).update(owner_id=heir.user_id)
-                        transferred += [
+                    for obj in model._default_manager.filter(owner_id=user.pk).order_by("pk"):
+                        if heir is None:  # an organisation left without any admin: nobody can take it over
+                            raise Conflict(
+                                f"'{membership.tenant.name}' has no other admin to take over what you own there.",
+                                extra={"tenant": membership.tenant.slug},
+                            )
+                        resource_owner_change(
+                            resource_type=resource_type, obj=obj, new_owner_id=heir.user_id, principal=leaving
+                        )
+                        transferred.append(
                             {
                                 "tenant": membership.tenant.slug,
                                 "resource_type": resource_type,
-                                "id": pk,
+                                "id": obj.pk,
                                 "to": heir.user_id,
                             }
-                            for pk in ids
-                        ]
+                        )
                 ApiKey.objects.filter(created_by=user).delete()
                 TeamMembership.objects.filter(user=user).delete()
         jwt_revoke_all(user=user)
@@ -251,5 +271,10 @@ def user_delete(*, user: User, transfer_owned: bool = False) -> dict:
     return {"transferred": transferred}
 
 
-def _other_admins(membership: Membership):
+def _other_admins(membership: Membership) -> QuerySet[Membership]:
     return Membership.objects.filter(tenant=membership.tenant, role=Role.ADMIN).exclude(user_id=membership.user_id)
+
+
+def membership_create_admin(*, user: User, tenant: TenantRecord) -> Membership:
+    """Make `user` an admin of `tenant`: the owner of an organisation being provisioned (tenants.services)."""
+    return Membership.objects.create(user=user, tenant_id=tenant.pk, role=Role.ADMIN)

@@ -1,4 +1,4 @@
-"""Profile dashboard page (issue 7): name, time zone, theme, default agent, sessions, own API keys, data export
+"""Profile dashboard page: name, time zone, theme, default agent, sessions, own API keys, data export
 and account deletion. Thin views over accounts.services / accounts.selectors."""
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def session_end_view(request: HttpRequest, session_id: int) -> HttpResponse:
 
 @dashboard_page
 def export_view(request: HttpRequest) -> HttpResponse:
-    data = selectors.user_export(user=request.user, tenant=request.tenant)
+    data = selectors.user_export(principal=request.principal)
     response = HttpResponse(json.dumps(data, indent=2, default=str), content_type="application/json")
     response["Content-Disposition"] = 'attachment; filename="agentry-my-data.json"'
     return response

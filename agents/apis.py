@@ -153,8 +153,6 @@ class AgentDetailApi(APIView):
         serializer = AgentInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        if "org_access" in data:
-            selectors.agent_get_for_principal(principal, agent_id, action="share")
         note = data.pop("change_note", "")
         agent = services.agent_update(principal=principal, agent=agent, data=data, note=note)
         return Response(agent_out(Agent.objects.select_related("current_version").get(pk=agent.pk)))
@@ -266,7 +264,7 @@ def _wants_sse(request) -> bool:
 
 class AgentChatApi(APIView):
     required_scope = "chat"
-    rate_limit_group = "chat"  # quota: issue 6 (core.ratelimit)
+    rate_limit_group = "chat"  # core.ratelimit
     renderer_classes = [JSONRenderer, EventStreamRenderer]
 
     def post(self, request, agent_id: int):
@@ -431,14 +429,14 @@ class ProviderDetailApi(APIView):
         principal = principal_from_request(request)
         serializer = ProviderSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        provider = services.provider_update(  # audit: issue 6 (who changed it)
+        provider = services.provider_update(  # principal: the audit log records who changed it
             provider=self._get(provider_id), data=dict(serializer.validated_data), principal=principal
         )
         return Response(provider_out(provider))
 
     def delete(self, request, provider_id: int):
         principal = principal_from_request(request)
-        services.provider_delete(provider=self._get(provider_id), principal=principal)  # audit: issue 6
+        services.provider_delete(provider=self._get(provider_id), principal=principal)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -512,10 +510,7 @@ class CustomToolDetailApi(APIView):
     required_scope = {"DELETE": "admin"}
 
     def delete(self, request, tool_id: int):
-        principal_from_request(request)
-        deleted, _ = CustomTool.objects.filter(pk=tool_id).delete()
-        if not deleted:
-            raise NotFound("Not found.")
+        services.custom_tool_delete(principal=principal_from_request(request), tool_id=tool_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -538,8 +533,5 @@ class ApprovedHostDetailApi(APIView):
     required_scope = {"DELETE": "admin"}
 
     def delete(self, request, host_id: int):
-        principal_from_request(request)
-        deleted, _ = ApprovedHost.objects.filter(pk=host_id).delete()
-        if not deleted:
-            raise NotFound("Not found.")
+        services.approved_host_delete(principal=principal_from_request(request), host_id=host_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

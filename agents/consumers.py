@@ -7,7 +7,8 @@ Client -> server:  {"type": "chat", "message": "...", "conversation_id": "..."}
                    {"type": "cancel", "run_id": "..."}   (run_id optional: the run this socket streams)
 Server -> client:  {"type": "run.accepted", "run_id", "conversation_id", "message_id", "agent_version"} then the
                    run's events ({"seq", "type", "run_id", "data", "ts"}), exactly as over SSE and long-polling.
-Errors before a run exists: {"type": "error", "seq": 0, "data": {"code", "message"}}.
+Errors before a run exists: {"type": "error", "seq": 0, "data": {"code", "detail", ...}} (core.errors.error_event;
+the data is the body an HTTP client gets for the same error, see docs/errors.md).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django_tenants.utils import tenant_context
 
-from core.errors import DomainError
+from core.audit import actor_for_principal, actor_set
+from core.errors import DomainError, ErrorCode, InvalidInput, NotFound, error_body, error_event
+from core.tenancy import in_tenant
 from iam.authentication import principal_from_scope
 from iam.policy import principal_require_scope
 
@@ -59,11 +61,12 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
                 code = 4403
             await self.close(code=code)
             return
+        actor_set(actor_for_principal(self.principal))  # this socket's changes are audited as its principal
         await self.accept()
 
     @_db_parallel
     def _authorize(self):
-        with tenant_context(self.tenant):
+        with in_tenant(self.tenant):
             principal = principal_from_scope(self.scope, self.tenant)
             principal_require_scope(principal, "chat")
             selectors.agent_get_for_principal(principal, self.agent_id, action="use")
@@ -79,9 +82,7 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
             try:
                 handles = await self._start(content.get("message"), content.get("conversation_id"))
             except DomainError as exc:
-                await self.send_json(
-                    {"type": "error", "seq": 0, "data": {"code": exc.code, "message": exc.message, **exc.extra}}
-                )
+                await self.send_json(error_event(exc.as_dict()))
                 return
             await self.send_json({"type": "run.accepted", **handles})
             self._forward(handles["run_id"], 0)
@@ -91,9 +92,7 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
                 await self._check_run(run_id)
                 after = int(after)
             except (DomainError, ValueError, TypeError):
-                await self.send_json(
-                    {"type": "error", "seq": 0, "data": {"code": "not_found", "message": "Unknown run."}}
-                )
+                await self.send_json(error_event(error_body(ErrorCode.NOT_FOUND, "Unknown run.")))
                 return
             self._forward(run_id, after)
         elif kind == "cancel":
@@ -101,21 +100,19 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
             try:
                 await self._cancel(run_id)
             except DomainError as exc:
-                await self.send_json({"type": "error", "seq": 0, "data": {"code": exc.code, "message": exc.message}})
+                await self.send_json(error_event(exc.as_dict()))
         else:
             hint = (
                 'Send {"type": "chat", "message": ...}, {"type": "resume", "run_id": ..., "after": N} '
                 'or {"type": "cancel"}.'
             )
-            await self.send_json({"type": "error", "seq": 0, "data": {"code": "invalid", "message": hint}})
+            await self.send_json(error_event(error_body(ErrorCode.INVALID, hint)))
 
     @_db_parallel
     def _start(self, message, conversation_id):
-        with tenant_context(self.tenant):
+        with in_tenant(self.tenant):
             agent = selectors.agent_get_for_chat(self.principal, self.agent_id)
             if not isinstance(message, str):
-                from core.errors import InvalidInput
-
                 raise InvalidInput("The message must be text.", field="message")
             return services.chat_start(
                 principal=self.principal, agent=agent, message=message, conversation_id=conversation_id
@@ -125,19 +122,17 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
         """A run of this socket's agent that the principal may see (inside the tenant's context)."""
         meta = selectors.run_get_for_principal(self.principal, run_id)
         if str(meta["agent_id"]) != str(self.agent_id):
-            from core.errors import NotFound
-
             raise NotFound("Unknown run.")
         return meta
 
     @_db_parallel
     def _cancel(self, run_id):
-        with tenant_context(self.tenant):
+        with in_tenant(self.tenant):
             services.run_cancel(meta=self._run_meta(run_id), run_id=run_id)
 
     @_db_parallel
     def _check_run(self, run_id):
-        with tenant_context(self.tenant):
+        with in_tenant(self.tenant):
             self._run_meta(run_id)
 
     def _forward(self, run_id: str, after: int) -> None:

@@ -16,11 +16,11 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
-from core.errors import DomainError
+from core.errors import DomainError, ErrorCode
 
 
 class SecretUnreadable(DomainError):
-    code = "secret_unreadable"
+    code = ErrorCode.SECRET_UNREADABLE
     status = 500
 
 

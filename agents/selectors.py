@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from typing import Any
 
-from django.db import connection
 from django.db.models import QuerySet
 
 from core.epochs import EpochCache, epoch_get
 from core.errors import NotFound
+from core.tenancy import current_schema
 from iam.policy import (
     Principal,
+    principal_acts_for,
     principal_can,
     resource_check_for_principal,
     resource_get_for_principal,
@@ -33,7 +35,7 @@ def agent_get_for_principal(principal: Principal, agent_id: Any, *, action: str 
 # The agent a chat starts with, per process under the tenant's agents epoch (core.epochs; bumped by agents.signals
 # on any change to an agent, its versions or a provider): on a chat's first-token path the three-table lookup
 # cost ~2.5 ms. The row is loaded without the visibility filter and checked for each principal.
-_chat_agents = EpochCache("AGENT_CACHE_SECONDS")
+_chat_agents: EpochCache[Agent] = EpochCache("AGENT_CACHE_SECONDS")
 
 
 def agents_epoch(schema: str) -> str:
@@ -42,7 +44,7 @@ def agents_epoch(schema: str) -> str:
 
 def agent_get_for_chat(principal: Principal, agent_id: Any) -> Agent:
     """The agent to chat with, its current version and its provider (chat_start reads all three)."""
-    schema = connection.schema_name
+    schema = current_schema()
     epoch = epoch_get(agents_epoch(schema))  # read before the row (core.epochs)
     agent = _chat_agents.get((schema, str(agent_id)), epoch)
     if agent is None:
@@ -105,6 +107,28 @@ def conversation_get_for_principal(principal: Principal, conversation_id: Any) -
     return conversation
 
 
+def cited_chunk_ids(*, user: Any, agents: QuerySet[Agent], knowledge_base_id: int, document_id: Any) -> set[int]:
+    """Chunks of one document cited to `user` in its conversations with `agents` (iam.policy's citation source)."""
+    try:
+        wanted = {"knowledge_base_id": int(knowledge_base_id), "document_id": int(document_id)}
+    except (TypeError, ValueError):
+        return set()
+    rows = Message.objects.filter(
+        conversation__user_id=user.pk,
+        conversation__agent__in=agents,
+        role="assistant",
+        citations__contains=[wanted],
+    ).values_list("citations", flat=True)
+    return {
+        int(c["chunk_id"])
+        for citations in rows
+        for c in citations
+        if c.get("chunk_id") is not None
+        and c.get("knowledge_base_id") == wanted["knowledge_base_id"]
+        and c.get("document_id") == wanted["document_id"]
+    }
+
+
 def conversation_messages(*, conversation: Conversation, limit: int = 200) -> list[Message]:
     rows = list(Message.objects.filter(conversation=conversation).order_by("-created", "-id")[:limit])
     rows.reverse()
@@ -113,20 +137,16 @@ def conversation_messages(*, conversation: Conversation, limit: int = 200) -> li
 
 def run_get_for_principal(principal: Principal, run_id: str) -> dict[str, str]:
     """A run's metadata if the principal started it (or administers the tenant) and may still use the agent."""
-    import uuid
-
-    from django.db import connection
-
     from .runtime.stream import run_meta_read
 
     try:
         uuid.UUID(str(run_id))
     except ValueError:
         raise NotFound("Not found.") from None
-    meta = run_meta_read(connection.schema_name, str(run_id))
+    meta = run_meta_read(current_schema(), str(run_id))
     if meta is None:
         raise NotFound("Not found.")
-    if str(principal.user.pk) != meta.get("user_id") and not principal.is_admin:
+    if not principal_acts_for(principal, meta.get("user_id")):
         raise NotFound("Not found.")
     agent_get_for_principal(principal, meta["agent_id"], action="use")
     return meta

@@ -13,15 +13,20 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.errors import Conflict, DomainError, InvalidInput, NotFound
-from core.events import publish_on_commit
-from core.quotas import (  # quota: issue 6
-    chat_run_admit,
-    chat_run_release,
-    limits_snapshot,  # issue 5: one read of the limits per chat start
-    quota_check,
+from core.audit import audit_record
+from core.errors import Conflict, DomainError, ErrorCode, InvalidInput, NotFound
+from core.events import (
+    AGENT_CREATED,
+    AGENT_DELETED,
+    AGENT_UPDATED,
+    AGENT_VERSION_RESTORED,
+    event_subject,
+    publish_on_commit,
 )
-from iam.policy import Principal
+from core.quotas import chat_run_admit, chat_run_release, limits_snapshot, quota_check
+from core.tenancy import current_schema
+from iam.policy import Principal, resource_check_for_principal, resource_queryset_for
+from knowledge.models import KnowledgeBase
 
 from .crypto import encrypt_json, encrypt_str
 from .models import (
@@ -36,7 +41,7 @@ from .models import (
 from .providers.base import ContextTooLong
 from .registry import get_registry
 from .runtime.compiled import provider_stamp
-from .runtime.limits import effective_limits, run_admit, run_release_sync
+from .runtime.limits import effective_limits
 from .runtime.runner import estimate_tokens
 from .runtime.stream import emit_sync, run_cancel_request, run_meta_write
 
@@ -59,12 +64,12 @@ MAX_MESSAGE_CHARS = 100_000
 
 
 class ProviderDisabled(DomainError):
-    code = "provider_disabled"
+    code = ErrorCode.PROVIDER_DISABLED
     status = 409
 
 
 class AgentDisabled(DomainError):
-    code = "agent_disabled"
+    code = ErrorCode.AGENT_DISABLED
     status = 409
 
 
@@ -85,10 +90,7 @@ def agent_config(agent: Agent) -> dict[str, Any]:
     }
 
 
-def _validate(principal: Principal, data: dict[str, Any]) -> None:
-    from iam.policy import resource_queryset_for
-    from knowledge.models import KnowledgeBase
-
+def _validate(principal: Principal, data: dict[str, Any], *, agent: Agent | None = None) -> None:
     registry = get_registry()
     if "name" in data and not (str(data["name"]).strip() and len(str(data["name"])) <= 200):
         raise InvalidInput("The name must be 1-200 characters.", field="name")
@@ -104,7 +106,9 @@ def _validate(principal: Principal, data: dict[str, Any]) -> None:
         visible = set(
             resource_queryset_for(principal, KnowledgeBase.objects.filter(pk__in=ids)).values_list("pk", flat=True)
         )
-        if ids - visible:
+        # Knowledge bases the agent already uses stay allowed: an editor of a shared agent may keep one it cannot see.
+        attached = set(agent.knowledge_bases.values_list("pk", flat=True)) if agent is not None else set()
+        if ids - visible - attached:
             raise InvalidInput("Unknown knowledge base.", field="knowledge_base_ids")
     for entry in data.get("tools") or []:
         spec = {"name": entry} if isinstance(entry, str) else entry
@@ -125,14 +129,12 @@ def _validate(principal: Principal, data: dict[str, Any]) -> None:
 
 
 def _audit(principal: Principal | None, action: str, **kwargs: Any) -> None:
-    """audit: issue 6 - configuration changes go to the tenant's immutable audit log with before/after."""
-    from usage.services import audit_record
-
+    """Configuration changes go to the tenant's immutable audit log with before/after (actor: core.audit)."""
     audit_record(principal=principal, action=action, **kwargs)
 
 
 def _provider_snapshot(provider: ProviderCredential) -> dict[str, Any]:
-    """audit: issue 6 - what an audit entry may show of a provider: never the API key, only whether one is set."""
+    """What an audit entry may show of a provider: never the API key, only whether one is set."""
     return {
         "name": provider.name,
         "kind": provider.kind,
@@ -150,22 +152,24 @@ def _apply(agent: Agent, data: dict[str, Any]) -> None:
             setattr(agent, key, data[key])
 
 
-def _version_write(*, agent: Agent, author, note: str, restored_from: int | None = None) -> AgentVersion:
+def _version_write(*, agent: Agent, by: Principal, note: str, restored_from: int | None = None) -> AgentVersion:
     last = AgentVersion.objects.filter(agent=agent).order_by("-number").values_list("number", flat=True).first()
     version = AgentVersion.objects.create(
         agent=agent,
         number=(last or 0) + 1,
         config=agent_config(agent),
-        author=author,
+        author=by.user,
         note=note[:500],
         restored_from=restored_from,
     )
     Agent.objects.filter(pk=agent.pk).update(current_version=version, updated_at=timezone.now())
     agent.current_version = version
-    publish_on_commit(
-        "agent.version_created", {"agent_id": agent.pk, "version": version.number}, topic=f"agent.{agent.pk}"
-    )
     return version
+
+
+def _publish_agent(agent: Agent, event_type: str, payload: dict[str, Any]) -> None:
+    subject = event_subject("agent", agent.pk, owner_id=agent.owner_id)
+    publish_on_commit(event_type, {"agent_id": agent.pk, **payload}, subject=subject, topic=f"agent.{agent.pk}")
 
 
 @transaction.atomic
@@ -173,23 +177,29 @@ def agent_create(*, principal: Principal, data: dict[str, Any], note: str = "Cre
     data = {"agent_type": "rag", **data}
     _validate(principal, data)
     if data.get("is_enabled", True):
-        quota_check(principal=principal, quota="active_agents", amount=1)  # quota: issue 6
+        quota_check(principal=principal, quota="active_agents", amount=1)
     agent = Agent(owner=principal.user, org_access=data.get("org_access", "none"))
     _apply(agent, data)
     agent.save()
     agent.knowledge_bases.set(data.get("knowledge_base_ids") or [])
-    _version_write(agent=agent, author=principal.user, note=note)
-    _audit(principal, "agent.create", target=agent, after=agent_config(agent))  # audit: issue 6
+    _version_write(agent=agent, by=principal, note=note)
+    _audit(principal, "agent.create", target=agent, after=agent_config(agent))
+    _publish_agent(agent, AGENT_CREATED, {"name": agent.name})
     return agent
 
 
 @transaction.atomic
 def agent_update(*, principal: Principal, agent: Agent, data: dict[str, Any], note: str = "") -> Agent:
-    """Every change is a new version (unless nothing in the configuration changed)."""
+    """Every change is a new version (unless nothing in the configuration changed).
+
+    Changing who in the organisation may use the agent (`org_access`) is sharing: it needs the "share" action
+    (owner or admin), whatever the caller (API, dashboard form) checked for the rest of the change."""
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
-    _validate(principal, data)
+    if "org_access" in data and data["org_access"] != agent.org_access:
+        resource_check_for_principal(principal, agent, "share")
+    _validate(principal, data, agent=agent)
     before = agent_config(agent)
-    before_access = agent.org_access  # audit: issue 6
+    before_access = agent.org_access
     _apply(agent, data)
     if "org_access" in data:
         agent.org_access = data["org_access"]
@@ -198,14 +208,20 @@ def agent_update(*, principal: Principal, agent: Agent, data: dict[str, Any], no
         agent.knowledge_bases.set(data["knowledge_base_ids"] or [])
     after = agent_config(agent)
     if after != before:
-        _version_write(agent=agent, author=principal.user, note=note or "Updated")
-    if after != before or agent.org_access != before_access:  # audit: issue 6
+        version = _version_write(agent=agent, by=principal, note=note or "Updated")
+        _publish_agent(agent, AGENT_UPDATED, {"version": version.number})
+    if after != before or agent.org_access != before_access:
         _audit(
             principal,
             "agent.update",
             target=agent,
             before={**before, "org_access": before_access},
-            after={**after, "org_access": agent.org_access, "version": agent.current_version.number},
+            after={
+                **after,
+                "org_access": agent.org_access,
+                # An agent made outside agent_create (fixtures, the admin) may have no version yet.
+                "version": agent.current_version.number if agent.current_version else None,
+            },
         )
     return agent
 
@@ -218,21 +234,18 @@ def agent_version_restore(*, principal: Principal, agent: Agent, number: int, no
     if source is None:
         raise NotFound(f"Version {number} does not exist.")
     config = dict(source.config)
-    from knowledge.models import KnowledgeBase
-
     existing_kbs = set(
         KnowledgeBase.objects.filter(pk__in=config.get("knowledge_base_ids") or []).values_list("pk", flat=True)
     )
     if config.get("provider_id") and not ProviderCredential.objects.filter(pk=config["provider_id"]).exists():
-        raise Conflict("Version {number} uses a provider that was deleted; choose another provider first.")
-    before = agent_config(agent)  # audit: issue 6
+        raise Conflict(f"Version {number} uses a provider that was deleted; choose another provider first.")
+    before = agent_config(agent)
     _apply(agent, config)
     agent.save()
     agent.knowledge_bases.set(sorted(existing_kbs))
-    version = _version_write(
-        agent=agent, author=principal.user, note=note or f"Restored version {number}", restored_from=number
-    )
-    _audit(  # audit: issue 6
+    version = _version_write(agent=agent, by=principal, note=note or f"Restored version {number}", restored_from=number)
+    _publish_agent(agent, AGENT_VERSION_RESTORED, {"version": version.number, "restored_from": number})
+    _audit(
         principal,
         "agent.version_restore",
         target=agent,
@@ -244,9 +257,14 @@ def agent_version_restore(*, principal: Principal, agent: Agent, number: int, no
 
 @transaction.atomic
 def agent_delete(*, agent: Agent) -> None:
-    agent_id = agent.pk
+    agent_id, owner_id = agent.pk, agent.owner_id
     agent.delete()
-    publish_on_commit("agent.deleted", {"agent_id": agent_id})
+    publish_on_commit(
+        AGENT_DELETED,
+        {"agent_id": agent_id},
+        subject=event_subject("agent", agent_id, owner_id=owner_id),
+        topic=f"agent.{agent_id}",
+    )
 
 
 # --- Provider credentials, tools ----------------------------------------------------------------
@@ -278,7 +296,7 @@ def provider_create(
         timeout_seconds=timeout_seconds,
         created_by=principal.user,
     )
-    _audit(principal, "provider.create", target=provider, after=_provider_snapshot(provider))  # audit: issue 6
+    _audit(principal, "provider.create", target=provider, after=_provider_snapshot(provider))
     return provider
 
 
@@ -286,14 +304,14 @@ def provider_create(
 def provider_update(
     *, provider: ProviderCredential, data: dict[str, Any], principal: Principal | None = None
 ) -> ProviderCredential:
-    before = _provider_snapshot(provider)  # audit: issue 6
+    before = _provider_snapshot(provider)
     for key in ("name", "base_url", "default_model", "enabled", "timeout_seconds"):
         if key in data:
             setattr(provider, key, data[key])
     if "api_key" in data:
         provider.api_key_encrypted = encrypt_str(data["api_key"] or "")
     provider.save()  # updated_at changes: workers recompile agents using it
-    after = _provider_snapshot(provider)  # audit: issue 6 - a new key shows as api_key_changed, never its value
+    after = _provider_snapshot(provider)  # a new key shows as api_key_changed, never its value
     if "api_key" in data:
         after["api_key_changed"] = True
     _audit(principal, "provider.update", target=provider, before=before, after=after)
@@ -304,7 +322,7 @@ def provider_update(
 def provider_delete(*, provider: ProviderCredential, principal: Principal | None = None) -> None:
     if Agent.objects.filter(provider=provider).exists():
         raise Conflict("Agents still use this provider; move them to another provider first.")
-    _audit(principal, "provider.delete", target=provider, before=_provider_snapshot(provider))  # audit: issue 6
+    _audit(principal, "provider.delete", target=provider, before=_provider_snapshot(provider))
     provider.delete()
 
 
@@ -328,7 +346,7 @@ def custom_tool_create(
     if CustomTool.objects.filter(name=slug).exists():
         raise Conflict(f"A custom tool named {slug!r} exists already.", field="name")
     openapi_operations(openapi)  # validates
-    return CustomTool.objects.create(
+    tool = CustomTool.objects.create(
         name=slug,
         description=description,
         template=template,
@@ -336,6 +354,28 @@ def custom_tool_create(
         secrets_encrypted=encrypt_json(secrets or {}),
         created_by=principal.user,
     )
+    _audit(principal, "custom_tool.create", target=tool, after=_custom_tool_snapshot(tool))
+    return tool
+
+
+@transaction.atomic
+def custom_tool_delete(*, principal: Principal, tool_id: Any) -> None:
+    tool = CustomTool.objects.select_for_update().filter(pk=tool_id).first()
+    if tool is None:
+        raise NotFound("Not found.")
+    _audit(principal, "custom_tool.delete", target=tool, before=_custom_tool_snapshot(tool))
+    tool.delete()
+
+
+def _custom_tool_snapshot(tool: CustomTool) -> dict[str, Any]:
+    """What an audit entry may show of a custom tool: its definition, never its secrets (only whether it has any)."""
+    return {
+        "name": tool.name,
+        "description": tool.description,
+        "template": tool.template,
+        "openapi": tool.openapi,
+        "has_secrets": bool(tool.secrets_encrypted),
+    }
 
 
 def custom_tool_from_template(*, principal: Principal, template: str, name: str, params: dict[str, Any]) -> CustomTool:
@@ -360,12 +400,26 @@ def custom_tool_from_template(*, principal: Principal, template: str, name: str,
     )
 
 
+@transaction.atomic
 def approved_host_add(*, principal: Principal, host: str, note: str = "") -> ApprovedHost:
+    """Allow the http_request tool to call `host` (the tenant's SSRF allow-list); adding a listed host changes
+    nothing."""
     host = (host or "").strip().lower()
     if not host or "/" in host or ":" in host or len(host) > 253:
         raise InvalidInput("Give a bare host name, e.g. api.example.com.", field="host")
-    obj, _ = ApprovedHost.objects.get_or_create(host=host, defaults={"note": note, "created_by": principal.user})
+    obj, created = ApprovedHost.objects.get_or_create(host=host, defaults={"note": note, "created_by": principal.user})
+    if created:
+        _audit(principal, "approved_host.add", target=obj, after={"host": obj.host, "note": obj.note})
     return obj
+
+
+@transaction.atomic
+def approved_host_delete(*, principal: Principal, host_id: Any) -> None:
+    obj = ApprovedHost.objects.select_for_update().filter(pk=host_id).first()
+    if obj is None:
+        raise NotFound("Not found.")
+    _audit(principal, "approved_host.delete", target=obj, before={"host": obj.host, "note": obj.note})
+    obj.delete()
 
 
 # --- Chat ------------------------------------------------------------------------------------------
@@ -392,10 +446,13 @@ def _message_ids_next() -> tuple[int, int]:
     """Ids for a turn's question and answer, taken before the rows are written (the run is queued first)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT nextval('agents_message_id_seq'), nextval('agents_message_id_seq')")
-        return cursor.fetchone()
+        ids: tuple[int, int] = cursor.fetchone()
+        return ids
 
 
-def chat_start(*, principal: Principal, agent: Agent, message: str, conversation_id: str | None = None) -> dict:
+def chat_start(
+    *, principal: Principal, agent: Agent, message: str, conversation_id: str | None = None
+) -> dict[str, Any]:
     """Validate, admit (concurrency limits), queue the run on the "agents" worker queue, and record the user
     message and an assistant placeholder. Returns the run's handles.
 
@@ -441,21 +498,24 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
             raise NotFound("Conversation not found.")
     else:
         conversation = None
-    schema = connection.schema_name
+    schema = current_schema()
     run_id = str(uuid.uuid4())
-    # quota: issue 6 - refuse before any provider call: monthly tokens/cost left (402/403), then a run slot
-    # (concurrent_runs 429, shared pool full 503); the slot is freed by run_release(_sync).
-    with limits_snapshot():  # issue 5: plan, override and sub-limits are read once for these three checks
+    # Refuse before any provider call: monthly tokens/cost left (402/403), then a run slot in the one ledger of
+    # concurrent runs (tenant, user, key and this agent: 429; shared pool and its queue full: 503). The worker
+    # frees the slot when the run ends (chat_run_release); a crashed run's lease expires.
+    with limits_snapshot():  # plan, override and sub-limits are read once for these three checks
         quota_check(principal=principal, quota="llm_tokens_per_month", amount=0)
         quota_check(principal=principal, quota="llm_cost_per_month", amount=0)
-        # quota: issue 6 - queued runs: a full pool puts the run in the bounded queue (position n) instead of a
-        # 503; a full queue still raises Overloaded (503 + Retry-After). The worker waits for the slot (runner).
-        queued_position = chat_run_admit(principal=principal, run_id=run_id, join_only=True).position
-    try:
-        run_admit(schema=schema, agent_id=agent.pk, run_id=run_id, limits=limits)
-    except Exception:
-        chat_run_release(schema=schema, run_id=run_id)  # quota: issue 6
-        raise
+        # A full pool puts the run in the bounded queue (position n; the worker waits for the slot); a full queue
+        # is Overloaded (503 + Retry-After).
+        queued_position = chat_run_admit(
+            principal=principal,
+            run_id=run_id,
+            agent_id=agent.pk,
+            agent_limit=int(limits["max_concurrent_runs"]),
+            run_seconds=float(limits["run_timeout_seconds"]),
+            join_only=True,
+        ).position
     try:
         now = timezone.now()
         question_id, reply_id = _message_ids_next()
@@ -472,18 +532,21 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
                 "agent_version_id": version.pk,
                 "status": "queued",
                 "api_key_id": getattr(principal.api_key, "pk", ""),
-                # issue 6: when it joined the chat queue (the worker's wait deadline counts from here)
+                # when it joined the chat queue (the worker's wait deadline counts from here), and what the worker
+                # needs to admit it then
                 "queued_at": str(time.time()) if queued_position else "",
+                "agent_max_runs": limits["max_concurrent_runs"],
+                "run_timeout_seconds": limits["run_timeout_seconds"],
                 "provider_stamp": stamp,  # the worker's cached compiled agent is current if its stamp matches
                 "question": text,
                 # the history is what the conversation held before this question (for a new one: nothing)
                 "history_before": now.isoformat() if conversation is not None else "",
             },
         )
-        if queued_position:  # issue 6: seq 1 = run.queued, recorded before the worker exists
+        if queued_position:  # seq 1 = run.queued, recorded before the worker exists
             emit_sync(schema, run_id, 1, "run.queued", {"position": queued_position})
         if getattr(settings, "AGENTS_ENQUEUE_RUNS", True):  # tests may execute runs in-process instead
-            dispatch = functools.partial(agent_run_task.apply_async, args=[run_id], queue="agents")
+            dispatch = functools.partial(agent_run_task.apply_async, args=(run_id,), queue="agents")
             if connection.in_atomic_block:
                 transaction.on_commit(dispatch)  # the caller's transaction decides whether the run exists
             else:
@@ -512,14 +575,14 @@ def chat_start(*, principal: Principal, agent: Agent, message: str, conversation
             )
     except Exception:
         run_cancel_request(schema, run_id)
-        run_release_sync(schema=schema, agent_id=agent.pk, run_id=run_id)
+        chat_run_release(schema=schema, run_id=run_id)
         raise
     return {
         "run_id": run_id,
         "conversation_id": str(conversation_uuid),
         "message_id": reply_id,
         "agent_version": version.number,
-        "queued_position": queued_position,  # issue 6: 0 = started at once
+        "queued_position": queued_position,  # 0 = started at once
     }
 
 
@@ -528,16 +591,23 @@ def secrets_rotate() -> int:
     """Re-encrypt this tenant's stored secrets with the current key (run after adding a new first key)."""
     from .crypto import rotate_token
 
-    count = 0
+    providers = tools = 0
     for provider in ProviderCredential.objects.select_for_update().exclude(api_key_encrypted=""):
         ProviderCredential.objects.filter(pk=provider.pk).update(
             api_key_encrypted=rotate_token(provider.api_key_encrypted)
         )
-        count += 1
+        providers += 1
     for tool in CustomTool.objects.select_for_update().exclude(secrets_encrypted=""):
         CustomTool.objects.filter(pk=tool.pk).update(secrets_encrypted=rotate_token(tool.secrets_encrypted))
-        count += 1
-    return count
+        tools += 1
+    if providers or tools:
+        _audit(
+            None,
+            "secrets.rotate",
+            target_type="agents.secrets",
+            after={"providers": providers, "custom_tools": tools},
+        )
+    return providers + tools
 
 
 def run_cancel(*, meta: dict[str, str], run_id: str) -> dict[str, str]:
@@ -546,5 +616,5 @@ def run_cancel(*, meta: dict[str, str], run_id: str) -> dict[str, str]:
     kept on the message (incomplete, error code "cancelled"). A finished run cannot be cancelled (409)."""
     if meta.get("status") != "queued":  # until message.end the run's metadata says "queued"
         raise Conflict("This answer has already finished.", extra={"run_status": meta.get("status")})
-    run_cancel_request(connection.schema_name, run_id)
+    run_cancel_request(current_schema(), run_id)
     return {"run_id": run_id, "status": "cancelling"}

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 from django.db import connection
+
+from core.tenancy import for_each_tenant, in_tenant
+
+from .partitions import message_partitions_ensure
 
 
 @shared_task(name="agents.run", acks_late=True)
@@ -16,17 +21,9 @@ def agent_run_task(run_id: str) -> dict:
 @shared_task(name="agents.message_partitions_ensure_all")
 def message_partitions_ensure_all_task() -> dict:
     """Daily: prepare the next months' message partitions in every tenant schema (and the template)."""
-    from django.conf import settings
-    from django_tenants.utils import get_tenant_model, schema_context
-
-    from .partitions import message_partitions_ensure
-
     created: dict[str, list[str]] = {}
-    schemas = [
-        settings.TENANT_BASE_SCHEMA,
-        *get_tenant_model().objects.exclude(schema_name="public").values_list("schema_name", flat=True),
-    ]
-    for schema in schemas:
-        with schema_context(schema):
-            created[schema] = message_partitions_ensure()
+    with in_tenant(settings.TENANT_BASE_SCHEMA):  # new organisations are cloned from it, partitions included
+        created[settings.TENANT_BASE_SCHEMA] = message_partitions_ensure()
+    for schema in for_each_tenant():
+        created[schema] = message_partitions_ensure()
     return created

@@ -18,7 +18,8 @@ from django.views.decorators.http import require_POST
 from core.errors import DomainError
 from core.models import OrgAccess
 from iam.dashboard import admin_page, dashboard_page, form_error, sharing_context
-from iam.policy import principal_can, resource_queryset_for
+from iam.policy import principal_can, principal_can_create, referenced_queryset_for, resource_queryset_for
+from knowledge.models import KnowledgeBase
 
 from . import selectors, services
 from .models import ProviderCredential, ProviderKind
@@ -43,7 +44,7 @@ def dashboard_home(request: HttpRequest) -> HttpResponse:
         {
             "title": "Knowledge",
             "text": "Upload documents your agents answer from.",
-            "url": _url("dash-knowledge"),
+            "url": reverse("dash-knowledge"),
             "action": "Open knowledge bases",
         },
         {
@@ -56,13 +57,6 @@ def dashboard_home(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/home.html", {"membership": request.membership, "tiles": tiles, "agents": agents})
 
 
-def _url(name: str) -> str | None:
-    try:
-        return reverse(name)
-    except Exception:  # noqa: BLE001 - a page of another area not built yet: no tile link
-        return None
-
-
 # --- list ----------------------------------------------------------------------------------------
 
 
@@ -72,7 +66,12 @@ def agent_list_page(request: HttpRequest) -> HttpResponse:
     agents = selectors.agent_list(principal=request.principal)
     if query:
         agents = agents.filter(Q(name__icontains=query) | Q(description__icontains=query))
-    context = {"agents": agents[:200], "q": query, "nav": "agents", "can_create": not request.principal.is_readonly}
+    context = {
+        "agents": agents[:200],
+        "q": query,
+        "nav": "agents",
+        "can_create": principal_can_create(request.principal),
+    }
     # htmx live search swaps only the results.
     template = (
         "agents/_list_results.html" if request.htmx and request.htmx.target == "agent-results" else "agents/list.html"
@@ -105,17 +104,23 @@ class AgentForm(forms.Form):
     org_access = forms.ChoiceField(label="Who in the organisation can use it", choices=OrgAccess.choices)
     note = forms.CharField(label="What changed (for the history)", max_length=500, required=False)
 
-    def __init__(self, *args: Any, principal, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, principal, agent=None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from knowledge.models import KnowledgeBase
-
         registry = get_registry()
         self.fields["agent_type"].choices = [(t, t) for t in sorted(registry.agent_types)]
         self.fields["provider"].choices = [("", "Built-in offline (answers from your documents)")] + [
             (str(p.pk), f"{p.name} ({p.get_kind_display()})") for p in ProviderCredential.objects.filter(enabled=True)
         ]
-        kbs = resource_queryset_for(principal, KnowledgeBase.objects.all()).order_by("name")
-        self.fields["knowledge_bases"].choices = [(str(kb.pk), kb.name) for kb in kbs]
+        # The knowledge bases one may pick, plus (by name) those the agent already uses: its viewers see them
+        # even when the knowledge bases themselves are not shared with them.
+        names = dict(resource_queryset_for(principal, KnowledgeBase.objects.all()).values_list("pk", "name"))
+        if agent is not None:
+            names.update(
+                referenced_queryset_for(principal, agent, agent.knowledge_bases.all()).values_list("pk", "name")
+            )
+        self.fields["knowledge_bases"].choices = [
+            (str(pk), name) for pk, name in sorted(names.items(), key=lambda item: item[1])
+        ]
         self.fields["tools"].choices = [(name, name.replace("_", " ")) for name in sorted(registry.tools)]
 
     def to_service_data(self) -> dict[str, Any]:
@@ -162,7 +167,7 @@ def agent_create_page(request: HttpRequest) -> HttpResponse:
         principal=request.principal,
         initial={"agent_type": "rag", "org_access": OrgAccess.NONE, "tools": ["knowledge_search"]},
     )
-    if request.principal.is_readonly:
+    if not principal_can_create(request.principal):
         return render(request, "403.html", {"exception": "Read-only members cannot create agents."}, status=403)
     if request.method == "POST" and form.is_valid():
         try:
@@ -186,7 +191,10 @@ def agent_create_page(request: HttpRequest) -> HttpResponse:
 def agent_edit_page(request: HttpRequest, agent_id: int) -> HttpResponse:
     agent = selectors.agent_get_for_principal(request.principal, agent_id, action="view")
     can_edit = principal_can(request.principal, "edit", agent)
-    form = AgentForm(request.POST or None, principal=request.principal, initial=_initial(agent))
+    form = AgentForm(request.POST or None, principal=request.principal, agent=agent, initial=_initial(agent))
+    if not principal_can(request.principal, "share", agent):
+        # Who may use the agent is sharing: shown, never taken from the form (agents.services enforces it too).
+        form.fields["org_access"].disabled = True
     if request.method == "POST":
         # Re-checked on write: the page may have been opened before a role change.
         agent = selectors.agent_get_for_principal(request.principal, agent_id, action="edit")
@@ -216,6 +224,7 @@ def agent_edit_page(request: HttpRequest, agent_id: int) -> HttpResponse:
             "versions": versions,
             "nav": "agents",
             "can_edit": can_edit,
+            "can_create": principal_can_create(request.principal),  # False: the role is read-only
             "can_use": principal_can(request.principal, "use", agent),
             **sharing_context(request.principal, agent, "agent"),
         },
@@ -398,10 +407,10 @@ def provider_action_view(request: HttpRequest, provider_id: int) -> HttpResponse
         return redirect("dash-providers")
     try:
         if request.POST.get("action") == "delete":
-            services.provider_delete(provider=provider, principal=request.principal)  # audit: issue 6
+            services.provider_delete(provider=provider, principal=request.principal)
             messages.success(request, f"Provider “{provider.name}” deleted.")
         else:
-            services.provider_update(  # audit: issue 6 (who changed it)
+            services.provider_update(  # principal: the audit log records who changed it
                 provider=provider, data={"enabled": not provider.enabled}, principal=request.principal
             )
             messages.success(request, f"Provider “{provider.name}” {'enabled' if provider.enabled else 'disabled'}.")

@@ -1,4 +1,4 @@
-"""Authentication cost per request (issue 3).
+"""Authentication cost per request.
 
 1. GET /api/v1/me/ through the full middleware + DRF stack with each credential: browser session,
    tenant-bound JWT, API key (prefix lookup + HMAC + usage counter in Redis). p50/p99 in ms.

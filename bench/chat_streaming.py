@@ -1,4 +1,4 @@
-"""Chat streaming benchmark (issue 5).
+"""Chat streaming benchmark.
 
 Real processes: one daphne web process and one agents worker (Celery, threads pool, queue "agents"), Redis in
 between, and a loopback fake OpenAI-compatible server (agents/tests/fakes.py) as the model.
@@ -127,7 +127,7 @@ def process_env() -> dict[str, str]:
         AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT="1000",
         LOG_LEVEL="WARNING",
         DB_CONN_MAX_AGE="60",  # persistent DB connections, as deployed
-        # The shared chat pool (issue 6 quotas) is an admission policy; this measures streaming capacity.
+        # The shared chat pool (quotas) is an admission policy; this measures streaming capacity.
         CHAT_POOL_SLOTS="1000",
         CHAT_QUEUE_MAX="1000",
     )

@@ -1,4 +1,4 @@
-"""Ingestion throughput: chunks per second end to end vs the embedder alone on the same text (issue 4).
+"""Ingestion throughput: chunks per second end to end vs the embedder alone on the same text.
 
     python scripts/devstack.py run bench/ingestion.py [--docs N] [--worker]
 

@@ -1,4 +1,4 @@
-"""Rate limiter overhead and accuracy (issue 6).
+"""Rate limiter overhead and accuracy.
 
     python scripts/devstack.py run bench/rate_limit.py [N_REQUESTS]
 

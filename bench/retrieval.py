@@ -1,4 +1,4 @@
-"""Search latency and HNSW recall with 100k chunks in one tenant (issue 4).
+"""Search latency and HNSW recall with 100k chunks in one tenant.
 
     python scripts/devstack.py run bench/retrieval.py [N_CHUNKS] [N_QUERIES]
 

@@ -1,4 +1,4 @@
-"""Retrieval quality (issue 8): MRR@10 and recall@5, lexical vs dense vs the default hybrid, on a public Q/A set.
+"""Retrieval quality: MRR@10 and recall@5, lexical vs dense vs the default hybrid, on a public Q/A set.
 
     python scripts/devstack.py run bench/retrieval_quality.py [--sweep]
 

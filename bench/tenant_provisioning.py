@@ -1,4 +1,4 @@
-"""Tenant provisioning and resolution benchmark (issue 2).
+"""Tenant provisioning and resolution benchmark.
 
 1. Time to create one tenant: cloning the template schema vs running every migration (median of N).
 2. Time per request: a tenant-host request (host -> tenant lookup + SET search_path) vs the same view

@@ -20,6 +20,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("healthz", healthz),
-    path("metrics", metrics_view),  # issue 6: token-protected Prometheus metrics
+    path("metrics", metrics_view),  # token-protected Prometheus metrics
     path("readyz", readyz),
 ]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, cast
+
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase
 from django_tenants.utils import remove_www
 
 
-def host_from_scope(scope: dict) -> str:
-    for name, value in scope.get("headers", []):
+def host_from_scope(scope: Mapping[str, Any]) -> str:
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", [])
+    for name, value in headers:
         if name == b"host":
-            return remove_www(value.decode("latin1").split(":")[0].lower())
+            host: str = remove_www(value.decode("latin1").split(":")[0].lower())
+            return host
     return ""
 
 
@@ -24,7 +30,12 @@ class OneHopASGIHandler(ASGIHandler):
     (Django runs them with async_to_sync), and streaming responses are still sent by the event loop.
     """
 
+    # Set by BaseHandler.load_middleware; django-stubs does not declare it.
+    _middleware_chain: Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseBase]]
+
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)
         if is_async:
-            self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)
+            # cast: the chain was just built with is_async=False, so it answers synchronously.
+            chain = cast(Callable[[HttpRequest], HttpResponseBase], self._middleware_chain)
+            self._middleware_chain = sync_to_async(chain, thread_sensitive=True)

@@ -1,10 +1,12 @@
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpRequest
 
 from .tenancy import public_site_url
 
 
-def platform(request: HttpRequest) -> dict:
+def platform(request: HttpRequest) -> dict[str, Any]:
     tenant = getattr(request, "tenant", None)
     is_public = tenant is None or tenant.schema_name == "public"
     return {

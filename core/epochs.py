@@ -16,13 +16,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Hashable
-from typing import Any
+from typing import Generic, TypeVar
 
 import redis
 from django.conf import settings
 from django.db import transaction
 
-from .redis_clients import redis_client
+from .redis_clients import redis_client, reply_bytes
 
 
 def _redis() -> redis.Redis:
@@ -37,9 +37,12 @@ def epoch_get(name: str) -> bytes:
     client = _redis()
     epoch = client.get(_key(name))
     if epoch is None:  # first use, or Redis lost it: a new epoch (nothing cached under another one is trusted)
-        client.set(_key(name), uuid.uuid4().hex, nx=True)
+        fresh = uuid.uuid4().hex
+        client.set(_key(name), fresh, nx=True)
         epoch = client.get(_key(name))
-    return epoch
+        if epoch is None:  # lost again in between: a token no other reader holds, so nothing is trusted
+            epoch = fresh
+    return reply_bytes(epoch)
 
 
 def epoch_bump(name: str) -> None:
@@ -50,16 +53,19 @@ def epoch_bump(name: str) -> None:
     transaction.on_commit(bump)
 
 
-class EpochCache:
+_V = TypeVar("_V")
+
+
+class EpochCache(Generic[_V]):
     """A bounded per-process dict whose entries count only under the epoch they were stored with, and for at most
     `settings.<max_age_setting>` seconds (a backstop for rows changed outside Django; 0 turns the cache off)."""
 
     def __init__(self, max_age_setting: str, *, max_entries: int = 10_000) -> None:
         self.max_age_setting = max_age_setting
         self.max_entries = max_entries
-        self._entries: dict[Hashable, tuple[bytes, float, Any]] = {}
+        self._entries: dict[Hashable, tuple[bytes, float, _V]] = {}
 
-    def get(self, key: Hashable, epoch: bytes) -> Any | None:
+    def get(self, key: Hashable, epoch: bytes) -> _V | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -68,7 +74,7 @@ class EpochCache:
             return None
         return entry[2]
 
-    def put(self, key: Hashable, epoch: bytes, value: Any) -> None:
+    def put(self, key: Hashable, epoch: bytes, value: _V) -> None:
         if getattr(settings, self.max_age_setting) <= 0:
             return
         if len(self._entries) >= self.max_entries:

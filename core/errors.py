@@ -36,9 +36,9 @@ class ErrorCode(StrEnum):
     # Authentication
     NOT_AUTHENTICATED = "not_authenticated"
     AUTHENTICATION_FAILED = "authentication_failed"
-    TOKEN_NOT_VALID = "token_not_valid"
-    TOKEN_WRONG_TENANT = "token_wrong_tenant"
-    TOKEN_REVOKED = "token_revoked"
+    TOKEN_NOT_VALID = "token_not_valid"  # noqa: S105 - an error code, not a secret
+    TOKEN_WRONG_TENANT = "token_wrong_tenant"  # noqa: S105 - an error code, not a secret
+    TOKEN_REVOKED = "token_revoked"  # noqa: S105 - an error code, not a secret
     API_KEY_INVALID = "api_key_invalid"
     API_KEY_REVOKED = "api_key_revoked"
     API_KEY_EXPIRED = "api_key_expired"
@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     PERMISSION_DENIED = "permission_denied"
     SCOPE_REQUIRED = "scope_required"
+    TOPIC_REFUSED = "topic_refused"
     READONLY = "readonly"
     ADMIN_REQUIRED = "admin_required"
     # Limits
@@ -78,7 +79,7 @@ class ErrorCode(StrEnum):
     PROVIDER_AUTH = "provider_auth"
     PROVIDER_TIMEOUT = "provider_timeout"
     CONTEXT_TOO_LONG = "context_too_long"
-    SECRET_UNREADABLE = "secret_unreadable"
+    SECRET_UNREADABLE = "secret_unreadable"  # noqa: S105 - an error code, not a secret
     RUN_TIMEOUT = "run_timeout"
     CANCELLED = "cancelled"
     # Tool results (inside a run's tool.result events; the run itself goes on)
@@ -174,8 +175,8 @@ _DRF_CODES: dict[type[drf_exceptions.APIException], ErrorCode] = {
 }
 
 
-def _drf_code(exc: drf_exceptions.APIException) -> ErrorCode:
-    raised = getattr(exc.detail, "code", None)  # ErrorDetail carries the code it was raised with
+def _drf_code(exc: drf_exceptions.APIException, detail: Any) -> ErrorCode:
+    raised = getattr(detail, "code", None)  # ErrorDetail carries the code it was raised with
     if raised in _ALL_CODES:
         return ErrorCode(raised)
     for cls in type(exc).__mro__:
@@ -202,7 +203,7 @@ def _django_validation_body(exc: ValidationError) -> dict[str, Any]:
     return error_body(ErrorCode.INVALID, first, fields=fields)
 
 
-def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler: every error body is `error_body(...)`, whoever raised it."""
     if isinstance(exc, DomainError):
         return Response(exc.as_dict(), status=exc.status, headers=exc.headers or None)
@@ -215,12 +216,22 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if not isinstance(exc, drf_exceptions.APIException):
         return None  # a bug: Django's 500 handling (and logging) takes over
     headers = {}
-    if getattr(exc, "auth_header", None):  # set by APIView.handle_exception for 401s
-        headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):  # Throttled
-        headers["Retry-After"] = str(int(exc.wait))
+    auth_header = getattr(exc, "auth_header", None)  # set on the instance by APIView.handle_exception for 401s
+    if auth_header:
+        headers["WWW-Authenticate"] = auth_header
+    wait = getattr(exc, "wait", None)  # Throttled's seconds to wait (the DRF stubs do not declare it)
+    if wait:
+        headers["Retry-After"] = str(int(wait))
     if isinstance(exc, drf_exceptions.ValidationError):
         body = _validation_body(exc.detail)
     else:
-        body = error_body(_drf_code(exc), str(exc.detail))
+        detail = exc.detail
+        if isinstance(detail, dict) and "detail" in detail:  # simplejwt's InvalidToken: {"detail", "code", ...}
+            detail = detail["detail"]
+        body = error_body(_drf_code(exc, detail), str(detail))
     return Response(body, status=exc.status_code, headers=headers or None)
+
+
+def error_event(body: dict[str, Any]) -> dict[str, Any]:
+    """A WebSocket error frame outside a run's stream: the envelope of a run's `error` event, seq 0."""
+    return {"type": "error", "seq": 0, "data": body}

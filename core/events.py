@@ -1,14 +1,26 @@
 """The event bus: one small publish API over Redis.
 
 Browsers get events through the Channels layer (group per tenant, and per tenant+topic; the
-WebSocket consumer is core.consumers.EventsConsumer at /ws/events/); durable consumers (webhooks,
+WebSocket consumer is webhooks.consumers.EventsConsumer at /ws/events/); durable consumers (webhooks,
 audit, anything that must not miss one) read a capped Redis stream per tenant (`stream_consume`).
 Every group, stream and key carries the tenant's schema, so nothing ever crosses tenants.
 
-    publish_on_commit(DOCUMENT_PROGRESS, {"document_id": 7, "percent": 40}, topic="kb.3")
+    publish_on_commit(
+        KB_VERSION_CREATED,
+        {"knowledge_base_id": 3, "name": "Handbook", "current_version": 12},
+        subject=event_subject("knowledge_base", 3, owner_id=kb.owner_id),
+        topic="kb.3",
+    )
 
-Event types are strings; the ones below are the documented vocabulary (EVENT_TYPES, also offered to
-webhook subscribers). Unknown types still publish (apps may add their own with register_event_type).
+Every event names its subject: the object whose visibility decides who may receive the event,
+`{"type": "knowledge_base", "id": 3, "owner_id": 8}` (owner_id: the member it belongs to, when it has
+one). Document events name their knowledge base, runs their own id and owner. Receivers ask
+iam.policy.principal_may_see_subject at delivery time; an event without a subject reaches admins only.
+
+Event types are strings; EVENT_TYPES is the documented vocabulary, offered to webhook subscribers, and
+EVENT_PAYLOAD_KEYS the keys of each one's `data` (publish refuses a payload that differs: the keys are a
+contract with integrators, documented in docs/webhooks.md). Apps may add types with register_event_type.
+Other deliveries (webhooks) register a sink (register_sink) in their AppConfig.ready().
 """
 
 from __future__ import annotations
@@ -25,7 +37,10 @@ import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
+from django_tenants.utils import get_tenant_model, schema_context
 
+from .context import current_request_id
+from .observability import actor_stamp
 from .redis_clients import redis_client
 
 logger = logging.getLogger(__name__)
@@ -40,51 +55,118 @@ AGENT_DELETED = "agent.deleted"
 AGENT_VERSION_RESTORED = "agent.version_restored"
 DOCUMENT_STATUS = "document.status"
 DOCUMENT_PROGRESS = "document.progress"
+KB_CREATED = "knowledge_base.created"
+KB_UPDATED = "knowledge_base.updated"
+KB_DELETED = "knowledge_base.deleted"
 KB_VERSION_CREATED = "knowledge_base.version"
-RUN_QUEUED = "run.queued"
 RUN_STARTED = "run.started"
 RUN_FINISHED = "run.finished"
 QUOTA_WARNING = "quota.warning"
 MEMBER_JOINED = "member.joined"
 MEMBER_ROLE_CHANGED = "member.role_changed"
 MEMBER_REMOVED = "member.removed"
+TEAM_CREATED = "team.created"
+TEAM_DELETED = "team.deleted"
+API_KEY_CREATED = "api_key.created"
+API_KEY_REVOKED = "api_key.revoked"
+RESOURCE_SHARED = "resource.shared"
+RESOURCE_OWNERSHIP_TRANSFERRED = "resource.ownership_transferred"
 WEBHOOK_DISABLED = "webhook.disabled"
-WEBHOOK_TEST = "webhook.test"
 
-EVENT_TYPES: dict[str, str] = {
-    AGENT_CREATED: "An agent was created. {agent_id, name}",
-    AGENT_UPDATED: "An agent's configuration changed (a new version). {agent_id, version}",
-    AGENT_DELETED: "An agent was deleted. {agent_id}",
-    AGENT_VERSION_RESTORED: "An agent was rolled back to an earlier version. {agent_id, version, restored_from}",
-    DOCUMENT_STATUS: "A document changed status (pending, processing, ready, failed). {document_id, kb_id, status}",
-    DOCUMENT_PROGRESS: "Ingestion progress of a document. {document_id, kb_id, percent}",
-    KB_VERSION_CREATED: "A knowledge base version was created. {kb_id, version}",
-    RUN_QUEUED: "A chat run waits for a worker. {run_id, position}",
-    RUN_STARTED: "A chat run started. {run_id, agent_id}",
-    RUN_FINISHED: "A chat run finished. {run_id, agent_id, status, tokens_in, tokens_out}",
-    QUOTA_WARNING: "A quota reached 80% or 100% of its limit. {quota, level, limit, used}",
-    MEMBER_JOINED: "Someone joined the organisation. {user_id, role}",
-    MEMBER_ROLE_CHANGED: "A member's role changed. {user_id, from, to}",
-    MEMBER_REMOVED: "A member was removed. {user_id}",
-    WEBHOOK_DISABLED: "A webhook endpoint was disabled after sustained failure. {endpoint_id, url, reason}",
-    WEBHOOK_TEST: "A test event sent from the dashboard. {endpoint_id}",
-    # Published by the apps under these names (kept in one list so webhooks can offer them):
-    "agent.version_created": "An agent's configuration was saved as a new version. {agent_id, version}",
-    "knowledge_base.created": "A knowledge base was created. {kb_id}",
-    "knowledge_base.updated": "A knowledge base's settings changed. {kb_id}",
-    "knowledge_base.deleted": "A knowledge base was deleted. {kb_id}",
-    "team.created": "A team was created. {team_id, name}",
-    "team.deleted": "A team was deleted. {team_id}",
-    "api_key.created": "An API key was created. {api_key_id, name, user_id}",
-    "api_key.revoked": "An API key was revoked. {api_key_id}",
-    "resource.shared": "An agent or knowledge base was shared.",
-    "resource.ownership_transferred": "Ownership of an agent or knowledge base moved to another member.",
+_DOCUMENT_KEYS = ("document_id", "knowledge_base_id", "title", "status", "progress", "error")
+_KB_KEYS = ("knowledge_base_id", "name", "current_version")
+# type -> (description, keys of `data`). docs/webhooks.md lists the same (webhooks.tests checks both ways).
+_VOCABULARY: dict[str, tuple[str, tuple[str, ...]]] = {
+    AGENT_CREATED: ("An agent was created.", ("agent_id", "name")),
+    AGENT_UPDATED: ("An agent's configuration changed (a new version).", ("agent_id", "version")),
+    AGENT_DELETED: ("An agent was deleted.", ("agent_id",)),
+    AGENT_VERSION_RESTORED: (
+        "An agent was rolled back to an earlier version (as a new version).",
+        ("agent_id", "version", "restored_from"),
+    ),
+    DOCUMENT_STATUS: ("A document changed status (pending, processing, ready, failed, deleted).", _DOCUMENT_KEYS),
+    DOCUMENT_PROGRESS: ("Ingestion progress of a document (progress 0-100, stage).", (*_DOCUMENT_KEYS, "stage")),
+    KB_CREATED: ("A knowledge base was created.", _KB_KEYS),
+    KB_UPDATED: ("A knowledge base's settings changed.", _KB_KEYS),
+    KB_DELETED: ("A knowledge base was deleted.", _KB_KEYS),
+    KB_VERSION_CREATED: ("A knowledge base version was published.", _KB_KEYS),
+    RUN_STARTED: ("A chat run started.", ("run_id", "agent_id")),
+    RUN_FINISHED: ("A chat run finished.", ("run_id", "agent_id", "status", "tokens_in", "tokens_out")),
+    QUOTA_WARNING: ("A quota reached 80% or 100% of its limit.", ("quota", "level", "limit", "used")),
+    MEMBER_JOINED: ("Someone joined the organisation.", ("user_id", "role")),
+    MEMBER_ROLE_CHANGED: ("A member's role changed.", ("user_id", "from", "to")),
+    MEMBER_REMOVED: ("A member was removed.", ("user_id",)),
+    TEAM_CREATED: ("A team was created.", ("team_id", "name")),
+    TEAM_DELETED: ("A team was deleted.", ("team_id",)),
+    API_KEY_CREATED: ("An API key was created.", ("api_key_id", "name", "user_id")),
+    API_KEY_REVOKED: ("An API key was revoked.", ("api_key_id",)),
+    RESOURCE_SHARED: (
+        "An agent or knowledge base was shared with a team or the organisation (team_id null), or unshared.",
+        ("resource_type", "resource_id", "team_id", "level"),
+    ),
+    RESOURCE_OWNERSHIP_TRANSFERRED: (
+        "Ownership of an agent or knowledge base moved to another member.",
+        ("resource_type", "resource_id", "from", "to"),
+    ),
+    WEBHOOK_DISABLED: ("A webhook endpoint was disabled after sustained failure.", ("endpoint_id", "url", "reason")),
 }
+EVENT_TYPES: dict[str, str] = {name: description for name, (description, _keys) in _VOCABULARY.items()}
+EVENT_PAYLOAD_KEYS: dict[str, frozenset[str]] = {name: frozenset(keys) for name, (_d, keys) in _VOCABULARY.items()}
+
+# Topics a client may subscribe to name a subject too: "kb.3" is knowledge_base 3 (see topic_subject).
+TOPIC_PREFIXES: dict[str, str] = {"kb": "knowledge_base", "agent": "agent", "run": "run"}
+TOPIC_NAMES: dict[str, str] = {"quota": "quota", "webhooks": "webhook_endpoint"}
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
-def register_event_type(name: str, description: str) -> None:
+def register_event_type(name: str, description: str, keys: tuple[str, ...] | None = None) -> None:
+    """Add an app's event type to the vocabulary (and, with `keys`, hold its payloads to them)."""
     EVENT_TYPES.setdefault(name, description)
+    if keys is not None:
+        EVENT_PAYLOAD_KEYS.setdefault(name, frozenset(keys))
+
+
+def event_subject(
+    kind: str, id: int | str | None = None, *, owner_id: int | None = None, agent_id: int | None = None
+) -> dict[str, Any]:
+    """The object an event concerns, as events carry it: {"type", "id", "owner_id"?, "agent_id"?} (see the module
+    docstring). `agent_id` names the agent an object belongs to (a run): API keys limited to other agents never
+    hear of it."""
+    subject: dict[str, Any] = {"type": kind, "id": id}
+    if owner_id is not None:
+        subject["owner_id"] = owner_id
+    if agent_id is not None:
+        subject["agent_id"] = agent_id
+    return subject
+
+
+def topic_subject(topic: str) -> dict[str, Any] | None:
+    """The subject a topic names ("kb.3" -> knowledge_base 3), or None for a topic of no known form."""
+    if topic in TOPIC_NAMES:
+        return event_subject(TOPIC_NAMES[topic])
+    prefix, _, rest = topic.partition(".")
+    if prefix in TOPIC_PREFIXES and rest:
+        return event_subject(TOPIC_PREFIXES[prefix], int(rest) if rest.isdigit() else rest)
+    return None
+
+
+# Deliveries beyond the bus (webhooks): called with (schema, event) after every publish.
+_SINKS: list[Callable[[str, dict], None]] = []
+
+
+def register_sink(sink: Callable[[str, dict], None]) -> None:
+    """Hand every published event to `sink(schema, event)` too; call from an AppConfig.ready(). Idempotent."""
+    if sink not in _SINKS:
+        _SINKS.append(sink)
+
+
+def _check_payload(event_type: str, payload: dict[str, Any]) -> None:
+    keys = EVENT_PAYLOAD_KEYS.get(event_type)
+    if keys is not None and set(payload) != keys:
+        raise ValueError(
+            f"{event_type} payload keys {sorted(payload)} differ from the documented {sorted(keys)} "
+            "(core.events and docs/webhooks.md)"
+        )
 
 
 def tenant_group(schema: str, topic: str | None = None) -> str:
@@ -111,6 +193,7 @@ def publish(
     event_type: str,
     payload: dict[str, Any],
     *,
+    subject: dict[str, Any] | None = None,
     topic: str | None = None,
     schema: str | None = None,
     actor: dict | None = None,
@@ -120,15 +203,19 @@ def publish(
     schema = schema or _current_schema()
     if topic is not None and not topic_valid(topic):
         raise ValueError(f"invalid topic {topic!r}")
-    event = {"id": uuid.uuid4().hex, "type": event_type, "topic": topic, "ts": time.time(), "data": payload}
+    _check_payload(event_type, payload)
+    event = {
+        "id": uuid.uuid4().hex,
+        "type": event_type,
+        "subject": subject,
+        "topic": topic,
+        "ts": time.time(),
+        "data": payload,
+    }
     if actor is None:
-        from .observability import current_actor
-
-        actor = current_actor.get()
+        actor = actor_stamp()
     if actor:
         event["actor"] = actor  # ids only (who acted), for the audit log and receivers
-    from .context import current_request_id
-
     request_id = request_id or current_request_id.get()
     if request_id and request_id != "-":
         event["request_id"] = request_id
@@ -148,25 +235,25 @@ def publish(
                 async_to_sync(layer.group_send)(group, message)
             except Exception:  # noqa: BLE001 - a dashboard missing an update must not fail the write
                 logger.exception("event %s not sent to group %s", event_type, group)
-    try:
-        from webhooks.dispatch import webhooks_fanout_event
-
-        webhooks_fanout_event(schema=schema, event=event)
-    except Exception:  # noqa: BLE001 - the event is in the stream; webhooks.retry_due picks it up
-        logger.exception("event %s not handed to webhooks", event_type)
+    for sink in _SINKS:
+        try:
+            sink(schema, event)
+        except Exception:  # noqa: BLE001 - the event is in the stream; a sink failing must not fail the write
+            logger.exception("event %s not handed to sink %s", event_type, getattr(sink, "__name__", sink))
     return event
 
 
-def publish_on_commit(event_type: str, payload: dict[str, Any], *, topic: str | None = None) -> None:
-    from .observability import current_actor
-
+def publish_on_commit(
+    event_type: str, payload: dict[str, Any], *, subject: dict[str, Any] | None = None, topic: str | None = None
+) -> None:
     schema = _current_schema()
-    actor = current_actor.get()  # captured now: who made the change being committed, in which request
-    from .context import current_request_id
-
+    _check_payload(event_type, payload)  # at the call site, where a wrong payload is a bug to see
+    actor = actor_stamp()  # captured now: who made the change being committed, in which request
     request_id = current_request_id.get()
     transaction.on_commit(
-        lambda: publish(event_type, payload, topic=topic, schema=schema, actor=actor, request_id=request_id)
+        lambda: publish(
+            event_type, payload, subject=subject, topic=topic, schema=schema, actor=actor, request_id=request_id
+        )
     )
 
 
@@ -199,12 +286,9 @@ def stream_consume(
     leaves the entry pending for the next call (pending entries are retried first). Call it in a loop
     (a management command or a periodic task). `schemas` defaults to every tenant.
     """
-    from django_tenants.utils import schema_context
-
     if schemas is None:
-        from tenants.models import Tenant
-
-        schemas = list(Tenant.objects.exclude(schema_name="public").values_list("schema_name", flat=True))
+        tenants = get_tenant_model().objects.exclude(schema_name="public")
+        schemas = list(tenants.values_list("schema_name", flat=True))
     r = redis_client()
     handled = 0
     for schema in schemas:

@@ -1,4 +1,4 @@
-"""Our Prometheus metrics (issue 6), kept in Redis so web, worker and beat processes add to one set.
+"""Our Prometheus metrics, kept in Redis so web, worker and beat processes add to one set.
 
     from core.metrics import metric_inc, metric_set, metric_observe
     metric_inc("documents_ingested_total", tenant=connection.schema_name)
@@ -15,13 +15,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 
 from .redis_clients import probe_client, redis_client
 
@@ -37,6 +38,7 @@ HELP = {
     "webhook_deliveries_total": "Webhook delivery attempts, by resulting status.",
     "documents_ingested_total": "Documents processed by ingestion, by status.",
     "ingest_pages_total": "Pages processed by ingestion.",
+    "search_failures_total": "Knowledge searches that failed (refused with search_unavailable), by stage.",
     "chat_queue_length": "Chat runs waiting for a pool slot.",
     "chat_runs_active": "Chat runs holding a pool slot.",
     "fair_queue_backlog": "Tasks held back by the per-tenant fair dispatcher, by queue.",
@@ -100,7 +102,7 @@ def _queue_lengths() -> dict[str, int]:
 class RedisMetricsCollector:
     """Reads our metrics from Redis at scrape time."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         r = _r()
         try:
             names = {k.decode() for k in r.scan_iter("metrics:*", count=500)}
@@ -126,13 +128,14 @@ class RedisMetricsCollector:
             rest = key[len("metrics:s:") : -len(":count")]
             counts, sums = r.hgetall(key), r.hgetall(f"metrics:s:{rest}:sum")
             labels = sorted({label for field in counts for label in json.loads(field)})
-            family = SummaryMetricFamily(PREFIX + rest, HELP.get(rest, rest), labels=labels)
+            summary = SummaryMetricFamily(PREFIX + rest, HELP.get(rest, rest), labels=labels)
             for field, count in counts.items():
                 data = json.loads(field)
-                family.add_metric(
-                    [data.get(label, "") for label in labels], float(count), float(sums.get(field, 0) or 0)
+                # Counts only ever go up by 1, so HINCRBYFLOAT's "3" is a whole number.
+                summary.add_metric(
+                    [data.get(label, "") for label in labels], int(float(count)), float(sums.get(field, 0) or 0)
                 )
-            yield family
+            yield summary
         queue_family = GaugeMetricFamily(
             PREFIX + "celery_queue_length", "Tasks waiting per Celery queue.", labels=["queue"]
         )

@@ -5,31 +5,92 @@
   carry the id of the request that queued the work.
 - OTEL_ENABLED=true turns on OpenTelemetry tracing of Django, Celery and httpx when the optional
   opentelemetry packages are installed (exporter configured by the standard OTEL_* variables).
+- Who is acting (core.audit.Actor in `current_actor`) travels the same way: a task published while a principal
+  acts carries headers["actor"], and the worker acts as that principal while the task runs.
 """
 
 from __future__ import annotations
 
 import logging
 from contextvars import ContextVar
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from celery.signals import before_task_publish, task_postrun
+from celery.signals import before_task_publish, task_postrun, task_prerun
 
 from .context import current_request_id
 
-# Who is acting in this request (set by core.ratelimit's throttle once DRF has authenticated): ids only.
-# The event bus stamps it on events, and the audit log records it (usage.services.audit_record).
-current_actor: ContextVar[dict | None] = ContextVar("current_actor", default=None)
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a member (user_id, email; api_key_id when through an API key), or a management command
+    (name "cli:<command>", os_user). Captured once, where the principal is established (see core.audit)."""
+
+    user_id: int | None = None
+    email: str = ""
+    api_key_id: int | None = None
+    name: str = ""
+    os_user: str = ""
+    ip: str | None = None
+
+    def stamp(self) -> dict[str, Any]:
+        """What events carry of the actor: ids only (no email or address leaves through the event bus)."""
+        if self.user_id is None:
+            return {"name": self.name}
+        return {"user_id": self.user_id, "api_key_id": self.api_key_id}
+
+    def as_header(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_header(cls, data: Any) -> Actor | None:
+        if not isinstance(data, dict):
+            return None
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known) if known else None
+
+
+# The authenticated principal of the current request, socket, task or command. Set by core.audit only (actor_set,
+# actor_scope), where the principal is established; the event bus stamps it on events, the audit log records it.
+current_actor: ContextVar[Actor | None] = ContextVar("current_actor", default=None)
+
+
+def actor_stamp() -> dict[str, Any] | None:
+    """The current actor as events carry it (None when nobody is acting)."""
+    actor = current_actor.get()
+    return actor.stamp() if actor is not None else None
+
 
 logger = logging.getLogger(__name__)
 _installed = False
 
 
-def _add_request_id(headers: dict | None = None, **kwargs) -> None:
+def _add_request_id(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:  # before_task_publish
     if headers is None:
         return
     request_id = current_request_id.get()
     if request_id and request_id != "-" and "request_id" not in headers:
         headers["request_id"] = request_id
+    actor = current_actor.get()
+    if actor is not None and "actor" not in headers:  # a publisher that set headers["actor"] (even None) decided
+        headers["actor"] = actor.as_header()
+
+
+def _actor_in(sender: Any = None, **kwargs: Any) -> None:
+    """Worker side: the task acts for whoever queued it. Eager tasks run inside their caller and keep its actor."""
+    request = getattr(sender, "request", None)
+    if request is None or getattr(request, "is_eager", False):
+        return
+    headers = getattr(request, "headers", None) or {}
+    # Celery puts custom headers on the request itself too (protocol 2); either place counts.
+    raw = headers.get("actor") if isinstance(headers, dict) else None
+    current_actor.set(Actor.from_header(raw if raw is not None else getattr(request, "actor", None)))
+
+
+def _actor_out(sender: Any = None, **kwargs: Any) -> None:
+    request = getattr(sender, "request", None)
+    if request is not None and not getattr(request, "is_eager", False):
+        current_actor.set(None)  # a worker thread's next task starts as nobody
 
 
 def install() -> None:
@@ -38,6 +99,8 @@ def install() -> None:
         return
     _installed = True
     before_task_publish.connect(_add_request_id, weak=False)
+    task_prerun.connect(_actor_in, weak=False)
+    task_postrun.connect(_actor_out, weak=False)
     from .queues import _after_task
 
     task_postrun.connect(_after_task, weak=False)  # refill fair queues as tasks finish

@@ -1,4 +1,4 @@
-"""Per-tenant fairness for non-urgent Celery work (issue 6).
+"""Per-tenant fairness for non-urgent Celery work.
 
 Celery queues are FIFO: a tenant that uploads 10,000 pages puts 10,000 tasks in front of everyone
 else's. Work sent with `fair_enqueue` instead waits in a Redis list per tenant, and a dispatcher moves
@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 import redis
-from celery import current_app
+from celery import Task, current_app
 from django.conf import settings
-from django.db import connection
 
 from .context import current_request_id
-from .redis_clients import broker_client, redis_client
+from .observability import current_actor
+from .redis_clients import broker_client, redis_client, reply_text
+from .tenancy import current_schema
 
 logger = logging.getLogger(__name__)
 FAIR_QUEUES = ("ingest", "webhooks", "default")
@@ -48,18 +49,29 @@ def _pending(queue: str, schema: str) -> str:
 
 
 def fair_enqueue(
-    task: Any, *, args: list | tuple = (), kwargs: dict | None = None, queue: str = "ingest", schema: str | None = None
+    task: Task[..., Any] | str,
+    *,
+    args: list[Any] | tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    queue: str = "ingest",
+    schema: str | None = None,
 ) -> None:
     """Queue `task` for the current tenant behind that tenant's own earlier work, fairly against others."""
-    schema = schema or connection.schema_name
+    schema = schema or current_schema()
     if schema == "public":
         raise RuntimeError("fair_enqueue is per tenant: call it inside a tenant context")
     if current_app.conf.task_always_eager and not isinstance(task, str):
-        task.apply(args=list(args), kwargs=kwargs or {})  # eager mode (tests, CELERY_TASK_ALWAYS_EAGER)
+        task.apply(args=tuple(args), kwargs=kwargs or {})  # eager mode (tests, CELERY_TASK_ALWAYS_EAGER)
         return
     name = task if isinstance(task, str) else task.name
     item = json.dumps(
-        {"task": name, "args": list(args), "kwargs": kwargs or {}, "request_id": current_request_id.get()}
+        {
+            "task": name,
+            "args": list(args),
+            "kwargs": kwargs or {},
+            "request_id": current_request_id.get(),
+            "actor": actor.as_header() if (actor := current_actor.get()) is not None else None,
+        }
     )
     r = _r()
     pipe = r.pipeline()
@@ -73,7 +85,8 @@ def fair_enqueue(
 
 def fair_backlog(queue: str) -> dict[str, int]:
     r = _r()
-    return {s.decode(): int(r.llen(_pending(queue, s.decode()))) for s in r.lrange(_ring(queue), 0, -1)}
+    schemas = [reply_text(s) for s in r.lrange(_ring(queue), 0, -1)]
+    return {schema: int(r.llen(_pending(queue, schema))) for schema in schemas}
 
 
 def fair_dispatch(queue: str = "ingest", *, low_water: int | None = None) -> int:
@@ -87,11 +100,12 @@ def fair_dispatch(queue: str = "ingest", *, low_water: int | None = None) -> int
     try:
         budget = low_water - int(_broker().llen(queue))
         while budget > 0:
-            schema = r.lmove(_ring(queue), _ring(queue), "LEFT", "RIGHT")  # next tenant, rotate
-            if schema is None:
+            ring_head = r.lmove(_ring(queue), _ring(queue), "LEFT", "RIGHT")  # next tenant, rotate
+            if ring_head is None:
                 break
-            schema = schema.decode()
-            raw = r.lpop(_pending(queue, schema))
+            schema = reply_text(ring_head)
+            # cast: LPOP without a count answers one element or None (the list form is for LPOP key count).
+            raw = cast("bytes | str | None", r.lpop(_pending(queue, schema)))
             if raw is None:
                 r.lrem(_ring(queue), 0, schema)
                 continue
@@ -99,6 +113,8 @@ def fair_dispatch(queue: str = "ingest", *, low_water: int | None = None) -> int
             headers = {"_schema_name": schema}
             if item.get("request_id") and item["request_id"] != "-":
                 headers["request_id"] = item["request_id"]
+            # Who queued it, not whoever's request happens to dispatch it (None: nobody; see core.observability).
+            headers["actor"] = item.get("actor")
             current_app.send_task(item["task"], args=item["args"], kwargs=item["kwargs"], queue=queue, headers=headers)
             sent += 1
             budget -= 1
@@ -117,7 +133,7 @@ def fair_dispatch(queue: str = "ingest", *, low_water: int | None = None) -> int
     return sent
 
 
-def _after_task(sender=None, **kwargs) -> None:
+def _after_task(sender: Task[..., Any] | None = None, **kwargs: Any) -> None:
     """Worker side: a slot just freed up in this task's queue; refill it fairly."""
     request = getattr(sender, "request", None)
     info = getattr(request, "delivery_info", None) or {}

@@ -1,8 +1,10 @@
-"""Quotas: the ONE place where plan limits and tenant-admin sub-limits are enforced (issue 6).
+"""Quotas and run admission: the ONE place where plan limits, tenant-admin sub-limits and concurrent runs are
+enforced. The kernel imports no app: limits and usage figures come from providers the usage app registers in
+UsageConfig.ready() (`register_limits_provider`, `register_usage_source`).
 
 Call it where the resource is created or consumed, BEFORE the expensive work:
 
-    from core.quotas import quota_check, quota_consume, chat_run_admit
+    from core.quotas import quota_check, quota_consume, chat_run_admit, chat_run_release
 
     # upload: refuse before the file is stored (reserves 1 document of this month's allowance)
     quota_check(tenant=request.tenant, quota="documents_per_month", amount=1, user=user, api_key=key)
@@ -14,9 +16,9 @@ Call it where the resource is created or consumed, BEFORE the expensive work:
     # chat: refuse before the provider is called, then hold a run slot for the run's duration
     quota_check(principal=principal, quota="llm_tokens_per_month", amount=0)   # 0 = "is any left?"
     quota_check(principal=principal, quota="llm_cost_per_month", amount=0)
-    with chat_run_admit(principal=principal, run_id=run.pk, on_position=notify):
-        ... call the provider ...
-    # afterwards usage.services.usage_record_run(...) records tokens/cost (it calls quota_consume)
+    slot = chat_run_admit(principal=principal, run_id=run.pk, agent_id=agent.pk, agent_limit=5, join_only=True)
+    ... the worker runs it, then chat_run_release(schema=..., run_id=run.pk) from any process ...
+    # afterwards the agents' run_finished signal meters tokens/cost (usage calls quota_consume)
 
 Kinds of quota (QUOTAS below):
 - monthly counters (documents_per_month, api_calls_per_month, llm_tokens_per_month, llm_cost_per_month):
@@ -27,11 +29,16 @@ Kinds of quota (QUOTAS below):
 - gauges (active_agents, kb_storage_bytes): the current use is counted from the database by a
   registered usage source (`register_usage_source`), or passed as `current=`; `amount` is what the
   caller is about to add. Nothing is reserved.
-- concurrent_runs: leases in Redis held by `chat_run_admit` (also the bounded chat queue -> 503).
+- concurrent_runs: the one ledger of running chat runs (sorted sets of leases in Redis, `runs:*`), held by
+  `chat_run_admit` and freed by `chat_run_release`: per tenant (plan), user and API key (sub-limits), per agent
+  (the agent's own limit), and the shared pool with its bounded FIFO wait queue. A lease outlives the run's time
+  limit, so a run whose worker crashed frees its slot by itself.
 
-Errors: `QuotaExceeded` (HTTP 402 for the tenant's plan, 403 for a sub-limit set by a tenant admin;
-body names quota, limit, used, requested, scope and resets_at); `ConcurrencyLimited` (429 +
-Retry-After); `Overloaded` (503 + Retry-After, the chat pool and its wait queue are full).
+Errors (one code per refusal, whatever the surface: REST, SSE, WebSocket): `QuotaExceeded` "quota_exceeded"
+(HTTP 402 for the tenant's plan, 403 for a sub-limit set by a tenant admin; body names quota, limit, used,
+requested, scope and resets_at); `ConcurrencyLimited` "concurrency_limited" (429 + Retry-After: too many runs at
+once for this tenant, user, key or agent); `Overloaded` "overloaded" (503 + Retry-After: the shared chat pool and
+its wait queue are full); rate limits are core.ratelimit's `RateLimited` "rate_limited".
 Limits: NULL/None = unlimited. Warnings: crossing 80% / 100% of a tenant limit publishes one
 `quota.warning` event per quota, level and period.
 """
@@ -53,11 +60,13 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import connection
-from django_tenants.utils import schema_context
 
 from .epochs import EpochCache, epoch_bump, epoch_get
-from .errors import DomainError, InvalidInput
-from .redis_clients import redis_client
+from .errors import DomainError, ErrorCode, InvalidInput
+from .events import QUOTA_WARNING, event_subject, publish
+from .metrics import _field, metric_inc
+from .redis_clients import async_redis_client, redis_client
+from .tenancy import in_tenant
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +116,7 @@ SUB_LIMIT_QUOTAS = (
 class QuotaExceeded(DomainError):
     """A plan limit (402) or a tenant admin's sub-limit (403) would be exceeded."""
 
-    code = "quota_exceeded"
+    code = ErrorCode.QUOTA_EXCEEDED
     status = 402
 
     def __init__(
@@ -142,9 +151,9 @@ class QuotaExceeded(DomainError):
 
 
 class ConcurrencyLimited(DomainError):
-    """Too many runs at once for this tenant/user/key: try again shortly."""
+    """Too many runs at once for this tenant, user, API key or agent: try again shortly (every surface)."""
 
-    code = "concurrency_limited"
+    code = ErrorCode.CONCURRENCY_LIMITED
     status = 429
 
     def __init__(self, message: str, *, retry_after: int, extra: dict | None = None):
@@ -155,7 +164,7 @@ class ConcurrencyLimited(DomainError):
 class Overloaded(DomainError):
     """The shared chat pool and its bounded wait queue are full."""
 
-    code = "overloaded"
+    code = ErrorCode.OVERLOADED
     status = 503
 
     def __init__(self, message: str, *, retry_after: int):
@@ -172,8 +181,8 @@ def _jsonable(value: Any) -> Any:
 
 # Check every counter, then increment all of them: tenant, user and key reservations are atomic.
 # KEYS: counters. ARGV: amount, ttl, limit_1..limit_n (-1 = unlimited). Returns {index_refused, used}.
-# issue 5: {-1, i} = counter i is cold (missing): the caller seeds it from the database and calls again. Checking
-# here instead of an EXISTS per key before the script saves a round trip per check when the counters are warm.
+# {-1, i} = counter i is cold (missing): the caller seeds it from the database and calls again. Checking here
+# instead of an EXISTS per key before the script saves a round trip per check when the counters are warm.
 _RESERVE_LUA = """
 for i, k in ipairs(KEYS) do
   if redis.call('EXISTS', k) == 0 then return {-1, i} end
@@ -192,7 +201,7 @@ if amount ~= 0 then
     redis.call('EXPIRE', k, tonumber(ARGV[2]))
   end
 end
-return {0, tonumber(redis.call('GET', KEYS[1]) or '0')}  -- issue 5: the caller's GET round trip, folded in
+return {0, tonumber(redis.call('GET', KEYS[1]) or '0')}  -- the tenant's use, saving the caller a GET
 """
 
 
@@ -270,41 +279,49 @@ def limits_cache_clear() -> None:
         memo.clear()
 
 
+@dataclass(frozen=True)
+class LimitsProvider:
+    """Where limits come from; the usage app registers one in UsageConfig.ready() (usage.sources).
+
+    - tenant_limits(tenant) -> {quota: limit or None (unlimited), ..., "_rate_limits": {group: rate},
+      "_plan": plan slug or None}: the tenant's effective plan limits.
+    - sub_limits() -> {(quota, user_id, api_key_id): limit}: tenant admins' sub-limits, called inside the
+      tenant's schema (exactly one of user_id, api_key_id is set).
+    - tenant_for_schema(schema) -> the tenant of that schema (workers often only know the schema).
+    """
+
+    tenant_limits: Callable[[Any], dict[str, Any]]
+    sub_limits: Callable[[], dict[tuple[str, Any, Any], Any]]
+    tenant_for_schema: Callable[[str], Any]
+
+
+_provider: LimitsProvider | None = None
+
+
+def register_limits_provider(provider: LimitsProvider) -> None:
+    """Install the source of limits (one per process; the last registration wins)."""
+    global _provider
+    _provider = provider
+    limits_cache_forget()
+
+
+def _limits_provider() -> LimitsProvider:
+    if _provider is None:
+        raise RuntimeError("no quota limits provider registered (the usage app registers it in ready())")
+    return _provider
+
+
 def tenant_limits(tenant) -> dict[str, Any]:
-    """Effective limits of a tenant: staff override, else its plan, else the default plan, else settings."""
-
-    def load() -> dict[str, Any]:
-        from tenants.models import Plan, TenantQuota
-
-        defaults = dict(getattr(settings, "DEFAULT_PLAN_LIMITS", {}))
-        limits: dict[str, Any] = {name: defaults.get(name) for name in QUOTAS}
-        rate_limits: dict[str, str] = {}
-        override = TenantQuota.objects.select_related("plan").filter(tenant_id=tenant.pk).first()
-        plan = override.plan if override and override.plan_id else Plan.objects.filter(is_default=True).first()
-        for source in (plan, override):
-            if source is None:
-                continue
-            for name, spec in QUOTAS.items():
-                value = getattr(source, spec.plan_field)
-                if value is not None or (source is plan):
-                    limits[name] = value
-            rate_limits.update(source.rate_limits or {})
-        limits["_rate_limits"] = rate_limits
-        limits["_plan"] = plan.slug if plan else None
-        return limits
-
-    return _cached(("tenant", tenant.pk), load)
+    """Effective limits of a tenant (staff override, else its plan, else the default plan, else settings)."""
+    return _cached(("tenant", tenant.pk), lambda: _limits_provider().tenant_limits(tenant))
 
 
 def _sub_limits(schema: str, quota: str, user_id: Any, api_key_id: Any) -> dict[str, Any]:
-    """{"user": limit, "api_key": limit} set by tenant admins (usage.QuotaSubLimit), cached briefly."""
+    """{"user": limit, "api_key": limit} set by tenant admins, cached under the limits epoch."""
 
     def load() -> dict[tuple, Any]:
-        from usage.models import QuotaSubLimit
-
         with _in_schema(schema):
-            rows = QuotaSubLimit.objects.values_list("quota", "user_id", "api_key_id", "limit")
-            return {(q, u, k): limit for q, u, k, limit in rows}
+            return _limits_provider().sub_limits()
 
     table = _cached(("sub", schema), load)
     found: dict[str, Any] = {}
@@ -339,20 +356,18 @@ UsageSource = Callable[..., int | Decimal]
 _sources: dict[str, UsageSource] = {}
 
 
-def register_usage_source(quota: str, fn: UsageSource, *, replace: bool = True) -> None:
+def register_usage_source(quota: str, fn: UsageSource) -> None:
     """fn(*, since: datetime | None, user_id, api_key_id) -> current use, run inside the tenant's schema.
 
-    Gauges get since=None. Apps owning the data (agents, knowledge) may register their own counter;
-    defaults for the known models live in usage.sources.
+    Gauges get since=None; monthly counters get the month's start (to seed a cold counter). The usage app
+    registers one per quota in UsageConfig.ready() (usage.sources).
     """
-    if replace or quota not in _sources:
-        _sources[quota] = fn
+    if quota not in QUOTAS:
+        raise ValueError(f"unknown quota {quota!r}")
+    _sources[quota] = fn
 
 
 def _source(quota: str) -> UsageSource | None:
-    if quota not in _sources:
-        import usage.sources  # noqa: F401 - registers the defaults
-
     return _sources.get(quota)
 
 
@@ -361,16 +376,14 @@ def _in_schema(schema: str) -> Iterator[None]:
     if getattr(connection, "schema_name", None) == schema:
         yield
     else:
-        with schema_context(schema):
+        with in_tenant(schema):
             yield
 
 
 def tenant_resolve(tenant) -> Any:
     """A Tenant from a Tenant or a schema name (workers often only know the schema)."""
     if isinstance(tenant, str):
-        from tenants.models import Tenant
-
-        return _cached(("schema", tenant), lambda: Tenant.objects.get(schema_name=tenant))
+        return _cached(("schema", tenant), lambda: _limits_provider().tenant_for_schema(tenant))
     return tenant
 
 
@@ -484,7 +497,7 @@ def _check_monthly(schema, spec, tenant_limit, subs, amount, user_id, api_key_id
         refused, used = r.eval(_RESERVE_LUA, len(keys), *keys, units, 40 * 86400, *limits)
         if refused != -1:
             break
-        # issue 5: a cold counter - seed it (as before, from the database) and check again
+        # a cold counter: seed it from the database and check again
         for key, (_, _, _, uid, kid) in zip(keys, scopes, strict=True):
             _seed_counter(r, key, schema, spec, uid, kid)
     else:
@@ -502,7 +515,7 @@ def _check_monthly(schema, spec, tenant_limit, subs, amount, user_id, api_key_id
             scope=name,
             resets_at=resets,
         )
-    used_now = _from_units(spec, int(used))  # issue 5: returned by the script (was one more GET)
+    used_now = _from_units(spec, int(used))  # returned by the script
     if tenant_limit is not None and units:
         _maybe_warn(schema, spec.name, tenant_limit, used_now - amount, used_now, period)
     return QuotaUsage(spec.name, tenant_limit, used_now, resets)
@@ -661,11 +674,10 @@ def _warn(schema: str, quota: str, level: int, limit: Any, used: Any, period: st
     try:
         if not redis_client().set(flag, 1, nx=True, ex=40 * 86400 if period != "gauge" else 86400):
             return
-        from .events import QUOTA_WARNING, publish
-
         publish(
             QUOTA_WARNING,
             {"quota": quota, "level": level, "limit": _jsonable(limit), "used": _jsonable(used)},
+            subject=event_subject("quota", quota),  # every member sees the organisation's quotas
             topic="quota",
             schema=schema,
         )
@@ -675,58 +687,91 @@ def _warn(schema: str, quota: str, level: int, limit: Any, used: Any, period: st
 
 def _refusal_metric(schema: str, quota: str) -> None:
     try:
-        from .metrics import metric_inc
-
         metric_inc("quota_refusals_total", tenant=schema, quota=quota)
     except Exception:  # noqa: BLE001
         logger.debug("metric not recorded", exc_info=True)
 
 
 # --- Concurrent runs and the bounded chat queue -------------------------------------------------
+#
+# The one ledger of running chat runs. Each scope that limits runs (tenant, user, API key, agent) is a sorted set of
+# the runs it holds, scored by the run's lease expiry; "runs:global:leases" is the shared pool and
+# "runs:global:queue" the FIFO of runs waiting for a pool slot (scored by their last poll). Admission is one Lua
+# script, so every web process and worker agrees. A run is freed by chat_run_release when it ends; if its worker
+# dies instead, its lease expires and the next admission purges it, so no slot is held forever.
+
+RUN_LEASE_SLACK_SECONDS = 60  # beyond the run's own time limit: the wait for a worker, saving the answer
+QUEUE_POLL_STALE_SECONDS = 120  # a waiter that has not polled for this long has gone away
 
 _ADMIT_LUA = """
--- KEYS: 1 global leases, 2 tenant leases, 3 user leases, 4 key leases, 5 wait queue
--- ARGV: now, lease_expiry, run, global_slots, tenant_limit, user_limit, key_limit, queue_max, enqueue
+-- KEYS: 1 pool leases, 2 wait queue, 3 the run's slot record, 4.. its scoped lease sets (tenant, user, key, agent)
+-- ARGV: 1 now, 2 lease expiry, 3 run, 4 pool slots, 5 queue max, 6 enqueue (1/0), 7 key ttl, 8 slot record (JSON),
+--       9 seconds after which a silent waiter is dropped, 10.. limit of each scoped set (-1 = unlimited)
 local now = tonumber(ARGV[1])
-for i = 1, 4 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 120)  -- waiters that stopped polling
-local limits = {tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
-for i = 2, 4 do
-  local lim = limits[i - 1]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[9]))  -- waiters that stopped polling
+for i = 4, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  local lim = tonumber(ARGV[i + 6])
   if lim >= 0 and redis.call('ZCARD', KEYS[i]) >= lim then
-    redis.call('ZREM', KEYS[5], ARGV[3])
-    return {-2, i}
+    redis.call('ZREM', KEYS[2], ARGV[3])
+    return {-2, i - 3}
   end
 end
 local slots = tonumber(ARGV[4])
-local rank = redis.call('ZRANK', KEYS[5], ARGV[3])
+local rank = redis.call('ZRANK', KEYS[2], ARGV[3])
 local free = slots - redis.call('ZCARD', KEYS[1])
 -- Admit if a slot is free for this waiter's place in line (FIFO across tenants).
-if free > 0 and (rank == false and redis.call('ZCARD', KEYS[5]) < free or rank ~= false and rank < free) then
-  redis.call('ZREM', KEYS[5], ARGV[3])
-  for i = 1, 4 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
+if free > 0 and (rank == false and redis.call('ZCARD', KEYS[2]) < free or rank ~= false and rank < free) then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  local ttl = tonumber(ARGV[7])
+  for i = 1, #KEYS do
+    if i ~= 2 and i ~= 3 then
+      redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3])
+      -- an idle set goes away after its longest lease; a shorter run never cuts a longer one's time
+      if redis.call('TTL', KEYS[i]) < ttl then redis.call('EXPIRE', KEYS[i], ttl) end
+    end
+  end
+  redis.call('SET', KEYS[3], ARGV[8], 'EX', ttl)  -- which sets hold the run, for chat_run_release
   return {0, 0}
 end
 if rank == false then
-  if ARGV[9] ~= '1' or redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[8]) then return {-1, 0} end
-  redis.call('ZADD', KEYS[5], now, ARGV[3])
-  rank = redis.call('ZRANK', KEYS[5], ARGV[3])
+  if ARGV[6] ~= '1' or redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return {-1, 0} end
+  redis.call('ZADD', KEYS[2], now, ARGV[3])
 else
-  redis.call('ZADD', KEYS[5], 'XX', now, ARGV[3])  -- heartbeat keeps our place (score refresh)
-  rank = redis.call('ZRANK', KEYS[5], ARGV[3])
+  redis.call('ZADD', KEYS[2], 'XX', now, ARGV[3])  -- heartbeat keeps our place (score refresh)
 end
-return {1, rank + 1}
+return {1, redis.call('ZRANK', KEYS[2], ARGV[3]) + 1}
 """
 
+# Free a run's slot in every set that holds it (from its slot record), and its place in the queue.
+_RELEASE_LUA = """
+-- KEYS: 1 slot record, 2 wait queue, 3 pool leases, 4 tenant leases (used when the record has expired)
+local raw = redis.call('GET', KEYS[1])
+local keys = {KEYS[3], KEYS[4]}
+if raw then keys = cjson.decode(raw) end
+for _, key in ipairs(keys) do redis.call('ZREM', key, ARGV[1]) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
 
-def _run_keys(schema: str, user_id: Any, api_key_id: Any) -> list[str]:
-    return [
-        "runs:global:leases",
-        f"runs:{schema}:t",
-        f"runs:{schema}:u{user_id}",
-        f"runs:{schema}:k{api_key_id}",
-        "runs:global:queue",
-    ]
+_POOL_KEY = "runs:global:leases"
+_QUEUE_KEY = "runs:global:queue"
+_RUN_SCOPES = ("tenant", "user", "api_key", "agent")
+
+
+def _run_member(schema: str, run_id: Any) -> str:
+    return f"{schema}:{run_id}"
+
+
+def _slot_record_key(member: str) -> str:
+    return f"runs:slotkeys:{member}"
+
+
+def _release_args(schema: str, run_id: Any) -> tuple[str, int, str, str, str, str, str]:
+    member = _run_member(schema, run_id)
+    return _RELEASE_LUA, 4, _slot_record_key(member), _QUEUE_KEY, _POOL_KEY, f"runs:{schema}:t", member
 
 
 def _active_runs(r: redis.Redis, schema: str, scope: str) -> int:
@@ -737,20 +782,18 @@ def _active_runs(r: redis.Redis, schema: str, scope: str) -> int:
 
 @dataclass
 class RunSlot:
-    """A held chat-run slot. Release it when the run ends (it is also a context manager)."""
+    """A chat run's place in the ledger. position 0: it holds a slot until released (also a context manager);
+    position n > 0 (join_only): it waits in the queue at place n and holds no slot yet."""
 
-    keys: list[str]
-    member: str
+    schema: str
+    run_id: str
     queued_seconds: float = 0.0
     released: bool = False
-    position: int = 0  # issue 6: >0 = still waiting in the queue at this place (join_only), 0 = admitted
+    position: int = 0
 
     def release(self) -> None:
         if not self.released:
-            r = redis_client()
-            for key in self.keys[:4]:
-                r.zrem(key, self.member)
-            r.delete(f"runs:slotkeys:{self.member}")
+            chat_run_release(schema=self.schema, run_id=self.run_id)
             self.released = True
 
     def __enter__(self) -> RunSlot:
@@ -767,12 +810,19 @@ def chat_run_admit(
     user=None,
     api_key=None,
     principal=None,
+    agent_id: Any = None,
+    agent_limit: int | None = None,
+    run_seconds: float | None = None,
     wait_seconds: float | None = None,
     on_position: Callable[[int], None] | None = None,
     poll_interval: float = 0.1,
     join_only: bool = False,
 ) -> RunSlot:
-    """Admit a chat run: enforce concurrent_runs (tenant/user/key, 429) and the shared pool (queue, 503).
+    """Admit a chat run: enforce concurrent runs (tenant plan, user/key sub-limits, the agent's own `agent_limit`:
+    ConcurrencyLimited, 429) and the shared pool (queue, Overloaded, 503).
+
+    The slot's lease lasts the longer of settings.CHAT_RUN_LEASE_SECONDS and the run's time limit
+    (`run_seconds`) plus RUN_LEASE_SLACK_SECONDS: never shorter than a live run, and a crashed one frees it.
 
     If the pool (settings.CHAT_POOL_SLOTS) is full the run waits in a bounded FIFO queue
     (settings.CHAT_QUEUE_MAX) for up to `wait_seconds` (settings.CHAT_QUEUE_WAIT_SECONDS), and
@@ -780,28 +830,33 @@ def chat_run_admit(
     queue or a wait that times out raises Overloaded (503 + Retry-After). Sync; from async code use
     `await sync_to_async(chat_run_admit, thread_sensitive=False)(...)`.
 
-    join_only=True never waits (issue 6, queued chat runs): one attempt that either admits (position 0), joins or
-    keeps the run's place in the queue (returns a RunSlot with position n > 0, which holds no slot yet; call
-    again to heartbeat/poll), or raises. The worker polls this way so waiting never blocks an event loop.
+    join_only=True never waits (queued chat runs): one attempt that either admits (position 0), joins or keeps the
+    run's place in the queue (returns a RunSlot with position n > 0, which holds no slot yet; call again to
+    heartbeat/poll), or raises. The worker polls this way so waiting never blocks an event loop.
     """
     tenant, user, api_key = _subjects(principal, tenant, user, api_key)
     tenant = tenant_resolve(tenant)
     schema = _schema_of(tenant)
     user_id, api_key_id = _id(user), _id(api_key)
-    tenant_limit = tenant_limits(tenant)["concurrent_runs"]
+    run_id = str(run_id) if run_id is not None else uuid.uuid4().hex
+    member = _run_member(schema, run_id)
     subs = _sub_limits(schema, "concurrent_runs", user_id, api_key_id)
-    keys = _run_keys(schema, user_id, api_key_id)
-    member = f"{schema}:{run_id if run_id is not None else uuid.uuid4().hex}"
-    slots = int(getattr(settings, "CHAT_POOL_SLOTS", 16))
-    queue_max = int(getattr(settings, "CHAT_QUEUE_MAX", 64))
-    lease_seconds = int(getattr(settings, "CHAT_RUN_LEASE_SECONDS", 600))
-    wait = float(getattr(settings, "CHAT_QUEUE_WAIT_SECONDS", 30) if wait_seconds is None else wait_seconds)
-    retry_after = int(getattr(settings, "CHAT_RETRY_AFTER_SECONDS", 10))
-    limits = [
-        _to_units(QUOTAS["concurrent_runs"], tenant_limit),
-        _to_units(QUOTAS["concurrent_runs"], subs.get("user")) if user_id is not None else -1,
-        _to_units(QUOTAS["concurrent_runs"], subs.get("api_key")) if api_key_id is not None else -1,
-    ]
+    spec = QUOTAS["concurrent_runs"]
+    scoped = [("tenant", f"runs:{schema}:t", tenant_limits(tenant)["concurrent_runs"])]
+    if user_id is not None:
+        scoped.append(("user", f"runs:{schema}:u{user_id}", subs.get("user")))
+    if api_key_id is not None:
+        scoped.append(("api_key", f"runs:{schema}:k{api_key_id}", subs.get("api_key")))
+    if agent_id is not None:
+        scoped.append(("agent", f"runs:{schema}:a{agent_id}", agent_limit))
+    keys = [key for _, key, _ in scoped]
+    limits = [_to_units(spec, limit) for _, _, limit in scoped]
+    lease_seconds = max(int(settings.CHAT_RUN_LEASE_SECONDS), int(run_seconds or 0) + RUN_LEASE_SLACK_SECONDS)
+    record = json.dumps([_POOL_KEY, *keys])
+    slots = int(settings.CHAT_POOL_SLOTS)
+    queue_max = int(settings.CHAT_QUEUE_MAX)
+    wait = float(settings.CHAT_QUEUE_WAIT_SECONDS if wait_seconds is None else wait_seconds)
+    retry_after = int(settings.CHAT_RETRY_AFTER_SECONDS)
     r = redis_client()
     started = time.monotonic()
     last_position = None
@@ -809,26 +864,27 @@ def chat_run_admit(
         now = time.time()
         status, value = r.eval(
             _ADMIT_LUA,
-            5,
+            3 + len(keys),
+            _POOL_KEY,
+            _QUEUE_KEY,
+            _slot_record_key(member),
             *keys,
             now,
             now + lease_seconds,
             member,
             slots,
-            *limits,
             queue_max,
             1 if (wait > 0 or join_only) else 0,
+            lease_seconds + 60,
+            record,
+            QUEUE_POLL_STALE_SECONDS,
+            *limits,
         )
         if status == 0:
-            # Remember which sets hold this run, so chat_run_release(schema, run_id) can free it anywhere.
-            # issue 5: the SET and the gauge reads go in one pipeline (was five sequential round trips).
-            pipe = r.pipeline(transaction=False)
-            pipe.set(f"runs:slotkeys:{member}", json.dumps(keys[:4]), ex=lease_seconds + 60)
-            _gauge_queue(r, pipe)
-            return RunSlot(keys=keys, member=member, queued_seconds=time.monotonic() - started)
+            _gauge_queue(r)
+            return RunSlot(schema=schema, run_id=run_id, queued_seconds=time.monotonic() - started)
         if status == -2:
-            scope = {2: "tenant", 3: "user", 4: "api_key"}[int(value)]
-            limit = limits[int(value) - 2]
+            scope, _, limit = scoped[int(value) - 1]
             _refusal_metric(schema, "concurrent_runs")
             raise ConcurrencyLimited(
                 f"Too many chat runs at once ({limit} allowed for this {scope.replace('_', ' ')}). "
@@ -837,9 +893,9 @@ def chat_run_admit(
                 extra={"quota": "concurrent_runs", "limit": limit, "scope": scope},
             )
         if status == 1 and join_only:
-            return RunSlot(keys=keys, member=member, position=int(value))
+            return RunSlot(schema=schema, run_id=run_id, position=int(value))
         if status == -1 or time.monotonic() - started >= wait:
-            r.zrem(keys[4], member)
+            r.zrem(_QUEUE_KEY, member)
             _refusal_metric(schema, "chat_pool")
             raise Overloaded(
                 "All chat workers are busy and the wait queue is full. Please retry shortly.",
@@ -851,7 +907,17 @@ def chat_run_admit(
         time.sleep(poll_interval)
 
 
-# issue 5: both gauges read and written server-side (same hashes and fields as metrics.metric_set).
+def chat_run_release(*, schema: str, run_id: Any) -> None:
+    """Free the slot (or the queue place) chat_run_admit gave run `run_id`, from any process. Idempotent."""
+    redis_client().eval(*_release_args(schema, run_id))
+
+
+async def chat_run_release_async(*, schema: str, run_id: Any) -> None:
+    """chat_run_release for event loops (the agents worker)."""
+    await async_redis_client().eval(*_release_args(schema, run_id))
+
+
+# Both gauges read and written server-side (same hashes and fields as metrics.metric_set).
 _GAUGE_LUA = """
 redis.call('HSET', KEYS[3], ARGV[1], redis.call('ZCARD', KEYS[1]))
 redis.call('HSET', KEYS[4], ARGV[1], redis.call('ZCARD', KEYS[2]))
@@ -859,32 +925,10 @@ return 1
 """
 
 
-def _gauge_queue(r: redis.Redis, pipe: Any = None) -> None:
-    """Record queue length and active runs. `pipe` (issue 5): a pipeline with the caller's own commands queued
-    first; the gauges are added to it, so everything is one round trip. Errors in the caller's commands raise;
-    a failed gauge does not."""
-    from .metrics import _field
-
-    pipe = pipe if pipe is not None else r.pipeline(transaction=False)
-    keys = ("runs:global:queue", "runs:global:leases", "metrics:g:chat_queue_length", "metrics:g:chat_runs_active")
-    pipe.eval(_GAUGE_LUA, 4, *keys, _field({}))
-    results = pipe.execute(raise_on_error=False)
-    for result in results[:-1]:
-        if isinstance(result, Exception):
-            raise result
-    if isinstance(results[-1], Exception):
-        logger.debug("queue gauge not recorded: %s", results[-1])
-
-
-def chat_run_release(*, schema: str, run_id: Any) -> None:
-    """Free the slot chat_run_admit gave run `run_id` (from any process: the worker that ran it, usually)."""
-    r = redis_client()
-    member = f"{schema}:{run_id}"
-    raw = r.get(f"runs:slotkeys:{member}")
-    keys = json.loads(raw) if raw else ["runs:global:leases", f"runs:{schema}:t"]
-    pipe = r.pipeline()
-    for key in keys:
-        pipe.zrem(key, member)
-    pipe.zrem("runs:global:queue", member)
-    pipe.delete(f"runs:slotkeys:{member}")
-    pipe.execute()
+def _gauge_queue(r: redis.Redis) -> None:
+    """Record queue length and active runs (a failed gauge never refuses a run)."""
+    keys = (_QUEUE_KEY, _POOL_KEY, "metrics:g:chat_queue_length", "metrics:g:chat_runs_active")
+    try:
+        r.eval(_GAUGE_LUA, 4, *keys, _field({}))
+    except redis.RedisError as exc:
+        logger.debug("queue gauge not recorded: %s", exc)

@@ -1,4 +1,4 @@
-"""Rate limits (issue 6): django-ratelimit counters in Redis, per principal and per tenant, per endpoint group.
+"""Rate limits: django-ratelimit counters in Redis, per principal and per tenant, per endpoint group.
 
 Every DRF view is covered by `TenantRateThrottle` (settings REST_FRAMEWORK DEFAULT_THROTTLE_CLASSES).
 A view picks its group with a class attribute; default "read" for safe methods, "write" otherwise:
@@ -11,6 +11,9 @@ Groups and rates: settings.RATE_LIMITS (per user / per API key) and settings.RAT
 whole tenant), e.g. {"chat": "30/m"}; a tenant's Plan/TenantQuota `rate_limits` override the per-principal
 ones. Counters live in the Django cache (Redis); its key function (django_tenants.cache.make_key) puts
 the schema in every key, and we put it in the counted value too, so tenants never share a counter.
+
+API calls made with an API key also count against the api_calls_per_month quota (core.quotas) and are metered by
+the recorder the usage app registers (`register_api_call_recorder`, in UsageConfig.ready()).
 
 Refusals are `RateLimited` (HTTP 429, JSON {"detail","code":"rate_limited","group","limit",...}) with
 Retry-After; every limited response carries X-RateLimit-Limit / -Remaining / -Reset
@@ -28,13 +31,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django_ratelimit.core import (
     EXPIRATION_FUDGE,
@@ -46,9 +48,15 @@ from django_ratelimit.core import (
 )
 from rest_framework.throttling import BaseThrottle
 
-from .errors import DomainError
-from .quotas import limits_snapshot
+from .errors import DomainError, ErrorCode
+from .metrics import metric_inc
+from .quotas import limits_snapshot, quota_check, tenant_limits
 from .redis_clients import redis_client
+from .tenancy import TenantRecord, current_schema
+
+if TYPE_CHECKING:  # rest_framework.views reads DEFAULT_THROTTLE_CLASSES on import, which names this module
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +81,7 @@ _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class RateLimited(DomainError):
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
     status = 429
 
     def __init__(self, result: RateLimitResult):
@@ -124,12 +132,10 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return limit, seconds
 
 
-def _rates(group: str, tenant=None) -> tuple[str | None, str | None]:
+def _rates(group: str, tenant: TenantRecord | None = None) -> tuple[str | None, str | None]:
     per_principal = {**DEFAULT_RATE_LIMITS, **getattr(settings, "RATE_LIMITS", {})}
     per_tenant = {**DEFAULT_RATE_LIMITS_TENANT, **getattr(settings, "RATE_LIMITS_TENANT", {})}
     if tenant is not None and getattr(tenant, "schema_name", "public") != "public":
-        from .quotas import tenant_limits
-
         overrides = tenant_limits(tenant).get("_rate_limits") or {}
         per_principal.update({k: v for k, v in overrides.items() if not k.startswith("tenant:")})
         per_tenant.update({k[7:]: v for k, v in overrides.items() if k.startswith("tenant:")})
@@ -158,7 +164,7 @@ def rate_limit_check(request: Any, group: str, *, increment: bool = True, raise_
     if not getattr(settings, "RATELIMIT_ENABLE", True):
         return _unlimited(group)
     tenant = getattr(django_request, "tenant", None)
-    schema = getattr(tenant, "schema_name", None) or getattr(connection, "schema_name", "public")
+    schema: str = getattr(tenant, "schema_name", None) or current_schema()
     principal_rate, tenant_rate = _rates(group, tenant)
     scope, who = _who(request)
     counters = [
@@ -199,7 +205,7 @@ def rate_limit_check(request: Any, group: str, *, increment: bool = True, raise_
         return _unlimited(group)
     limited = [r for r in results if r.limited]
     result = limited[0] if limited else min(results, key=lambda r: r.remaining)
-    django_request.ratelimit = result
+    django_request.ratelimit = result  # type: ignore[attr-defined]  # our own request attribute: no stub has it
     if result.limited:
         _metric(schema, group)
         if raise_exc:
@@ -207,14 +213,21 @@ def rate_limit_check(request: Any, group: str, *, increment: bool = True, raise_
     return result
 
 
-def _usage_pipelined(group: str, counters: list[tuple[str, str, str]], increment: bool) -> list[dict | None] | None:
+class _Usage(TypedDict):  # django-ratelimit's get_usage() result
+    count: int
+    limit: int
+    should_limit: bool
+    time_left: int
+
+
+def _usage_pipelined(group: str, counters: list[tuple[str, str, str]], increment: bool) -> list[_Usage | None] | None:
     """django-ratelimit's fixed windows and cache keys (same keys as get_usage), but every counter of the
     request counted in ONE Redis round trip (INCR + EXPIRE, pipelined) instead of add/exists/incr each.
 
     Returns None when the cache is not Redis (the caller falls back to get_usage)."""
     cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
     backend = getattr(cache, "_cache", None)
-    if not hasattr(backend, "get_client"):
+    if backend is None or not hasattr(backend, "get_client"):
         return None
     keys = []
     try:
@@ -249,14 +262,12 @@ def _unlimited(group: str) -> RateLimitResult:
 
 def _metric(schema: str, group: str) -> None:
     try:
-        from .metrics import metric_inc
-
         metric_inc("rate_limited_total", tenant=schema, group=group)
     except Exception:  # noqa: BLE001
         logger.debug("metric not recorded", exc_info=True)
 
 
-def view_rate_group(view: Any, method: str) -> str | None:
+def view_rate_group(view: Any, method: str | None) -> str | None:
     group = getattr(view, "rate_limit_group", None)
     if isinstance(group, dict):
         group = group.get(method, group.get("*"))
@@ -271,12 +282,7 @@ class TenantRateThrottle(BaseThrottle):
     Runs after authentication and permissions, so API keys (principal.api_key) are known.
     """
 
-    def allow_request(self, request, view) -> bool:
-        principal = getattr(request, "principal", None)
-        if principal is not None:
-            from .observability import current_actor
-
-            current_actor.set({"user_id": principal.user.pk, "api_key_id": getattr(principal.api_key, "pk", None)})
+    def allow_request(self, request: Request, view: APIView) -> bool:
         group = view_rate_group(view, request.method)
         if group:
             rate_limit_check(request, group)
@@ -284,26 +290,37 @@ class TenantRateThrottle(BaseThrottle):
         return True
 
 
-def _count_api_call(request) -> None:
+ApiCallRecorder = Callable[..., None]
+_api_call_recorders: list[ApiCallRecorder] = []
+
+
+def register_api_call_recorder(recorder: ApiCallRecorder) -> None:
+    """recorder(*, tenant, user, api_key) meters one API-key call once its quota admitted it (usage registers
+    usage.services.api_call_record in UsageConfig.ready())."""
+    if recorder not in _api_call_recorders:
+        _api_call_recorders.append(recorder)
+
+
+def _count_api_call(request: HttpRequest) -> None:
     """API calls made with an API key count against api_calls_per_month and are metered per key."""
     principal = getattr(request, "principal", None)
     api_key = getattr(principal, "api_key", None)
     if principal is None or api_key is None:
         return
-    from usage.services import api_call_record
-
-    from .quotas import quota_check
-
-    quota_check(principal=principal, quota="api_calls_per_month", amount=1)  # quota: issue 6
-    api_call_record(tenant=principal.tenant, user=principal.user, api_key=api_key)
+    quota_check(principal=principal, quota="api_calls_per_month", amount=1)
+    for recorder in _api_call_recorders:
+        recorder(tenant=principal.tenant, user=principal.user, api_key=api_key)
 
 
-def rate_limited(group: str) -> Callable:
+_View = Callable[..., HttpResponse]
+
+
+def rate_limited(group: str) -> Callable[[_View], _View]:
     """Decorator for plain Django views: 429 JSON with Retry-After when over the group's rate."""
 
-    def decorator(view: Callable) -> Callable:
+    def decorator(view: _View) -> _View:
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
                 rate_limit_check(request, group)
             except RateLimited as exc:
@@ -321,21 +338,15 @@ def rate_limited(group: str) -> Callable:
 class RateLimitHeadersMiddleware:
     """Adds X-RateLimit-* headers to responses whose request went through a limiter."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from .observability import current_actor
-
-        token = current_actor.set(None)
-        try:
-            # issue 5 (chat latency): plan/override/sub-limits are read once per request, not once per check
-            # (throttle rates, api_calls quota, then chat_start's checks: 3 reads -> 1). Changes made during the
-            # request clear it (limits_cache_clear).
-            with limits_snapshot():
-                response = self.get_response(request)
-        finally:
-            current_actor.reset(token)  # never leak an actor into the next request on this thread
+        # Plan, override and sub-limits are read once per request, not once per check (throttle rates,
+        # api_calls quota, then chat_start's checks). Changes made during the request clear it
+        # (limits_cache_clear).
+        with limits_snapshot():
+            response = self.get_response(request)
         result = getattr(request, "ratelimit", None)
         if isinstance(result, RateLimitResult) and result.scope != "none":
             for name, value in result.headers().items():
@@ -348,7 +359,7 @@ class RateLimitHeadersMiddleware:
 # --- WebSocket messages --------------------------------------------------------------------------
 
 
-def ws_message_check(scope: dict, group: str = "ws_message") -> RateLimitResult:
+def ws_message_check(scope: dict[str, Any], group: str = "ws_message") -> RateLimitResult:
     """Count one WebSocket message of this connection's user (and tenant); returns the result, never raises.
 
     Channels consumers do not run inside the tenant's schema, so the schema is named in the key.
@@ -380,7 +391,7 @@ def ws_message_check(scope: dict, group: str = "ws_message") -> RateLimitResult:
     return limited[0] if limited else min(results, key=lambda r: r.remaining)
 
 
-async def ws_message_allowed(scope: dict, group: str = "ws_message") -> RateLimitResult:
+async def ws_message_allowed(scope: dict[str, Any], group: str = "ws_message") -> RateLimitResult:
     """Async form for consumers: `result = await ws_message_allowed(self.scope); if result.limited: ...`.
 
     Suggested handling: send {"type": "error", "code": "rate_limited", "retry_after": n} and drop the

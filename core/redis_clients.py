@@ -22,16 +22,27 @@ class SharedConnectionPool(redis.ConnectionPool):
     redis-py pools reset themselves in a forked child (Celery prefork), so sharing is fork-safe."""
 
     _shared: dict[str, SharedConnectionPool] = {}
-    _lock = threading.Lock()
+    _shared_lock = threading.Lock()  # not `_lock`: each pool instance has its own RLock by that name
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: object) -> SharedConnectionPool:  # type: ignore[override]
+    def from_url(cls, url: str, **kwargs: object) -> SharedConnectionPool:
         key = f"{url}|{sorted(kwargs.items())!r}"
-        with cls._lock:
+        with cls._shared_lock:
             pool = cls._shared.get(key)
             if pool is None:
                 pool = cls._shared[key] = super().from_url(url, **kwargs)
         return pool
+
+
+def reply_text(value: bytes | str) -> str:
+    """A Redis reply as text. Our clients leave decode_responses off, so replies are bytes; redis-py's types also
+    allow str (for clients that decode), hence the union."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def reply_bytes(value: bytes | str) -> bytes:
+    """A Redis reply as bytes (see reply_text)."""
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def redis_client(url: str | None = None) -> redis.Redis:

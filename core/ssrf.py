@@ -19,13 +19,14 @@ import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 import httpx2  # the HTTP client of the openai and anthropic SDKs
 from django.conf import settings
 
-from .errors import DomainError
+from .errors import DomainError, ErrorCode
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_REDIRECTS = 5
@@ -38,12 +39,12 @@ _ALWAYS_BLOCKED = [
 
 
 class UnsafeURL(DomainError):
-    code = "unsafe_url"
+    code = ErrorCode.UNSAFE_URL
     status = 400
 
 
 class FetchFailed(DomainError):
-    code = "fetch_failed"
+    code = ErrorCode.FETCH_FAILED
     status = 502
 
 
@@ -89,7 +90,8 @@ def check_url(url: str) -> list[IPAddress]:
         raise UnsafeURL(f"The host {host!r} does not resolve.", field="url") from exc
     addresses = []
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        # An AF_INET/AF_INET6 sockaddr starts with the address text; typeshed's union also has AF_UNIX-style tuples.
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if not address_is_allowed(ip):
             raise UnsafeURL(
                 f"The host {host!r} resolves to a private or internal address ({ip}); "
@@ -113,14 +115,17 @@ def pin_url(url: str, ip: IPAddress) -> PinnedTarget:
     """Where to connect so that the request goes to the address check_url approved (no second DNS lookup, so
     DNS rebinding cannot swap it) while the server still sees its own name."""
     parts = urlsplit(url)
+    hostname = parts.hostname
+    if hostname is None:  # check_url refuses such a URL before anything is pinned
+        raise UnsafeURL("The URL has no host.", field="url")
     netloc = f"[{ip}]" if ip.version == 6 else str(ip)
     if parts.port:
         netloc += f":{parts.port}"
-    host_header = parts.hostname if not parts.port else f"{parts.hostname}:{parts.port}"
+    host_header = hostname if not parts.port else f"{hostname}:{parts.port}"
     return PinnedTarget(
         url=urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
         host_header=host_header,
-        server_name=parts.hostname,
+        server_name=hostname,
     )
 
 
@@ -137,7 +142,7 @@ class PinnedAsyncTransport(httpx2.AsyncHTTPTransport):
     so DNS rebinding cannot swap the target between the check and the connection. For SDK clients
     (openai, anthropic: both on httpx2) that build their own requests: `DefaultAsyncHttpxClient(transport=...)`."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:  # the rest of httpx2.AsyncHTTPTransport's options
         super().__init__(verify=tls_context(), trust_env=False, **kwargs)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:

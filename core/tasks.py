@@ -1,4 +1,5 @@
 import json
+from typing import TypedDict
 
 from celery import shared_task
 from django.db import connection
@@ -7,6 +8,12 @@ from .context import current_request_id
 from .redis_clients import redis_client
 
 PROBE_REPLY_SECONDS = 60
+
+
+class ContextProbeReport(TypedDict):
+    schema: str
+    tenant: str | None
+    request_id: str
 
 
 @shared_task(name="core.context_probe")
@@ -18,13 +25,20 @@ def context_probe_task(reply_key: str) -> None:
         cursor.execute("SELECT current_schema()")
         (schema,) = cursor.fetchone()
     tenant = getattr(connection, "tenant", None)
-    report = {"schema": schema, "tenant": getattr(tenant, "slug", None), "request_id": current_request_id.get()}
+    report: ContextProbeReport = {
+        "schema": schema,
+        "tenant": getattr(tenant, "slug", None),
+        "request_id": current_request_id.get(),
+    }
     client = redis_client()
     client.rpush(reply_key, json.dumps(report))
     client.expire(reply_key, PROBE_REPLY_SECONDS)
 
 
-def context_probe_wait(reply_key: str, timeout: float = 30) -> dict | None:
+def context_probe_wait(reply_key: str, timeout: float = 30) -> ContextProbeReport | None:
     """The report a context_probe_task pushed to `reply_key`, or None after `timeout` seconds."""
     popped = redis_client().blpop([reply_key], timeout=timeout)
-    return json.loads(popped[1]) if popped else None
+    if not popped:
+        return None
+    report: ContextProbeReport = json.loads(popped[1])
+    return report

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.db import connection
@@ -19,15 +19,25 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model, schem
 from .context import current_tenant
 
 
+class TenantRecord(Protocol):
+    """An organisation as code below the tenants app sees it (an instance of django-tenants' tenant model)."""
+
+    pk: Any
+    schema_name: str
+    slug: str
+    name: str
+
+
 @contextmanager
-def in_tenant(tenant_or_schema: Any) -> Iterator[None]:
+def in_tenant(tenant_or_schema: TenantRecord | str) -> Iterator[None]:
     """Run the block in one organisation's schema (a Tenant or a schema name), and label its log lines with it.
 
     Threads that database_sync_to_async starts begin on `public` (django-tenants #518): consumers wrap their
     database work in this too."""
-    is_schema = isinstance(tenant_or_schema, str)
-    schema = tenant_or_schema if is_schema else tenant_or_schema.schema_name
-    switch = schema_context(schema) if is_schema else tenant_context(tenant_or_schema)
+    if isinstance(tenant_or_schema, str):
+        schema, switch = tenant_or_schema, schema_context(tenant_or_schema)
+    else:
+        schema, switch = tenant_or_schema.schema_name, tenant_context(tenant_or_schema)
     token = current_tenant.set(schema)
     try:
         with switch:
@@ -36,31 +46,41 @@ def in_tenant(tenant_or_schema: Any) -> Iterator[None]:
         current_tenant.reset(token)
 
 
-def tenant_schemas() -> list[str]:
-    """Every organisation's schema name (not the public schema), read in the public schema."""
+def tenant_list() -> list[TenantRecord]:
+    """Every organisation (not the public tenant), read in the public schema."""
     with schema_context(get_public_schema_name()):
-        return list(
-            get_tenant_model()
-            .objects.exclude(schema_name=get_public_schema_name())
-            .order_by("pk")
-            .values_list("schema_name", flat=True)
-        )
+        return list(get_tenant_model().objects.exclude(schema_name=get_public_schema_name()).order_by("pk"))
 
 
 def for_each_tenant() -> Iterator[str]:
-    """Yield each organisation's schema name with the block running inside that schema."""
-    for schema in tenant_schemas():
-        with in_tenant(schema):
-            yield schema
+    """Yield each organisation's schema name with the loop's body running inside that organisation."""
+    for tenant in tenant_list():
+        with in_tenant(tenant):
+            yield tenant.schema_name
+
+
+class TenantConnection(Protocol):
+    """What django-tenants' database backend adds to Django's connection (the stubs know only Django's wrapper)."""
+
+    schema_name: str
+    tenant: Any  # the configured tenant model's instance, or django-tenants' FakeTenant for a bare schema
+
+    def set_schema_to_public(self) -> None: ...
+
+
+def tenant_connection() -> TenantConnection:
+    # cast: settings.DATABASES uses django_tenants.postgresql_backend, whose wrapper has these attributes; django-stubs
+    # types `connection` as Django's BaseDatabaseWrapper.
+    return cast(TenantConnection, connection)
 
 
 def current_schema() -> str:
-    return connection.schema_name
+    return tenant_connection().schema_name
 
 
 def tenant_key(*parts: object, schema: str | None = None) -> str:
     """`<schema>:<part>:<part>...`: a key of tenant data, naming the schema (default: the current one)."""
-    return ":".join([schema or connection.schema_name, *(str(part) for part in parts)])
+    return ":".join([schema or current_schema(), *(str(part) for part in parts)])
 
 
 def _port() -> str:
@@ -76,6 +96,6 @@ def tenant_domain_for(slug: str) -> str:
     return f"{slug}.{settings.BASE_DOMAIN}"
 
 
-def tenant_url(tenant: Any, path: str = "/") -> str:
+def tenant_url(tenant: TenantRecord, path: str = "/") -> str:
     """Absolute URL of a page on an organisation's own host."""
     return f"{settings.PUBLIC_SCHEME}://{tenant_domain_for(tenant.slug)}{_port()}{path}"

@@ -14,6 +14,7 @@ from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from accounts.tokens import TENANT_CLAIM, token_revoked
+from core.errors import ErrorCode
 
 from .keys import ApiKeyRejected, api_key_authenticate
 from .models import ApiKey
@@ -36,9 +37,11 @@ class TenantJWTAuthentication(JWTAuthentication):
         validated = self.get_validated_token(raw_token)  # expired / tampered -> InvalidToken (401)
         tenant = getattr(request, "tenant", None)
         if tenant is None or validated.get(TENANT_CLAIM) != tenant.schema_name:
-            raise AuthenticationFailed("This token was issued for another organisation.", code="token_wrong_tenant")
+            raise AuthenticationFailed(
+                "This token was issued for another organisation.", code=ErrorCode.TOKEN_WRONG_TENANT
+            )
         if token_revoked(schema=tenant.schema_name, token=validated):
-            raise AuthenticationFailed("This token was revoked (signed out).", code="token_revoked")
+            raise AuthenticationFailed("This token was revoked (signed out).", code=ErrorCode.TOKEN_REVOKED)
         return self.get_user(validated), validated
 
 
@@ -52,10 +55,12 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None
         raw_key = raw_key.strip()
         if not raw_key or " " in raw_key:
-            raise AuthenticationFailed("Malformed Api-Key header.", code="api_key_invalid")
+            raise AuthenticationFailed("Malformed Api-Key header.", code=ErrorCode.API_KEY_INVALID)
         tenant = getattr(request, "tenant", None)
         if tenant is None or tenant.schema_name == "public":
-            raise AuthenticationFailed("API keys are only valid on an organisation's host.", code="api_key_invalid")
+            raise AuthenticationFailed(
+                "API keys are only valid on an organisation's host.", code=ErrorCode.API_KEY_INVALID
+            )
         try:
             key = api_key_authenticate(raw_key, tenant)
         except ApiKeyRejected as exc:

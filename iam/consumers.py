@@ -1,6 +1,7 @@
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django_tenants.utils import tenant_context
+
+from core.tenancy import in_tenant
 
 from .policy import membership_for
 
@@ -21,5 +22,5 @@ class PingConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def _is_member(self, tenant) -> bool:
         # database_sync_to_async runs on another thread whose connection starts on `public` (#518).
-        with tenant_context(tenant):
+        with in_tenant(tenant):
             return membership_for(self.scope.get("user"), tenant) is not None

@@ -1,4 +1,4 @@
-"""Helpers shared by the server-rendered dashboard views (issue 7): membership, errors as friendly pages.
+"""Helpers shared by the server-rendered dashboard views: membership, errors as friendly pages, the sharing panel.
 
 Views stay thin: they parse a form, call the owning app's service or selector, and render. Domain errors
 raised by services or access helpers become the same friendly pages everywhere (never a stack trace).
@@ -14,7 +14,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from core.errors import DomainError, Forbidden, NotFound
-from iam.policy import admin_required, member_required
+from iam.policy import admin_required, member_required, principal_can
+from iam.selectors import share_list_for_resource, team_list
 
 
 def error_page(request: HttpRequest, exc: DomainError) -> HttpResponse:
@@ -55,9 +56,6 @@ def form_error(form, exc: DomainError) -> None:
 
 def sharing_context(principal, obj, resource_type: str) -> dict[str, Any]:
     """What the sharing panel shows: the resource's team shares and the teams to pick from (owners/admins)."""
-    from iam.policy import principal_can
-    from iam.selectors import share_list_for_resource, team_list
-
     if not principal_can(principal, "share", obj):
         return {"can_share": False}
     return {

@@ -1,4 +1,4 @@
-"""Page routes (mounted at / on tenant hosts). Management pages are the dashboard's (issue 7); the
+"""Page routes (mounted at / on tenant hosts). Management pages are the dashboard's; the
 invitation landing page is part of the sign-up flow."""
 
 from django.urls import path
@@ -7,7 +7,7 @@ from . import views
 
 urlpatterns = [
     path("invitations/<str:token>/", views.invitation_accept_page, name="invitation_accept"),
-    # Team admin (issue 7)
+    # Team admin
     path("manage/", views.members_page, name="dash-admin"),
     path("manage/members/", views.members_page, name="dash-members"),
     path("manage/members/<int:user_id>/role/", views.member_role_view, name="dash-member-role"),

@@ -23,7 +23,9 @@ from django.core.cache import cache
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.models import Membership
 from core.epochs import EpochCache, epoch_get
+from core.errors import DomainError, ErrorCode
 
 from .models import ApiKey
 from .policy import membership_for
@@ -52,13 +54,11 @@ def api_key_parse_prefix(raw_key: str) -> str | None:
     return prefix
 
 
-class ApiKeyRejected(Exception):
-    """Raised with a precise, user-facing reason and a stable code."""
+class ApiKeyRejected(DomainError):
+    """Raised with a precise, user-facing reason and one of the api_key_* codes."""
 
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.message = message
-        self.code = code
+    code = ErrorCode.API_KEY_INVALID
+    status = 401
 
 
 def api_key_verify(raw_key: str) -> ApiKey:
@@ -72,18 +72,18 @@ def api_key_verify(raw_key: str) -> ApiKey:
     if prefix is not None:
         key = ApiKey.objects.select_related("created_by").filter(prefix=prefix).first()
     if key is None or not hmac.compare_digest(key.key_hash, api_key_hash(raw_key)):
-        raise ApiKeyRejected("Invalid API key.", "api_key_invalid")
+        raise ApiKeyRejected("Invalid API key.", code=ErrorCode.API_KEY_INVALID)
     if key.revoked_at is not None:
-        raise ApiKeyRejected("This API key has been revoked.", "api_key_revoked")
+        raise ApiKeyRejected("This API key has been revoked.", code=ErrorCode.API_KEY_REVOKED)
     _reject_if_expired(key)
     if not key.created_by.is_active:
-        raise ApiKeyRejected("The owner of this API key is no longer active.", "api_key_owner_inactive")
+        raise ApiKeyRejected("The owner of this API key is no longer active.", code=ErrorCode.API_KEY_OWNER_INACTIVE)
     return key
 
 
 def _reject_if_expired(key: ApiKey) -> None:
     if key.expires_at is not None and key.expires_at <= timezone.now():
-        raise ApiKeyRejected("This API key has expired.", "api_key_expired")
+        raise ApiKeyRejected("This API key has expired.", code=ErrorCode.API_KEY_EXPIRED)
 
 
 # --- Verified keys, cached per process ----------------------------------------------------------------
@@ -92,7 +92,7 @@ def _reject_if_expired(key: ApiKey) -> None:
 # (core.epochs); every change to a key, a membership or a user bumps the epochs it concerns (iam.signals), so a
 # revocation, a removed member or a deactivated owner takes effect at the next request, in every process.
 # API_KEY_CACHE_SECONDS bounds an entry's age; 0 turns the cache off.
-_verified = EpochCache("API_KEY_CACHE_SECONDS")
+_verified: EpochCache[tuple[ApiKey, Membership | None]] = EpochCache("API_KEY_CACHE_SECONDS")
 
 
 def auth_epoch(schema: str) -> str:
@@ -125,7 +125,7 @@ def api_key_record_use(key: ApiKey) -> None:
     """Count one request. Counts accumulate in Redis and reach the row at most once a minute per key,
     so a busy key costs one cache INCR per request, not a row lock."""
     pending = _pending_key(key.pk)
-    if _record_use_pipelined(key.pk):  # issue 5 (chat first-token latency): 1 Redis round trip instead of 4
+    if _record_use_pipelined(key.pk):  # on the chat path's first-token budget: 1 Redis round trip instead of 4
         return
     cache.add(pending, 0, timeout=None)
     try:

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
-from accounts.models import Role
+from accounts.models import Membership, Role
 
 
 class ShareLevel(models.TextChoices):
@@ -93,6 +93,9 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     request_count = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    # Not a column: the creator's membership, attached by iam.keys.api_key_authenticate once it looked it up.
+    owner_membership: Membership | None
 
     class Meta:
         ordering = ["-created_at"]

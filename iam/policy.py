@@ -36,22 +36,35 @@ requires the admin role; "write" is refused to readonly members unless the view 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.views import redirect_to_login
 from django.db.models import Model, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.permissions import BasePermission
 
-from accounts.models import Membership, Role
-from core.errors import Forbidden, NotFound
+from accounts.models import Membership, Role, User
+from core.audit import actor_for_principal, actor_set
+from core.errors import ErrorCode, Forbidden, NotFound
+from core.models import SharedResource
+from core.tenancy import TenantRecord
 
 from .models import ApiKey, Share
+
+if TYPE_CHECKING:  # rest_framework.views reads DEFAULT_PERMISSION_CLASSES on import, which names this module
+    from django.views import View as _ViewBase
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
+else:
+    _ViewBase = object
+
+_M = TypeVar("_M", bound=Model)
 
 ACTIONS = ("view", "use", "edit", "delete", "share", "transfer", "manage")
 ALL_SCOPES = frozenset({"read", "write", "chat", "admin"})
@@ -71,28 +84,28 @@ SCOPE_FOR_ACTION = {
 
 
 class ScopeRequired(Forbidden):
-    code = "scope_required"
+    code = ErrorCode.SCOPE_REQUIRED
 
 
 class ReadOnlyMember(Forbidden):
-    code = "readonly"
+    code = ErrorCode.READONLY
 
 
 class AdminRequired(Forbidden):
-    code = "admin_required"
+    code = ErrorCode.ADMIN_REQUIRED
 
 
 @dataclass(frozen=True)
 class Principal:
     """Who is acting: a member user, or an API key acting for its creator with limited scopes."""
 
-    tenant: Any
-    user: Any  # accounts.User (for API keys: the key's creator)
+    tenant: TenantRecord
+    user: User  # for API keys: the key's creator
     role: str
-    api_key: Any = None
+    api_key: ApiKey | None = None
     scopes: frozenset[str] = field(default=ALL_SCOPES)
     agent_ids: frozenset[int] | None = None  # API keys limited to some agents; None = all
-    membership: Any = field(default=None, compare=False, repr=False)  # accounts.Membership when known
+    membership: Membership | None = field(default=None, compare=False, repr=False)  # when known
 
     @property
     def is_admin(self) -> bool:
@@ -108,19 +121,19 @@ class Principal:
 
 # --- Shared-resource registry --------------------------------------------------------------------
 
-_SHARED_TYPES: dict[str, type[Model]] = {}
+_SHARED_TYPES: dict[str, type[SharedResource]] = {}
 
 
-def register_shared_resource(resource_type: str, model: type[Model]) -> None:
+def register_shared_resource(resource_type: str, model: type[SharedResource]) -> None:
     """Make a core.models.SharedResource model shareable with teams under `resource_type`."""
     _SHARED_TYPES[resource_type] = model
 
 
-def shared_resource_types() -> dict[str, type[Model]]:
+def shared_resource_types() -> dict[str, type[SharedResource]]:
     return dict(_SHARED_TYPES)
 
 
-def shared_resource_model(resource_type: str) -> type[Model]:
+def shared_resource_model(resource_type: str) -> type[SharedResource]:
     try:
         return _SHARED_TYPES[resource_type]
     except KeyError:
@@ -138,7 +151,7 @@ def shared_resource_type_of(model: type[Model]) -> str | None:
 # --- Principals ---------------------------------------------------------------------------------
 
 
-def membership_for(user, tenant) -> Membership | None:
+def membership_for(user: User | AnonymousUser | None, tenant: TenantRecord | None) -> Membership | None:
     """The user's membership in `tenant`, or None (anonymous users, the public schema, strangers)."""
     if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated or not user.is_active:
         return None
@@ -147,20 +160,21 @@ def membership_for(user, tenant) -> Membership | None:
     return Membership.objects.filter(user_id=user.pk, tenant_id=tenant.pk).first()
 
 
-def principal_for_user(user, tenant) -> Principal | None:
+def principal_for_user(user: User | AnonymousUser | None, tenant: TenantRecord | None) -> Principal | None:
     membership = membership_for(user, tenant)
-    if membership is None:
+    # membership_for answers None for the last three already; the test narrows the types.
+    if membership is None or user is None or isinstance(user, AnonymousUser) or tenant is None:
         return None
     return Principal(tenant=tenant, user=user, role=membership.role, membership=membership)
 
 
-def principal_for_api_key(api_key, tenant) -> Principal | None:
+def principal_for_api_key(api_key: ApiKey, tenant: TenantRecord | None) -> Principal | None:
     """The principal an (already verified) iam.ApiKey acts as; None if its creator left the tenant."""
     if hasattr(api_key, "owner_membership"):  # iam.keys.api_key_authenticate looked it up (or had it cached)
         membership = api_key.owner_membership
     else:
         membership = membership_for(api_key.created_by, tenant)
-    if membership is None:
+    if membership is None or tenant is None:  # no tenant, no membership: the test narrows the type
         return None
     return Principal(
         tenant=tenant,
@@ -173,7 +187,7 @@ def principal_for_api_key(api_key, tenant) -> Principal | None:
     )
 
 
-def _principal_for_authenticated(request) -> Principal | None:
+def _principal_for_authenticated(request: HttpRequest) -> Principal | None:
     tenant = getattr(request, "tenant", None)
     auth = getattr(request, "auth", None)
     if isinstance(auth, ApiKey):
@@ -181,14 +195,15 @@ def _principal_for_authenticated(request) -> Principal | None:
     return principal_for_user(getattr(request, "user", None), tenant)
 
 
-def principal_from_request(request) -> Principal:
-    principal = getattr(request, "principal", None)
+def principal_from_request(request: HttpRequest) -> Principal:
+    principal: Principal | None = getattr(request, "principal", None)
     if principal is not None:
         return principal
     principal = _principal_for_authenticated(request)
     if principal is None:
         raise NotAuthenticated("Authentication credentials were not provided.")
-    request.principal = principal
+    request.principal = principal  # type: ignore[attr-defined]  # our own request attribute: no stub has it
+    actor_set(actor_for_principal(principal, ip=request.META.get("REMOTE_ADDR")))
     return principal
 
 
@@ -200,11 +215,11 @@ def api_key_allows_agent(principal: Principal, agent_id: int) -> bool:
 # --- Scopes and roles (per view) ---------------------------------------------------------------
 
 
-def required_scope_for(view, method: str) -> str | None:
+def required_scope_for(view: APIView, method: str | None) -> str | None:
     """The scope a view declares for `method`; None if the view is unclassified."""
-    declared = getattr(view, "required_scope", None)
+    declared: str | dict[str, str] | None = getattr(view, "required_scope", None)
     if isinstance(declared, dict):
-        if method in declared:
+        if method is not None and method in declared:
             return declared[method]
         if method in ("HEAD", "OPTIONS"):
             return declared.get("GET", "read")
@@ -242,7 +257,7 @@ def principal_acts_for(principal: Principal, user_id: Any) -> bool:
 # --- Objects ------------------------------------------------------------------------------------
 
 
-def _team_share_ids(principal: Principal, resource_type: str):
+def _team_share_ids(principal: Principal, resource_type: str) -> QuerySet[Share, Mapping[str, Any]]:
     return Share.objects.filter(resource_type=resource_type, team__memberships__user_id=principal.user.pk).values(
         "resource_id"
     )
@@ -261,7 +276,7 @@ def _visible_q(principal: Principal, model: type[Model] | None = None) -> Q:
     return q
 
 
-def resource_queryset_for(principal: Principal, queryset: QuerySet) -> QuerySet:
+def resource_queryset_for(principal: Principal, queryset: QuerySet[_M]) -> QuerySet[_M]:
     """Only the rows of `queryset` (a SharedResource model) that the principal may see."""
     return queryset.filter(_visible_q(principal, queryset.model))
 
@@ -295,7 +310,7 @@ def principal_can(principal: Principal, action: str, obj: Model) -> bool:
         return principal.is_admin
     if principal.is_admin:
         return True
-    is_owner = getattr(obj, "owner_id", None) == principal.user.pk
+    is_owner: bool = getattr(obj, "owner_id", None) == principal.user.pk
     if action in ("view", "use"):
         return is_owner or share_level_for(principal, obj) is not None
     if principal.is_readonly:
@@ -305,7 +320,7 @@ def principal_can(principal: Principal, action: str, obj: Model) -> bool:
     return is_owner or share_level_for(principal, obj) == "editor"  # edit
 
 
-def resource_get_for_principal(principal: Principal, queryset: QuerySet, pk, action: str = "view"):
+def resource_get_for_principal(principal: Principal, queryset: QuerySet[_M], pk: object, action: str = "view") -> _M:
     """Fetch one object or raise NotFound (invisible) / Forbidden (visible, action not allowed)."""
     try:
         obj = resource_queryset_for(principal, queryset).filter(pk=pk).first()
@@ -359,7 +374,7 @@ def register_citation_source(source: CitationSource) -> None:
         _CITATION_SOURCES.append(source)
 
 
-def referenced_queryset_for(principal: Principal, obj: Model, referenced: QuerySet) -> QuerySet:
+def referenced_queryset_for(principal: Principal, obj: Model, referenced: QuerySet[_M]) -> QuerySet[_M]:
     """`referenced` (what `obj` uses, e.g. an agent's knowledge bases) as far as a viewer of `obj` may name it:
     all of it if the principal may view `obj`, else nothing. Names only: opening one follows its own rules."""
     return referenced if principal_can(principal, "view", obj) else referenced.none()
@@ -387,6 +402,42 @@ def passage_grant_for(principal: Principal, knowledge_base: Model, document_id: 
     return frozenset(cited)
 
 
+# --- Events (core.events subjects) ----------------------------------------------------------------
+
+# Subjects every member may hear about: what any member reads over the API too (teams, quotas, the organisation).
+MEMBER_VISIBLE_SUBJECTS = frozenset({"organisation", "team", "quota"})
+
+
+def principal_may_see_subject(principal: Principal, subject: Mapping[str, Any] | None) -> bool:
+    """May the principal receive an event about `subject` (core.events: {"type", "id", "owner_id"?}), judged now?
+
+    Shared resources (agent, knowledge_base): whoever may view the object (its shares as they are now); once it is
+    gone, admins and its last owner. Teams, quotas, the organisation: every member. Anything else (API keys,
+    members, runs, webhook endpoints, an event without a subject): admins and the member it belongs to (owner_id).
+    Costs at most two queries (the object, then the principal's team shares), none for admins.
+    """
+    if not subject:
+        return principal.is_admin
+    kind, object_id, owner_id = subject.get("type"), subject.get("id"), subject.get("owner_id")
+    agent_id = subject.get("agent_id")
+    if agent_id is not None and not api_key_allows_agent(principal, int(agent_id)):
+        return False
+    if kind in MEMBER_VISIBLE_SUBJECTS:
+        return True
+    model = _SHARED_TYPES.get(kind) if kind else None
+    if model is not None:
+        if not str(object_id).isdigit():
+            return False
+        if kind == "agent" and not api_key_allows_agent(principal, int(str(object_id))):
+            return False
+        if principal.is_admin:
+            return True
+        obj = model._default_manager.filter(pk=object_id).first()
+        if obj is not None:
+            return principal_can(principal, "view", obj)
+    return principal.is_admin or (owner_id is not None and owner_id == principal.user.pk)
+
+
 def _require_action(principal: Principal, action: str, obj: Model) -> None:
     if not principal_can(principal, action, obj):
         if not principal.has_scope(SCOPE_FOR_ACTION[action]):
@@ -406,12 +457,14 @@ class IsTenantMember(BasePermission):
 
     message = "You are not a member of this organisation."
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         principal = _principal_for_authenticated(request)
         if principal is None:
             return False
-        request.principal = principal
-        request.membership = principal.membership
+        # Our own request attributes, for the view and later checks: no stub has them.
+        request.principal = principal  # type: ignore[attr-defined]
+        request.membership = principal.membership  # type: ignore[attr-defined]
+        actor_set(actor_for_principal(principal, ip=request.META.get("REMOTE_ADDR")))  # who the audit log names
         scope = required_scope_for(view, request.method)
         if scope is None:
             # Unclassified views fail closed for API keys and read-only members (and fail the
@@ -428,27 +481,34 @@ class IsTenantMember(BasePermission):
 # --- Dashboard decorators and mixins ------------------------------------------------------------
 
 
-def _dashboard_guard(request, scope: str | None):
+def _dashboard_guard(request: HttpRequest, scope: str | None) -> HttpResponse | None:
     """None if allowed, else the response to return (login redirect or 403 page)."""
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
-    membership = membership_for(request.user, getattr(request, "tenant", None))
-    if membership is None:
+    tenant = getattr(request, "tenant", None)  # set by django-tenants' middleware
+    membership = membership_for(request.user, tenant)
+    if membership is None or tenant is None:  # no tenant, no membership: the test narrows the type
         return render(request, "errors/not_member.html", status=403)
-    request.membership = membership
-    request.principal = Principal(tenant=request.tenant, user=request.user, role=membership.role, membership=membership)
+    principal = Principal(tenant=tenant, user=request.user, role=membership.role, membership=membership)
+    # Our own request attributes, for the view and later checks: no stub has them.
+    request.membership = membership  # type: ignore[attr-defined]
+    request.principal = principal  # type: ignore[attr-defined]
+    actor_set(actor_for_principal(principal, ip=request.META.get("REMOTE_ADDR")))  # who the audit log names
     if scope is not None:
         try:
-            principal_require_scope(request.principal, scope)
+            principal_require_scope(principal, scope)
         except Forbidden as exc:
             return render(request, "errors/forbidden.html", {"message": exc.message}, status=403)
     return None
 
 
-def _guarded(scope: str | None):
-    def decorator(view):
+_DashboardView = Callable[..., HttpResponseBase]
+
+
+def _guarded(scope: str | None) -> Callable[[_DashboardView], _DashboardView]:
+    def decorator(view: _DashboardView) -> _DashboardView:
         @wraps(view)
-        def wrapper(request, *args, **kwargs):
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             refused = _dashboard_guard(request, scope)
             return refused if refused is not None else view(request, *args, **kwargs)
 
@@ -462,12 +522,12 @@ write_required = _guarded("write")  # ... and not read-only
 admin_required = _guarded("admin")  # ... and an admin
 
 
-class MemberRequiredMixin:
+class MemberRequiredMixin(_ViewBase):
     """Class-based dashboard views: same rules as member_required (set `required_scope` to tighten)."""
 
     required_scope: str | None = None
 
-    def dispatch(self, request, *args, **kwargs):
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         refused = _dashboard_guard(request, self.required_scope)
         return refused if refused is not None else super().dispatch(request, *args, **kwargs)
 

@@ -6,18 +6,33 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core import signing
 from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import Model
 from django.utils import timezone
 
 from accounts.models import Membership, Role, User
-from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
-from core.events import publish_on_commit
+from core.audit import audit_record
+from core.errors import Conflict, DomainError, ErrorCode, Forbidden, InvalidInput, NotFound
+from core.events import (
+    API_KEY_CREATED,
+    API_KEY_REVOKED,
+    MEMBER_JOINED,
+    MEMBER_REMOVED,
+    MEMBER_ROLE_CHANGED,
+    RESOURCE_OWNERSHIP_TRANSFERRED,
+    RESOURCE_SHARED,
+    TEAM_CREATED,
+    TEAM_DELETED,
+    event_subject,
+    publish_on_commit,
+)
+from core.models import SharedResource
+from core.tenancy import TenantRecord, tenant_url
 from iam.policy import (
     ALL_SCOPES,
     Principal,
@@ -35,30 +50,28 @@ from .models import ApiKey, IamSettings, Invitation, Share, ShareLevel, Team, Te
 INVITATION_SALT = "iam.invitation"
 
 
-def _audit(principal: Principal | None, action: str, **kwargs) -> None:
-    """Every admin/configuration change is in the tenant's immutable audit log (usage app, issue 6)."""
-    from usage.services import audit_record
-
+def _audit(principal: Principal | None, action: str, **kwargs: Any) -> None:  # kwargs: audit_record's
+    """Every admin/configuration change is in the tenant's immutable audit log (actor: core.audit)."""
     audit_record(principal=principal, action=action, **kwargs)
 
 
 class InvitationInvalid(DomainError):
-    code = "invitation_invalid"
+    code = ErrorCode.INVITATION_INVALID
     status = 404
 
 
 class InvitationUsed(DomainError):
-    code = "invitation_used"
+    code = ErrorCode.INVITATION_USED
     status = 410
 
 
 class InvitationExpired(DomainError):
-    code = "invitation_expired"
+    code = ErrorCode.INVITATION_EXPIRED
     status = 410
 
 
-def _member_user(tenant, user_id) -> User:
-    membership = Membership.objects.filter(tenant=tenant, user_id=user_id).select_related("user").first()
+def _member_user(tenant: TenantRecord, user_id: int) -> User:
+    membership = Membership.objects.filter(tenant_id=tenant.pk, user_id=user_id).select_related("user").first()
     if membership is None:
         raise NotFound("No such member in this organisation.", field="user_id")
     return membership.user
@@ -107,7 +120,7 @@ def team_create(*, principal: Principal, name: str, description: str = "") -> Te
         raise Conflict(f"A team named '{name}' already exists.", field="name")
     team = Team.objects.create(name=name, description=(description or "")[:500])
     _audit(principal, "team.create", target=team, after={"name": team.name})
-    publish_on_commit("team.created", {"team_id": team.pk, "name": team.name})
+    publish_on_commit(TEAM_CREATED, {"team_id": team.pk, "name": team.name}, subject=event_subject("team", team.pk))
     return team
 
 
@@ -118,7 +131,7 @@ def team_update(*, principal: Principal, team: Team, name: str | None = None, de
         name = _team_name(name)
         if Team.objects.filter(name__iexact=name).exclude(pk=team.pk).exists():
             raise Conflict(f"A team named '{name}' already exists.", field="name")
-    before = {"name": team.name, "description": team.description}  # audit: issue 6
+    before = {"name": team.name, "description": team.description}
     if name is not None:
         team.name = name
     if description is not None:
@@ -136,7 +149,7 @@ def team_delete(*, principal: Principal, team: Team) -> None:
     team_id = team.pk
     _audit(principal, "team.delete", target=team, before={"name": team.name})
     team.delete()  # its shares go with it
-    publish_on_commit("team.deleted", {"team_id": team_id})
+    publish_on_commit(TEAM_DELETED, {"team_id": team_id}, subject=event_subject("team", team_id))
 
 
 @transaction.atomic
@@ -160,10 +173,12 @@ def team_member_remove(*, principal: Principal, team: Team, user_id: int) -> Non
 # --- Sharing and ownership ----------------------------------------------------------------------
 
 
-def shared_resource_get(*, principal: Principal, resource_type: str, resource_id, action: str) -> Model:
+def shared_resource_get(
+    *, principal: Principal, resource_type: str, resource_id: int | str, action: str
+) -> SharedResource:
     """A registered shared resource the principal may `action`, or NotFound/Forbidden."""
     model = shared_resource_model(resource_type)
-    return resource_get_for_principal(principal, model.objects.all(), resource_id, action)
+    return resource_get_for_principal(principal, model._default_manager.all(), resource_id, action)
 
 
 @transaction.atomic
@@ -176,7 +191,7 @@ def share_set(
     if level not in (*ShareLevel.values, "none"):
         raise InvalidInput("The level must be 'viewer', 'editor' or 'none'.", field="level")
     obj = shared_resource_get(principal=principal, resource_type=resource_type, resource_id=resource_id, action="share")
-    # audit: issue 6 - the level this team (or the whole organisation) had before
+    # the level this team (or the whole organisation) had before
     if team_id is None:
         previous_level = obj.org_access
     else:
@@ -208,12 +223,13 @@ def share_set(
         principal,
         "resource.share",
         target=obj,
-        before={"team_id": team_id, "level": previous_level},  # audit: issue 6
+        before={"team_id": team_id, "level": previous_level},
         after={"team_id": team_id, "level": level},
     )
     publish_on_commit(
-        "resource.shared",
+        RESOURCE_SHARED,
         {"resource_type": resource_type, "resource_id": obj.pk, "team_id": team_id, "level": level},
+        subject=event_subject(resource_type, obj.pk, owner_id=obj.owner_id),
     )
     return share
 
@@ -235,24 +251,39 @@ def share_delete(*, principal: Principal, share: Share) -> None:
 
 
 @transaction.atomic
-def resource_transfer_ownership(*, principal: Principal, resource_type: str, resource_id: int, new_owner_id: int):
+def resource_transfer_ownership(
+    *, principal: Principal, resource_type: str, resource_id: int, new_owner_id: int
+) -> SharedResource:
     """Owner or admin hands a resource to another member (not a read-only one: they could not use it)."""
     principal_require_scope(principal, "write")
     obj = shared_resource_get(
         principal=principal, resource_type=resource_type, resource_id=resource_id, action="transfer"
     )
-    membership = Membership.objects.filter(tenant=principal.tenant, user_id=new_owner_id).first()
+    membership = Membership.objects.filter(tenant_id=principal.tenant.pk, user_id=new_owner_id).first()
     if membership is None:
         raise NotFound("No such member in this organisation.", field="new_owner_id")
     if membership.role == Role.READONLY:
         raise InvalidInput("A read-only member cannot own resources.", field="new_owner_id")
+    return resource_owner_change(
+        resource_type=resource_type, obj=obj, new_owner_id=membership.user_id, principal=principal
+    )
+
+
+@transaction.atomic
+def resource_owner_change(
+    *, resource_type: str, obj: SharedResource, new_owner_id: int, principal: Principal | None = None
+) -> SharedResource:
+    """Give one resource to another member, once the caller has decided it may (resource_transfer_ownership
+    asks iam.policy; account deletion hands what a leaving member owns to an admin). A save, not a bulk update,
+    so the model's signals clear the caches that hold it (agents: the agents epoch); audited and announced."""
     previous = obj.owner_id
-    obj.owner_id = membership.user_id
+    obj.owner_id = new_owner_id
     obj.save(update_fields=["owner", "updated_at"])
-    _audit(principal, "resource.transfer", target=obj, before={"owner_id": previous}, after={"owner_id": obj.owner_id})
+    _audit(principal, "resource.transfer", target=obj, before={"owner_id": previous}, after={"owner_id": new_owner_id})
     publish_on_commit(
-        "resource.ownership_transferred",
-        {"resource_type": resource_type, "resource_id": obj.pk, "from": previous, "to": membership.user_id},
+        RESOURCE_OWNERSHIP_TRANSFERRED,
+        {"resource_type": resource_type, "resource_id": obj.pk, "from": previous, "to": new_owner_id},
+        subject=event_subject(resource_type, obj.pk, owner_id=new_owner_id),
     )
     return obj
 
@@ -285,17 +316,17 @@ def api_key_create(
     than its creator: only admins get the admin scope, read-only members get read/chat at most.
     """
     if principal.api_key is not None:
-        raise Forbidden("API keys cannot create API keys.", extra={"code": "scope_required"})
+        raise Forbidden("API keys cannot create API keys.", code=ErrorCode.SCOPE_REQUIRED)
     if not principal.is_admin and not iam_settings_get().members_can_create_api_keys:
-        raise Forbidden("Only admins may create API keys in this organisation.", extra={"code": "admin_required"})
+        raise Forbidden("Only admins may create API keys in this organisation.", code=ErrorCode.ADMIN_REQUIRED)
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise InvalidInput("The key name must be 1-100 characters.", field="name")
     scopes = _clean_scopes(scopes)
     if "admin" in scopes and not principal.is_admin:
-        raise Forbidden("Only admins may create keys with the admin scope.", extra={"code": "admin_required"})
+        raise Forbidden("Only admins may create keys with the admin scope.", code=ErrorCode.ADMIN_REQUIRED)
     if principal.is_readonly and "write" in scopes:
-        raise Forbidden("Read-only members may not create keys with the write scope.", extra={"code": "readonly"})
+        raise Forbidden("Read-only members may not create keys with the write scope.", code=ErrorCode.READONLY)
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidInput("The expiry must be in the future.", field="expires_at")
     ids = sorted({int(i) for i in agent_ids}) if agent_ids is not None else []
@@ -312,7 +343,11 @@ def api_key_create(
         expires_at=expires_at,
     )
     _audit(principal, "api_key.create", target=key, after={"name": key.name, "scopes": scopes, "agent_ids": ids})
-    publish_on_commit("api_key.created", {"api_key_id": key.pk, "name": key.name, "user_id": principal.user.pk})
+    publish_on_commit(
+        API_KEY_CREATED,
+        {"api_key_id": key.pk, "name": key.name, "user_id": principal.user.pk},
+        subject=event_subject("api_key", key.pk, owner_id=key.created_by_id),  # admins and the key's owner
+    )
     return key, raw
 
 
@@ -323,7 +358,7 @@ def _check_agents_usable(principal: Principal, ids: list[int]) -> None:
         return
     usable = {
         obj.pk
-        for obj in resource_queryset_for(principal, model.objects.filter(pk__in=ids))
+        for obj in resource_queryset_for(principal, model._default_manager.filter(pk__in=ids))
         if principal_can(principal, "use", obj)
     }
     missing = sorted(set(ids) - usable)
@@ -331,7 +366,7 @@ def _check_agents_usable(principal: Principal, ids: list[int]) -> None:
         raise InvalidInput(f"No usable agent with id(s) {', '.join(map(str, missing))}.", field="agent_ids")
 
 
-def api_key_get_for_principal(principal: Principal, key_id) -> ApiKey:
+def api_key_get_for_principal(principal: Principal, key_id: int | str) -> ApiKey:
     """Admins see every key, members their own; anything else is 404."""
     from .selectors import api_key_list
 
@@ -348,14 +383,15 @@ def api_key_revoke(*, principal: Principal, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
-        _audit(  # audit: issue 6 - before/after, never the key material (prefix only identifies it)
+        _audit(  # before/after, never the key material (prefix only identifies it)
             principal,
             "api_key.revoke",
             target=key,
             before={"name": key.name, "prefix": key.prefix, "scopes": list(key.scopes), "revoked_at": None},
             after={"name": key.name, "prefix": key.prefix, "scopes": list(key.scopes), "revoked_at": key.revoked_at},
         )
-        publish_on_commit("api_key.revoked", {"api_key_id": key.pk})
+        subject = event_subject("api_key", key.pk, owner_id=key.created_by_id)
+        publish_on_commit(API_KEY_REVOKED, {"api_key_id": key.pk}, subject=subject)
     return key
 
 
@@ -366,9 +402,7 @@ def invitation_token(invitation: Invitation) -> str:
     return signing.dumps({"i": invitation.pk, "n": invitation.nonce}, salt=INVITATION_SALT, compress=True)
 
 
-def invitation_url(tenant, invitation: Invitation) -> str:
-    from tenants.services import tenant_url
-
+def invitation_url(tenant: TenantRecord, invitation: Invitation) -> str:
     return tenant_url(tenant, f"/invitations/{invitation_token(invitation)}/")
 
 
@@ -382,7 +416,7 @@ def invitation_create(*, principal: Principal, email: str, role: str = Role.USER
         raise InvalidInput("Enter a valid email address.", field="email") from None
     if role not in Role.values:
         raise InvalidInput(f"The role must be one of {', '.join(Role.values)}.", field="role")
-    if Membership.objects.filter(tenant=principal.tenant, user__email__iexact=email).exists():
+    if Membership.objects.filter(tenant_id=principal.tenant.pk, user__email__iexact=email).exists():
         raise Conflict(f"{email} is already a member.", field="email")
     # A new invitation replaces any pending one for the same address.
     Invitation.objects.filter(email=email, accepted_at=None, revoked_at=None).update(revoked_at=timezone.now())
@@ -430,7 +464,7 @@ def invitation_from_token(token: str) -> Invitation:
 
 
 @transaction.atomic
-def invitation_accept(*, tenant, token: str, user: User) -> Membership:
+def invitation_accept(*, tenant: TenantRecord, token: str, user: User) -> Membership:
     """Join `tenant` with the invited role. The invitation is locked so a link works exactly once."""
     invitation = invitation_from_token(token)
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
@@ -439,23 +473,28 @@ def invitation_accept(*, tenant, token: str, user: User) -> Membership:
     if user.email.lower() != invitation.email.lower():
         raise Forbidden(
             f"This invitation is for {invitation.email}. Log in with that address to accept it.",
-            extra={"code": "invitation_other_email"},
+            code=ErrorCode.INVITATION_OTHER_EMAIL,
         )
     try:
         with transaction.atomic():
-            membership = Membership.objects.create(user=user, tenant=tenant, role=invitation.role)
+            membership = Membership.objects.create(user=user, tenant_id=tenant.pk, role=invitation.role)
     except IntegrityError:
         raise Conflict("You are already a member of this organisation.") from None
     invitation.accepted_at = timezone.now()
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by"])
-    _audit(None, "invitation.accept", actor=user, target=invitation, after={"role": membership.role})
-    publish_on_commit("member.joined", {"user_id": user.pk, "role": membership.role})
+    joined = Principal(tenant=tenant, user=user, role=membership.role, membership=membership)
+    _audit(joined, "invitation.accept", target=invitation, after={"role": membership.role})
+    publish_on_commit(
+        MEMBER_JOINED,
+        {"user_id": user.pk, "role": membership.role},
+        subject=event_subject("member", user.pk, owner_id=user.pk),  # admins and the member concerned
+    )
     return membership
 
 
 @transaction.atomic
-def invitation_signup_accept(*, tenant, token: str, password: str, display_name: str = "") -> Membership:
+def invitation_signup_accept(*, tenant: TenantRecord, token: str, password: str, display_name: str = "") -> Membership:
     """A new person signs up through the invitation: the link proved they own the email address,
     so the address is recorded as verified."""
     from allauth.account.models import EmailAddress
@@ -479,7 +518,7 @@ def invitation_revoke(*, principal: Principal, invitation: Invitation) -> None:
     principal_require_scope(principal, "admin")
     if invitation.accepted_at is not None:
         raise Conflict("This invitation has already been accepted.")
-    before = {"email": invitation.email, "role": invitation.role, "revoked_at": invitation.revoked_at}  # audit: issue 6
+    before = {"email": invitation.email, "role": invitation.role, "revoked_at": invitation.revoked_at}
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
     _audit(
@@ -487,7 +526,7 @@ def invitation_revoke(*, principal: Principal, invitation: Invitation) -> None:
         "invitation.revoke",
         target=invitation,
         before=before,
-        after={**before, "revoked_at": invitation.revoked_at},  # audit: issue 6
+        after={**before, "revoked_at": invitation.revoked_at},
     )
 
 
@@ -501,10 +540,12 @@ def _is_last_admin(membership: Membership) -> bool:
     )
 
 
-def _membership_get(principal: Principal, user_id) -> Membership:
+def _membership_get(principal: Principal, user_id: int | str) -> Membership:
+    if not str(user_id).isdigit():
+        raise NotFound("No such member in this organisation.")
     membership = (
         Membership.objects.select_for_update()
-        .filter(tenant=principal.tenant, user_id=user_id if str(user_id).isdigit() else None)
+        .filter(tenant_id=principal.tenant.pk, user_id=user_id)
         .select_related("user")
         .first()
     )
@@ -519,10 +560,10 @@ def membership_role_change(*, principal: Principal, user_id: int, role: str) -> 
     if role not in Role.values:
         raise InvalidInput(f"The role must be one of {', '.join(Role.values)}.", field="role")
     # Lock every admin row of the tenant: two admins demoting each other at once cannot both succeed.
-    list(Membership.objects.select_for_update().filter(tenant=principal.tenant, role=Role.ADMIN))
+    list(Membership.objects.select_for_update().filter(tenant_id=principal.tenant.pk, role=Role.ADMIN))
     membership = _membership_get(principal, user_id)
     if role != Role.ADMIN and _is_last_admin(membership):
-        raise Conflict("The last admin cannot be demoted. Make someone else admin first.", extra={"code": "last_admin"})
+        raise Conflict("The last admin cannot be demoted. Make someone else admin first.", code=ErrorCode.LAST_ADMIN)
     previous = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
@@ -534,7 +575,11 @@ def membership_role_change(*, principal: Principal, user_id: int, role: str) -> 
         before={"role": previous},
         after={"role": role},
     )
-    publish_on_commit("member.role_changed", {"user_id": membership.user_id, "from": previous, "to": role})
+    publish_on_commit(
+        MEMBER_ROLE_CHANGED,
+        {"user_id": membership.user_id, "from": previous, "to": role},
+        subject=event_subject("member", membership.user_id, owner_id=membership.user_id),
+    )
     return membership
 
 
@@ -543,10 +588,10 @@ def membership_remove(*, principal: Principal, user_id: int) -> None:
     """Remove a member. Their API keys here are revoked and team memberships dropped; resources they
     own stay (an admin can transfer them)."""
     principal_require_scope(principal, "admin")
-    list(Membership.objects.select_for_update().filter(tenant=principal.tenant, role=Role.ADMIN))
+    list(Membership.objects.select_for_update().filter(tenant_id=principal.tenant.pk, role=Role.ADMIN))
     membership = _membership_get(principal, user_id)
     if _is_last_admin(membership):
-        raise Conflict("The last admin cannot be removed.", extra={"code": "last_admin"})
+        raise Conflict("The last admin cannot be removed.", code=ErrorCode.LAST_ADMIN)
     ApiKey.objects.filter(created_by_id=membership.user_id, revoked_at=None).update(revoked_at=timezone.now())
     TeamMembership.objects.filter(user_id=membership.user_id).delete()
     _audit(
@@ -557,4 +602,8 @@ def membership_remove(*, principal: Principal, user_id: int) -> None:
         before={"role": membership.role, "email": membership.user.email},
     )
     membership.delete()
-    publish_on_commit("member.removed", {"user_id": membership.user_id})
+    publish_on_commit(
+        MEMBER_REMOVED,
+        {"user_id": membership.user_id},
+        subject=event_subject("member", membership.user_id, owner_id=membership.user_id),
+    )

@@ -42,7 +42,7 @@ def invitation_accept_page(request: HttpRequest, token: str) -> HttpResponse:
     return render(request, "iam/invitation.html", context)
 
 
-# --- Team admin dashboard pages (issue 7): thin views over iam.services / iam.selectors ---------------------
+# --- Team admin dashboard pages: thin views over iam.services / iam.selectors ---------------------
 
 from django import forms  # noqa: E402
 from django.contrib import messages  # noqa: E402
@@ -50,7 +50,7 @@ from django.views.decorators.http import require_POST  # noqa: E402
 
 from accounts.models import Role  # noqa: E402
 from iam.dashboard import admin_page, dashboard_page, form_error  # noqa: E402
-from iam.policy import ALL_SCOPES  # noqa: E402
+from iam.policy import ALL_SCOPES, principal_can_manage  # noqa: E402
 
 from . import selectors  # noqa: E402
 
@@ -236,7 +236,7 @@ def api_keys_page(request: HttpRequest) -> HttpResponse:
         {
             "keys": selectors.api_key_list(principal=principal),
             "form": form,
-            "nav": "admin" if principal.is_admin else "",
+            "nav": "admin" if principal_can_manage(principal) else "",
             "tab": "keys",
         },
         status=400 if form.errors else 200,

@@ -12,7 +12,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.errors import Forbidden, InvalidInput
+from core.errors import ErrorCode, InvalidInput, error_body
 from iam.policy import principal_can, principal_from_request
 
 from . import selectors, services
@@ -21,12 +21,12 @@ from .uploads import LimitedUploadHandler
 
 MAX_FILES_PER_UPLOAD = 50
 _STATUS_FOR_CODE = {
-    "unsupported_type": 415,
-    "file_too_large": 413,
-    "empty_document": 422,
-    "unreadable_document": 422,
-    "unsafe_url": 400,
-    "conflict": 409,
+    ErrorCode.UNSUPPORTED_TYPE: 415,
+    ErrorCode.FILE_TOO_LARGE: 413,
+    ErrorCode.EMPTY_DOCUMENT: 422,
+    ErrorCode.UNREADABLE_DOCUMENT: 422,
+    ErrorCode.UNSAFE_URL: 400,
+    ErrorCode.CONFLICT: 409,
 }
 
 
@@ -112,9 +112,7 @@ class KnowledgeBaseListApi(APIView):
         data = dict(serializer.validated_data)
         if not data.get("name"):
             raise InvalidInput("The name is required.", field="name")
-        kb = services.knowledge_base_create(
-            owner=principal.user, **{"embedding_model": DEFAULT_EMBEDDING_MODEL, **data}
-        )
+        kb = services.knowledge_base_create(principal=principal, **{"embedding_model": DEFAULT_EMBEDDING_MODEL, **data})
         return Response(kb_out(kb, principal), status=status.HTTP_201_CREATED)
 
 
@@ -132,9 +130,7 @@ class KnowledgeBaseDetailApi(APIView):
         serializer = KnowledgeBaseInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        if "org_access" in data and data["org_access"] != kb.org_access and not principal_can(principal, "share", kb):
-            raise Forbidden("Only the owner or an admin may change who can use this knowledge base.")
-        kb = services.knowledge_base_update(kb=kb, user=principal.user, **data)
+        kb = services.knowledge_base_update(kb=kb, principal=principal, **data)
         return Response(kb_out(kb, principal))
 
     def delete(self, request, kb_id: int):
@@ -178,11 +174,11 @@ class DocumentListApi(APIView):
         kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
         data = request.data
         rejected = [
-            {
-                "name": name,
-                "code": "file_too_large",
-                "detail": f"{name} is larger than the limit of {settings.KNOWLEDGE_MAX_FILE_BYTES} bytes.",
-            }
+            error_body(
+                ErrorCode.FILE_TOO_LARGE,
+                f"{name} is larger than the limit of {settings.KNOWLEDGE_MAX_FILE_BYTES} bytes.",
+                name=name,
+            )
             for name in self.upload_limit.rejected
         ]
         uploads = self._uploads(data, request.FILES.getlist("files") + request.FILES.getlist("file"))
@@ -202,11 +198,10 @@ class DocumentListApi(APIView):
         if result.documents or result.unchanged:
             return Response(body, status=status.HTTP_202_ACCEPTED if result.documents else status.HTTP_200_OK)
         codes = {e["code"] for e in result.errors}
-        code = codes.pop() if len(codes) == 1 else "invalid"
+        code = ErrorCode(codes.pop()) if len(codes) == 1 else ErrorCode.INVALID
         first = result.errors[0]
         return Response(
-            {**body, "detail": f"{first['name']}: {first['detail']}", "code": code},
-            status=_STATUS_FOR_CODE.get(code, 400),
+            error_body(code, f"{first['name']}: {first['detail']}", **body), status=_STATUS_FOR_CODE.get(code, 400)
         )
 
     @staticmethod
@@ -272,10 +267,12 @@ class DocumentChunkListApi(APIView):
     required_scope = "read"
 
     def get(self, request, kb_id: int, document_id: int):
-        kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
-        document = selectors.document_get(kb=kb, document_id=document_id)
-        version = selectors.parse_version(request.query_params.get("version"))
-        chunks = selectors.chunks_at(kb=kb, version=version).filter(document=document).order_by("position")
+        _, _, chunks = selectors.document_passages_for(
+            principal=principal_from_request(request),
+            kb_id=kb_id,
+            document_id=document_id,
+            version=selectors.parse_version(request.query_params.get("version")),
+        )
         return Response(
             {
                 "results": [

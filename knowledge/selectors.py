@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.db.models import Q, QuerySet
 
 from core.errors import InvalidInput, NotFound
-from iam.policy import Principal, resource_get_for_principal, resource_queryset_for
+from iam.policy import Principal, passage_grant_for, resource_get_for_principal, resource_queryset_for
 
 from .models import Chunk, Document, DocumentStatus, KnowledgeBase, KnowledgeBaseVersion
 
@@ -14,12 +17,12 @@ def knowledge_base_list(*, principal: Principal) -> QuerySet[KnowledgeBase]:
     return resource_queryset_for(principal, KnowledgeBase.objects.all())
 
 
-def knowledge_base_get(*, principal: Principal, kb_id, action: str = "view") -> KnowledgeBase:
+def knowledge_base_get(*, principal: Principal, kb_id: int | str, action: str = "view") -> KnowledgeBase:
     """The knowledge base, or NotFound (invisible) / Forbidden (visible, action not allowed)."""
     return resource_get_for_principal(principal, KnowledgeBase.objects.all(), kb_id, action)
 
 
-def document_list(*, kb: KnowledgeBase, status: str | None = None, include_deleted: bool = False):
+def document_list(*, kb: KnowledgeBase, status: str | None = None, include_deleted: bool = False) -> QuerySet[Document]:
     qs = Document.objects.filter(knowledge_base=kb)
     if status:
         qs = qs.filter(status=status)
@@ -28,11 +31,34 @@ def document_list(*, kb: KnowledgeBase, status: str | None = None, include_delet
     return qs.order_by("-created_at", "-id")
 
 
-def document_get(*, kb: KnowledgeBase, document_id) -> Document:
+def document_get(*, kb: KnowledgeBase, document_id: int | str) -> Document:
     document = Document.objects.filter(knowledge_base=kb, pk=document_id).first()
     if document is None:
         raise NotFound("Not found.")
     return document
+
+
+def document_passages_for(
+    *, principal: Principal, kb_id: Any, document_id: Any, version: int | None = None
+) -> tuple[KnowledgeBase, Document, QuerySet[Chunk]]:
+    """A document's passages as far as the principal may open them: all of them (current, or at `version`) if it
+    may view the knowledge base, else only the chunks cited to it in a chat (iam.policy.passage_grant_for, which
+    ignores `version`: a citation names the exact chunk). NotFound when there is nothing it may open."""
+    try:
+        kb = KnowledgeBase.objects.filter(pk=kb_id).first()  # loaded unfiltered: the policy decides just below
+    except (TypeError, ValueError):
+        kb = None
+    if kb is None:
+        raise NotFound("Not found.")
+    grant = passage_grant_for(principal, kb, document_id)
+    if grant is not None and not grant:
+        raise NotFound("Not found.")
+    document = document_get(kb=kb, document_id=document_id)
+    if grant is None:
+        chunks = chunks_at(kb=kb, version=version).filter(document=document)
+    else:
+        chunks = Chunk.objects.filter(knowledge_base=kb, document=document, pk__in=grant)
+    return kb, document, chunks.order_by("position")
 
 
 def valid_at(version: int) -> Q:
@@ -56,19 +82,22 @@ def version_get(*, kb: KnowledgeBase, number: int) -> KnowledgeBaseVersion:
     return version
 
 
-def version_diff(*, kb: KnowledgeBase, base: int, target: int, limit: int = 50) -> dict:
+def version_diff(*, kb: KnowledgeBase, base: int, target: int, limit: int = 50) -> dict[str, Any]:
     """What changed from version `base` to version `target`: chunks added/removed, per document."""
     for number in (base, target):
         if number != 0:
             version_get(kb=kb, number=number)
     in_base = chunks_at(kb=kb, version=base).values("content_hash", "position", "document_id")
     in_target = chunks_at(kb=kb, version=target).values("content_hash", "position", "document_id")
-    key = lambda row: (row["document_id"], row["position"], row["content_hash"])  # noqa: E731
+
+    def key(row: Mapping[str, Any]) -> tuple[int, int, str]:
+        return (row["document_id"], row["position"], row["content_hash"])
+
     base_keys = {key(r) for r in in_base}
     target_keys = {key(r) for r in in_target}
     added, removed = target_keys - base_keys, base_keys - target_keys
     titles = dict(Document.objects.filter(knowledge_base=kb).values_list("id", "title"))
-    per_document: dict[int, dict] = {}
+    per_document: dict[int, dict[str, Any]] = {}
     for label, keys in (("added", added), ("removed", removed)):
         for document_id, _, _ in keys:
             entry = per_document.setdefault(
@@ -76,7 +105,7 @@ def version_diff(*, kb: KnowledgeBase, base: int, target: int, limit: int = 50) 
             )
             entry[label] += 1
 
-    def sample(keys, version):
+    def sample(keys: set[tuple[int, int, str]], version: int) -> list[dict[str, Any]]:
         rows = []
         for document_id, position, digest in sorted(keys)[:limit]:
             chunk = (
@@ -99,7 +128,7 @@ def version_diff(*, kb: KnowledgeBase, base: int, target: int, limit: int = 50) 
     }
 
 
-def parse_version(value) -> int | None:
+def parse_version(value: str | int | None) -> int | None:
     if value in (None, ""):
         return None
     try:

@@ -15,9 +15,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 
-from core.errors import Conflict, DomainError, InvalidInput
-from core.events import publish_on_commit
+from core.audit import actor_current, audit_record
+from core.errors import Conflict, DomainError, ErrorCode, Forbidden, InvalidInput, error_body
+from core.events import event_subject, publish_on_commit
 from core.ssrf import check_url
+from iam.policy import Principal, principal_for_user, resource_check_for_principal
 
 from . import storage, usage
 from .extraction import MIME_TYPES, EmptyDocument, detect_kind
@@ -55,7 +57,7 @@ def _embedding_dimension(model: str) -> int:
         return int(configured[model])
     if model in EMBEDDING_DIMENSIONS:
         return EMBEDDING_DIMENSIONS[model]
-    known = getattr(getattr(embeddings, "OpenAICompatibleEmbedder", None), "KNOWN_DIMENSIONS", {})
+    known = embeddings.OpenAICompatibleEmbedder.KNOWN_DIMENSIONS
     if model.startswith("openai:") and model.removeprefix("openai:") in known:
         return int(known[model.removeprefix("openai:")])
     try:
@@ -88,6 +90,7 @@ def _publish_kb(kb: KnowledgeBase, event_type: str) -> None:
     publish_on_commit(
         event_type,
         {"knowledge_base_id": kb.id, "name": kb.name, "current_version": kb.current_version},
+        subject=event_subject("knowledge_base", kb.id, owner_id=kb.owner_id),
         topic=f"kb.{kb.id}",
     )
 
@@ -98,7 +101,8 @@ def _publish_kb(kb: KnowledgeBase, event_type: str) -> None:
 @transaction.atomic
 def knowledge_base_create(
     *,
-    owner,
+    principal: Principal | None = None,
+    owner=None,
     name: str,
     description: str = "",
     embedding_model: str = DEFAULT_EMBEDDING_MODEL,
@@ -108,6 +112,8 @@ def knowledge_base_create(
     versions_retained: int = 20,
     search_settings: dict | None = None,
 ) -> KnowledgeBase:
+    """A new knowledge base owned by `principal` (API, dashboard) or by `owner` (setup code acting for a member)."""
+    owner = principal.user if principal is not None else owner
     if not name.strip():
         raise InvalidInput("The name is required.", field="name")
     _validate_chunking(chunk_size, chunk_overlap, versions_retained)
@@ -126,21 +132,32 @@ def knowledge_base_create(
     kb.full_clean()
     kb.save()
     _ensure_vector_index(kb.embedding_dimension)
-    _audit("knowledge_base.create", kb, after=_kb_settings(kb))
+    _audit("knowledge_base.create", kb, principal=principal, user=owner, after=_kb_settings(kb))
     _publish_kb(kb, "knowledge_base.created")
     return kb
 
 
 @transaction.atomic
-def knowledge_base_update(*, kb: KnowledgeBase, user=None, **changes) -> KnowledgeBase:
+def knowledge_base_update(
+    *, kb: KnowledgeBase, principal: Principal | None = None, user=None, **changes
+) -> KnowledgeBase:
     """Change settings. A new `embedding_model` re-embeds every document in the background, as a new
-    version (until each document is republished, its old vectors stay current)."""
+    version (until each document is republished, its old vectors stay current).
+
+    Changing `org_access` is sharing: it needs the "share" action (owner or admin) of `principal` (or, when only
+    `user` is given, of that member), whoever the caller is."""
+    user = principal.user if principal is not None else user
     new_model = changes.pop("embedding_model", None)
     unknown = set(changes) - set(_KB_FIELDS)
     if unknown:
         raise InvalidInput(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
     kb = _lock_kb(kb)
-    before = _kb_settings(kb)  # audit: issue 6
+    if "org_access" in changes and changes["org_access"] != kb.org_access:
+        sharer = principal if principal is not None else principal_for_user(user, getattr(connection, "tenant", None))
+        if sharer is None:
+            raise Forbidden("Only the owner or an admin may change who can use this knowledge base.")
+        resource_check_for_principal(sharer, kb, "share")
+    before = _kb_settings(kb)
     for name, value in changes.items():
         setattr(kb, name, value)
     _validate_chunking(kb.chunk_size, kb.chunk_overlap, kb.versions_retained)
@@ -148,22 +165,23 @@ def knowledge_base_update(*, kb: KnowledgeBase, user=None, **changes) -> Knowled
     kb.save()
     if new_model and new_model != kb.embedding_model:
         _knowledge_base_reembed(kb=kb, model=new_model, user=user)
-    after = _kb_settings(kb)  # audit: issue 6 - settings changes with before/after, in the same transaction
+    after = _kb_settings(kb)  # audited with before/after, in the same transaction
     if after != before:
-        _audit("knowledge_base.settings_update", kb, actor=user, before=before, after=after)
+        _audit("knowledge_base.settings_update", kb, principal=principal, user=user, before=before, after=after)
     _publish_kb(kb, "knowledge_base.updated")
     return kb
 
 
-def _audit(action: str, kb: KnowledgeBase, **kwargs) -> None:
-    """audit: issue 6 - configuration changes, in the change's transaction (actor: the request's caller)."""
-    from usage.services import audit_record
-
-    audit_record(action=action, target=kb, **kwargs)
+def _audit(action: str, kb: KnowledgeBase, *, principal: Principal | None = None, user=None, **kwargs) -> None:
+    """Changes to a knowledge base and its content, in the change's transaction. The actor is whoever acts
+    (core.audit); `principal` or `user` only name who a direct call from Python acts for."""
+    if principal is None and user is not None and actor_current() is None:
+        principal = principal_for_user(user, getattr(connection, "tenant", None))
+    audit_record(action=action, target=kb, principal=principal, **kwargs)
 
 
 def _kb_settings(kb: KnowledgeBase) -> dict:
-    """audit: issue 6 - the configurable settings of a knowledge base (what an audit entry compares)."""
+    """The configurable settings of a knowledge base (what an audit entry compares)."""
     return {**{name: getattr(kb, name) for name in _KB_FIELDS}, "embedding_model": kb.embedding_model}
 
 
@@ -279,7 +297,7 @@ def _queue_processing(document_ids: list[int]) -> None:
     from .tasks import ingest_document_task
 
     for document_id in document_ids:
-        # quota: issue 6 - per-tenant round-robin into the "ingest" queue (one tenant's flood cannot starve others)
+        # Per-tenant round-robin into the "ingest" queue (one tenant's flood cannot starve others)
         fair_enqueue(ingest_document_task, args=[document_id], queue="ingest")
 
 
@@ -311,7 +329,7 @@ def documents_ingest(
             kind = detect_kind(upload.file, upload.filename or title)
             accepted.append((upload, kind, digest, size))
         except DomainError as exc:
-            errors.append({"name": upload.filename or upload.url or title, **exc.as_dict()})
+            errors.append({**exc.as_dict(), "name": upload.filename or upload.url or title})
 
     existing = {d.title: d for d in kb.documents.filter(title__in=[u.title.strip() for u, *_ in accepted])}
     to_store = []
@@ -320,11 +338,11 @@ def documents_ingest(
         document = existing.get(upload.title.strip())
         if document is not None and document.status in _BUSY:
             errors.append(
-                {
-                    "name": upload.filename or upload.title,
-                    "code": "conflict",
-                    "detail": "This document is still being processed; try again when it is ready.",
-                }
+                error_body(
+                    ErrorCode.CONFLICT,
+                    "This document is still being processed; try again when it is ready.",
+                    name=upload.filename or upload.title,
+                )
             )
         elif (
             document is not None
@@ -411,6 +429,7 @@ def _documents_record(*, kb, user, to_store, stored_paths, note) -> IngestResult
         publish_document(document)
     version.changes = {**version.changes, "documents": entries}
     version.save(update_fields=["changes"])
+    _audit("knowledge_base.documents_upload", kb, user=user, after={"version": version.number, "documents": entries})
     ids = [d.id for d in documents]
     transaction.on_commit(lambda: _queue_processing(ids))
     knowledge_base_purge_old_versions(kb=kb)
@@ -445,6 +464,13 @@ def document_delete(*, document: Document, user) -> KnowledgeBaseVersion:
         "documents": [{"id": document.id, "title": document.title, "action": "deleted"}],
     }
     version.save(update_fields=["changes"])
+    _audit(
+        "knowledge_base.document_delete",
+        kb,
+        user=user,
+        before={"document_id": document.id, "title": document.title},
+        after={"version": version.number},
+    )
     publish_document(document)
     knowledge_base_purge_old_versions(kb=kb)
     return version
@@ -508,6 +534,12 @@ def knowledge_base_rollback(*, kb: KnowledgeBase, to_version: int, user) -> Know
         publish_document(document)
     version.changes = {**version.changes, "added": added, "removed": removed, "documents": entries}
     version.save(update_fields=["changes"])
+    _audit(
+        "knowledge_base.rollback",
+        kb,
+        user=user,
+        after={"version": n, "rolled_back_to": to_version, "documents": entries},
+    )
     knowledge_base_purge_old_versions(kb=kb)
     return version
 

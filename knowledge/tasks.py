@@ -16,9 +16,10 @@ import logging
 
 from celery import shared_task
 from django.db import connection
-from django_tenants.utils import get_public_schema_name, get_tenant_model, tenant_context
+from django_tenants.utils import get_public_schema_name
 
 from core.errors import DomainError
+from core.tenancy import for_each_tenant
 
 from . import pipeline
 
@@ -89,9 +90,8 @@ def requeue_stuck_documents_task() -> dict:
     if connection.schema_name != get_public_schema_name():
         return {connection.schema_name: pipeline.requeue_stuck(ingest_document_task.delay)}
     found = {}
-    for tenant in get_tenant_model().objects.exclude(schema_name=get_public_schema_name()):
-        with tenant_context(tenant):
-            ids = pipeline.requeue_stuck(ingest_document_task.delay)
-            if ids:
-                found[tenant.schema_name] = ids
+    for schema in for_each_tenant():
+        ids = pipeline.requeue_stuck(ingest_document_task.delay)
+        if ids:
+            found[schema] = ids
     return found

@@ -15,5 +15,5 @@ urlpatterns: list = [
     path(f"{KB}versions/", apis.VersionListApi.as_view(), name="api-kb-versions"),
     path(f"{KB}versions/<int:number>/", apis.VersionDetailApi.as_view(), name="api-kb-version"),
     path(f"{KB}versions/<int:number>/rollback/", apis.VersionRollbackApi.as_view(), name="api-kb-rollback"),
-    path(f"{KB}search/", search_apis.SearchApi.as_view(), name="api-kb-search"),  # issue 8 (engineer B)
+    path(f"{KB}search/", search_apis.SearchApi.as_view(), name="api-kb-search"),
 ]

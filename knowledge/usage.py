@@ -1,6 +1,6 @@
 """Quota hooks for knowledge: what a tenant stores and processes, counted where it changes.
 
-For the quotas engineer (no need to touch knowledge code):
+How the usage app hooks in (it sits above knowledge, so it registers here instead of being imported):
 
     from knowledge import usage
 

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from core.errors import DomainError
 from core.models import OrgAccess
 from iam.dashboard import dashboard_page, form_error, sharing_context
-from iam.policy import principal_can
+from iam.policy import principal_can, principal_can_create
 
 from . import retrieval, selectors, services
 
@@ -34,13 +34,13 @@ def kb_list_page(request: HttpRequest) -> HttpResponse:
     principal = request.principal
     form = KnowledgeBaseForm(request.POST or None)
     if request.method == "POST":
-        if principal.is_readonly:
+        if not principal_can_create(principal):
             return render(
                 request, "403.html", {"exception": "Read-only members cannot create knowledge bases."}, status=403
             )
         if form.is_valid():
             try:
-                kb = services.knowledge_base_create(owner=principal.user, **form.cleaned_data)
+                kb = services.knowledge_base_create(principal=principal, **form.cleaned_data)
             except DomainError as exc:
                 form_error(form, exc)
             else:
@@ -53,7 +53,7 @@ def kb_list_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "knowledge/list.html",
-        {"kbs": kbs, "form": form, "q": query, "nav": "knowledge", "can_create": not principal.is_readonly},
+        {"kbs": kbs, "form": form, "q": query, "nav": "knowledge", "can_create": principal_can_create(principal)},
         status=400 if form.errors else 200,
     )
 
@@ -164,9 +164,10 @@ def kb_rollback_view(request: HttpRequest, kb_id: int, number: int) -> HttpRespo
 @dashboard_page
 def kb_chunk_page(request: HttpRequest, kb_id: int, document_id: int) -> HttpResponse:
     """A document's passages, one highlighted: where a chat citation leads."""
-    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id)
-    document = selectors.document_get(kb=kb, document_id=document_id)
-    chunks = selectors.chunks_at(kb=kb).filter(document=document).order_by("position")[:500]
+    kb, document, chunks = selectors.document_passages_for(
+        principal=request.principal, kb_id=kb_id, document_id=document_id
+    )
+    chunks = chunks[:500]
     try:
         highlight = int(request.GET.get("chunk", "0"))
     except ValueError:
@@ -175,5 +176,12 @@ def kb_chunk_page(request: HttpRequest, kb_id: int, document_id: int) -> HttpRes
     return render(
         request,
         template,
-        {"kb": kb, "document": document, "chunks": chunks, "highlight": highlight, "nav": "knowledge"},
+        {
+            "kb": kb,
+            "document": document,
+            "chunks": chunks,
+            "highlight": highlight,
+            "nav": "knowledge",
+            "can_view_kb": principal_can(request.principal, "view", kb),  # else only cited passages are shown
+        },
     )

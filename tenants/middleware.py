@@ -13,6 +13,7 @@ from django_tenants.middleware.main import TenantMainMiddleware
 
 from core.asgi import host_from_scope
 from core.context import current_tenant
+from core.errors import ErrorCode, error_body
 from core.tenancy import public_site_url
 
 from .selectors import tenant_for_host
@@ -47,7 +48,7 @@ class TenantMiddleware(TenantMainMiddleware):
         )
         self.setup_url_routing(request, force_public=True)  # links on the error page point at the public site
         if request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", ""):
-            return JsonResponse({"detail": message, "code": "unknown_tenant"}, status=404)
+            return JsonResponse(error_body(ErrorCode.UNKNOWN_TENANT, message), status=404)
         return render(request, "errors/unknown_tenant.html", {"hostname": hostname, "message": message}, status=404)
 
 

@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
 from django.conf import settings
 from django.db import connection, models
 from django_tenants.models import DomainMixin, TenantMixin
@@ -7,6 +11,10 @@ from django_tenants.utils import get_creation_fakes_migrations, schema_exists
 
 class Tenant(TenantMixin):
     """An organisation. Its data lives in its own PostgreSQL schema (`schema_name`)."""
+
+    # django-tenants ships no types, so django-stubs cannot see the default manager TenantMixin inherits.
+    objects: ClassVar[models.Manager[Tenant]]
+    schema_name: str
 
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=40, unique=True)
@@ -42,10 +50,13 @@ class Tenant(TenantMixin):
 
 
 class Domain(DomainMixin):
-    pass
+    objects: ClassVar[models.Manager[Domain]]  # see Tenant.objects
+    tenant: Tenant
+    domain: str
+    is_primary: bool
 
 
-# --- Plans and per-tenant quota overrides (issue 6) -----------------------------------------------
+# --- Plans and per-tenant quota overrides --------------------------------------------------------
 # Limits are enforced only by core.quotas. NULL means "unlimited" on a Plan and "use the plan" on an
 # override. Sanity bounds (no negatives, no absurd values) are validated here and in core.quotas.
 

@@ -2,10 +2,10 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import connection
+from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
-from accounts.models import User
+from core.tenancy import tenant_connection
 
 from .models import Domain, Tenant
 
@@ -13,7 +13,7 @@ _hosts: dict[str, tuple[Tenant, float]] = {}
 _hosts_lock = threading.Lock()
 
 
-def tenant_list_for_user(*, user: User) -> QuerySet[Tenant]:
+def tenant_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Tenant]:
     return Tenant.objects.filter(memberships__user=user).exclude(schema_name="public").order_by("slug")
 
 
@@ -33,7 +33,7 @@ def tenant_for_host(hostname: str) -> Tenant | None:
             hit = _hosts.get(hostname)
         if hit is not None and hit[1] > now:
             return hit[0]
-    connection.set_schema_to_public()
+    tenant_connection().set_schema_to_public()
     domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
     if domain is None:
         return None

@@ -6,6 +6,7 @@ import logging
 import re
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
@@ -14,14 +15,15 @@ from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
 from django_tenants.utils import schema_exists
 
-from accounts.models import Membership, Role, User
+from accounts.services import membership_create_admin
 from core.errors import Conflict, InvalidInput, ProvisioningFailed
-from core.tenancy import tenant_domain_for
+from core.tenancy import tenant_connection, tenant_domain_for
 
 from .models import Domain, Tenant
 from .signals import tenant_schema_dropped
 
 logger = logging.getLogger(__name__)
+User = get_user_model()  # accounts.User; its model module is the identity layer's own
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 RESERVED_SLUGS = frozenset(
@@ -114,7 +116,7 @@ def template_schema_ensure() -> None:
     with connection.cursor() as cursor:
         cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{base}"')
     call_command("migrate_schemas", schema_name=base, tenant=True, interactive=False, verbosity=0)
-    connection.set_schema_to_public()
+    tenant_connection().set_schema_to_public()
 
 
 def public_tenant_ensure() -> Tenant:
@@ -172,14 +174,14 @@ def tenant_create(
             tenant = Tenant(name=name, slug=slug, schema_name=schema_name_for(slug))
             tenant.save(verbosity=0)  # clones the template schema (auto_create_schema)
             Domain.objects.create(domain=tenant_domain_for(slug), tenant=tenant, is_primary=True)
-            Membership.objects.create(user=owner, tenant=tenant, role=Role.ADMIN)
+            membership_create_admin(user=owner, tenant=tenant)
     except (InvalidInput, Conflict):
         raise
     except Exception as exc:
         logger.exception("provisioning of tenant %s failed", slug)
         raise ProvisioningFailed("We could not create the organisation. Nothing was saved; please try again.") from exc
     finally:
-        connection.set_schema_to_public()
+        tenant_connection().set_schema_to_public()
     logger.info("tenant %s provisioned (schema %s)", slug, tenant.schema_name)
     return tenant
 
@@ -188,7 +190,7 @@ def tenant_delete(*, tenant: Tenant) -> None:
     """Delete an organisation: its rows, domains, memberships, its schema (dropped) and its stored files."""
     if tenant.schema_name == "public":
         raise InvalidInput("The public schema cannot be deleted.")
-    connection.set_schema_to_public()
+    tenant_connection().set_schema_to_public()
     schema = tenant.schema_name
     with transaction.atomic():
         tenant.delete(force_drop=True)

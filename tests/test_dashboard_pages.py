@@ -312,3 +312,130 @@ def test_search_playground_passage_page_removal_and_rollback(client_a, admin_a, 
     assert client_a.post(f"/knowledge/{kb.pk}/versions/1/rollback/").status_code == 302
     again = client_a.get(f"/knowledge/{kb.pk}/search/?q=pump+rpm").content.decode()
     assert "3000 rpm" in again
+
+
+# --- Sharing: every surface shows and allows what iam.policy decides ----------------------------------
+
+
+@pytest.fixture
+def support_team(tenant_a):
+    """The Support team: a member with the user role (`editor`) and a read-only member (`reader`)."""
+    from iam.models import Team, TeamMembership
+
+    editor = User.objects.create_user(email="editor@acme.test", password=PASSWORD)
+    reader = User.objects.create_user(email="viewer@acme.test", password=PASSWORD)
+    Membership.objects.create(user=editor, tenant=tenant_a, role=Role.USER)
+    Membership.objects.create(user=reader, tenant=tenant_a, role=Role.READONLY)
+    with tenant_context(tenant_a):
+        team = Team.objects.create(name="Support")
+        TeamMembership.objects.create(team=team, user=editor)
+        TeamMembership.objects.create(team=team, user=reader)
+    return {"team": team, "editor": editor, "reader": reader}
+
+
+def _share_with_team(tenant, team, resource_type: str, obj, level: str) -> None:
+    from iam.models import Share
+
+    with tenant_context(tenant):
+        Share.objects.create(team=team, resource_type=resource_type, resource_id=obj.pk, level=level)
+
+
+@pytest.mark.django_db
+def test_team_editor_cannot_change_who_may_use_an_agent_through_the_dashboard(
+    client_a, acme_objects, support_team, tenant_a
+):
+    agent = acme_objects["agent"]
+    _share_with_team(tenant_a, support_team["team"], "agent", agent, "editor")
+    client_a.force_login(support_team["editor"])
+    assert b"Save as new version" in client_a.get(f"/agents/{agent.pk}/").content
+    form = {"name": "Renamed by Support", "agent_type": "rag", "org_access": "editor", "note": "widen"}
+    response = client_a.post(f"/agents/{agent.pk}/", form)
+    assert response.status_code == 302
+    with tenant_context(tenant_a):
+        agent.refresh_from_db()
+    assert agent.name == "Renamed by Support"  # editing is what the share allows...
+    assert agent.org_access == "none"  # ...sharing is not
+
+
+@pytest.mark.django_db
+def test_services_refuse_sharing_changes_to_a_team_editor_whoever_calls_them(acme_objects, support_team, tenant_a):
+    from agents.services import agent_update
+    from core.errors import Forbidden
+    from iam.policy import principal_for_user
+    from knowledge.services import knowledge_base_update
+
+    agent, kb = acme_objects["agent"], acme_objects["kb"]
+    _share_with_team(tenant_a, support_team["team"], "agent", agent, "editor")
+    _share_with_team(tenant_a, support_team["team"], "knowledge_base", kb, "editor")
+    editor = principal_for_user(support_team["editor"], tenant_a)
+    with tenant_context(tenant_a):
+        with pytest.raises(Forbidden):
+            agent_update(principal=editor, agent=agent, data={"name": "Still mine", "org_access": "viewer"})
+        with pytest.raises(Forbidden):
+            knowledge_base_update(kb=kb, principal=editor, org_access="viewer")
+        with pytest.raises(Forbidden):
+            knowledge_base_update(kb=kb, user=support_team["editor"], org_access="viewer")
+        agent.refresh_from_db()
+        kb.refresh_from_db()
+        assert (agent.org_access, kb.org_access) == ("none", "none")
+        knowledge_base_update(kb=kb, principal=editor, description="Edited by Support")  # editing stays allowed
+
+
+@pytest.mark.django_db
+def test_readonly_viewer_of_a_shared_agent_opens_its_citations_and_sees_its_knowledge_bases(
+    client_a, acme_objects, support_team, tenant_a, admin_a
+):
+    """The knowledge base itself is not shared with the viewer: only what the agent's answers cited opens."""
+    from django.utils import timezone
+
+    from agents.models import Conversation, Message
+    from agents.services import agent_update
+    from knowledge.models import Chunk, Document
+
+    agent, kb, reader = acme_objects["agent"], acme_objects["kb"], support_team["reader"]
+    with tenant_context(tenant_a):
+        agent_update(
+            principal=Principal(tenant=tenant_a, user=admin_a, role=Role.ADMIN),
+            agent=agent,
+            data={"knowledge_base_ids": [kb.pk]},
+        )
+        document = Document.objects.create(knowledge_base=kb, title="Leave policy", source_type="text", status="ready")
+        cited, uncited = (
+            Chunk.objects.create(
+                knowledge_base=kb, document=document, position=i, text=text, content_hash=str(i), valid_from=1
+            )
+            for i, text in enumerate(["Cited: 25 days of leave.", "Uncited: salary bands."])
+        )
+        conversation = Conversation.objects.create(agent=agent, user=reader, title="Leave")
+        citation = {
+            "n": 1,
+            "chunk_id": cited.pk,
+            "document_id": document.pk,
+            "document_title": document.title,
+            "position": 0,
+            "knowledge_base_id": kb.pk,
+            "snippet": cited.text,
+        }
+        Message.objects.create(
+            created=timezone.now(),
+            conversation=conversation,
+            role="assistant",
+            content="25 days [1]",
+            citations=[citation],
+        )
+    _share_with_team(tenant_a, support_team["team"], "agent", agent, "viewer")
+    client_a.force_login(reader)
+
+    agent_page = client_a.get(f"/agents/{agent.pk}/").content.decode()
+    assert "Acme handbook" in agent_page and "No knowledge bases yet" not in agent_page
+    passage = client_a.get(f"/knowledge/{kb.pk}/documents/{document.pk}/?chunk=0", HTTP_HX_REQUEST="true")
+    assert passage.status_code == 200
+    assert "Cited: 25 days of leave." in passage.content.decode()
+    assert "salary bands" not in passage.content.decode()  # the rest of the document stays closed
+    api = client_a.get(f"/api/v1/knowledge-bases/{kb.pk}/documents/{document.pk}/chunks/")
+    assert [c["text"] for c in api.json()["results"]] == ["Cited: 25 days of leave."]
+    # The knowledge base itself is still not the viewer's, nor is a citation given to someone else.
+    assert client_a.get(f"/knowledge/{kb.pk}/").status_code == 404
+    with tenant_context(tenant_a):
+        Conversation.objects.filter(pk=conversation.pk).update(user=admin_a)
+    assert client_a.get(f"/knowledge/{kb.pk}/documents/{document.pk}/?chunk=0").status_code == 404

@@ -1,4 +1,4 @@
-"""Django admin for platform staff: plans and per-tenant quota overrides (public schema; issue 6).
+"""Django admin for platform staff: plans and per-tenant quota overrides (public schema).
 
 Registered here (not in tenants/) because the usage app owns quotas. Changing a tenant's override
 is also written to that tenant's audit log.
@@ -7,8 +7,9 @@ is also written to that tenant's audit log.
 from __future__ import annotations
 
 from django.contrib import admin
-from django_tenants.utils import tenant_context
 
+from core.audit import actor_for_user, actor_scope, audit_record
+from core.tenancy import in_tenant
 from tenants.models import Plan, TenantQuota
 
 QUOTA_FIELDS = (
@@ -41,14 +42,12 @@ class TenantQuotaAdmin(admin.ModelAdmin):
             old = TenantQuota.objects.get(pk=obj.pk)
             before = {f: str(getattr(old, f)) for f in (*QUOTA_FIELDS, "plan_id", "rate_limits")}
         super().save_model(request, obj, form, change)
-        from usage.services import audit_record
-
-        with tenant_context(obj.tenant):
+        # The Django admin authenticates its staff itself: they are the actor of what they change here.
+        actor = actor_for_user(request.user, ip=request.META.get("REMOTE_ADDR"))
+        with in_tenant(obj.tenant), actor_scope(actor):
             audit_record(
                 action="quota.override.set",
-                actor=request.user,
                 target=obj,
                 before=before,
                 after={f: str(getattr(obj, f)) for f in (*QUOTA_FIELDS, "plan_id", "rate_limits")},
-                request=request,
             )

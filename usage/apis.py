@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from core.errors import Forbidden, InvalidInput, NotFound
 from core.quotas import quota_overview
-from iam.policy import principal_from_request
+from iam.policy import principal_acts_for, principal_can_manage, principal_from_request
 
 from . import selectors, services
 from .models import QuotaSubLimit
@@ -34,7 +34,7 @@ class QuotaOverviewApi(APIView):
     def get(self, request):
         principal = principal_from_request(request)
         user_id = _int_param(request, "user")
-        if user_id is not None and user_id != principal.user.pk and not principal.is_admin:
+        if user_id is not None and not principal_acts_for(principal, user_id):
             raise Forbidden("Only admins may see other members' usage.")
         data = {
             "tenant": quota_overview(tenant=principal.tenant),
@@ -52,11 +52,12 @@ class UsageSummaryApi(APIView):
 
     def get(self, request):
         principal = principal_from_request(request)
-        scope = request.query_params.get("scope", "tenant" if principal.is_admin else "user")
+        admin = principal_can_manage(principal)
+        scope = request.query_params.get("scope", "tenant" if admin else "user")
         scope_id = _int_param(request, "id")
         if scope == "user" and scope_id is None:
             scope_id = principal.user.pk
-        if not principal.is_admin and not (scope == "user" and scope_id == principal.user.pk):
+        if not admin and not (scope == "user" and scope_id == principal.user.pk):
             raise Forbidden("Only admins may see usage beyond their own.")
         services.usage_flush_api_calls()  # include calls counted in the last minute
         return Response(selectors.usage_daily(scope=scope, scope_id=scope_id, days=_int_param(request, "days", 30)))
@@ -102,6 +103,7 @@ class AuditEntrySerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     actor_id = serializers.IntegerField(allow_null=True)
     actor_email = serializers.CharField()
+    actor_name = serializers.CharField()  # a command line's "cli:<command> (<OS user>)"; "" for members and system
     api_key_id = serializers.IntegerField(allow_null=True)
     action = serializers.CharField()
     target_type = serializers.CharField()

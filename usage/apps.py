@@ -5,10 +5,18 @@ class UsageConfig(AppConfig):
     name = "usage"
 
     def ready(self) -> None:
-        # Request ids into Celery task headers, fair-queue refills, optional tracing (issue 6).
+        # Request ids into Celery task headers, fair-queue refills, optional tracing.
         from core import observability
 
         observability.install()
-        from . import hooks, signals  # noqa: F401 - signals connects the quota-limits epoch receivers
+        # Limits and usage figures for core.quotas, then the hooks into knowledge, agents and the rate limiter.
+        from . import hooks, signals, sources  # noqa: F401 - signals connects the quota-limits epoch receivers
 
+        sources.register()
         hooks.install()
+        # The audit log's storage: core.audit.audit_record hands every entry to it.
+        from core.audit import audit_sink_register
+
+        from .services import audit_entry_store
+
+        audit_sink_register(audit_entry_store)

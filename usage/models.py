@@ -1,4 +1,4 @@
-"""Usage metering, tenant-admin sub-limits and the audit log (tenant schema; issue 6)."""
+"""Usage metering, tenant-admin sub-limits and the audit log (tenant schema)."""
 
 from django.conf import settings
 from django.core.validators import MinValueValidator
@@ -97,6 +97,8 @@ class AuditEntry(models.Model):
 
     actor_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     actor_email = models.CharField(max_length=254, blank=True)
+    # Who acted when it was not a member: "cli:<command> (<OS user>)". Empty with no actor at all ("system").
+    actor_name = models.CharField(max_length=200, blank=True)
     api_key_id = models.BigIntegerField(null=True, blank=True)
     action = models.CharField(max_length=80, db_index=True)  # e.g. "agent.update", "quota.sublimit.set"
     target_type = models.CharField(max_length=60, blank=True, db_index=True)

@@ -17,7 +17,7 @@ SCOPES = ("tenant", "user", "agent", "api_key")
 MAX_DAYS = 366
 
 
-def usage_daily(*, scope: str = "tenant", scope_id: Any = None, days: int = 30) -> dict:
+def usage_daily(*, scope: str = "tenant", scope_id: Any = None, days: int = 30) -> dict[str, Any]:
     """{"totals": {...}, "daily": [{"date", "runs", "tokens_in", "tokens_out", "cost", "api_calls"}]}."""
     if scope not in SCOPES:
         raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}.", field="scope")
@@ -45,7 +45,7 @@ def usage_daily(*, scope: str = "tenant", scope_id: Any = None, days: int = 30) 
         .annotate(runs=Count("id"), tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"), cost=Sum("cost"))
     )
     calls = ApiCallDaily.objects.filter(calls_filter).values("day").annotate(api_calls=Sum("count"))
-    by_day: dict[dt.date, dict] = {
+    by_day: dict[dt.date, dict[str, Any]] = {
         start + dt.timedelta(days=i): {"runs": 0, "tokens_in": 0, "tokens_out": 0, "cost": Decimal(0), "api_calls": 0}
         for i in range(days)
     }
@@ -57,9 +57,9 @@ def usage_daily(*, scope: str = "tenant", scope_id: Any = None, days: int = 30) 
                 tokens_out=row["tokens_out"] or 0,
                 cost=row["cost"] or Decimal(0),
             )
-    for row in calls:
-        if row["day"] in by_day:
-            by_day[row["day"]]["api_calls"] = row["api_calls"] or 0
+    for calls_row in calls:
+        if calls_row["day"] in by_day:
+            by_day[calls_row["day"]]["api_calls"] = calls_row["api_calls"] or 0
     daily = [{"date": day.isoformat(), **values, "cost": str(values["cost"])} for day, values in by_day.items()]
     totals = {key: sum(d[key] for d in daily) for key in ("runs", "tokens_in", "tokens_out", "api_calls")}
     totals["cost"] = str(sum((Decimal(d["cost"]) for d in daily), Decimal(0)))
@@ -69,8 +69,8 @@ def usage_daily(*, scope: str = "tenant", scope_id: Any = None, days: int = 30) 
         .annotate(runs=Count("id"), tokens=Sum("tokens_in") + Sum("tokens_out"), cost=Sum("cost"))
         .order_by("-runs")[:20]
     )
-    for row in models:
-        row["cost"] = str(row["cost"] or 0)
+    for model_row in models:
+        model_row["cost"] = str(model_row["cost"] or 0)
     return {"scope": scope, "id": scope_id, "days": days, "totals": totals, "daily": daily, "by_model": models}
 
 

@@ -1,9 +1,8 @@
-"""Writes for usage metering, quota sub-limits and the audit log (issue 6).
+"""Writes for usage metering, quota sub-limits and the audit log.
 
-Other apps call:
-    usage_record_run(tenant=..., run_id=..., agent_id=..., user=..., api_key=..., model=..., provider=...,
-                     tokens_in=..., tokens_out=..., latency_ms=...)        # after each chat run
-    audit_record(principal=..., action="agent.update", target=agent, before={...}, after={...})
+Metering is connected in UsageConfig.ready() (usage.hooks): usage_record_run on agents' run_finished signal,
+api_call_record as core.ratelimit's API-call recorder.
+Audit entries are recorded through core.audit (audit_record); audit_entry_store is where they are kept.
 """
 
 from __future__ import annotations
@@ -15,22 +14,24 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
-from django.forms.models import model_to_dict
-from django_tenants.utils import schema_context
+from django.db.models import F, Model
 
-from core.context import current_request_id
-from core.errors import InvalidInput, NotFound
+from core.audit import AuditRecord, audit_record
+from core.errors import Forbidden, InvalidInput, NotFound
+from core.metrics import metric_inc, metric_observe
 from core.quotas import (
     QUOTAS,
     SUB_LIMIT_QUOTAS,
     quota_consume,
     quota_counters_warm,
-    redis_client,
     tenant_limits,
     tenant_resolve,
     validate_limit,
 )
+from core.redis_clients import redis_client, reply_text
+from core.tenancy import TenantRecord, current_schema, in_tenant
+from iam.policy import Principal, principal_require_scope
+from iam.selectors import api_key_list, member_list
 
 from .models import ApiCallDaily, AuditEntry, QuotaSubLimit, UsageRecord
 
@@ -62,11 +63,11 @@ def cost_estimate(*, model: str, tokens_in: int, tokens_out: int) -> Decimal:
 
 def usage_record_run(
     *,
-    tenant,
-    run_id: Any = "",
+    tenant: TenantRecord | str,  # workers may pass the schema name
+    run_id: object = "",
     agent_id: int | None = None,
-    user=None,
-    api_key=None,
+    user: Model | int | None = None,  # the user, or their id
+    api_key: Model | int | None = None,  # the iam.ApiKey, or its id
     provider: str = "",
     model: str = "",
     tokens_in: int = 0,
@@ -77,11 +78,11 @@ def usage_record_run(
     """Record one chat run (tokens, model, latency, estimated cost) and count it against the month's quotas."""
     if tokens_in < 0 or tokens_out < 0:
         raise InvalidInput("Token counts cannot be negative.")
-    tenant = tenant_resolve(tenant)  # workers may pass the schema name
+    org: TenantRecord = tenant_resolve(tenant)
     cost = cost_estimate(model=model, tokens_in=tokens_in, tokens_out=tokens_out)
     for quota in ("llm_tokens_per_month", "llm_cost_per_month"):
-        quota_counters_warm(tenant=tenant, quota=quota, user=user, api_key=api_key)
-    with schema_context(tenant.schema_name):
+        quota_counters_warm(tenant=org, quota=quota, user=user, api_key=api_key)
+    with in_tenant(org.schema_name):
         record = UsageRecord.objects.create(
             run_id=str(run_id or ""),
             agent_id=agent_id,
@@ -95,16 +96,12 @@ def usage_record_run(
             cost=cost,
             status=status[:20],
         )
-    quota_consume(
-        tenant=tenant, quota="llm_tokens_per_month", amount=tokens_in + tokens_out, user=user, api_key=api_key
-    )
-    quota_consume(tenant=tenant, quota="llm_cost_per_month", amount=cost, user=user, api_key=api_key)
+    quota_consume(tenant=org, quota="llm_tokens_per_month", amount=tokens_in + tokens_out, user=user, api_key=api_key)
+    quota_consume(tenant=org, quota="llm_cost_per_month", amount=cost, user=user, api_key=api_key)
     try:
-        from core.metrics import metric_inc, metric_observe
-
-        metric_inc("chat_runs_total", tenant=tenant.schema_name, status=status)
-        metric_inc("llm_tokens_total", amount=tokens_in, tenant=tenant.schema_name, direction="in")
-        metric_inc("llm_tokens_total", amount=tokens_out, tenant=tenant.schema_name, direction="out")
+        metric_inc("chat_runs_total", tenant=org.schema_name, status=status)
+        metric_inc("llm_tokens_total", amount=tokens_in, tenant=org.schema_name, direction="in")
+        metric_inc("llm_tokens_total", amount=tokens_out, tenant=org.schema_name, direction="out")
         if latency_ms is not None:
             metric_observe("chat_run_latency_seconds", latency_ms / 1000)
     except Exception:  # noqa: BLE001 - metrics never fail a run
@@ -116,7 +113,9 @@ def _api_calls_key(schema: str, day: dt.date) -> str:
     return f"usage:{schema}:apicalls:{day.isoformat()}"
 
 
-def api_call_record(*, tenant, user=None, api_key=None) -> None:
+def api_call_record(
+    *, tenant: TenantRecord, user: Model | int | None = None, api_key: Model | int | None = None
+) -> None:
     """Count one API call (Redis hash per day; flushed into ApiCallDaily by usage_flush_api_calls)."""
     day = dt.datetime.now(dt.UTC).date()
     field = f"{getattr(user, 'pk', user) or ''}:{getattr(api_key, 'pk', api_key) or ''}"
@@ -133,7 +132,7 @@ _TAKE_LUA = "local v = redis.call('HGETALL', KEYS[1]); redis.call('DEL', KEYS[1]
 
 def usage_flush_api_calls(*, schema: str | None = None, days: int = 2) -> int:
     """Move Redis API-call counters of the current schema into ApiCallDaily (upsert). Returns calls moved."""
-    schema = schema or connection.schema_name
+    schema = schema or current_schema()
     r = redis_client()
     moved = 0
     today = dt.datetime.now(dt.UTC).date()
@@ -142,7 +141,7 @@ def usage_flush_api_calls(*, schema: str | None = None, days: int = 2) -> int:
         flat = r.eval(_TAKE_LUA, 1, _api_calls_key(schema, day))
         pairs = dict(zip(flat[::2], flat[1::2], strict=True))
         for field, count in pairs.items():
-            user_part, _, key_part = field.decode().partition(":")
+            user_part, _, key_part = reply_text(field).partition(":")
             user_id = int(user_part) if user_part else None
             api_key_id = int(key_part) if key_part else None
             count = int(count)
@@ -159,18 +158,14 @@ def usage_flush_api_calls(*, schema: str | None = None, days: int = 2) -> int:
 # --- Sub-limits -----------------------------------------------------------------------------------
 
 
-def _require_admin(principal) -> None:
-    from iam.policy import principal_require_scope
-
+def _require_admin(principal: Principal) -> None:
     if not principal.is_admin:
-        from core.errors import Forbidden
-
         raise Forbidden("Only organisation admins may change limits.")
     principal_require_scope(principal, "admin")
 
 
 def sublimit_set(
-    *, principal, quota: str, limit: Any, user_id: int | None = None, api_key_id: int | None = None
+    *, principal: Principal, quota: str, limit: Any, user_id: int | None = None, api_key_id: int | None = None
 ) -> QuotaSubLimit:
     """Create or change a per-user or per-API-key limit. It must fit inside the tenant's own limit."""
     _require_admin(principal)
@@ -188,21 +183,15 @@ def sublimit_set(
             field="limit",
         )
     if user_id is not None:
-        from accounts.models import User
-        from iam.policy import membership_for
-
-        user = User.objects.filter(pk=user_id).first()
-        if user is None or membership_for(user, principal.tenant) is None:
+        if not member_list(principal.tenant).filter(user_id=user_id, user__is_active=True).exists():
             raise NotFound("No such member.")
-    else:
-        from iam.models import ApiKey
-
-        if not ApiKey.objects.filter(pk=api_key_id).exists():
-            raise NotFound("No such API key.")
+    elif api_key_id is None or not api_key_list(principal=principal).filter(pk=api_key_id).exists():
+        raise NotFound("No such API key.")
     with transaction.atomic():
         existing = (
             QuotaSubLimit.objects.select_for_update()
-            .filter(quota=quota, user_id=user_id, api_key_id=api_key_id)
+            # user=None is IS NULL (the stubs refuse None for user_id)
+            .filter(quota=quota, user=user_id, api_key_id=api_key_id)
             .first()
         )
         before = _sublimit_dict(existing) if existing else None
@@ -220,7 +209,7 @@ def sublimit_set(
     return existing
 
 
-def sublimit_delete(*, principal, sublimit: QuotaSubLimit) -> None:
+def sublimit_delete(*, principal: Principal, sublimit: QuotaSubLimit) -> None:
     _require_admin(principal)
     with transaction.atomic():
         before = _sublimit_dict(sublimit)
@@ -228,7 +217,7 @@ def sublimit_delete(*, principal, sublimit: QuotaSubLimit) -> None:
         sublimit.delete()
 
 
-def _sublimit_dict(row: QuotaSubLimit) -> dict:
+def _sublimit_dict(row: QuotaSubLimit) -> dict[str, Any]:
     return {
         "quota": row.quota,
         "user_id": row.user_id,
@@ -240,63 +229,25 @@ def _sublimit_dict(row: QuotaSubLimit) -> dict:
 # --- Audit ----------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    return str(value)
-
-
-def audit_snapshot(obj: Any, *, exclude: tuple[str, ...] = ("password", "secret", "key_hash")) -> dict:
-    """A JSON-able before/after picture of a model instance (secrets left out)."""
-    data = model_to_dict(obj)
-    return {k: _jsonable(v) for k, v in data.items() if not any(word in k for word in exclude)}
-
-
-def audit_record(
-    *,
-    action: str,
-    principal=None,
-    actor=None,
-    target: Any = None,
-    target_type: str = "",
-    target_id: Any = "",
-    before: Any = None,
-    after: Any = None,
-    request=None,
-) -> AuditEntry:
-    """Append one audit entry in the current tenant schema (call inside the change's transaction)."""
+def audit_entry_store(record: AuditRecord) -> AuditEntry:
+    """core.audit's sink (registered in UsageConfig.ready()): one immutable entry in the current tenant schema."""
     if getattr(connection, "schema_name", "public") == "public":
         raise RuntimeError("audit entries are per tenant: record inside a tenant context")
-    actor = actor if actor is not None else getattr(principal, "user", None)
-    api_key = getattr(principal, "api_key", None)
-    api_key_id = getattr(api_key, "pk", None)
-    if principal is None and actor is None:  # a service called without a principal: the request's caller
-        from accounts.models import User
-        from core.observability import current_actor
-
-        who = current_actor.get() or {}
-        actor = User.objects.filter(pk=who["user_id"]).first() if who.get("user_id") else None
-        api_key_id = who.get("api_key_id")
-    if target is not None:
-        target_type = target_type or target._meta.label_lower
-        target_id = target_id or target.pk
-    ip = None
-    if request is not None:
-        ip = request.META.get("REMOTE_ADDR") or None
+    actor = record.actor
+    name = ""
+    if actor is not None and actor.user_id is None:
+        name = f"{actor.name} ({actor.os_user})" if actor.os_user else actor.name
     return AuditEntry.objects.create(
-        actor_id=getattr(actor, "pk", None),
-        actor_email=getattr(actor, "email", "")[:254] if actor is not None else "",
-        api_key_id=api_key_id,
-        action=action[:80],
-        target_type=target_type[:60],
-        target_id=str(target_id or "")[:64],
-        target_repr=str(target)[:200] if target is not None else "",
-        before=_jsonable(before),
-        after=_jsonable(after),
-        request_id=(current_request_id.get() or "")[:64] if current_request_id.get() != "-" else "",
-        ip=ip,
+        actor_id=actor.user_id if actor is not None else None,
+        actor_email=actor.email[:254] if actor is not None else "",
+        actor_name=name[:200],
+        api_key_id=actor.api_key_id if actor is not None else None,
+        action=record.action[:80],
+        target_type=record.target_type[:60],
+        target_id=record.target_id[:64],
+        target_repr=record.target_repr[:200],
+        before=record.before,
+        after=record.after,
+        request_id=record.request_id[:64],
+        ip=actor.ip if actor is not None else None,
     )

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django_tenants.utils import get_tenant_model, schema_context
+
+from core.tenancy import for_each_tenant
 
 from .services import usage_flush_api_calls
 
@@ -10,9 +11,8 @@ from .services import usage_flush_api_calls
 def usage_flush_api_calls_task() -> int:
     """Move API-call counters from Redis into ApiCallDaily for every tenant (beat, every minute)."""
     total = 0
-    for schema in get_tenant_model().objects.exclude(schema_name="public").values_list("schema_name", flat=True):
-        with schema_context(schema):
-            total += usage_flush_api_calls(schema=schema)
+    for schema in for_each_tenant():
+        total += usage_flush_api_calls(schema=schema)
     return total
 
 

@@ -1,4 +1,4 @@
-"""Usage, quotas and audit log dashboard pages (issue 7, admins only). Thin views over usage.selectors."""
+"""Usage, quotas and audit log dashboard pages (admins only). Thin views over usage.selectors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from agents.selectors import agent_list
 from core.errors import DomainError
+from core.quotas import QUOTAS, SUB_LIMIT_QUOTAS, quota_usage, tenant_limits
 from iam.dashboard import admin_page
+from iam.selectors import api_key_list, member_list
 
 from . import selectors, services
 
@@ -19,9 +22,6 @@ PAGE_SIZE = 50
 
 def _choices_for_scope(request: HttpRequest) -> dict[str, list[tuple[str, str]]]:
     """Who/what the usage can be broken down by: members, agents, API keys of this organisation."""
-    from agents.selectors import agent_list
-    from iam.selectors import api_key_list, member_list
-
     return {
         "user": [(str(m.user_id), m.user.email) for m in member_list(request.tenant)],
         "agent": [(str(a.pk), a.name) for a in agent_list(principal=request.principal)],
@@ -64,8 +64,6 @@ def usage_page(request: HttpRequest) -> HttpResponse:
 
 def _quota_rows(tenant) -> list[dict]:
     """The organisation's plan limits next to what it uses now (core.quotas reads both)."""
-    from core.quotas import QUOTAS, quota_usage, tenant_limits
-
     limits = tenant_limits(tenant)
     rows = []
     for name, spec in QUOTAS.items():
@@ -80,8 +78,6 @@ def _quota_rows(tenant) -> list[dict]:
 
 
 def _sublimit_quotas() -> list[str]:
-    from core.quotas import SUB_LIMIT_QUOTAS
-
     return list(SUB_LIMIT_QUOTAS)
 
 
@@ -134,7 +130,6 @@ def audit_page(request: HttpRequest) -> HttpResponse:
     )
     more = len(entries) > PAGE_SIZE
     entries = entries[:PAGE_SIZE]
-    from iam.selectors import member_list
 
     query = request.GET.copy()
     query.pop("before", None)

@@ -1,4 +1,4 @@
-"""Outgoing webhooks (tenant schema; issue 6): endpoints tenant admins register, and every delivery."""
+"""Outgoing webhooks (tenant schema): endpoints tenant admins register, and every delivery."""
 
 from django.conf import settings
 from django.db import models

@@ -1,10 +1,13 @@
-"""Reads for webhooks (tenant schema; admins only, enforced by the views' required_scope)."""
+"""Reads for webhooks (tenant schema; admins only, enforced by the views' required_scope), and the cached set
+of event types the tenant's endpoints want."""
 
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from django_tenants.utils import schema_context
 
 from core.errors import NotFound
+from core.redis_clients import redis_client, reply_text
 
 from .models import WebhookDelivery, WebhookEndpoint
 
@@ -32,3 +35,32 @@ def delivery_get(delivery_id: int) -> WebhookDelivery:
     if delivery is None:
         raise NotFound("Not found.")
     return delivery
+
+
+# The event types any active endpoint of a tenant wants, cached in a Redis set (rebuilt when missing and after
+# every endpoint change), so publishing costs tenants without webhooks one SMEMBERS.
+
+
+def _types_key(schema: str) -> str:
+    return f"webhooks:{schema}:types"
+
+
+def subscribed_types_refresh(schema: str) -> set[str]:
+    """Recompute the wanted event types of a tenant (after any endpoint change)."""
+    with schema_context(schema):
+        types: set[str] = set()
+        for event_types in WebhookEndpoint.objects.filter(is_active=True).values_list("event_types", flat=True):
+            types.update(event_types or [])
+    pipe = redis_client().pipeline()
+    pipe.delete(_types_key(schema))
+    pipe.sadd(_types_key(schema), "__built__", *types)
+    pipe.execute()
+    return types
+
+
+def subscribed_types(schema: str) -> set[str]:
+    members = {reply_text(m) for m in redis_client().smembers(_types_key(schema))}
+    if "__built__" not in members:
+        return subscribed_types_refresh(schema)
+    members.discard("__built__")
+    return members

@@ -8,33 +8,36 @@ import random
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_tenants.utils import get_tenant_model
 
+from core.audit import audit_record
 from core.errors import Conflict, Forbidden, InvalidInput
-from core.events import EVENT_TYPES, WEBHOOK_DISABLED, publish_on_commit
+from core.events import EVENT_TYPES, WEBHOOK_DISABLED, event_subject, publish_on_commit
+from core.metrics import metric_inc
 from core.ssrf import UnsafeURL, check_url, pin_url, tls_context
-from usage.services import audit_record
+from core.tenancy import current_schema
+from iam.policy import Principal, principal_require_scope
+from iam.selectors import admin_emails
 
-from .dispatch import subscribed_types_refresh
 from .models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from .selectors import subscribed_types_refresh
 from .signing import SIGNATURE_HEADER, sign
 
 logger = logging.getLogger(__name__)
 MAX_ENDPOINTS_PER_TENANT = 50
 
 
-def _require_admin(principal) -> None:
-    from iam.policy import principal_require_scope
-
+def _require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise Forbidden("Only organisation admins may manage webhooks.")
     principal_require_scope(principal, "admin")
@@ -60,7 +63,7 @@ def _validate_url(url: str) -> str:
     return url
 
 
-def _snapshot(endpoint: WebhookEndpoint) -> dict:
+def _snapshot(endpoint: WebhookEndpoint) -> dict[str, Any]:
     return {
         "url": endpoint.url,
         "description": endpoint.description,
@@ -70,11 +73,13 @@ def _snapshot(endpoint: WebhookEndpoint) -> dict:
 
 
 def _types_changed() -> None:
-    schema = connection.schema_name
+    schema = current_schema()
     transaction.on_commit(lambda: subscribed_types_refresh(schema))
 
 
-def endpoint_create(*, principal, url: str, event_types: list[str], description: str = "") -> WebhookEndpoint:
+def endpoint_create(
+    *, principal: Principal, url: str, event_types: list[str], description: str = ""
+) -> WebhookEndpoint:
     _require_admin(principal)
     url = _validate_url(url)
     event_types = _validate_event_types(event_types)
@@ -93,7 +98,7 @@ def endpoint_create(*, principal, url: str, event_types: list[str], description:
     return endpoint
 
 
-def endpoint_update(*, principal, endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndpoint:
+def endpoint_update(*, principal: Principal, endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndpoint:
     """Change url / event_types / description / is_active. Re-enabling clears the failure streak."""
     _require_admin(principal)
     before = _snapshot(endpoint)
@@ -120,7 +125,7 @@ def endpoint_update(*, principal, endpoint: WebhookEndpoint, **changes: Any) -> 
     return endpoint
 
 
-def endpoint_delete(*, principal, endpoint: WebhookEndpoint) -> None:
+def endpoint_delete(*, principal: Principal, endpoint: WebhookEndpoint) -> None:
     _require_admin(principal)
     with transaction.atomic():
         audit_record(principal=principal, action="webhook.delete", target=endpoint, before=_snapshot(endpoint))
@@ -141,9 +146,9 @@ def _enqueue(delivery_ids: list[int], countdown: float = 0) -> None:
     transaction.on_commit(send)
 
 
-def deliveries_create_for_event(event: dict) -> list[int]:
+def deliveries_create_for_event(event: dict[str, Any]) -> list[int]:
     """One delivery per active endpoint that wants this event (idempotent per endpoint and event)."""
-    created = []
+    created: list[int] = []
     with transaction.atomic():
         for endpoint in WebhookEndpoint.objects.filter(is_active=True):
             if not endpoint.wants(event.get("type", "")):
@@ -160,7 +165,7 @@ def deliveries_create_for_event(event: dict) -> list[int]:
     return created
 
 
-def delivery_replay(*, principal, delivery: WebhookDelivery) -> WebhookDelivery:
+def delivery_replay(*, principal: Principal, delivery: WebhookDelivery) -> WebhookDelivery:
     """Send the same event again as a new delivery (same event id, so receivers can deduplicate)."""
     _require_admin(principal)
     if not delivery.endpoint.is_active:
@@ -178,11 +183,12 @@ def delivery_replay(*, principal, delivery: WebhookDelivery) -> WebhookDelivery:
     return replay
 
 
-def endpoint_send_test(*, principal, endpoint: WebhookEndpoint) -> WebhookDelivery:
+def endpoint_send_test(*, principal: Principal, endpoint: WebhookEndpoint) -> WebhookDelivery:
     _require_admin(principal)
-    event = {
+    event: dict[str, Any] = {
         "id": secrets.token_hex(16),
         "type": "webhook.test",
+        "subject": event_subject("webhook_endpoint", endpoint.pk),
         "topic": None,
         "ts": time.time(),
         "data": {"endpoint_id": endpoint.pk},
@@ -204,7 +210,7 @@ class AttemptOutcome:
 def backoff_seconds(attempt: int) -> float:
     """Exponential backoff with jitter: base * 2^(attempt-1), capped, +/-20%."""
     base = settings.WEBHOOK_BACKOFF_BASE_SECONDS
-    delay = min(settings.WEBHOOK_BACKOFF_MAX_SECONDS, base * (2 ** max(0, attempt - 1)))
+    delay: float = min(settings.WEBHOOK_BACKOFF_MAX_SECONDS, base * (2 ** max(0, attempt - 1)))
     return delay * random.uniform(0.8, 1.2)
 
 
@@ -214,6 +220,7 @@ def delivery_body(delivery: WebhookDelivery) -> bytes:
         "id": delivery.event_id,
         "type": delivery.event_type,
         "created": event.get("ts"),
+        "subject": event.get("subject"),
         "topic": event.get("topic"),
         "data": event.get("data", {}),
     }
@@ -299,7 +306,7 @@ def delivery_attempt(delivery_id: int) -> AttemptOutcome:
     return AttemptOutcome(delivery.status, retry_in)
 
 
-def _sustained_failure(endpoint: WebhookEndpoint, now) -> bool:
+def _sustained_failure(endpoint: WebhookEndpoint, now: datetime) -> bool:
     return (
         endpoint.is_active
         and endpoint.consecutive_failures >= settings.WEBHOOK_DISABLE_AFTER_FAILURES
@@ -310,8 +317,6 @@ def _sustained_failure(endpoint: WebhookEndpoint, now) -> bool:
 
 def _endpoint_disable(endpoint: WebhookEndpoint, *, reason: str) -> None:
     """Turn off a failing endpoint and tell the admins (event on the bus + email)."""
-    from accounts.models import Membership, Role
-
     endpoint.is_active = False
     endpoint.disabled_at = timezone.now()
     endpoint.disabled_reason = (
@@ -328,14 +333,10 @@ def _endpoint_disable(endpoint: WebhookEndpoint, *, reason: str) -> None:
     publish_on_commit(
         WEBHOOK_DISABLED,
         {"endpoint_id": endpoint.pk, "url": endpoint.url, "reason": endpoint.disabled_reason},
+        subject=event_subject("webhook_endpoint", endpoint.pk),  # admins only, like the webhooks API
         topic="webhooks",
     )
-    tenant = getattr(connection, "tenant", None)
-    admins = list(
-        Membership.objects.filter(tenant_id=getattr(tenant, "pk", None), role=Role.ADMIN)
-        .select_related("user")
-        .values_list("user__email", flat=True)
-    )
+    admins = admin_emails(get_tenant_model().objects.get(schema_name=current_schema()))
     if admins:
         subject = f"Webhook disabled: {endpoint.url}"
         message = (
@@ -348,9 +349,7 @@ def _endpoint_disable(endpoint: WebhookEndpoint, *, reason: str) -> None:
 
 def _metric(status: str) -> None:
     try:
-        from core.metrics import metric_inc
-
-        metric_inc("webhook_deliveries_total", tenant=connection.schema_name, status=status)
+        metric_inc("webhook_deliveries_total", tenant=current_schema(), status=status)
     except Exception:  # noqa: BLE001
         logger.debug("metric not recorded", exc_info=True)
 

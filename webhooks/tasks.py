@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django_tenants.utils import get_tenant_model, schema_context
+
+from core.tenancy import for_each_tenant
 
 from . import services
 
@@ -26,7 +27,6 @@ def webhook_deliver_task(delivery_id: int) -> str:
 @shared_task(name="webhooks.retry_due")
 def webhooks_retry_due_task() -> int:
     total = 0
-    for schema in get_tenant_model().objects.exclude(schema_name="public").values_list("schema_name", flat=True):
-        with schema_context(schema):
-            total += services.deliveries_retry_due()
+    for _schema in for_each_tenant():
+        total += services.deliveries_retry_due()
     return total

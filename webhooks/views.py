@@ -1,4 +1,4 @@
-"""Webhook dashboard pages (issue 7): endpoints, delivery log, replay and test sends (admins only).
+"""Webhook dashboard pages: endpoints, delivery log, replay and test sends (admins only).
 Thin views over webhooks.services / webhooks.selectors."""
 
 from __future__ import annotations

@@ -16,29 +16,29 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.errors import DomainError
+from core.errors import DomainError, ErrorCode
 
 
 class ProviderError(DomainError):
-    code = "provider_error"
+    code = ErrorCode.PROVIDER_ERROR
     status = 502
 
 
 class ProviderAuthError(ProviderError):
-    code = "provider_auth"
+    code = ErrorCode.PROVIDER_AUTH
 
 
 class ProviderUnsafeURL(ProviderError):
-    code = "unsafe_url"
+    code = ErrorCode.UNSAFE_URL
 
 
 class ProviderTimeout(ProviderError):
-    code = "provider_timeout"
+    code = ErrorCode.PROVIDER_TIMEOUT
     status = 504
 
 
 class ContextTooLong(DomainError):
-    code = "context_too_long"
+    code = ErrorCode.CONTEXT_TOO_LONG
     status = 400
 
 

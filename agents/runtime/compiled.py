@@ -16,6 +16,8 @@ from typing import Any
 
 from django.conf import settings
 
+from core.errors import DomainError, ErrorCode
+
 from ..crypto import decrypt_json, decrypt_str
 from ..registry import get_registry
 from .limits import effective_limits
@@ -54,11 +56,11 @@ _lock = threading.Lock()
 stats = {"hits": 0, "misses": 0}
 
 
-class AgentMisconfigured(Exception):
-    def __init__(self, message: str, code: str = "agent_misconfigured"):
-        super().__init__(message)
-        self.message = message
-        self.code = code
+class AgentMisconfigured(DomainError):
+    """The agent's configuration points at something missing or refused (a tool, the provider, its URL)."""
+
+    code = ErrorCode.AGENT_MISCONFIGURED
+    status = 409
 
 
 def provider_stamp(updated_at: Any) -> str:
@@ -107,7 +109,7 @@ def _check_provider_url(url: str) -> None:
     try:
         check_url(url)
     except UnsafeURL as exc:
-        raise AgentMisconfigured(f"The provider URL is not allowed: {exc.message}", code="unsafe_url") from exc
+        raise AgentMisconfigured(f"The provider URL is not allowed: {exc.message}", code=ErrorCode.UNSAFE_URL) from exc
 
 
 def compile_version(version) -> CompiledAgent:
@@ -124,7 +126,7 @@ def compile_version(version) -> CompiledAgent:
     if provider_id:
         credential = ProviderCredential.objects.filter(pk=provider_id).first()
         if credential is None:
-            raise AgentMisconfigured("The agent's LLM provider was deleted.", code="provider_missing")
+            raise AgentMisconfigured("The agent's LLM provider was deleted.", code=ErrorCode.PROVIDER_MISSING)
         kind, enabled, base_url = credential.kind, credential.enabled, credential.base_url
         if base_url:
             _check_provider_url(base_url)

@@ -8,6 +8,7 @@ the partial answer and the error when anything failed (provider error, timeout, 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -16,20 +17,22 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
-from django_tenants.utils import schema_context
 
-from core.errors import DomainError
+from core.errors import DomainError, ErrorCode, error_body
+from core.events import RUN_FINISHED, RUN_STARTED, event_subject, publish
+from core.quotas import ConcurrencyLimited, Overloaded, chat_run_admit, chat_run_release_async
+from core.tenancy import in_tenant
 
 from ..providers.base import ChatRequest, ProviderError, TextDelta, ToolCall, Usage
-from ..tools.base import ToolContext, ToolOutcome, run_tool
+from ..signals import run_finished
+from ..tools.base import ToolContext, ToolOutcome, run_tool, tool_error_outcome
 from .compiled import AgentMisconfigured, CompiledAgent, compiled_agent_cached, compiled_agent_get
-from .limits import run_release
 from .stream import RunEmitter, async_redis, cancel_key, run_start_read
 
 logger = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4
 _local = threading.local()
-CANCELLED = {"code": "cancelled", "message": "Stopped at the user's request; the partial answer was kept."}
+CANCELLED = error_body(ErrorCode.CANCELLED, "Stopped at the user's request; the partial answer was kept.")
 PERSIST_WAIT_SECONDS = 10.0  # how long a finished run waits for its row (see _persist_once_written)
 
 
@@ -58,14 +61,14 @@ def _db_executor() -> ThreadPoolExecutor:
 def _db(fn):
     """Run ORM work off the event loop, on a pooled DB thread, in the run's tenant schema."""
 
-    async def wrapper(schema: str, *args, **kwargs):
+    async def wrapper(schema: str, /, *args, **kwargs):  # positional: a call may pass schema= to fn
         def call():
             from django.db import connection
 
             if connection.connection is not None and not connection.is_usable():
                 connection.close()  # a broken pooled connection is replaced, never reused
             try:
-                with schema_context(schema):
+                with in_tenant(schema):
                     return fn(*args, **kwargs)
             except Exception:
                 if connection.connection is not None and not connection.is_usable():
@@ -173,11 +176,7 @@ class RunContext:
         await self.emitter.emit("tool.call", {"id": call.id, "name": call.name, "arguments": call.arguments})
         tool = self.agent.tools.get(call.name)
         if tool is None:
-            outcome = ToolOutcome(
-                ok=False,
-                content='{"error": {"code": "unknown_tool"}}',
-                error={"code": "unknown_tool", "message": f"No tool named {call.name!r}."},
-            )
+            outcome = tool_error_outcome(ErrorCode.UNKNOWN_TOOL, f"No tool named {call.name!r}.")
         else:
             outcome = await run_tool(
                 tool, call.arguments, self.tool_context, timeout=float(self.agent.limits["tool_timeout_seconds"])
@@ -313,13 +312,12 @@ async def _persist_once_written(schema: str, run_id: str, meta: dict[str, str], 
 
 
 def _error_dict(exc: BaseException) -> dict[str, Any]:
+    """The run's `error` event and stored Message.error: the same body an HTTP client gets for this error."""
     if isinstance(exc, DomainError):
-        return {"code": exc.code, "message": exc.message, **exc.extra}
-    if isinstance(exc, AgentMisconfigured):
-        return {"code": exc.code, "message": exc.message}
+        return exc.as_dict()
     if isinstance(exc, TimeoutError):
-        return {"code": "run_timeout", "message": "The answer took longer than the agent's time limit."}
-    return {"code": "internal_error", "message": "The run failed unexpectedly; the partial answer was kept."}
+        return error_body(ErrorCode.RUN_TIMEOUT, "The answer took longer than the agent's time limit.")
+    return error_body(ErrorCode.INTERNAL_ERROR, "The run failed unexpectedly; the partial answer was kept.")
 
 
 async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
@@ -334,10 +332,15 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
     error: dict[str, Any] | None = None
     kb_versions: dict[str, int] = {}
     cancel_requested = asyncio.Event()
+    agent_id = int(meta["agent_id"])
+    run_subject = event_subject(
+        "run", run_id, owner_id=int(meta["user_id"]) if meta.get("user_id") else None, agent_id=agent_id
+    )
+    announced: asyncio.Future | None = None
 
     async def work() -> None:
-        nonlocal started, ctx, kb_versions
-        if meta.get("queued_at"):  # quota: issue 6 - the chat pool was full at chat_start: wait for a slot
+        nonlocal started, ctx, kb_versions, announced
+        if meta.get("queued_at"):  # the chat pool was full at chat_start: wait for a slot
             await _wait_for_slot(schema, run_id, meta, emitter, existing)
             started = time.monotonic()  # latency is the answer's, not the queue's
         emitter.emit_soon(  # written while the run loads: the first token waits for neither
@@ -349,12 +352,16 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
                 "agent_version_id": int(meta["agent_version_id"]),
             },
         )
+        # On the tenant's bus (dashboards, webhooks) while the run loads: off the path to the first token.
+        announced = asyncio.ensure_future(
+            _db(publish)(schema, RUN_STARTED, {"run_id": run_id, "agent_id": agent_id}, subject=run_subject)
+        )
         loaded = _load_from_memory(schema, meta) or await _load(schema, schema, meta)
         compiled: CompiledAgent = loaded["compiled"]
         kb_versions = loaded["kb_versions"]
         if not compiled.provider_enabled:
             raise AgentMisconfigured(
-                "The agent's LLM provider is disabled by an administrator.", code="provider_disabled"
+                "The agent's LLM provider is disabled by an administrator.", code=ErrorCode.PROVIDER_DISABLED
             )
         ctx = RunContext(
             schema=schema,
@@ -373,7 +380,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
             emitter.seq = int(existing[0][0].decode().split("-")[1])
             if b'"message.end"' in existing[0][1][b"e"]:
                 return {"status": "already_done"}
-            if existing[0][1].get(b"t") != b"run.queued":  # issue 6: a queued run has not started yet
+            if existing[0][1].get(b"t") != b"run.queued":  # a queued run has not started yet: run it now
                 raise ProviderError("The worker running this answer stopped; the partial answer was kept.")
         task = asyncio.ensure_future(work())
         watcher = asyncio.ensure_future(_watch_cancel(redis_client, schema, run_id, task, cancel_requested))
@@ -386,7 +393,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
         finally:
             watcher.cancel()
     except Exception as exc:  # noqa: BLE001 - every failure becomes an error event + an incomplete message
-        if not isinstance(exc, DomainError | AgentMisconfigured | TimeoutError):
+        if not isinstance(exc, DomainError | TimeoutError):
             logger.exception("run %s failed", run_id)
         error = _error_dict(exc)
     status = "incomplete" if error else "complete"
@@ -424,18 +431,16 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
                 "timings": {"first_token_ms": fields["first_token_ms"], "total_ms": total_ms},
             },
         )
-        await run_release(schema=schema, agent_id=int(meta["agent_id"]), run_id=run_id, client=redis_client)
-    try:  # quota: issue 6 - meter the run (tokens in/out, model, latency, cost) against the month's quotas
-        from usage.services import usage_record_run
-
-        run_usage = fields["usage"] or {}
-        await _db(usage_record_run)(
+        await chat_run_release_async(schema=schema, run_id=run_id)
+    run_usage = fields["usage"] or {}
+    try:  # metering (usage) against the month's quotas
+        await _run_finished_send(
             schema,
-            tenant=schema,
+            schema=schema,
             run_id=run_id,
-            agent_id=int(meta["agent_id"]),
-            user=int(meta["user_id"]) if meta.get("user_id") else None,
-            api_key=int(meta["api_key_id"]) if meta.get("api_key_id") else None,
+            agent_id=agent_id,
+            user_id=int(meta["user_id"]) if meta.get("user_id") else None,
+            api_key_id=int(meta["api_key_id"]) if meta.get("api_key_id") else None,
             provider=ctx.agent.provider_kind if ctx else "",
             model=ctx.agent.model if ctx else "",
             tokens_in=int(run_usage.get("input_tokens") or 0),
@@ -444,8 +449,29 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
             status=status,
         )
     except Exception:  # noqa: BLE001 - metering must never lose the answer
-        logger.exception("run %s: usage not recorded", run_id)
+        logger.exception("run %s: run_finished not sent", run_id)
+    try:
+        if announced is not None:
+            await announced
+        finished = {
+            "run_id": run_id,
+            "agent_id": agent_id,
+            "status": "cancelled" if cancelled else status,
+            "tokens_in": int(run_usage.get("input_tokens") or 0),
+            "tokens_out": int(run_usage.get("output_tokens") or 0),
+        }
+        await _db(publish)(schema, RUN_FINISHED, finished, subject=run_subject)
+    except Exception:  # noqa: BLE001 - the answer is stored; a missed bus event must not fail the run
+        logger.exception("run %s: run events not published", run_id)
     return {"status": status, "error": error}
+
+
+@_db
+def _run_finished_send(**kwargs: Any) -> None:
+    """Announce the finished run (usage meters it). A receiver's failure is logged: it must never lose the answer."""
+    for receiver, result in run_finished.send_robust(sender=CompiledAgent, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("run %s: %s failed", kwargs["run_id"], receiver, exc_info=result)
 
 
 async def _watch_cancel(client, schema: str, run_id: str, task: asyncio.Future, requested: asyncio.Event) -> None:
@@ -466,13 +492,9 @@ async def _watch_cancel(client, schema: str, run_id: str, task: asyncio.Future, 
 
 
 async def _wait_for_slot(schema: str, run_id: str, meta: dict[str, str], emitter: RunEmitter, existing) -> None:
-    """issue 6: poll the bounded chat queue (core.quotas.chat_run_admit join_only) until this run gets a pool slot,
+    """Poll the bounded chat queue (core.quotas.chat_run_admit join_only) until this run gets a pool slot,
     emitting run.queued {"position": n} whenever its place changes; raise Overloaded (-> error event, 503 semantics
     with retry_after) once CHAT_QUEUE_WAIT_SECONDS have passed since it joined the queue."""
-    import json
-
-    from core.quotas import ConcurrencyLimited, Overloaded, chat_run_admit, chat_run_release
-
     last = None
     if existing:
         try:
@@ -490,6 +512,9 @@ async def _wait_for_slot(schema: str, run_id: str, meta: dict[str, str], emitter
                 user=int(meta["user_id"]) if meta.get("user_id") else None,
                 api_key=int(meta["api_key_id"]) if meta.get("api_key_id") else None,
                 run_id=run_id,
+                agent_id=int(meta["agent_id"]),
+                agent_limit=int(meta["agent_max_runs"]),
+                run_seconds=float(meta["run_timeout_seconds"]),
                 join_only=True,
             )
             position = slot.position
@@ -501,7 +526,7 @@ async def _wait_for_slot(schema: str, run_id: str, meta: dict[str, str], emitter
             await emitter.emit("run.queued", {"position": position})
             last = position
         if time.time() >= deadline:
-            chat_run_release(schema=schema, run_id=run_id)  # leaves the queue
+            await chat_run_release_async(schema=schema, run_id=run_id)  # leaves the queue
             retry_after = int(getattr(settings, "CHAT_RETRY_AFTER_SECONDS", 10))
             raise Overloaded(
                 "All chat workers stayed busy; the run waited too long in the queue. Please retry shortly.",

@@ -3,7 +3,7 @@
 Every event is {"seq", "type", "run_id", "data", "ts"}; the stream entry id is "0-<seq>", so resuming "after N"
 is a plain XREAD from "0-N" and every event is delivered exactly once, by whichever web process serves the client.
 
-Types: run.queued ({"position": n}; only while the chat pool is full, always before message.start; issue 6),
+Types: run.queued ({"position": n}; only while the chat pool is full, always before message.start),
 message.start, token, citation, tool.call, tool.result, message.end (usage, timings, status), error.
 message.end is always the last event of a run.
 """
@@ -31,7 +31,7 @@ META_FIELDS = (
     "agent_version_id",
     "api_key_id",
     "status",
-    "queued_at",  # issue 6: set when the run joined the chat queue
+    "queued_at",  # set when the run joined the chat queue (the pool was full)
     "provider_stamp",  # the provider's stamp as chat_start saw it: the worker's compiled-agent cache needs no query
     "question",  # the run's question (its row may not be written yet when the worker starts)
     "history_before",  # the conversation's turns before this time are the history ("" for a new conversation)
@@ -124,7 +124,7 @@ class RunEmitter:
 
 
 def emit_sync(schema: str, run_id: str, seq: int, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-    """Write event `seq` from sync code (issue 6: the web request records a queued run's first run.queued event
+    """Write event `seq` from sync code (the web request records a queued run's first run.queued event
     before the worker exists; the worker continues the numbering from the stream's last id)."""
     assert event_type in EVENT_TYPES, event_type
     event = {"seq": seq, "type": event_type, "run_id": run_id, "data": data, "ts": time.time()}

@@ -304,3 +304,25 @@ def test_websocket_accepts_a_jwt_of_this_tenant_only(live):
     run_inline(live.tenant_a, accepted["run_id"])
     # A token minted for another tenant is refused at the handshake.
     assert asyncio.run(connect(token_for(live.tenant_b))) == 4401
+
+
+def test_restoring_a_version_whose_provider_was_deleted_names_that_version(tenant_a, admin_a):
+    from django.test import Client
+
+    from agents.services import agent_create, agent_update, provider_create, provider_delete
+    from iam.policy import Principal
+
+    principal = Principal(tenant=tenant_a, user=admin_a, role="admin")
+    with tenant_context(tenant_a):
+        provider = provider_create(principal=principal, name="old", kind="openai")
+        agent = agent_create(principal=principal, data={"name": "Support", "provider_id": provider.pk})
+        agent_update(principal=principal, agent=agent, data={"provider_id": None})
+        provider_delete(provider=provider, principal=principal)
+    client = Client(HTTP_HOST="acme.localhost")
+    client.force_login(admin_a)
+    restored = client.post(f"/api/v1/agents/{agent.pk}/versions/1/restore/", {}, content_type="application/json")
+    assert restored.status_code == 409
+    assert restored.json() == {
+        "code": "conflict",
+        "detail": "Version 1 uses a provider that was deleted; choose another provider first.",
+    }

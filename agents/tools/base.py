@@ -22,14 +22,14 @@ from typing import Any
 import jsonschema
 from django.conf import settings
 
+from core.errors import DomainError, ErrorCode, error_body
 
-class ToolError(Exception):
-    """A tool failed in a way the model (and the user) should hear about."""
 
-    def __init__(self, message: str, code: str = "tool_failed"):
-        super().__init__(message)
-        self.message = message
-        self.code = code
+class ToolError(DomainError):
+    """A tool failed in a way the model (and the user) should hear about; the run goes on."""
+
+    code = ErrorCode.TOOL_FAILED
+    status = 502
 
 
 @dataclass
@@ -61,16 +61,13 @@ class ToolOutcome:
     ok: bool
     content: str  # what goes back to the model (JSON text)
     result: Any = None
-    error: dict[str, str] | None = None
+    error: dict[str, Any] | None = None  # error_body(): the same shape as every other error
     duration_ms: int = 0
 
 
-def _error(code: str, message: str) -> ToolOutcome:
-    return ToolOutcome(
-        ok=False,
-        content=json.dumps({"error": {"code": code, "message": message}}),
-        error={"code": code, "message": message},
-    )
+def tool_error_outcome(code: ErrorCode, message: str) -> ToolOutcome:
+    body = error_body(code, message)
+    return ToolOutcome(ok=False, content=json.dumps({"error": body}), error=body)
 
 
 async def run_tool(
@@ -83,21 +80,22 @@ async def run_tool(
         if not isinstance(arguments, dict):
             raise ValueError("arguments must be a JSON object")
     except ValueError as exc:
-        return _error("invalid_arguments", f"The arguments are not valid JSON for {tool.name}: {exc}")
+        return tool_error_outcome(
+            ErrorCode.INVALID_ARGUMENTS, f"The arguments are not valid JSON for {tool.name}: {exc}"
+        )
     try:
         jsonschema.validate(arguments, tool.parameters)
     except jsonschema.ValidationError as exc:
-        return _error("invalid_arguments", f"Invalid arguments for {tool.name}: {exc.message}")
+        return tool_error_outcome(ErrorCode.INVALID_ARGUMENTS, f"Invalid arguments for {tool.name}: {exc.message}")
     limit = min(timeout or tool.timeout, tool.timeout)
     try:
         result = await asyncio.wait_for(tool.run(arguments, context), timeout=limit)
     except TimeoutError:
-        return _error("tool_timeout", f"{tool.name} did not finish within {limit:g} s.")
-    except ToolError as exc:
-        return _error(exc.code, exc.message)
+        return tool_error_outcome(ErrorCode.TOOL_TIMEOUT, f"{tool.name} did not finish within {limit:g} s.")
+    except DomainError as exc:  # ToolError, or a domain error from code the tool calls (UnsafeURL, ...)
+        return tool_error_outcome(exc.code, exc.message)
     except Exception as exc:  # noqa: BLE001 - a broken tool must not take the run down
-        message = getattr(exc, "message", None) or f"{tool.name} failed: {exc.__class__.__name__}"
-        return _error(getattr(exc, "code", "tool_failed"), str(message))
+        return tool_error_outcome(ErrorCode.TOOL_FAILED, f"{tool.name} failed: {exc.__class__.__name__}")
     content = result if isinstance(result, str) else json.dumps(result, default=str)
     max_chars = settings.AGENTS_TOOL_MAX_RESULT_CHARS
     if len(content) > max_chars:

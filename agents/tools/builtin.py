@@ -6,7 +6,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
-from django_tenants.utils import schema_context
+
+from core.errors import ErrorCode
+from core.tenancy import in_tenant
 
 from .base import Tool, ToolContext, ToolError
 from .http import guarded_request
@@ -50,7 +52,7 @@ def _search(context: ToolContext, query: str, top_k: int) -> list[dict]:
 
     from ..retrieval import search_knowledge_bases
 
-    with schema_context(context.schema):
+    with in_tenant(context.schema):
         kbs = list(KnowledgeBase.objects.filter(pk__in=context.knowledge_base_ids))
         return search_knowledge_bases(
             kbs=kbs,
@@ -64,7 +66,7 @@ def _search(context: ToolContext, query: str, top_k: int) -> list[dict]:
 def _approved_hosts(schema: str) -> set[str]:
     from ..models import ApprovedHost
 
-    with schema_context(schema):
+    with in_tenant(schema):
         return {h.lower() for h in ApprovedHost.objects.values_list("host", flat=True)}
 
 
@@ -87,7 +89,7 @@ class HttpRequestTool(Tool):
         host = (urlsplit(arguments["url"]).hostname or "").lower()
         approved = await sync_to_async(_approved_hosts, thread_sensitive=False)(context.schema)
         if host not in approved:
-            raise ToolError(f"The host {host!r} is not approved by an administrator.", code="host_not_approved")
+            raise ToolError(f"The host {host!r} is not approved by an administrator.", code=ErrorCode.HOST_NOT_APPROVED)
         result = await guarded_request(
             arguments["method"], arguments["url"], json_body=arguments.get("body"), timeout=self.timeout - 1
         )
@@ -110,7 +112,7 @@ class WebhookTool(Tool):
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         url = self.options.get("url") or context.secrets.get("webhook_url")
         if not url:
-            raise ToolError("No webhook URL is configured for this agent.", code="not_configured")
+            raise ToolError("No webhook URL is configured for this agent.", code=ErrorCode.NOT_CONFIGURED)
         result = await guarded_request("POST", url, json_body=arguments["payload"], timeout=self.timeout - 1)
         return {"status": result.status, "delivered": 200 <= result.status < 300}
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from core.errors import ErrorCode
 from core.ssrf import UnsafeURL, check_url, pin_url, tls_context
 
 from .base import ToolError
@@ -37,7 +38,7 @@ async def guarded_request(
     try:
         addresses = await asyncio.to_thread(check_url, url)
     except UnsafeURL as exc:
-        raise ToolError(exc.message, code="unsafe_url") from exc
+        raise ToolError(exc.message, code=ErrorCode.UNSAFE_URL) from exc
     target = pin_url(url, addresses[0])
     send_headers = {"User-Agent": "Agentry-Agent/1.0", **(headers or {}), "Host": target.host_header}
     try:
@@ -68,10 +69,12 @@ async def guarded_request(
             finally:
                 await response.aclose()
     except httpx.TimeoutException as exc:
-        raise ToolError(f"{target.server_name} did not answer within {timeout:g} s.", code="tool_timeout") from exc
+        raise ToolError(
+            f"{target.server_name} did not answer within {timeout:g} s.", code=ErrorCode.TOOL_TIMEOUT
+        ) from exc
     except httpx.HTTPError as exc:
         raise ToolError(
-            f"Request to {target.server_name} failed: {exc.__class__.__name__}.", code="http_failed"
+            f"Request to {target.server_name} failed: {exc.__class__.__name__}.", code=ErrorCode.HTTP_FAILED
         ) from exc
     return HttpResult(
         status=response.status_code,

@@ -8,10 +8,11 @@ or a secret base URL like a Slack webhook) are stored encrypted and merged in on
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from core.errors import InvalidInput
+from core.errors import ErrorCode, InvalidInput
 
 from .base import Tool, ToolContext, ToolError
 from .http import guarded_request
@@ -91,7 +92,7 @@ class OpenAPIOperationTool(Tool):
             else:
                 query[name] = arguments[name]
         if "{" in path:
-            raise ToolError(f"Missing path parameter in {path}.", code="invalid_arguments")
+            raise ToolError(f"Missing path parameter in {path}.", code=ErrorCode.INVALID_ARGUMENTS)
         url = self.base_url + (path if path != "/" or not self.secrets.get("base_url") else "")
         result = await guarded_request(
             self.operation["method"],
@@ -182,4 +183,8 @@ def rest_template(
     return document, secrets
 
 
-TEMPLATES = {"slack_webhook": slack_webhook_template, "rest": rest_template}
+# name -> builder(**params) -> (OpenAPI document, secrets)
+TEMPLATES: dict[str, Callable[..., tuple[dict[str, Any], dict[str, Any]]]] = {
+    "slack_webhook": slack_webhook_template,
+    "rest": rest_template,
+}

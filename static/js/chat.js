@@ -162,10 +162,10 @@
       run.text += data.text || "";
       run.body.textContent = run.text;
       pane.scrollTop = pane.scrollHeight;
-    } else if (event.type === "run.queued") {  // issue 6: the chat pool is full; show the place in line
+    } else if (event.type === "run.queued") {  // the chat pool is full; show the place in line
       if (!run.text) run.body.textContent = "Waiting for a free worker (position " + data.position + ")…";
     } else if (event.type === "message.start") {
-      if (!run.text) run.body.textContent = "";  // issue 6: clear the queue notice
+      if (!run.text) run.body.textContent = "";  // clear the queue notice
     } else if (event.type === "citation") {
       addCitation(run.el, data);
     } else if (event.type === "tool.call") {
@@ -173,7 +173,7 @@
     } else if (event.type === "tool.result") {
       addStep(run.el, (data.ok === false ? "✗ " : "✓ ") + data.name, data.id);
     } else if (event.type === "error") {
-      run.error = data.message || "The answer could not be completed.";
+      run.error = data.detail || "The answer could not be completed.";
     } else if (event.type === "message.end") {
       if (data.status === "cancelled") finish("stopped", "Stopped.");
       else finish(data.status === "complete" ? "complete" : "incomplete", run.error);
@@ -181,7 +181,7 @@
   }
   function startFailed(data) {
     if (!run) return;
-    finish("failed", (data && (data.message || data.detail)) || "The message could not be sent.");
+    finish("failed", (data && data.detail) || "The message could not be sent.");
   }
 
   // --- transport 1: WebSocket -----------------------------------------------------------------------
@@ -250,7 +250,7 @@
         if (!response.ok) return startFailed(body);
         accepted(body);
       });
-    }).catch(function () { startFailed({ message: "The server could not be reached. Try again." }); });
+    }).catch(function () { startFailed({ detail: "The server could not be reached. Try again." }); });
   }
   function streamSSE(r) {
     var source = new EventSource("/api/v1/runs/" + r.id + "/events/?after=" + r.after);

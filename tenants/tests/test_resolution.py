@@ -9,7 +9,7 @@ def test_http_request_resolves_tenant_from_host(client_a, admin_a):
     client_a.force_login(admin_a)
     response = client_a.get("/api/v1/me/")
     assert response.status_code == 200
-    # Subset: the profile (issue 3) adds preferences to this body.
+    # Subset: the profile adds preferences to this body.
     expected = {"email": "admin@acme.test", "display_name": "", "tenant": "acme", "role": "admin"}
     assert response.json().items() >= expected.items()
 

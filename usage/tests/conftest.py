@@ -1,4 +1,4 @@
-"""Fixtures for the quotas / rate limits / metering / audit tests (issue 6)."""
+"""Fixtures for the quotas / rate limits / metering / audit tests."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def set_quota(tenant, **limits):
 
 
 def pytest_collection_modifyitems(items):
-    # issue 6: pytest-django creates the test database only if a collected test is marked django_db; without this
+    # pytest-django creates the test database only if a collected test is marked django_db; without this
     # a file of only `committed` tests ran against the un-migrated development database.
     for item in items:
         if "committed" in getattr(item, "fixturenames", ()) and item.get_closest_marker("django_db") is None:

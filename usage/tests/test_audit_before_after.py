@@ -1,4 +1,4 @@
-"""issue 6: admin and configuration changes record who, what, when, before and after (and never secrets)."""
+"""Admin and configuration changes record who, what, when, before and after (and never secrets)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""issue 6: a saturated chat pool queues new runs (run.queued position events), then starts them in order; a
+"""A saturated chat pool queues new runs (run.queued position events), then starts them in order; a
 full queue is a 503 with Retry-After; a run that waits too long ends with a clear `overloaded` error event."""
 
 from __future__ import annotations

@@ -46,10 +46,14 @@ def test_dashboards_get_their_own_tenants_events_and_never_another_tenants(commi
         assert got_b["type"] == AGENT_CREATED and got_b["data"]["name"] == "secret-b"
         assert await ws_a.receive_nothing(timeout=0.5)  # acme never hears globex
         await sync_to_async(publish)(
-            "document.progress", {"document_id": 3, "percent": 50}, topic="kb.3", schema=committed.tenant_a.schema_name
+            "quota.warning",
+            {"quota": "documents", "level": 80, "limit": 10, "used": 8},
+            subject={"type": "quota", "id": "documents"},
+            topic="quota",
+            schema=committed.tenant_a.schema_name,
         )
         got_a = await ws_a.receive_json_from(timeout=5)
-        assert got_a["type"] == "document.progress" and got_a["topic"] == "kb.3"
+        assert got_a["type"] == "quota.warning" and got_a["topic"] == "quota"
         assert await ws_a.receive_nothing(timeout=0.3)  # tenant + topic group: delivered once
         assert await ws_b.receive_nothing(timeout=0.3)
         await ws_a.disconnect()
@@ -60,11 +64,12 @@ def test_dashboards_get_their_own_tenants_events_and_never_another_tenants(commi
 
 def test_topic_subscription_and_catch_up_from_the_stream(committed):
     cookie_a = _session_cookie(committed, committed.tenant_a, committed.admin_a)
+    kb = {"knowledge_base_id": 9, "name": "Handbook"}
     first = publish(
-        "knowledge_base.version", {"kb_id": 9, "version": 1}, topic="kb.9", schema=committed.tenant_a.schema_name
+        "knowledge_base.version", {**kb, "current_version": 1}, topic="kb.9", schema=committed.tenant_a.schema_name
     )
-    publish("knowledge_base.version", {"kb_id": 9, "version": 2}, topic="kb.9", schema=committed.tenant_a.schema_name)
-    publish("agent.updated", {"agent_id": 1}, topic="agent.1", schema=committed.tenant_a.schema_name)
+    publish("knowledge_base.version", {**kb, "current_version": 2}, topic="kb.9", schema=committed.tenant_a.schema_name)
+    publish("agent.updated", {"agent_id": 1, "version": 2}, topic="agent.1", schema=committed.tenant_a.schema_name)
 
     async def scenario():
         ws, ok, _ = await _connect(
@@ -72,20 +77,20 @@ def test_topic_subscription_and_catch_up_from_the_stream(committed):
         )
         assert ok
         replayed = await ws.receive_json_from(timeout=5)
-        assert replayed["replayed"] and replayed["data"]["version"] == 2  # only what came after `since`
+        assert replayed["replayed"] and replayed["data"]["current_version"] == 2  # only what came after `since`
         assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
         await sync_to_async(publish)(
-            "agent.updated", {"agent_id": 1}, topic="agent.1", schema=committed.tenant_a.schema_name
+            "agent.updated", {"agent_id": 1, "version": 3}, topic="agent.1", schema=committed.tenant_a.schema_name
         )
         assert await ws.receive_nothing(timeout=0.3)  # not subscribed to agent.1
         await ws.send_json_to({"type": "subscribe", "topic": "agent.1"})
         assert (await ws.receive_json_from(timeout=5))["type"] == "subscribed"
         await sync_to_async(publish)(
-            "agent.updated", {"agent_id": 1}, topic="agent.1", schema=committed.tenant_a.schema_name
+            "agent.updated", {"agent_id": 1, "version": 3}, topic="agent.1", schema=committed.tenant_a.schema_name
         )
         assert (await ws.receive_json_from(timeout=5))["type"] == "agent.updated"
         await ws.send_json_to({"type": "subscribe", "topic": "../t_globex"})
-        assert (await ws.receive_json_from(timeout=5))["code"] == "invalid"
+        assert (await ws.receive_json_from(timeout=5))["data"]["code"] == "invalid"
         await ws.disconnect()
 
     asyncio.run(scenario())
@@ -116,17 +121,21 @@ def test_websocket_client_messages_are_rate_limited(committed, settings, frozen_
             await ws.send_json_to({"type": "ping"})
             replies.append(await ws.receive_json_from(timeout=5))
         assert [r["type"] for r in replies] == ["pong", "pong", "error"]
-        assert replies[-1]["code"] == "rate_limited" and replies[-1]["retry_after"] >= 1
+        assert replies[-1]["data"]["code"] == "rate_limited" and replies[-1]["data"]["retry_after"] >= 1
         await ws.disconnect()
 
     asyncio.run(scenario())
 
 
+def _run_finished(run_id: str) -> dict:
+    return {"run_id": run_id, "agent_id": 1, "status": "complete", "tokens_in": 3, "tokens_out": 5}
+
+
 @pytest.mark.django_db
 def test_durable_consumers_get_each_event_once_per_group_and_per_tenant(tenant_a, tenant_b):
     for n in range(3):
-        publish("run.finished", {"run_id": f"a{n}"}, schema=tenant_a.schema_name)
-    publish("run.finished", {"run_id": "b0"}, schema=tenant_b.schema_name)
+        publish("run.finished", _run_finished(f"a{n}"), schema=tenant_a.schema_name)
+    publish("run.finished", _run_finished("b0"), schema=tenant_b.schema_name)
     seen: list[tuple[str, str]] = []
 
     def handler(schema, entry_id, event):
@@ -150,7 +159,7 @@ def test_durable_consumers_get_each_event_once_per_group_and_per_tenant(tenant_a
     assert sorted(seen) == [("t_acme", "a0"), ("t_acme", "a1"), ("t_acme", "a2"), ("t_globex", "b0")]
     assert all(e["data"]["run_id"].startswith("a") for _, e in stream_read(tenant_a.schema_name))
     # A crashing handler leaves the event pending; the next call retries it.
-    publish("run.finished", {"run_id": "a3"}, schema=tenant_a.schema_name)
+    publish("run.finished", _run_finished("a3"), schema=tenant_a.schema_name)
 
     def crash(*args):
         raise RuntimeError("boom")

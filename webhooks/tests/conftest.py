@@ -1,3 +1,11 @@
-"""Fixtures for the webhook tests (issue 6): the quota tests' counter reset and principals."""
+"""Fixtures for the webhook and event tests: the quota tests' counter reset, principals, committed data."""
 
-from usage.tests.conftest import _fresh_counters, principal_a, principal_b, set_quota  # noqa: F401
+from usage.tests.conftest import (  # noqa: F401
+    _django_db_marker,
+    _fresh_counters,
+    committed,
+    principal_a,
+    principal_b,
+    pytest_collection_modifyitems,
+    set_quota,
+)

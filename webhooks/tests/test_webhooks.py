@@ -220,12 +220,16 @@ def test_published_events_reach_the_receiver_through_celery_tasks(
         app.conf.task_always_eager = True
         try:
             with django_capture_on_commit_callbacks(execute=True):
-                publish("knowledge_base.version", {"kb_id": 1, "version": 2})
-                publish("agent.created", {"agent_id": 9})  # not subscribed
+                publish("knowledge_base.version", {"knowledge_base_id": 1, "name": "Handbook", "current_version": 2})
+                publish("agent.created", {"agent_id": 9, "name": "Helper"})  # not subscribed
         finally:
             app.conf.task_always_eager = False
     assert len(target.requests) == 1
-    assert json.loads(target.requests[0]["body"])["data"] == {"kb_id": 1, "version": 2}
+    assert json.loads(target.requests[0]["body"])["data"] == {
+        "knowledge_base_id": 1,
+        "name": "Handbook",
+        "current_version": 2,
+    }
 
 
 @pytest.mark.django_db

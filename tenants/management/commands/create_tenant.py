@@ -1,6 +1,6 @@
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.models import User
 from core.errors import DomainError
 from core.tenancy import tenant_url
 from tenants.services import tenant_create
@@ -16,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--owner-password", help="Required when the owner does not exist yet.")
 
     def handle(self, *args, name, slug, owner_email, owner_password, **options):
-        owner = User.objects.filter(email=owner_email.strip().lower()).first()
+        owner = get_user_model().objects.filter(email=owner_email.strip().lower()).first()
         try:
             tenant = tenant_create(
                 name=name, slug=slug, owner=owner, owner_email=owner_email, owner_password=owner_password
