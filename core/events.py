@@ -30,8 +30,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import redis
 from asgiref.sync import async_to_sync
@@ -41,7 +41,7 @@ from django_tenants.utils import get_tenant_model, schema_context
 
 from .context import current_request_id
 from .observability import actor_stamp
-from .redis_clients import redis_client
+from .redis_clients import redis_client, reply_text
 
 logger = logging.getLogger(__name__)
 STREAM_MAXLEN = 10_000
@@ -150,11 +150,14 @@ def topic_subject(topic: str) -> dict[str, Any] | None:
     return None
 
 
+# A published event, as JSON: id, type, subject, topic, ts, data, and actor, request_id, stream_id when known.
+Event = dict[str, Any]
+
 # Deliveries beyond the bus (webhooks): called with (schema, event) after every publish.
-_SINKS: list[Callable[[str, dict], None]] = []
+_SINKS: list[Callable[[str, Event], None]] = []
 
 
-def register_sink(sink: Callable[[str, dict], None]) -> None:
+def register_sink(sink: Callable[[str, Event], None]) -> None:
     """Hand every published event to `sink(schema, event)` too; call from an AppConfig.ready(). Idempotent."""
     if sink not in _SINKS:
         _SINKS.append(sink)
@@ -196,15 +199,15 @@ def publish(
     subject: dict[str, Any] | None = None,
     topic: str | None = None,
     schema: str | None = None,
-    actor: dict | None = None,
+    actor: dict[str, Any] | None = None,
     request_id: str | None = None,
-) -> dict:
+) -> Event:
     """Publish now. Prefer publish_on_commit inside a transaction."""
     schema = schema or _current_schema()
     if topic is not None and not topic_valid(topic):
         raise ValueError(f"invalid topic {topic!r}")
     _check_payload(event_type, payload)
-    event = {
+    event: Event = {
         "id": uuid.uuid4().hex,
         "type": event_type,
         "subject": subject,
@@ -221,8 +224,8 @@ def publish(
         event["request_id"] = request_id
     body = json.dumps(event, default=str)
     try:
-        event["stream_id"] = (
-            redis_client().xadd(stream_key(schema), {"event": body}, maxlen=STREAM_MAXLEN, approximate=True).decode()
+        event["stream_id"] = reply_text(
+            redis_client().xadd(stream_key(schema), {"event": body}, maxlen=STREAM_MAXLEN, approximate=True)
         )
     except redis.RedisError:
         logger.exception("event %s not written to the durable stream", event_type)
@@ -260,22 +263,27 @@ def publish_on_commit(
 # --- Durable consumers ----------------------------------------------------------------------------
 
 
-def _decode(fields: dict) -> dict:
+def _decode(fields: Mapping[bytes | str, bytes | str]) -> Event:
     raw = fields.get(b"event") or fields.get("event") or b"{}"
-    return json.loads(raw)
+    event: Event = json.loads(raw)
+    return event
 
 
-def stream_read(schema: str, *, after: str = "0-0", count: int = 100) -> list[tuple[str, dict]]:
+def stream_read(schema: str, *, after: str = "0-0", count: int = 100) -> list[tuple[str, Event]]:
     """Events of one tenant after a stream id (catch-up for a reconnecting dashboard)."""
     entries = redis_client().xrange(stream_key(schema), min=f"({after}" if after != "0-0" else "-", count=count)
-    return [(entry_id.decode(), _decode(fields)) for entry_id, fields in entries]
+    return [
+        (reply_text(entry_id), _decode(fields))
+        for entry_id, fields in entries or []
+        if entry_id is not None and fields is not None  # redis-py's entry type allows a deleted entry; XRANGE has none
+    ]
 
 
 def stream_consume(
     *,
     group: str,
     consumer: str,
-    handler: Callable[[str, str, dict], None],
+    handler: Callable[[str, str, Event], None],
     schemas: list[str] | None = None,
     count: int = 100,
     block_ms: int | None = None,
@@ -299,13 +307,18 @@ def stream_consume(
             if "BUSYGROUP" not in str(exc):
                 raise
         for start in ("0", ">"):  # first our own pending (unacked) entries, then new ones
-            reply = r.xreadgroup(group, consumer, {key: start}, count=count, block=block_ms if start == ">" else None)
+            # cast: our clients speak RESP2, where XREADGROUP answers [[stream, [(id, fields), ...]]] (redis-py's
+            # type also covers RESP3's dict form).
+            reply = cast(
+                "list[list[Any]] | None",
+                r.xreadgroup(group, consumer, {key: start}, count=count, block=block_ms if start == ">" else None),
+            )
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
                     if not fields:
                         continue
                     with schema_context(schema):
-                        handler(schema, entry_id.decode(), _decode(fields))
+                        handler(schema, reply_text(entry_id), _decode(fields))
                     r.xack(key, group, entry_id)
                     handled += 1
     return handled

@@ -1,4 +1,4 @@
-"""Request ids across web, worker and logs; optional OpenTelemetry tracing (issue 6).
+"""Request ids across web, worker and logs; optional OpenTelemetry tracing.
 
 - Every Celery task published while handling a request carries headers["request_id"]; the worker
   (config/celery.py task_prerun) puts it back into core.context.current_request_id, so its log lines
@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from celery.signals import before_task_publish, task_postrun, task_prerun
+from django.conf import settings
 
 from .context import current_request_id
 
@@ -101,11 +102,6 @@ def install() -> None:
     before_task_publish.connect(_add_request_id, weak=False)
     task_prerun.connect(_actor_in, weak=False)
     task_postrun.connect(_actor_out, weak=False)
-    from .queues import _after_task
-
-    task_postrun.connect(_after_task, weak=False)  # refill fair queues as tasks finish
-    from django.conf import settings
-
     if getattr(settings, "OTEL_ENABLED", False):
         tracing_install()
 

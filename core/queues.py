@@ -133,7 +133,7 @@ def fair_dispatch(queue: str = "ingest", *, low_water: int | None = None) -> int
     return sent
 
 
-def _after_task(sender: Task[..., Any] | None = None, **kwargs: Any) -> None:
+def after_task_refill(sender: Task[..., Any] | None = None, **kwargs: Any) -> None:
     """Worker side: a slot just freed up in this task's queue; refill it fairly."""
     request = getattr(sender, "request", None)
     info = getattr(request, "delivery_info", None) or {}

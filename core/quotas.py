@@ -55,20 +55,36 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, overload
 
 import redis
 from django.conf import settings
 from django.db import connection
+from django.db.models import Model
 
 from .epochs import EpochCache, epoch_bump, epoch_get
 from .errors import DomainError, ErrorCode, InvalidInput
 from .events import QUOTA_WARNING, event_subject, publish
 from .metrics import _field, metric_inc
 from .redis_clients import async_redis_client, redis_client
-from .tenancy import in_tenant
+from .tenancy import TenantRecord, in_tenant
 
 logger = logging.getLogger(__name__)
+
+# Whom a quota call counts against: a user or an API key (the model instance or its id), or nobody.
+Subject = Model | int | None
+
+
+class _PrincipalLike(Protocol):
+    """iam.policy.Principal, as the kernel sees it."""
+
+    @property
+    def tenant(self) -> TenantRecord: ...
+    @property
+    def user(self) -> Model: ...
+    @property
+    def api_key(self) -> Model | None: ...
+
 
 MONTHLY = "monthly"
 GAUGE = "gauge"
@@ -156,7 +172,7 @@ class ConcurrencyLimited(DomainError):
     code = ErrorCode.CONCURRENCY_LIMITED
     status = 429
 
-    def __init__(self, message: str, *, retry_after: int, extra: dict | None = None):
+    def __init__(self, message: str, *, retry_after: int, extra: dict[str, Any] | None = None):
         super().__init__(message, extra={"retry_after": retry_after, **(extra or {})})
         self.headers = {"Retry-After": str(retry_after)}
 
@@ -227,12 +243,14 @@ def _period(now: datetime | None = None) -> str:
 # Limits (plans, staff overrides, sub-limits) are cached per process under one epoch (core.epochs): any change to
 # those rows bumps it (usage.signals, tenants.signals), so every process sees the change at its next check.
 LIMITS_EPOCH = "quota-limits"
-_limits_cache = EpochCache("QUOTA_LIMITS_CACHE_SECONDS")
+_limits_cache: EpochCache[tuple[Any]] = EpochCache("QUOTA_LIMITS_CACHE_SECONDS")  # boxed: None is a limit
 _EPOCH = object()  # the snapshot's memo of the epoch it read
 
 # Inside `limits_snapshot()` each limit (and the epoch) is read once per block, so one chat start (two monthly
 # checks + run admission) reads plan, override and sub-limits once instead of three times. A new block reads again.
-_snapshot: contextvars.ContextVar[dict | None] = contextvars.ContextVar("quota_limits_snapshot", default=None)
+_snapshot: contextvars.ContextVar[dict[object, Any] | None] = contextvars.ContextVar(
+    "quota_limits_snapshot", default=None
+)
 
 
 @contextlib.contextmanager
@@ -311,15 +329,16 @@ def _limits_provider() -> LimitsProvider:
     return _provider
 
 
-def tenant_limits(tenant) -> dict[str, Any]:
+def tenant_limits(tenant: TenantRecord) -> dict[str, Any]:
     """Effective limits of a tenant (staff override, else its plan, else the default plan, else settings)."""
-    return _cached(("tenant", tenant.pk), lambda: _limits_provider().tenant_limits(tenant))
+    limits: dict[str, Any] = _cached(("tenant", tenant.pk), lambda: _limits_provider().tenant_limits(tenant))
+    return limits
 
 
 def _sub_limits(schema: str, quota: str, user_id: Any, api_key_id: Any) -> dict[str, Any]:
     """{"user": limit, "api_key": limit} set by tenant admins, cached under the limits epoch."""
 
-    def load() -> dict[tuple, Any]:
+    def load() -> dict[tuple[str, Any, Any], Any]:
         with _in_schema(schema):
             return _limits_provider().sub_limits()
 
@@ -380,15 +399,20 @@ def _in_schema(schema: str) -> Iterator[None]:
             yield
 
 
-def tenant_resolve(tenant) -> Any:
+@overload
+def tenant_resolve(tenant: TenantRecord | str) -> TenantRecord: ...
+@overload
+def tenant_resolve(tenant: None) -> None: ...
+def tenant_resolve(tenant: TenantRecord | str | None) -> TenantRecord | None:
     """A Tenant from a Tenant or a schema name (workers often only know the schema)."""
     if isinstance(tenant, str):
-        return _cached(("schema", tenant), lambda: _limits_provider().tenant_for_schema(tenant))
+        resolved: TenantRecord = _cached(("schema", tenant), lambda: _limits_provider().tenant_for_schema(tenant))
+        return resolved
     return tenant
 
 
-def _schema_of(tenant) -> str:
-    schema = getattr(tenant, "schema_name", None)
+def _schema_of(tenant: object) -> str:
+    schema: str | None = getattr(tenant, "schema_name", None)
     if not schema or schema == "public":
         raise RuntimeError("quotas are per tenant: pass the tenant the work belongs to")
     return schema
@@ -437,7 +461,9 @@ class QuotaUsage:
     resets_at: str | None
 
 
-def _subjects(principal, tenant, user, api_key) -> tuple[Any, Any, Any]:
+def _subjects(
+    principal: _PrincipalLike | None, tenant: TenantRecord | str | None, user: Subject, api_key: Subject
+) -> tuple[Any, Subject, Subject]:
     """Tenant, user and API key a quota call counts against: explicit arguments win over the principal's."""
     if principal is None:
         return tenant, user, api_key
@@ -451,11 +477,11 @@ def _subjects(principal, tenant, user, api_key) -> tuple[Any, Any, Any]:
 def quota_check(
     *,
     quota: str,
-    tenant=None,
+    tenant: TenantRecord | str | None = None,
     amount: int | Decimal = 1,
-    user=None,
-    api_key=None,
-    principal=None,
+    user: Subject = None,
+    api_key: Subject = None,
+    principal: _PrincipalLike | None = None,
     current: int | None = None,
 ) -> QuotaUsage:
     """Refuse (QuotaExceeded) if `amount` more of `quota` would exceed the tenant's, user's or key's limit.
@@ -481,7 +507,15 @@ def quota_check(
     raise ValueError(f"{quota} is enforced by chat_run_admit")
 
 
-def _check_monthly(schema, spec, tenant_limit, subs, amount, user_id, api_key_id) -> QuotaUsage:
+def _check_monthly(
+    schema: str,
+    spec: QuotaSpec,
+    tenant_limit: Any,
+    subs: dict[str, Any],
+    amount: int | Decimal,
+    user_id: Any,
+    api_key_id: Any,
+) -> QuotaUsage:
     period = _period()
     resets = month_resets_at().isoformat()
     scopes = [("tenant", "t", tenant_limit, None, None)]
@@ -521,10 +555,19 @@ def _check_monthly(schema, spec, tenant_limit, subs, amount, user_id, api_key_id
     return QuotaUsage(spec.name, tenant_limit, used_now, resets)
 
 
-def _check_gauge(schema, spec, tenant_limit, subs, amount, user_id, api_key_id, current) -> QuotaUsage:
+def _check_gauge(
+    schema: str,
+    spec: QuotaSpec,
+    tenant_limit: Any,
+    subs: dict[str, Any],
+    amount: int | Decimal,
+    user_id: Any,
+    api_key_id: Any,
+    current: int | None,
+) -> QuotaUsage:
     source = _source(spec.name)
 
-    def use(uid=None, kid=None) -> int:
+    def use(uid: Any = None, kid: Any = None) -> int:
         if current is not None and uid is None and kid is None:
             return int(current)
         if source is None:
@@ -552,7 +595,15 @@ def _check_gauge(schema, spec, tenant_limit, subs, amount, user_id, api_key_id, 
     return QuotaUsage(spec.name, tenant_limit, tenant_used, None)
 
 
-def quota_consume(*, quota: str, amount: int | Decimal, tenant=None, user=None, api_key=None, principal=None) -> None:
+def quota_consume(
+    *,
+    quota: str,
+    amount: int | Decimal,
+    tenant: TenantRecord | str | None = None,
+    user: Subject = None,
+    api_key: Subject = None,
+    principal: _PrincipalLike | None = None,
+) -> None:
     """Record use after the fact (tokens/cost once a run finished). Never refuses; may overshoot by one run."""
     tenant, user, api_key = _subjects(principal, tenant, user, api_key)
     tenant = tenant_resolve(tenant)
@@ -581,7 +632,9 @@ def quota_consume(*, quota: str, amount: int | Decimal, tenant=None, user=None, 
         _maybe_warn(schema, quota, limit, _from_units(spec, after - units), _from_units(spec, after), period)
 
 
-def quota_counters_warm(*, quota: str, tenant=None, user=None, api_key=None) -> None:
+def quota_counters_warm(
+    *, quota: str, tenant: TenantRecord | str | None = None, user: Subject = None, api_key: Subject = None
+) -> None:
     """Seed cold monthly counters from the database BEFORE writing the row that records new use
     (otherwise the seed would already include it and quota_consume would count it twice)."""
     tenant = tenant_resolve(tenant)
@@ -597,7 +650,15 @@ def quota_counters_warm(*, quota: str, tenant=None, user=None, api_key=None) -> 
             _seed_counter(r, _counter_key(schema, quota, scope, period), schema, spec, uid, kid)
 
 
-def quota_release(*, quota: str, amount: int | Decimal, tenant=None, user=None, api_key=None, principal=None) -> None:
+def quota_release(
+    *,
+    quota: str,
+    amount: int | Decimal,
+    tenant: TenantRecord | None = None,
+    user: Subject = None,
+    api_key: Subject = None,
+    principal: _PrincipalLike | None = None,
+) -> None:
     """Give back a reservation made by quota_check (the work was refused or failed before it counted)."""
     tenant, user, api_key = _subjects(principal, tenant, user, api_key)
     spec = QUOTAS[quota]
@@ -614,7 +675,7 @@ def quota_release(*, quota: str, amount: int | Decimal, tenant=None, user=None, 
                 r.decrby(key, units)
 
 
-def quota_usage(*, tenant, quota: str, user=None, api_key=None) -> Any:
+def quota_usage(*, tenant: TenantRecord, quota: str, user: Subject = None, api_key: Subject = None) -> Any:
     """Current use of one quota (tenant-wide, or for a user/key) without reserving anything."""
     spec = QUOTAS[quota]
     schema = _schema_of(tenant)
@@ -634,7 +695,7 @@ def quota_usage(*, tenant, quota: str, user=None, api_key=None) -> Any:
     return _active_runs(redis_client(), schema, "t")
 
 
-def quota_overview(*, tenant, user=None, api_key=None) -> list[dict]:
+def quota_overview(*, tenant: TenantRecord, user: Subject = None, api_key: Subject = None) -> list[dict[str, Any]]:
     """Every quota with its limit, use and reset time (for the usage page and API)."""
     limits = tenant_limits(tenant)
     out = []
@@ -799,17 +860,17 @@ class RunSlot:
     def __enter__(self) -> RunSlot:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
 def chat_run_admit(
     *,
     run_id: Any = None,
-    tenant=None,
-    user=None,
-    api_key=None,
-    principal=None,
+    tenant: TenantRecord | str | None = None,
+    user: Subject = None,
+    api_key: Subject = None,
+    principal: _PrincipalLike | None = None,
     agent_id: Any = None,
     agent_limit: int | None = None,
     run_seconds: float | None = None,

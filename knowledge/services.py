@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -32,6 +32,10 @@ from .models import (
     KnowledgeBaseVersion,
 )
 from .pipeline import publish_document
+
+if TYPE_CHECKING:
+    # django-stubs resolves this alias to settings.AUTH_USER_MODEL; accounts.models is the identity layer's own.
+    from django.contrib.auth.models import _User as User
 
 # Known embedders and their dimensions, without loading a model in the request.
 EMBEDDING_DIMENSIONS = {"all-MiniLM-L6-v2": 384, "sentence-transformers/all-MiniLM-L6-v2": 384, "hashing-384": 384}
@@ -102,7 +106,7 @@ def _publish_kb(kb: KnowledgeBase, event_type: str) -> None:
 def knowledge_base_create(
     *,
     principal: Principal | None = None,
-    owner=None,
+    owner: User | None = None,
     name: str,
     description: str = "",
     embedding_model: str = DEFAULT_EMBEDDING_MODEL,
@@ -110,7 +114,7 @@ def knowledge_base_create(
     chunk_overlap: int = 32,
     org_access: str = "none",
     versions_retained: int = 20,
-    search_settings: dict | None = None,
+    search_settings: dict[str, Any] | None = None,
 ) -> KnowledgeBase:
     """A new knowledge base owned by `principal` (API, dashboard) or by `owner` (setup code acting for a member)."""
     owner = principal.user if principal is not None else owner
@@ -139,7 +143,7 @@ def knowledge_base_create(
 
 @transaction.atomic
 def knowledge_base_update(
-    *, kb: KnowledgeBase, principal: Principal | None = None, user=None, **changes
+    *, kb: KnowledgeBase, principal: Principal | None = None, user: User | None = None, **changes: Any
 ) -> KnowledgeBase:
     """Change settings. A new `embedding_model` re-embeds every document in the background, as a new
     version (until each document is republished, its old vectors stay current).
@@ -172,7 +176,9 @@ def knowledge_base_update(
     return kb
 
 
-def _audit(action: str, kb: KnowledgeBase, *, principal: Principal | None = None, user=None, **kwargs) -> None:
+def _audit(
+    action: str, kb: KnowledgeBase, *, principal: Principal | None = None, user: User | None = None, **kwargs: Any
+) -> None:
     """Changes to a knowledge base and its content, in the change's transaction. The actor is whoever acts
     (core.audit); `principal` or `user` only name who a direct call from Python acts for."""
     if principal is None and user is not None and actor_current() is None:
@@ -180,12 +186,12 @@ def _audit(action: str, kb: KnowledgeBase, *, principal: Principal | None = None
     audit_record(action=action, target=kb, principal=principal, **kwargs)
 
 
-def _kb_settings(kb: KnowledgeBase) -> dict:
+def _kb_settings(kb: KnowledgeBase) -> dict[str, Any]:
     """The configurable settings of a knowledge base (what an audit entry compares)."""
     return {**{name: getattr(kb, name) for name in _KB_FIELDS}, "embedding_model": kb.embedding_model}
 
 
-def _knowledge_base_reembed(*, kb: KnowledgeBase, model: str, user) -> None:
+def _knowledge_base_reembed(*, kb: KnowledgeBase, model: str, user: User | None) -> None:
     if kb.documents.filter(status__in=_BUSY).exists():
         raise Conflict("Documents are still being processed; change the model when ingestion has finished.")
     kb.embedding_dimension = _embedding_dimension(model)
@@ -230,7 +236,9 @@ def knowledge_base_delete(*, kb: KnowledgeBase) -> None:
 # --- versions --------------------------------------------------------------------------------------
 
 
-def _version_next(kb: KnowledgeBase, *, user, kind: str, note: str = "", changes: dict | None = None):
+def _version_next(
+    kb: KnowledgeBase, *, user: User | None, kind: str, note: str = "", changes: dict[str, Any] | None = None
+) -> KnowledgeBaseVersion:
     """Allocate the next version. Caller holds the knowledge base row lock."""
     kb.current_version += 1
     kb.save(update_fields=["current_version", "updated_at"])
@@ -264,7 +272,7 @@ class Upload:
     file: IO[bytes] | None = None
     filename: str = ""
     url: str = ""
-    metadata: dict = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -272,10 +280,13 @@ class IngestResult:
     version: KnowledgeBaseVersion | None
     documents: list[Document] = field(default_factory=list)  # queued for processing
     unchanged: list[Document] = field(default_factory=list)  # identical re-uploads: no work
-    errors: list[dict] = field(default_factory=list)  # {"name", "detail", "code"} per refused source
+    errors: list[dict[str, Any]] = field(default_factory=list)  # {"name", "detail", "code"} per refused source
 
 
-def upload_from_text(*, title: str, text: str, metadata: dict | None = None) -> Upload:
+_ToStore = tuple[Upload, str, str, int, Document | None]  # upload, kind, content hash, size, document replaced
+
+
+def upload_from_text(*, title: str, text: str, metadata: dict[str, Any] | None = None) -> Upload:
     name = title if "." in title.rsplit("/", 1)[-1] else f"{title}.md"
     return Upload(title=title, file=io.BytesIO(text.encode("utf-8")), filename=name, metadata=metadata or {})
 
@@ -302,7 +313,12 @@ def _queue_processing(document_ids: list[int]) -> None:
 
 
 def documents_ingest(
-    *, kb: KnowledgeBase, user, uploads: list[Upload], rejected: list[dict] | None = None, note: str = ""
+    *,
+    kb: KnowledgeBase,
+    user: User | None,
+    uploads: list[Upload],
+    rejected: list[dict[str, Any]] | None = None,
+    note: str = "",
 ) -> IngestResult:
     """Validate each source on its own (a bad one never blocks the others), store the files, and queue
     the changed ones for processing in one new version. Identical re-uploads do nothing."""
@@ -321,6 +337,8 @@ def documents_ingest(
                 check_url(upload.url)
                 accepted.append((upload, "url", "", 0))
                 continue
+            if upload.file is None:  # an Upload is a file (text comes as one) or a URL
+                raise InvalidInput("Give a file, a text or a URL.")
             digest, size = _hash_and_size(upload.file)
             if size == 0:
                 raise EmptyDocument("The file is empty.")
@@ -332,8 +350,8 @@ def documents_ingest(
             errors.append({**exc.as_dict(), "name": upload.filename or upload.url or title})
 
     existing = {d.title: d for d in kb.documents.filter(title__in=[u.title.strip() for u, *_ in accepted])}
-    to_store = []
-    unchanged = []
+    to_store: list[_ToStore] = []
+    unchanged: list[Document] = []
     for upload, kind, digest, size in accepted:
         document = existing.get(upload.title.strip())
         if document is not None and document.status in _BUSY:
@@ -363,7 +381,7 @@ def documents_ingest(
     stored_paths: list[str | None] = []
     try:
         for upload, kind, *_ in to_store:
-            if kind == "url":
+            if kind == "url" or upload.file is None:  # a URL (every other upload has a file: checked above)
                 stored_paths.append(None)
                 continue
             upload.file.seek(0)
@@ -371,9 +389,9 @@ def documents_ingest(
             stored_paths.append(storage.storage_save(path, upload.file))
         result = _documents_record(kb=kb, user=user, to_store=to_store, stored_paths=stored_paths, note=note)
     except BaseException:
-        for path in stored_paths:
-            if path:
-                storage.storage_delete(path)
+        for stored in stored_paths:
+            if stored:
+                storage.storage_delete(stored)
         raise
     result.unchanged = unchanged
     result.errors = errors
@@ -381,17 +399,20 @@ def documents_ingest(
 
 
 @transaction.atomic
-def _documents_record(*, kb, user, to_store, stored_paths, note) -> IngestResult:
+def _documents_record(
+    *, kb: KnowledgeBase, user: User | None, to_store: list[_ToStore], stored_paths: list[str | None], note: str
+) -> IngestResult:
     if not to_store:
         return IngestResult(version=None)
     kb = _lock_kb(kb)
     if kb.documents.filter(status__in=_BUSY, title__in=[u.title.strip() for u, *_ in to_store]).exists():
         raise Conflict("A document of this upload is already being processed.")
     version = _version_next(kb, user=user, kind="ingest", note=note)
-    documents, entries = [], []
+    documents: list[Document] = []
+    entries: list[dict[str, Any]] = []
     for (upload, kind, digest, size, document), path in zip(to_store, stored_paths, strict=True):
         is_new = document is None
-        if is_new:
+        if document is None:
             document = Document(knowledge_base=kb, title=upload.title.strip()[:500])
         replaced = document.storage_path if document.status != DocumentStatus.DELETED else ""
         document.source_type = "url" if kind == "url" else ("file" if upload.filename else "text")
@@ -437,7 +458,7 @@ def _documents_record(*, kb, user, to_store, stored_paths, note) -> IngestResult
 
 
 @transaction.atomic
-def document_delete(*, document: Document, user) -> KnowledgeBaseVersion:
+def document_delete(*, document: Document, user: User | None) -> KnowledgeBaseVersion:
     """Remove a document from the current version (its chunks stay queryable in past versions)."""
     kb = _lock_kb(document.knowledge_base)
     document = Document.objects.select_for_update().get(pk=document.pk)
@@ -488,7 +509,7 @@ _COPY_FOR_ROLLBACK = (
 
 
 @transaction.atomic
-def knowledge_base_rollback(*, kb: KnowledgeBase, to_version: int, user) -> KnowledgeBaseVersion:
+def knowledge_base_rollback(*, kb: KnowledgeBase, to_version: int, user: User | None) -> KnowledgeBaseVersion:
     """Make the content of `to_version` current again, as a new version (history is never rewritten).
     No embedding is recomputed: rows are closed or copied with their vectors."""
     kb = _lock_kb(kb)

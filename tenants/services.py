@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -21,6 +22,10 @@ from core.tenancy import tenant_connection, tenant_domain_for
 
 from .models import Domain, Tenant
 from .signals import tenant_schema_dropped
+
+if TYPE_CHECKING:
+    # django-stubs resolves this alias to settings.AUTH_USER_MODEL (the `User` below, for annotations).
+    from django.contrib.auth.models import _User as AuthUser
 
 logger = logging.getLogger(__name__)
 User = get_user_model()  # accounts.User; its model module is the identity layer's own
@@ -129,7 +134,7 @@ def public_tenant_ensure() -> Tenant:
 # --- Provisioning -----------------------------------------------------------------------------
 
 
-def _user_for_signup(*, email: str, password: str) -> User:
+def _user_for_signup(*, email: str, password: str) -> AuthUser:
     email = (email or "").strip().lower()
     try:
         validate_email(email)
@@ -151,7 +156,7 @@ def tenant_create(
     *,
     name: str,
     slug: str,
-    owner: User | None = None,
+    owner: AuthUser | None = None,
     owner_email: str | None = None,
     owner_password: str | None = None,
 ) -> Tenant:

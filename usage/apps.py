@@ -5,10 +5,6 @@ class UsageConfig(AppConfig):
     name = "usage"
 
     def ready(self) -> None:
-        # Request ids into Celery task headers, fair-queue refills, optional tracing.
-        from core import observability
-
-        observability.install()
         # Limits and usage figures for core.quotas, then the hooks into knowledge, agents and the rate limiter.
         from . import hooks, signals, sources  # noqa: F401 - signals connects the quota-limits epoch receivers
 

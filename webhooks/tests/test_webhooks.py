@@ -14,6 +14,7 @@ from django.core import mail
 from django_tenants.utils import tenant_context
 
 from core.ssrf import UnsafeURL
+from webhooks import delivery as deliveries
 from webhooks import services
 from webhooks.models import WebhookDelivery
 from webhooks.signing import verify
@@ -103,9 +104,9 @@ def test_delivery_is_signed_and_the_signature_verifies(tenant_a, principal_a, al
     target = receiver(200)
     with tenant_context(tenant_a):
         endpoint = services.endpoint_create(principal=principal_a, url=target.url, event_types=["agent.created"])
-        (delivery_id,) = services.deliveries_create_for_event(_event(agent_id=5, name="Helper"))
-        services.deliveries_create_for_event(_event("document.status"))  # not subscribed: no delivery
-        assert services.delivery_attempt(delivery_id).status == "delivered"
+        (delivery_id,) = deliveries.deliveries_create_for_event(_event(agent_id=5, name="Helper"))
+        deliveries.deliveries_create_for_event(_event("document.status"))  # not subscribed: no delivery
+        assert deliveries.delivery_attempt(delivery_id).status == "delivered"
         delivery = WebhookDelivery.objects.get(pk=delivery_id)
         assert delivery.response_code == 200 and delivery.attempts == 1 and delivery.delivered_at
     (request,) = target.requests
@@ -128,12 +129,12 @@ def test_failures_are_retried_with_backoff_until_delivered(tenant_a, principal_a
     target = receiver(500, 503, 200)
     with tenant_context(tenant_a):
         services.endpoint_create(principal=principal_a, url=target.url, event_types=["*"])
-        (delivery_id,) = services.deliveries_create_for_event(_event())
-        first = services.delivery_attempt(delivery_id)
+        (delivery_id,) = deliveries.deliveries_create_for_event(_event())
+        first = deliveries.delivery_attempt(delivery_id)
         assert first.status == "retrying" and first.retry_in > 0
-        second = services.delivery_attempt(delivery_id)
+        second = deliveries.delivery_attempt(delivery_id)
         assert second.status == "retrying" and second.retry_in > first.retry_in * 1.2  # exponential (jittered)
-        assert services.delivery_attempt(delivery_id).status == "delivered"
+        assert deliveries.delivery_attempt(delivery_id).status == "delivered"
         delivery = WebhookDelivery.objects.get(pk=delivery_id)
         assert delivery.attempts == 3 and delivery.response_code == 200
         assert delivery.endpoint.consecutive_failures == 0
@@ -150,9 +151,9 @@ def test_a_hanging_receiver_times_out_and_is_retried_then_visibly_fails(
     target = receiver(200, hang=1.0)
     with tenant_context(tenant_a):
         services.endpoint_create(principal=principal_a, url=target.url, event_types=["*"])
-        (delivery_id,) = services.deliveries_create_for_event(_event())
-        assert services.delivery_attempt(delivery_id).status == "retrying"
-        assert services.delivery_attempt(delivery_id).status == "failed"
+        (delivery_id,) = deliveries.deliveries_create_for_event(_event())
+        assert deliveries.delivery_attempt(delivery_id).status == "retrying"
+        assert deliveries.delivery_attempt(delivery_id).status == "failed"
         delivery = WebhookDelivery.objects.get(pk=delivery_id)
         assert "Timed out" in delivery.error and delivery.response_code is None
 
@@ -162,7 +163,7 @@ def test_replay_sends_the_same_event_again(client_a, admin_a, tenant_a, principa
     target = receiver(500, 200)
     with tenant_context(tenant_a):
         services.endpoint_create(principal=principal_a, url=target.url, event_types=["*"])
-        (delivery_id,) = services.deliveries_create_for_event(_event())
+        (delivery_id,) = deliveries.deliveries_create_for_event(_event())
         WebhookDelivery.objects.filter(pk=delivery_id).update(status="failed")
     client_a.force_login(admin_a)
     response = client_a.post(f"/api/v1/webhooks/deliveries/{delivery_id}/replay/")
@@ -170,8 +171,8 @@ def test_replay_sends_the_same_event_again(client_a, admin_a, tenant_a, principa
     replay_id = response.json()["id"]
     assert response.json()["replay_of_id"] == delivery_id
     with tenant_context(tenant_a):
-        services.delivery_attempt(replay_id)  # the receiver's scripted 500
-        assert services.delivery_attempt(replay_id).status == "delivered"
+        deliveries.delivery_attempt(replay_id)  # the receiver's scripted 500
+        assert deliveries.delivery_attempt(replay_id).status == "delivered"
     with tenant_context(tenant_a):
         endpoint_id = WebhookDelivery.objects.get(pk=replay_id).endpoint_id
     listing = client_a.get(f"/api/v1/webhooks/endpoints/{endpoint_id}/deliveries/").json()
@@ -190,14 +191,14 @@ def test_sustained_failure_disables_the_endpoint_and_tells_the_admins(
     target = receiver(500)
     with tenant_context(tenant_a):
         endpoint = services.endpoint_create(principal=principal_a, url=target.url, event_types=["*"])
-        (delivery_id,) = services.deliveries_create_for_event(_event())
+        (delivery_id,) = deliveries.deliveries_create_for_event(_event())
         with django_capture_on_commit_callbacks(execute=True):
             for _ in range(3):
-                services.delivery_attempt(delivery_id)
+                deliveries.delivery_attempt(delivery_id)
         endpoint.refresh_from_db()
         assert endpoint.is_active is False and "3 failed attempts" in endpoint.disabled_reason
         # Still-pending work is visibly failed, never silently dropped.
-        assert services.delivery_attempt(delivery_id).status == "failed"
+        assert deliveries.delivery_attempt(delivery_id).status == "failed"
     assert any(admin_a.email in m.to and "Webhook disabled" in m.subject for m in mail.outbox)
     events = [e for _, e in stream_read(tenant_a.schema_name) if e["type"] == "webhook.disabled"]
     assert events and events[-1]["data"]["endpoint_id"] == endpoint.pk
@@ -237,9 +238,9 @@ def test_the_ssrf_guard_refuses_at_delivery_time_too(tenant_a, principal_a, allo
     target = receiver(200)
     with tenant_context(tenant_a):
         services.endpoint_create(principal=principal_a, url=target.url, event_types=["*"])
-        (delivery_id,) = services.deliveries_create_for_event(_event())
+        (delivery_id,) = deliveries.deliveries_create_for_event(_event())
         settings.SSRF_ALLOWED_NETWORKS = []  # the operator withdrew the exception (or DNS now points inside)
-        assert services.delivery_attempt(delivery_id).status == "failed"
+        assert deliveries.delivery_attempt(delivery_id).status == "failed"
         assert "SSRF" in WebhookDelivery.objects.get(pk=delivery_id).error
     assert target.requests == []
     with pytest.raises(UnsafeURL):
@@ -255,7 +256,7 @@ def test_other_tenants_and_non_admins_get_nothing(
     target = receiver(200)
     with tenant_context(tenant_a):
         endpoint = services.endpoint_create(principal=principal_a, url=target.url, event_types=["*"])
-        (delivery_id,) = services.deliveries_create_for_event(_event())
+        (delivery_id,) = deliveries.deliveries_create_for_event(_event())
     client_b.force_login(admin_b)
     assert client_b.get("/api/v1/webhooks/endpoints/").json() == []
     assert client_b.get(f"/api/v1/webhooks/endpoints/{endpoint.pk}/").status_code == 404
