@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from allauth.account.models import EmailAddress
+from allauth.socialaccount.models import SocialAccount
+from allauth.usersessions.models import UserSession
 from django.db.models import QuerySet
+from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from iam.policy import Principal, resource_queryset_for, shared_resource_types
 from iam.selectors import api_keys_of_user, teams_of_user
@@ -18,7 +23,6 @@ if TYPE_CHECKING:
 
 def user_sessions(user: User) -> list[UserSession]:
     """The user's live browser sessions (allauth.usersessions), newest first; expired ones are purged."""
-    from allauth.usersessions.models import UserSession
 
     sessions = UserSession.objects.purge_and_list(user)
     return sorted(sessions, key=lambda s: s.last_seen_at, reverse=True)
@@ -26,8 +30,6 @@ def user_sessions(user: User) -> list[UserSession]:
 
 def user_jwt_tokens(user: User) -> QuerySet[OutstandingToken]:
     """Refresh tokens issued to the user that are neither blacklisted nor expired."""
-    from django.utils import timezone
-    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
     return OutstandingToken.objects.filter(user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True)
 
@@ -36,8 +38,6 @@ def user_export(*, principal: Principal) -> dict[str, Any]:
     """Everything we hold about the principal's user, as JSON-able data. Organisation-specific data (teams, keys,
     owned resources) is that of the principal's tenant, the organisation whose host the export is requested on;
     owned resources are those the policy lets the principal see (an API key limited to some agents exports those)."""
-    from allauth.account.models import EmailAddress
-    from allauth.socialaccount.models import SocialAccount
 
     user, tenant = principal.user, principal.tenant
     owned = {}

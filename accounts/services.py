@@ -8,15 +8,20 @@ import zoneinfo
 from types import EllipsisType
 from typing import TypedDict
 
+from allauth.account.models import EmailAddress
+from allauth.socialaccount.models import SocialAccount
+from allauth.usersessions.models import UserSession
 from django.contrib.auth import authenticate
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import QuerySet
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from core.errors import Conflict, DomainError, ErrorCode, InvalidInput, NotFound
 from core.tenancy import TenantRecord, in_tenant
+from iam.models import ApiKey, TeamMembership
 from iam.policy import Principal, resource_get_for_principal, shared_resource_types
 from iam.services import resource_owner_change
 
@@ -102,7 +107,6 @@ def jwt_logout(*, tenant: TenantRecord, refresh_token: str) -> None:
 
 def jwt_revoke_all(*, user: User) -> int:
     """Blacklist every outstanding refresh token of `user` (all tenants); their access tokens stop working too."""
-    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
     user_tokens_revoke(user_id=user.pk)
     count = 0
@@ -159,7 +163,6 @@ def _check_default_agent(membership: Membership, agent_id: int) -> None:
 
 
 def user_session_end(*, user: User, session_id: int) -> None:
-    from allauth.usersessions.models import UserSession
 
     session = UserSession.objects.filter(user=user, pk=session_id).first()
     if session is None:
@@ -221,11 +224,6 @@ def user_delete(*, user: User, transfer_owned: bool = False) -> AccountDeletion:
             "admin of its organisation.",
             extra={"owned": owned},
         )
-    from allauth.account.models import EmailAddress
-    from allauth.socialaccount.models import SocialAccount
-    from allauth.usersessions.models import UserSession
-
-    from iam.models import ApiKey, TeamMembership
 
     transferred: list[TransferredResource] = []
     with transaction.atomic():

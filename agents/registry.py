@@ -22,6 +22,12 @@ import threading
 from importlib.metadata import entry_points
 from typing import Any
 
+from .providers.anthropic_provider import AnthropicProvider
+from .providers.offline import OfflineProvider
+from .providers.openai_compat import OpenAICompatProvider
+from .runtime.agent_types import RagAgentType, ToolsAgentType
+from .tools.builtin import BUILTIN_TOOLS
+
 logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "agentry.plugins"
 
@@ -71,11 +77,6 @@ _lock = threading.Lock()
 
 
 def _register_builtins(registry: PluginRegistry) -> None:
-    from .providers.anthropic_provider import AnthropicProvider
-    from .providers.offline import OfflineProvider
-    from .providers.openai_compat import OpenAICompatProvider
-    from .runtime.agent_types import RagAgentType, ToolsAgentType
-    from .tools.builtin import BUILTIN_TOOLS
 
     registry.register_agent_type("rag", RagAgentType())
     registry.register_agent_type("tools", ToolsAgentType())

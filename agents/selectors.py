@@ -21,6 +21,7 @@ from iam.policy import (
 )
 
 from .models import Agent, AgentVersion, Conversation, Message
+from .runtime.stream import run_meta_read
 
 
 def agent_list(*, principal: Principal) -> QuerySet[Agent]:
@@ -137,7 +138,6 @@ def conversation_messages(*, conversation: Conversation, limit: int = 200) -> li
 
 def run_get_for_principal(principal: Principal, run_id: str) -> dict[str, str]:
     """A run's metadata if the principal started it (or administers the tenant) and may still use the agent."""
-    from .runtime.stream import run_meta_read
 
     try:
         uuid.UUID(str(run_id))

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.text import slugify
 
 from core.audit import audit_record
 from core.errors import Conflict, DomainError, ErrorCode, InvalidInput, NotFound
@@ -28,7 +29,7 @@ from core.tenancy import current_schema
 from iam.policy import Principal, resource_check_for_principal, resource_queryset_for
 from knowledge.models import KnowledgeBase
 
-from .crypto import encrypt_json, encrypt_str
+from .crypto import encrypt_json, encrypt_str, rotate_token
 from .models import (
     Agent,
     AgentVersion,
@@ -44,6 +45,8 @@ from .runtime.compiled import provider_stamp
 from .runtime.limits import effective_limits
 from .runtime.runner import estimate_tokens
 from .runtime.stream import emit_sync, run_cancel_request, run_meta_write
+from .tasks import agent_run_task
+from .tools.openapi import TEMPLATES, openapi_operations
 
 # The fields that make up an agent's configuration (what a version snapshots and a restore brings back).
 CONFIG_FIELDS = (
@@ -336,9 +339,6 @@ def custom_tool_create(
     description: str = "",
     template: str = "",
 ) -> CustomTool:
-    from django.utils.text import slugify
-
-    from .tools.openapi import openapi_operations
 
     slug = slugify(name).replace("-", "_")
     if not slug:
@@ -379,7 +379,6 @@ def _custom_tool_snapshot(tool: CustomTool) -> dict[str, Any]:
 
 
 def custom_tool_from_template(*, principal: Principal, template: str, name: str, params: dict[str, Any]) -> CustomTool:
-    from .tools.openapi import TEMPLATES
 
     builder = TEMPLATES.get(template)
     if builder is None:
@@ -458,7 +457,6 @@ def chat_start(
 
     Outside a transaction (views, consumers) the run is queued before the rows are written, so the worker starts
     while they are; inside one it is queued when that transaction commits."""
-    from .tasks import agent_run_task
 
     text = (message or "").strip()
     if not text:
@@ -589,7 +587,6 @@ def chat_start(
 @transaction.atomic
 def secrets_rotate() -> int:
     """Re-encrypt this tenant's stored secrets with the current key (run after adding a new first key)."""
-    from .crypto import rotate_token
 
     providers = tools = 0
     for provider in ProviderCredential.objects.select_for_update().exclude(api_key_encrypted=""):

@@ -9,11 +9,11 @@ from django.db import connection
 from core.tenancy import for_each_tenant, in_tenant
 
 from .partitions import message_partitions_ensure
+from .runtime.runner import execute_run
 
 
 @shared_task(name="agents.run", acks_late=True)
 def agent_run_task(run_id: str) -> dict:
-    from .runtime.runner import execute_run
 
     return execute_run(connection.schema_name, run_id)
 

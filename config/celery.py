@@ -4,8 +4,12 @@
 import os
 import threading
 
+from celery.concurrency.thread import TaskPool
 from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
+from django.db import connection
 from tenant_schemas_celery.app import CeleryApp
+
+from core.context import current_request_id, current_tenant
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
@@ -16,10 +20,6 @@ app.autodiscover_tasks()
 
 @task_prerun.connect
 def _log_context_in(sender=None, **kwargs):
-    from django.db import connection
-
-    from core.context import current_request_id, current_tenant
-
     current_tenant.set(getattr(connection, "schema_name", "-"))
     headers = getattr(sender.request, "headers", None) or {}
     current_request_id.set(headers.get("request_id", "-") if isinstance(headers, dict) else "-")
@@ -27,14 +27,12 @@ def _log_context_in(sender=None, **kwargs):
 
 @task_postrun.connect
 def _log_context_out(**kwargs):
-    from core.context import current_request_id, current_tenant
-
     current_tenant.set("-")
     current_request_id.set("-")
 
 
 def _warm_up_in_background() -> None:
-    from config.warmup import warm_up
+    from config.warmup import warm_up  # imports apps' models: only once Django is set up, in a worker
 
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
 
@@ -49,8 +47,6 @@ def _warm_up_process(**kwargs):
 @worker_ready.connect
 def _warm_up_threads_pool(sender=None, **kwargs):
     """The threads pool has no child process (no worker_process_init): warm the worker process itself."""
-    from celery.concurrency.thread import TaskPool
-
     pool_cls = getattr(getattr(sender, "controller", None), "pool_cls", None)
     if isinstance(pool_cls, type) and issubclass(pool_cls, TaskPool):
         _warm_up_in_background()

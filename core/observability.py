@@ -108,7 +108,7 @@ def install() -> None:
 
 def tracing_install() -> bool:
     """Instrument Django, Celery and httpx with OpenTelemetry; False (logged) if the packages are missing."""
-    try:
+    try:  # optional packages, imported only when tracing is switched on
         from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.instrumentation.django import DjangoInstrumentor

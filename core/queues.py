@@ -24,6 +24,7 @@ from celery import Task, current_app
 from django.conf import settings
 
 from .context import current_request_id
+from .metrics import metric_set
 from .observability import current_actor
 from .redis_clients import broker_client, redis_client, reply_text
 from .tenancy import current_schema
@@ -125,8 +126,6 @@ def fair_dispatch(queue: str = "ingest", *, low_water: int | None = None) -> int
             pass
     if sent:
         try:
-            from .metrics import metric_set
-
             metric_set("fair_queue_backlog", sum(fair_backlog(queue).values()), queue=queue)
         except Exception:  # noqa: BLE001
             logger.debug("metric not recorded", exc_info=True)

@@ -17,7 +17,7 @@ from iam.policy import principal_from_request
 
 from . import selectors, services
 from .keys import api_key_pending_requests
-from .models import ApiScope, ShareLevel
+from .models import ApiScope, Share, ShareLevel
 
 
 class _UserSerializer(serializers.Serializer):
@@ -178,7 +178,6 @@ class ShareDetailApi(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request, share_id):
-        from .models import Share
 
         share = Share.objects.filter(pk=share_id).first()
         if share is None:

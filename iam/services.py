@@ -8,8 +8,11 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
 from django.core import signing
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
@@ -46,6 +49,7 @@ from iam.policy import (
 
 from .keys import api_key_generate, api_key_hash
 from .models import ApiKey, IamSettings, Invitation, Share, ShareLevel, Team, TeamMembership
+from .selectors import api_key_list
 
 INVITATION_SALT = "iam.invitation"
 
@@ -368,7 +372,6 @@ def _check_agents_usable(principal: Principal, ids: list[int]) -> None:
 
 def api_key_get_for_principal(principal: Principal, key_id: int | str) -> ApiKey:
     """Admins see every key, members their own; anything else is 404."""
-    from .selectors import api_key_list
 
     key = api_key_list(principal=principal).filter(pk=key_id).first() if str(key_id).isdigit() else None
     if key is None:
@@ -497,9 +500,6 @@ def invitation_accept(*, tenant: TenantRecord, token: str, user: User) -> Member
 def invitation_signup_accept(*, tenant: TenantRecord, token: str, password: str, display_name: str = "") -> Membership:
     """A new person signs up through the invitation: the link proved they own the email address,
     so the address is recorded as verified."""
-    from allauth.account.models import EmailAddress
-    from django.contrib.auth.password_validation import validate_password
-    from django.core.exceptions import ValidationError
 
     invitation = invitation_from_token(token)
     if User.objects.filter(email__iexact=invitation.email).exists():

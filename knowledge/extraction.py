@@ -242,7 +242,7 @@ _HTML_DROP = ["script", "style", "noscript", "nav", "footer", "form", "svg", "if
 
 
 def _extract_html(text: str) -> Extracted:
-    from bs4 import BeautifulSoup
+    from bs4 import BeautifulSoup  # parsers load with the first document of their kind, not with every process
 
     soup = BeautifulSoup(text, "html.parser")
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
@@ -319,7 +319,7 @@ def _extract_json(text: str) -> Extracted:
 
 
 def _extract_pdf(fh: IO[bytes]) -> Extracted:
-    from pypdf import PdfReader
+    from pypdf import PdfReader  # parsers load with the first document of their kind, not with every process
     from pypdf.errors import PdfReadError
 
     try:
@@ -355,7 +355,7 @@ def _extract_pdf(fh: IO[bytes]) -> Extracted:
 
 
 def _extract_docx(fh: IO[bytes]) -> Extracted:
-    import docx
+    import docx  # parsers load with the first document of their kind, not with every process
     from docx.table import Table
 
     check_zip(fh)

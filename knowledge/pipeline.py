@@ -16,6 +16,7 @@ position is copied with its embedding (no model call); only new hashes are embed
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -36,6 +37,7 @@ from core.ssrf import safe_get
 
 from . import storage, usage
 from .chunking import Piece, chunk_blocks
+from .embeddings import embedder_for_model
 from .extraction import MIME_TYPES, Extracted, UnreadableDocument, detect_kind, extract
 from .models import Chunk, Document, DocumentStatus, KnowledgeBase, KnowledgeBaseVersion
 
@@ -221,7 +223,6 @@ def _fetch_url(document: Document) -> None:
     page = safe_get(
         document.source_url, max_bytes=settings.KNOWLEDGE_MAX_FILE_BYTES, timeout=settings.KNOWLEDGE_URL_FETCH_TIMEOUT
     )
-    import hashlib
 
     name = document.source_url.rstrip("/").rsplit("/", 1)[-1] or "page"
     if "html" in page.content_type and not name.endswith((".html", ".htm")):
@@ -328,7 +329,6 @@ def _write_staged(document: Document, kb: KnowledgeBase, plan: Plan, embeddings:
 
 
 def _embed_batches(kb: KnowledgeBase, texts: list[str], on_batch) -> list[list[float]]:
-    from .embeddings import embedder_for_model
 
     embedder = embedder_for_model(kb.embedding_model)
     if embedder.dimension != kb.embedding_dimension:

@@ -500,7 +500,7 @@ class CrossEncoderReranker:
     """A sentence-transformers cross-encoder from a local directory (settings.KNOWLEDGE_CROSS_ENCODER_PATH)."""
 
     def __init__(self, path: str | None = None):
-        from sentence_transformers import CrossEncoder
+        from sentence_transformers import CrossEncoder  # seconds to import: only when a reranker is configured
 
         self._model = CrossEncoder(path or settings.KNOWLEDGE_CROSS_ENCODER_PATH, device="cpu", local_files_only=True)
 

@@ -18,10 +18,11 @@ from django.db.models import Count, F, Q, Sum
 from core.audit import actor_current, audit_record
 from core.errors import Conflict, DomainError, ErrorCode, Forbidden, InvalidInput, error_body
 from core.events import event_subject, publish_on_commit
+from core.queues import fair_enqueue
 from core.ssrf import check_url
 from iam.policy import Principal, principal_for_user, resource_check_for_principal
 
-from . import storage, usage
+from . import embeddings, storage, usage
 from .extraction import MIME_TYPES, EmptyDocument, detect_kind
 from .models import (
     DEFAULT_EMBEDDING_MODEL,
@@ -32,6 +33,7 @@ from .models import (
     KnowledgeBaseVersion,
 )
 from .pipeline import publish_document
+from .tasks import ingest_document_task
 
 if TYPE_CHECKING:
     # django-stubs resolves this alias to settings.AUTH_USER_MODEL; accounts.models is the identity layer's own.
@@ -54,7 +56,6 @@ _BUSY = (DocumentStatus.PENDING, DocumentStatus.PROCESSING)
 
 def _embedding_dimension(model: str) -> int:
     """The model's vector size: from known tables when possible, else by loading the embedder once."""
-    from . import embeddings
 
     configured = getattr(settings, "KNOWLEDGE_EMBEDDING_DIMENSIONS", {}) or {}
     if model in configured:
@@ -303,9 +304,6 @@ def _hash_and_size(fh: IO[bytes]) -> tuple[str, int]:
 
 
 def _queue_processing(document_ids: list[int]) -> None:
-    from core.queues import fair_enqueue
-
-    from .tasks import ingest_document_task
 
     for document_id in document_ids:
         # Per-tenant round-robin into the "ingest" queue (one tenant's flood cannot starve others)

@@ -23,6 +23,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Sum
 from django.dispatch import Signal
 
+from .models import Document, DocumentStatus
+
 usage_changed = Signal()
 _quota_checks: list[Callable[..., None]] = []
 
@@ -68,7 +70,6 @@ def usage_record(*, documents: int = 0, stored_bytes: int = 0, pages_processed: 
 
 def knowledge_usage() -> KnowledgeUsage:
     """Exact totals for the current tenant schema."""
-    from .models import Document, DocumentStatus
 
     stored = Document.objects.exclude(status=DocumentStatus.DELETED).exclude(storage_path="")
     totals = stored.aggregate(documents=Count("id"), stored_bytes=Sum("size_bytes"))

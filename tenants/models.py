@@ -3,10 +3,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connection, models
 from django_tenants.models import DomainMixin, TenantMixin
 from django_tenants.postgresql_backend.base import _check_schema_name
 from django_tenants.utils import get_creation_fakes_migrations, schema_exists
+
+from .cloning import schema_clone
 
 
 class Tenant(TenantMixin):
@@ -41,7 +44,6 @@ class Tenant(TenantMixin):
             return super().create_schema(check_if_exists, sync_schema, verbosity)
         if check_if_exists and schema_exists(self.schema_name):
             return False
-        from .cloning import schema_clone
 
         _check_schema_name(self.schema_name)
         schema_clone(base, self.schema_name)
@@ -71,7 +73,6 @@ QUOTA_FIELD_MAX = {
 
 
 def _quota_bounds(field_name: str):
-    from django.core.validators import MaxValueValidator, MinValueValidator
 
     return [MinValueValidator(0), MaxValueValidator(QUOTA_FIELD_MAX[field_name])]
 

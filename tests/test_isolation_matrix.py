@@ -39,7 +39,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Role, User
 from accounts.tests.helpers import api_key_create, jwt_pair, member_create, reset_counters
-from agents.models import Agent, ApprovedHost, Conversation, CustomTool, Message, ProviderCredential
+from agents.models import Agent, ApprovedHost, Conversation, CustomTool, ProviderCredential
 from agents.services import agent_create, chat_start
 from agents.tests.conftest import run_inline
 from config.asgi import application
@@ -49,6 +49,7 @@ from iam.policy import ALL_SCOPES, PUBLIC_SCOPE, principal_for_user, required_sc
 from knowledge.embeddings import embedder_for_model
 from knowledge.models import Chunk, Document, KnowledgeBase, KnowledgeBaseVersion
 from tenants.models import Tenant
+from tenants.services import tenant_create, tenant_delete
 from usage.models import QuotaSubLimit, UsageRecord
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 
@@ -241,14 +242,16 @@ def _build_world(tenant_a, tenant_b, admin_a, admin_b, made: dict) -> VictimWorl
 
     strangers = [
         Actor("anonymous", _client(tenant_a), stranger=True),
-        Actor("globex admin JWT", _client(tenant_a, **bearer(b_pair["access"])), stranger=True, user=admin_b),
         Actor(
-            "globex admin API key",
+            "other organisation's admin JWT", _client(tenant_a, **bearer(b_pair["access"])), stranger=True, user=admin_b
+        ),
+        Actor(
+            "other organisation's admin API key",
             _client(tenant_a, HTTP_AUTHORIZATION=f"Api-Key {b_raw}"),
             stranger=True,
             user=admin_b,
         ),
-        Actor("globex admin session", _session_client(tenant_a, b_session), stranger=True, user=admin_b),
+        Actor("other organisation's admin session", _session_client(tenant_a, b_session), stranger=True, user=admin_b),
     ]
     for actor in strangers[1:]:
         actor.refresh = b_pair["refresh"]
@@ -290,11 +293,15 @@ def _build_world(tenant_a, tenant_b, admin_a, admin_b, made: dict) -> VictimWorl
     ]
     ws_actors = [
         Actor("anonymous", stranger=True),
-        Actor("globex admin JWT", stranger=True, ws_query=f"token={b_pair['access']}"),
-        Actor("globex admin API key", stranger=True, ws_headers=[(b"authorization", f"Api-Key {b_raw}".encode())]),
-        Actor("globex admin session", stranger=True, ws_headers=[(b"cookie", _cookie(b_session))]),
+        Actor("other organisation's admin JWT", stranger=True, ws_query=f"token={b_pair['access']}"),
         Actor(
-            "victim's own session from a globex page (foreign Origin)",
+            "other organisation's admin API key",
+            stranger=True,
+            ws_headers=[(b"authorization", f"Api-Key {b_raw}".encode())],
+        ),
+        Actor("other organisation's admin session", stranger=True, ws_headers=[(b"cookie", _cookie(b_session))]),
+        Actor(
+            "victim's own session from the other organisation's page (foreign Origin)",
             stranger=True,
             ws_headers=[(b"cookie", _cookie(owner_session)), (b"origin", f"http://{host_of(tenant_b)}".encode())],
         ),
@@ -324,43 +331,32 @@ def _cookie(session_key: str) -> bytes:
     return f"{settings.SESSION_COOKIE_NAME}={session_key}".encode()
 
 
-def _clean_world(tenant_a, tenant_b, made: dict) -> None:
-    users = made.get("users", [])
-    with tenant_context(tenant_a):
-        agents = Agent.objects.filter(owner_id__in=users) | Agent.objects.filter(pk__in=made.get("agents", []))
-        conversations = Conversation.objects.filter(agent__in=agents).values_list("pk", flat=True)
-        Message.objects.filter(conversation_id__in=list(conversations)).delete()
-        agents.delete()
-        KnowledgeBase.objects.filter(owner_id__in=users).delete()
-        Team.objects.filter(pk=made.get("team")).delete()
-        ApiKey.objects.filter(created_by_id__in=users).delete()
-        ApiKey.objects.filter(pk__in=made.get("a_keys", [])).delete()
-        WebhookEndpoint.objects.filter(pk=made.get("webhook")).delete()
-        Invitation.objects.filter(pk=made.get("invitation")).delete()
-        ProviderCredential.objects.filter(pk=made.get("provider")).delete()
-        CustomTool.objects.filter(pk=made.get("tool")).delete()
-        ApprovedHost.objects.filter(pk=made.get("host")).delete()
-        QuotaSubLimit.objects.filter(user_id__in=users).delete()
-        UsageRecord.objects.filter(user_id__in=users).delete()
-        # Inside the tenant's schema: deleting a user cascades to tenant tables (team memberships, API keys).
-        User.objects.filter(pk__in=users).delete()
-    with tenant_context(tenant_b):
-        ApiKey.objects.filter(pk__in=made.get("b_keys", [])).delete()
+def _clean_world(tenant_a, tenant_b, admins: list[int], made: dict) -> None:
+    connection.set_schema_to_public()
+    for tenant in (tenant_a, tenant_b):
+        tenant_delete(tenant=tenant)
+    # Django's cascade also visits per-tenant tables (team memberships, API keys): run it in a schema that has them,
+    # where these users have no rows.
+    with tenant_context(Tenant.objects.get(slug="acme")):
+        User.objects.filter(pk__in=[*admins, *made.get("users", [])]).delete()
     connection.set_schema_to_public()
     Session.objects.filter(session_key__in=made.get("sessions", [])).delete()
 
 
 @pytest.fixture(scope="module")
 def world(django_db_setup, django_db_blocker):
+    """Two organisations of the matrix's own, dropped afterwards with everything in them: the victim data is
+    committed (consumers read it from their own threads) and the audit log it writes cannot be deleted."""
     made: dict = {}
     with django_db_blocker.unblock(), override_settings(AGENTS_ENQUEUE_RUNS=False):
-        tenant_a, tenant_b = Tenant.objects.get(slug="acme"), Tenant.objects.get(slug="globex")
-        admin_a = User.objects.get(email="admin@acme.test")
-        admin_b = User.objects.get(email="admin@globex.test")
+        admin_a = User.objects.create_user(email="admin@matrix-victim.test", password=PASSWORD)
+        admin_b = User.objects.create_user(email="admin@matrix-stranger.test", password=PASSWORD)
+        tenant_a = tenant_create(name="Matrix victim", slug="matrix-victim", owner=admin_a)
+        tenant_b = tenant_create(name="Matrix stranger", slug="matrix-stranger", owner=admin_b)
         try:
             yield _build_world(tenant_a, tenant_b, admin_a, admin_b, made)
         finally:
-            _clean_world(tenant_a, tenant_b, made)
+            _clean_world(tenant_a, tenant_b, [admin_a.pk, admin_b.pk], made)
 
 
 # --- Classification ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from core.queues import FAIR_QUEUES, fair_dispatch
 from core.tenancy import for_each_tenant
 
 from .services import usage_flush_api_calls
@@ -19,6 +20,5 @@ def usage_flush_api_calls_task() -> int:
 @shared_task(name="core.fair_dispatch")
 def fair_dispatch_task() -> int:
     """Beat safety net for core.queues: move held-back tenant work to the Celery queues."""
-    from core.queues import FAIR_QUEUES, fair_dispatch
 
     return sum(fair_dispatch(queue) for queue in FAIR_QUEUES)

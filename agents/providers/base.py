@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.errors import DomainError, ErrorCode
+from core.ssrf import PinnedAsyncTransport, UnsafeURL
 
 
 class ProviderError(DomainError):
@@ -43,7 +44,6 @@ class ContextTooLong(DomainError):
 
 
 def _unsafe_url_cause(exc: BaseException) -> Any:
-    from core.ssrf import UnsafeURL
 
     while exc is not None:
         if isinstance(exc, UnsafeURL):
@@ -56,7 +56,6 @@ def sdk_client_kwargs(sdk: Any, *, base_url: str, api_key: str, timeout: float) 
     """How both official SDKs (passed as the `sdk` module; openai and anthropic share the client options) are
     built: no SDK retries (the runner decides), and an HTTP client on core.ssrf.PinnedAsyncTransport, which
     checks every request's address and reuses the process's TLS context."""
-    from core.ssrf import PinnedAsyncTransport
 
     return {
         "api_key": api_key or "none",

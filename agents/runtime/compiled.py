@@ -17,9 +17,12 @@ from typing import Any
 from django.conf import settings
 
 from core.errors import DomainError, ErrorCode
+from core.ssrf import UnsafeURL, check_url
 
 from ..crypto import decrypt_json, decrypt_str
+from ..models import AgentVersion, CustomTool, ProviderCredential
 from ..registry import get_registry
+from ..tools.openapi import tools_for_custom
 from .limits import effective_limits
 
 IDLE_SECONDS = getattr(settings, "AGENTS_COMPILED_IDLE_SECONDS", 600)
@@ -69,7 +72,6 @@ def provider_stamp(updated_at: Any) -> str:
 
 
 def _provider_stamp(provider_id: int | None) -> str:
-    from ..models import ProviderCredential
 
     if not provider_id:
         return provider_stamp(None)
@@ -78,8 +80,6 @@ def _provider_stamp(provider_id: int | None) -> str:
 
 
 def _build_tools(entries: list[Any], registry) -> tuple[dict[str, Any], dict[str, Any]]:
-    from ..models import CustomTool
-    from ..tools.openapi import tools_for_custom
 
     tools: dict[str, Any] = {}
     secrets: dict[str, Any] = {}
@@ -104,7 +104,6 @@ def _check_provider_url(url: str) -> None:
     """Provider URLs are tenant input too: the SSRF rules apply (a local Ollama needs the operator's allowance
     in SSRF_ALLOWED_NETWORKS). Checked here for a clear error before the run; the providers' PinnedAsyncTransport
     checks again on every request and connects to the approved address (no DNS rebinding)."""
-    from core.ssrf import UnsafeURL, check_url
 
     try:
         check_url(url)
@@ -114,7 +113,6 @@ def _check_provider_url(url: str) -> None:
 
 def compile_version(version) -> CompiledAgent:
     """Build a CompiledAgent from an AgentVersion (inside the tenant's context)."""
-    from ..models import ProviderCredential
 
     registry = get_registry()
     config = version.config
@@ -185,7 +183,6 @@ def compiled_agent_get(schema: str, version_id: int, *, stamp: str | None = None
     """The cached CompiledAgent of an AgentVersion (inside the tenant's context), compiled on a miss. A hit costs
     one query (the provider's stamp), none if the caller knows the stamp; the version row itself is read only to
     compile (versions are immutable)."""
-    from ..models import AgentVersion
 
     with _lock:
         entry = _cache.get((schema, version_id))

@@ -16,14 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from core.errors import DomainError, ErrorCode, error_body
 from core.events import RUN_FINISHED, RUN_STARTED, event_subject, publish
 from core.quotas import ConcurrencyLimited, Overloaded, chat_run_admit, chat_run_release_async
 from core.tenancy import in_tenant
+from knowledge.models import KnowledgeBase
 
+from ..models import Conversation, Message
 from ..providers.base import ChatRequest, ProviderError, TextDelta, ToolCall, Usage
+from ..retrieval import search_knowledge_bases
 from ..signals import run_finished
 from ..tools.base import ToolContext, ToolOutcome, run_tool, tool_error_outcome
 from .compiled import AgentMisconfigured, CompiledAgent, compiled_agent_cached, compiled_agent_get
@@ -63,7 +67,6 @@ def _db(fn):
 
     async def wrapper(schema: str, /, *args, **kwargs):  # positional: a call may pass schema= to fn
         def call():
-            from django.db import connection
 
             if connection.connection is not None and not connection.is_usable():
                 connection.close()  # a broken pooled connection is replaced, never reused
@@ -207,9 +210,6 @@ class RunContext:
 
 @_db
 def _retrieve(agent: CompiledAgent, kb_versions: dict[str, int], query: str) -> list[dict[str, Any]]:
-    from knowledge.models import KnowledgeBase
-
-    from ..retrieval import search_knowledge_bases
 
     kbs = list(KnowledgeBase.objects.filter(pk__in=agent.knowledge_base_ids))
     return search_knowledge_bases(
@@ -246,9 +246,6 @@ def _load_from_memory(schema: str, meta: dict[str, str]) -> dict[str, Any] | Non
 
 @_db
 def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
-    from knowledge.models import KnowledgeBase
-
-    from ..models import Message
 
     compiled = compiled_agent_get(schema, int(meta["agent_version_id"]), stamp=meta.get("provider_stamp") or None)
     kb_versions = {}
@@ -293,7 +290,6 @@ def _inputs(
 @_db
 def _persist(meta: dict[str, str], fields: dict[str, Any]) -> bool:
     """Save the answer on its row; False if the row is not there (yet: chat_start writes it while the run starts)."""
-    from ..models import Conversation, Message
 
     if not Message.objects.filter(pk=int(meta["message_id"]), created=meta["message_created"]).update(**fields):
         return False

@@ -9,7 +9,10 @@ from asgiref.sync import sync_to_async
 
 from core.errors import ErrorCode
 from core.tenancy import in_tenant
+from knowledge.models import KnowledgeBase
 
+from ..models import ApprovedHost
+from ..retrieval import search_knowledge_bases
 from .base import Tool, ToolContext, ToolError
 from .http import guarded_request
 
@@ -48,9 +51,6 @@ class KnowledgeSearchTool(Tool):
 
 
 def _search(context: ToolContext, query: str, top_k: int) -> list[dict]:
-    from knowledge.models import KnowledgeBase
-
-    from ..retrieval import search_knowledge_bases
 
     with in_tenant(context.schema):
         kbs = list(KnowledgeBase.objects.filter(pk__in=context.knowledge_base_ids))
@@ -64,7 +64,6 @@ def _search(context: ToolContext, query: str, top_k: int) -> list[dict]:
 
 
 def _approved_hosts(schema: str) -> set[str]:
-    from ..models import ApprovedHost
 
     with in_tenant(schema):
         return {h.lower() for h in ApprovedHost.objects.values_list("host", flat=True)}
