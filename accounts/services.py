@@ -163,7 +163,6 @@ def _check_default_agent(membership: Membership, agent_id: int) -> None:
 
 
 def user_session_end(*, user: User, session_id: int) -> None:
-
     session = UserSession.objects.filter(user=user, pk=session_id).first()
     if session is None:
         raise NotFound("Not found.")

@@ -77,7 +77,6 @@ _lock = threading.Lock()
 
 
 def _register_builtins(registry: PluginRegistry) -> None:
-
     registry.register_agent_type("rag", RagAgentType())
     registry.register_agent_type("tools", ToolsAgentType())
     for tool in BUILTIN_TOOLS:

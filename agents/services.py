@@ -339,7 +339,6 @@ def custom_tool_create(
     description: str = "",
     template: str = "",
 ) -> CustomTool:
-
     slug = slugify(name).replace("-", "_")
     if not slug:
         raise InvalidInput("The tool needs a name.", field="name")
@@ -379,7 +378,6 @@ def _custom_tool_snapshot(tool: CustomTool) -> dict[str, Any]:
 
 
 def custom_tool_from_template(*, principal: Principal, template: str, name: str, params: dict[str, Any]) -> CustomTool:
-
     builder = TEMPLATES.get(template)
     if builder is None:
         raise InvalidInput(

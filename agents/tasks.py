@@ -14,7 +14,6 @@ from .runtime.runner import execute_run
 
 @shared_task(name="agents.run", acks_late=True)
 def agent_run_task(run_id: str) -> dict:
-
     return execute_run(connection.schema_name, run_id)
 
 

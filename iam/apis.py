@@ -178,7 +178,6 @@ class ShareDetailApi(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request, share_id):
-
         share = Share.objects.filter(pk=share_id).first()
         if share is None:
             raise NotFound("Not found.")

@@ -329,7 +329,6 @@ def _write_staged(document: Document, kb: KnowledgeBase, plan: Plan, embeddings:
 
 
 def _embed_batches(kb: KnowledgeBase, texts: list[str], on_batch) -> list[list[float]]:
-
     embedder = embedder_for_model(kb.embedding_model)
     if embedder.dimension != kb.embedding_dimension:
         raise UnreadableDocument(

@@ -304,7 +304,6 @@ def _hash_and_size(fh: IO[bytes]) -> tuple[str, int]:
 
 
 def _queue_processing(document_ids: list[int]) -> None:
-
     for document_id in document_ids:
         # Per-tenant round-robin into the "ingest" queue (one tenant's flood cannot starve others)
         fair_enqueue(ingest_document_task, args=[document_id], queue="ingest")

@@ -73,7 +73,6 @@ QUOTA_FIELD_MAX = {
 
 
 def _quota_bounds(field_name: str):
-
     return [MinValueValidator(0), MaxValueValidator(QUOTA_FIELD_MAX[field_name])]
 
 

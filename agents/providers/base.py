@@ -44,7 +44,6 @@ class ContextTooLong(DomainError):
 
 
 def _unsafe_url_cause(exc: BaseException) -> Any:
-
     while exc is not None:
         if isinstance(exc, UnsafeURL):
             return exc

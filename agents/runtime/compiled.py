@@ -72,7 +72,6 @@ def provider_stamp(updated_at: Any) -> str:
 
 
 def _provider_stamp(provider_id: int | None) -> str:
-
     if not provider_id:
         return provider_stamp(None)
     updated_at = ProviderCredential.objects.filter(pk=provider_id).values_list("updated_at", flat=True).first()
@@ -80,7 +79,6 @@ def _provider_stamp(provider_id: int | None) -> str:
 
 
 def _build_tools(entries: list[Any], registry) -> tuple[dict[str, Any], dict[str, Any]]:
-
     tools: dict[str, Any] = {}
     secrets: dict[str, Any] = {}
     for entry in entries or []:

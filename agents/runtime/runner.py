@@ -67,7 +67,6 @@ def _db(fn):
 
     async def wrapper(schema: str, /, *args, **kwargs):  # positional: a call may pass schema= to fn
         def call():
-
             if connection.connection is not None and not connection.is_usable():
                 connection.close()  # a broken pooled connection is replaced, never reused
             try:
@@ -210,7 +209,6 @@ class RunContext:
 
 @_db
 def _retrieve(agent: CompiledAgent, kb_versions: dict[str, int], query: str) -> list[dict[str, Any]]:
-
     kbs = list(KnowledgeBase.objects.filter(pk__in=agent.knowledge_base_ids))
     return search_knowledge_bases(
         kbs=kbs,
@@ -246,7 +244,6 @@ def _load_from_memory(schema: str, meta: dict[str, str]) -> dict[str, Any] | Non
 
 @_db
 def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
-
     compiled = compiled_agent_get(schema, int(meta["agent_version_id"]), stamp=meta.get("provider_stamp") or None)
     kb_versions = {}
     if compiled.knowledge_base_ids:

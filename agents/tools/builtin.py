@@ -51,7 +51,6 @@ class KnowledgeSearchTool(Tool):
 
 
 def _search(context: ToolContext, query: str, top_k: int) -> list[dict]:
-
     with in_tenant(context.schema):
         kbs = list(KnowledgeBase.objects.filter(pk__in=context.knowledge_base_ids))
         return search_knowledge_bases(
@@ -64,7 +63,6 @@ def _search(context: ToolContext, query: str, top_k: int) -> list[dict]:
 
 
 def _approved_hosts(schema: str) -> set[str]:
-
     with in_tenant(schema):
         return {h.lower() for h in ApprovedHost.objects.values_list("host", flat=True)}
 
