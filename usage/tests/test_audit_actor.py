@@ -17,10 +17,22 @@ from accounts.tests.helpers import client_for, jwt_pair
 from iam.policy import Principal
 from usage.models import AuditEntry
 
+_seen_before: dict[str, int] = {}
+
+
+@pytest.fixture(autouse=True)
+def _only_this_tests_entries(tenant_a):
+    """Audit entries are immutable: those that end-to-end tests committed earlier stay. Look at this test's only."""
+    with tenant_context(tenant_a):
+        _seen_before[tenant_a.schema_name] = (
+            AuditEntry.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        )
+
 
 def _entries(tenant, action: str) -> list[AuditEntry]:
     with tenant_context(tenant):
-        return list(AuditEntry.objects.filter(action=action).order_by("id"))
+        newer = AuditEntry.objects.filter(id__gt=_seen_before.get(tenant.schema_name, 0))
+        return list(newer.filter(action=action).order_by("id"))
 
 
 def _member(tenant, email: str, role: str = Role.USER) -> User:
