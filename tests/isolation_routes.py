@@ -41,6 +41,7 @@ class Call:
     body: dict | None = None
     scope: str | None = None  # dashboard only: "read" | "write" | "admin" (API views declare theirs)
     about_agents: bool = False  # a list an agent-limited API key must see filtered
+    probe: bool = False  # a readiness probe: 503 while a dependency (here: Celery workers) is down is its answer
 
     def refs(self) -> set[str]:
         text = self.query + repr(self.body or {})
@@ -227,7 +228,7 @@ DASHBOARD_ROUTES: dict[str, Route] = {
     "accounts/oidc/^(?P<provider_id>[^/]+)/login/": r(get(PUBLIC), provider_id="dummy:x"),
     "accounts/oidc/^(?P<provider_id>[^/]+)/login/callback/": r(get(PUBLIC), provider_id="dummy:x"),
     "healthz": r(get(PUBLIC)),
-    "readyz": r(get(PUBLIC)),
+    "readyz": r(get(PUBLIC, probe=True)),
     "invitations/<str:token>/": r(get(PUBLIC), token="dummy:not-a-token"),
     # accounts
     "": r(get(LIST, scope="read")),

@@ -490,7 +490,7 @@ def _verdict(actor, status, text, location, refuse, call, *, dashboard: bool) ->
     problems = []
     if refuse and status not in allowed:
         problems.append(f"status {status}")
-    if not refuse and status >= 500 and call.expect not in (PUBLIC, ACCOUNT):
+    if not refuse and status >= 500 and not (call.probe and status == 503):
         problems.append(f"status {status}")
     if leaked:
         start = max(0, leaked.start() - 60)
