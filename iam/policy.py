@@ -36,7 +36,7 @@ requires the admin role; "write" is refused to readonly members unless the view 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -247,6 +247,26 @@ def principal_can_create(principal: Principal) -> bool:
 def principal_can_manage(principal: Principal) -> bool:
     """May administer the organisation (members, providers, quotas, every API key): admins only."""
     return principal.has_scope("admin") and principal.is_admin
+
+
+def role_may_own(role: str) -> bool:
+    """May a member with this role own resources (be handed an agent or knowledge base)? Read-only members could
+    not use what they owned."""
+    return role != Role.READONLY
+
+
+def principal_require_key_grant(principal: Principal, scopes: Collection[str], *, members_may_create: bool) -> None:
+    """Raise Forbidden unless the principal may create an API key with `scopes`: admins always; other members if
+    the organisation allows it (`members_may_create`). A key never holds more than its creator: only admins grant
+    the admin scope, read-only members never grant write; API keys create no keys."""
+    if principal.api_key is not None:
+        raise ScopeRequired("API keys cannot create API keys.")
+    if not principal.is_admin and not members_may_create:
+        raise AdminRequired("Only admins may create API keys in this organisation.")
+    if "admin" in scopes and not principal.is_admin:
+        raise AdminRequired("Only admins may create keys with the admin scope.")
+    if principal.is_readonly and "write" in scopes:
+        raise ReadOnlyMember("Read-only members may not create keys with the write scope.")
 
 
 def principal_acts_for(principal: Principal, user_id: Any) -> bool:

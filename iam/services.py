@@ -40,9 +40,11 @@ from iam.policy import (
     ALL_SCOPES,
     Principal,
     principal_can,
+    principal_require_key_grant,
     principal_require_scope,
     resource_get_for_principal,
     resource_queryset_for,
+    role_may_own,
     shared_resource_model,
     shared_resource_types,
 )
@@ -266,7 +268,7 @@ def resource_transfer_ownership(
     membership = Membership.objects.filter(tenant_id=principal.tenant.pk, user_id=new_owner_id).first()
     if membership is None:
         raise NotFound("No such member in this organisation.", field="new_owner_id")
-    if membership.role == Role.READONLY:
+    if not role_may_own(membership.role):
         raise InvalidInput("A read-only member cannot own resources.", field="new_owner_id")
     return resource_owner_change(
         resource_type=resource_type, obj=obj, new_owner_id=membership.user_id, principal=principal
@@ -319,18 +321,13 @@ def api_key_create(
     Admins always may; other members only if the organisation allows it. A key can never hold more
     than its creator: only admins get the admin scope, read-only members get read/chat at most.
     """
-    if principal.api_key is not None:
-        raise Forbidden("API keys cannot create API keys.", code=ErrorCode.SCOPE_REQUIRED)
-    if not principal.is_admin and not iam_settings_get().members_can_create_api_keys:
-        raise Forbidden("Only admins may create API keys in this organisation.", code=ErrorCode.ADMIN_REQUIRED)
+    members_may_create = iam_settings_get().members_can_create_api_keys
+    principal_require_key_grant(principal, (), members_may_create=members_may_create)
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise InvalidInput("The key name must be 1-100 characters.", field="name")
     scopes = _clean_scopes(scopes)
-    if "admin" in scopes and not principal.is_admin:
-        raise Forbidden("Only admins may create keys with the admin scope.", code=ErrorCode.ADMIN_REQUIRED)
-    if principal.is_readonly and "write" in scopes:
-        raise Forbidden("Read-only members may not create keys with the write scope.", code=ErrorCode.READONLY)
+    principal_require_key_grant(principal, scopes, members_may_create=members_may_create)
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidInput("The expiry must be in the future.", field="expires_at")
     ids = sorted({int(i) for i in agent_ids}) if agent_ids is not None else []
