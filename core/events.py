@@ -34,14 +34,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import redis
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django_tenants.utils import get_tenant_model, schema_context
 
 from .context import current_request_id
 from .observability import actor_stamp
-from .redis_clients import redis_client, reply_text
+from .redis_clients import async_redis_client, redis_client, reply_text
 
 logger = logging.getLogger(__name__)
 STREAM_MAXLEN = 10_000
@@ -192,18 +192,15 @@ def _current_schema() -> str:
     return schema
 
 
-def publish(
+def _event_new(
     event_type: str,
     payload: dict[str, Any],
     *,
-    subject: dict[str, Any] | None = None,
-    topic: str | None = None,
-    schema: str | None = None,
-    actor: dict[str, Any] | None = None,
-    request_id: str | None = None,
+    subject: dict[str, Any] | None,
+    topic: str | None,
+    actor: dict[str, Any] | None,
+    request_id: str | None,
 ) -> Event:
-    """Publish now. Prefer publish_on_commit inside a transaction."""
-    schema = schema or _current_schema()
     if topic is not None and not topic_valid(topic):
         raise ValueError(f"invalid topic {topic!r}")
     _check_payload(event_type, payload)
@@ -222,6 +219,34 @@ def publish(
     request_id = request_id or current_request_id.get()
     if request_id and request_id != "-":
         event["request_id"] = request_id
+    return event
+
+
+def _groups(schema: str, topic: str | None) -> list[str]:
+    return [tenant_group(schema)] + ([tenant_group(schema, topic)] if topic else [])
+
+
+def _to_sinks(schema: str, event: Event) -> None:
+    for sink in _SINKS:
+        try:
+            sink(schema, event)
+        except Exception:  # noqa: BLE001 - the event is in the stream; a sink failing must not fail the write
+            logger.exception("event %s not handed to sink %s", event["type"], getattr(sink, "__name__", sink))
+
+
+def publish(
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    subject: dict[str, Any] | None = None,
+    topic: str | None = None,
+    schema: str | None = None,
+    actor: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> Event:
+    """Publish now. Prefer publish_on_commit inside a transaction; in async code, apublish."""
+    schema = schema or _current_schema()
+    event = _event_new(event_type, payload, subject=subject, topic=topic, actor=actor, request_id=request_id)
     body = json.dumps(event, default=str)
     try:
         event["stream_id"] = reply_text(
@@ -232,17 +257,45 @@ def publish(
     layer = get_channel_layer()
     if layer is not None:
         message = {"type": "bus.event", "event": event}
-        groups = [tenant_group(schema)] + ([tenant_group(schema, topic)] if topic else [])
-        for group in groups:
+        for group in _groups(schema, topic):
             try:
                 async_to_sync(layer.group_send)(group, message)
             except Exception:  # noqa: BLE001 - a dashboard missing an update must not fail the write
                 logger.exception("event %s not sent to group %s", event_type, group)
-    for sink in _SINKS:
-        try:
-            sink(schema, event)
-        except Exception:  # noqa: BLE001 - the event is in the stream; a sink failing must not fail the write
-            logger.exception("event %s not handed to sink %s", event_type, getattr(sink, "__name__", sink))
+    _to_sinks(schema, event)
+    return event
+
+
+async def apublish(
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    schema: str,
+    subject: dict[str, Any] | None = None,
+    topic: str | None = None,
+) -> Event:
+    """publish() for code on an event loop (the chat runtime): the same event, written with the loop's own Redis
+    client and channel-layer connections. From a thread, publish() runs each group send on a fresh event loop, so
+    channels_redis connects again every time: a few ms per event, on the path of a run's tokens."""
+    event = _event_new(event_type, payload, subject=subject, topic=topic, actor=None, request_id=None)
+    body = json.dumps(event, default=str)
+    try:
+        stream_id = await async_redis_client().xadd(
+            stream_key(schema), {"event": body}, maxlen=STREAM_MAXLEN, approximate=True
+        )
+        event["stream_id"] = reply_text(stream_id)
+    except redis.RedisError:
+        logger.exception("event %s not written to the durable stream", event_type)
+    layer = get_channel_layer()
+    if layer is not None:
+        message = {"type": "bus.event", "event": event}
+        for group in _groups(schema, topic):
+            try:
+                await layer.group_send(group, message)
+            except Exception:  # noqa: BLE001 - a dashboard missing an update must not fail the run
+                logger.exception("event %s not sent to group %s", event_type, group)
+    if _SINKS:  # sinks are synchronous (webhooks: one SMEMBERS, maybe a Celery send)
+        await sync_to_async(_to_sinks, thread_sensitive=False)(schema, event)
     return event
 
 

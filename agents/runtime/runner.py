@@ -20,7 +20,7 @@ from django.db import connection
 from django.utils import timezone
 
 from core.errors import DomainError, ErrorCode, error_body
-from core.events import RUN_FINISHED, RUN_STARTED, event_subject, publish
+from core.events import RUN_FINISHED, RUN_STARTED, apublish, event_subject
 from core.quotas import ConcurrencyLimited, Overloaded, chat_run_admit, chat_run_release_async
 from core.tenancy import in_tenant
 from knowledge.models import KnowledgeBase
@@ -106,6 +106,7 @@ class RunContext:
         self.usage = {"input_tokens": 0, "output_tokens": 0}
         self.started = time.monotonic()
         self.first_token_ms: int | None = None
+        self.answering = asyncio.Event()  # set at the first token
         self.finish_reason = "stop"
         self.tool_context = ToolContext(
             schema=schema,
@@ -162,6 +163,7 @@ class RunContext:
             if isinstance(event, TextDelta):
                 if self.first_token_ms is None:
                     self.first_token_ms = int((time.monotonic() - self.started) * 1000)
+                    self.answering.set()
                 parts.append(event.text)
                 self.text_parts.append(event.text)
                 await self.emitter.emit("token", {"text": event.text})
@@ -330,6 +332,13 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
         "run", run_id, owner_id=int(meta["user_id"]) if meta.get("user_id") else None, agent_id=agent_id
     )
     announced: asyncio.Future | None = None
+    answering = asyncio.Event()  # the first token is out, or the run ended without one
+
+    async def announce() -> None:
+        # run.started (dashboards, webhooks) goes out once the answer flows: published while the run loaded, its
+        # serialisation, XADD and channel-layer send competed with the first token for the worker's CPU.
+        await answering.wait()
+        await apublish(RUN_STARTED, {"run_id": run_id, "agent_id": agent_id}, schema=schema, subject=run_subject)
 
     async def work() -> None:
         nonlocal started, ctx, kb_versions, announced
@@ -345,10 +354,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
                 "agent_version_id": int(meta["agent_version_id"]),
             },
         )
-        # On the tenant's bus (dashboards, webhooks) while the run loads: off the path to the first token.
-        announced = asyncio.ensure_future(
-            _db(publish)(schema, RUN_STARTED, {"run_id": run_id, "agent_id": agent_id}, subject=run_subject)
-        )
+        announced = asyncio.ensure_future(announce())
         loaded = _load_from_memory(schema, meta) or await _load(schema, schema, meta)
         compiled: CompiledAgent = loaded["compiled"]
         kb_versions = loaded["kb_versions"]
@@ -365,6 +371,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
             question=loaded["question"],
             kb_versions=kb_versions,
         )
+        ctx.answering = answering
         await asyncio.wait_for(compiled.agent_type.run(ctx), timeout=float(compiled.limits["run_timeout_seconds"]))
 
     try:
@@ -445,6 +452,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
         logger.exception("run %s: run_finished not sent", run_id)
     try:
         if announced is not None:
+            answering.set()  # a run that ended before its first token was still started, and is announced first
             await announced
         finished = {
             "run_id": run_id,
@@ -453,7 +461,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
             "tokens_in": int(run_usage.get("input_tokens") or 0),
             "tokens_out": int(run_usage.get("output_tokens") or 0),
         }
-        await _db(publish)(schema, RUN_FINISHED, finished, subject=run_subject)
+        await apublish(RUN_FINISHED, finished, schema=schema, subject=run_subject)
     except Exception:  # noqa: BLE001 - the answer is stored; a missed bus event must not fail the run
         logger.exception("run %s: run events not published", run_id)
     return {"status": status, "error": error}
