@@ -16,6 +16,7 @@ import uuid
 from django.conf import settings
 
 from core.redis_clients import redis_client
+from core.tenancy import tenant_key
 
 SESSION_CLAIM = "sid"
 # The schema a token was issued for: iam.authentication refuses it on any other organisation's host.
@@ -27,7 +28,7 @@ def _ttl() -> int:
 
 
 def _session_key(schema: str, sid: str) -> str:
-    return f"jwt:{schema}:sid:{sid}"
+    return tenant_key("jwt", "sid", sid, schema=schema)
 
 
 def _user_key(user_id: int) -> str:

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 
 from core.epochs import EpochCache, epoch_get
 from core.errors import NotFound
-from core.tenancy import current_schema
+from core.tenancy import current_schema, tenant_key
 from iam.policy import (
     Principal,
     principal_acts_for,
@@ -40,7 +40,7 @@ _chat_agents: EpochCache[Agent] = EpochCache("AGENT_CACHE_SECONDS")
 
 
 def agents_epoch(schema: str) -> str:
-    return f"agents:{schema}"
+    return tenant_key("agents", schema=schema)
 
 
 def agent_get_for_chat(principal: Principal, agent_id: Any) -> Agent:

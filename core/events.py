@@ -42,6 +42,7 @@ from django_tenants.utils import get_tenant_model, schema_context
 from .context import current_request_id
 from .observability import actor_stamp
 from .redis_clients import async_redis_client, redis_client, reply_text
+from .tenancy import tenant_key
 
 logger = logging.getLogger(__name__)
 STREAM_MAXLEN = 10_000
@@ -182,7 +183,7 @@ def topic_valid(topic: str) -> bool:
 
 
 def stream_key(schema: str) -> str:
-    return f"events:{schema}"
+    return tenant_key("events", schema=schema)
 
 
 def _current_schema() -> str:

@@ -78,9 +78,10 @@ def current_schema() -> str:
     return tenant_connection().schema_name
 
 
-def tenant_key(*parts: object, schema: str | None = None) -> str:
-    """`<schema>:<part>:<part>...`: a key of tenant data, naming the schema (default: the current one)."""
-    return ":".join([schema or current_schema(), *(str(part) for part in parts)])
+def tenant_key(namespace: str, *parts: object, schema: str | None = None) -> str:
+    """`<namespace>:<schema>:<part>...`: a Redis key, cache key or channel group of one organisation's data, naming
+    its schema (default: the current one). The namespace comes first so one feature's keys scan together."""
+    return ":".join([namespace, schema or current_schema(), *(str(part) for part in parts)])
 
 
 def _port() -> str:

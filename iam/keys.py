@@ -26,6 +26,7 @@ from django.utils import timezone
 from accounts.models import Membership
 from core.epochs import EpochCache, epoch_get
 from core.errors import DomainError, ErrorCode
+from core.tenancy import tenant_key
 
 from .models import ApiKey
 from .policy import membership_for
@@ -96,7 +97,7 @@ _verified: EpochCache[tuple[ApiKey, Membership | None]] = EpochCache("API_KEY_CA
 
 
 def auth_epoch(schema: str) -> str:
-    return f"auth:{schema}"
+    return tenant_key("auth", schema=schema)
 
 
 def api_key_authenticate(raw_key: str, tenant) -> ApiKey:

@@ -29,7 +29,7 @@ from core.quotas import (
     validate_limit,
 )
 from core.redis_clients import redis_client, reply_text
-from core.tenancy import TenantRecord, current_schema, in_tenant
+from core.tenancy import TenantRecord, current_schema, in_tenant, tenant_key
 from iam.policy import Principal, principal_require_scope
 from iam.selectors import api_key_list, member_list
 
@@ -110,7 +110,7 @@ def usage_record_run(
 
 
 def _api_calls_key(schema: str, day: dt.date) -> str:
-    return f"usage:{schema}:apicalls:{day.isoformat()}"
+    return tenant_key("usage", "apicalls", day.isoformat(), schema=schema)
 
 
 def api_call_record(

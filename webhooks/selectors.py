@@ -8,6 +8,7 @@ from django_tenants.utils import schema_context
 
 from core.errors import NotFound
 from core.redis_clients import redis_client, reply_text
+from core.tenancy import tenant_key
 
 from .models import WebhookDelivery, WebhookEndpoint
 
@@ -42,7 +43,7 @@ def delivery_get(delivery_id: int) -> WebhookDelivery:
 
 
 def _types_key(schema: str) -> str:
-    return f"webhooks:{schema}:types"
+    return tenant_key("webhooks", "types", schema=schema)
 
 
 def subscribed_types_refresh(schema: str) -> set[str]:

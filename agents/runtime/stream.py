@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 
 from core.redis_clients import async_redis_client, redis_client
+from core.tenancy import tenant_key
 
 EVENT_TYPES = ("run.queued", "message.start", "token", "citation", "tool.call", "tool.result", "message.end", "error")
 TERMINAL = "message.end"
@@ -39,15 +40,15 @@ META_FIELDS = (
 
 
 def stream_key(schema: str, run_id: str) -> str:
-    return f"agents:{schema}:run:{run_id}:events"
+    return tenant_key("agents", "run", run_id, "events", schema=schema)
 
 
 def meta_key(schema: str, run_id: str) -> str:
-    return f"agents:{schema}:run:{run_id}:meta"
+    return tenant_key("agents", "run", run_id, "meta", schema=schema)
 
 
 def cancel_key(schema: str, run_id: str) -> str:
-    return f"agents:{schema}:run:{run_id}:cancel"
+    return tenant_key("agents", "run", run_id, "cancel", schema=schema)
 
 
 sync_redis = redis_client

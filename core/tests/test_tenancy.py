@@ -33,5 +33,5 @@ def test_for_each_tenant_runs_the_body_in_every_organisation_but_not_public(tena
 
 def test_tenant_key_names_the_current_schema_unless_given(tenant_a):
     with in_tenant(tenant_a):
-        assert tenant_key("kb", 5) == f"{tenant_a.schema_name}:kb:5"
-    assert tenant_key("x", schema="other") == "other:x"
+        assert tenant_key("kb", 5, "vectors") == f"kb:{tenant_a.schema_name}:5:vectors"
+    assert tenant_key("events", schema="other") == "events:other"
