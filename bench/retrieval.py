@@ -125,6 +125,10 @@ def main() -> int:
     # Our own Redis database for the query-embedding and BM25-statistics caches (test runs flush theirs).
     redis_base = os.environ["REDIS_URL"].rsplit("/", 1)[0]
     os.environ.setdefault("TEST_REDIS_URL", f"{redis_base}/3")
+    # One user sends ~900 searches in a few minutes: the product's search rate limit (120/min per user) would
+    # refuse most of them. The limiter still runs on every request, at the same cost.
+    os.environ.setdefault("RATE_LIMITS", '{"search": "100000/m"}')
+    os.environ.setdefault("RATE_LIMITS_TENANT", '{"search": "1000000/m"}')
     bench_django_setup("agentry_bench_retrieval")
     from django.db import connection, transaction
     from django.test import Client
