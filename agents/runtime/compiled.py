@@ -16,8 +16,10 @@ from typing import Any
 
 from django.conf import settings
 
+from core.epochs import epoch_get
 from core.errors import DomainError, ErrorCode
 from core.ssrf import UnsafeURL, check_url
+from core.tenancy import tenant_key
 
 from ..crypto import decrypt_json, decrypt_str
 from ..models import AgentVersion, CustomTool, ProviderCredential
@@ -54,7 +56,16 @@ class CompiledAgent:
         return self.provider_class(**self.provider_kwargs)
 
 
-_cache: dict[tuple[str, int], tuple[CompiledAgent, float]] = {}
+# (schema, version id) -> (compiled, last used, tools epoch it was compiled under)
+_cache: dict[tuple[str, int], tuple[CompiledAgent, float, bytes]] = {}
+
+
+def tools_epoch(schema: str) -> str:
+    """Moves when a custom tool or an approved host changes (agents.signals): compiled agents hold their tools and
+    the hosts those may call, so every worker compiles again instead of running a deleted tool."""
+    return tenant_key("agents", "tools", schema=schema)
+
+
 _lock = threading.Lock()
 stats = {"hits": 0, "misses": 0}
 
@@ -158,22 +169,24 @@ def compile_version(version) -> CompiledAgent:
 
 
 def compiled_agent_cached(schema: str, version_id: int, *, stamp: str) -> CompiledAgent | None:
-    """The cached CompiledAgent of an AgentVersion if its provider's stamp is still `stamp`, else None. Touches no
-    database: chat_start reads the stamp with its provider check and passes it in the run's metadata."""
+    """The cached CompiledAgent of an AgentVersion if its provider's stamp is still `stamp` and no tool changed since
+    (one Redis GET), else None. Touches no database: chat_start reads the stamp with its provider check and passes
+    it in the run's metadata."""
     now = time.monotonic()
     key = (schema, version_id)
+    tools = epoch_get(tools_epoch(schema))
     with _lock:
         _evict_idle(now)
         entry = _cache.get(key)
-        if entry is None or entry[0].stamp != stamp:
+        if entry is None or entry[0].stamp != stamp or entry[2] != tools:
             return None
-        _cache[key] = (entry[0], now)
+        _cache[key] = (entry[0], now, entry[2])
     stats["hits"] += 1
     return entry[0]
 
 
 def _evict_idle(now: float) -> None:
-    for stale in [k for k, (_, used) in _cache.items() if now - used > IDLE_SECONDS]:
+    for stale in [k for k, (_, used, _tools) in _cache.items() if now - used > IDLE_SECONDS]:
         del _cache[stale]
 
 
@@ -191,10 +204,11 @@ def compiled_agent_get(schema: str, version_id: int, *, stamp: str | None = None
         if compiled is not None:
             return compiled
     stats["misses"] += 1
+    tools = epoch_get(tools_epoch(schema))  # read before the rows it compiles (core.epochs)
     compiled = compile_version(AgentVersion.objects.get(pk=version_id))
     with _lock:
         _evict_idle(time.monotonic())
-        _cache[(schema, version_id)] = (compiled, time.monotonic())
+        _cache[(schema, version_id)] = (compiled, time.monotonic(), tools)
     return compiled
 
 

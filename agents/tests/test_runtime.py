@@ -520,3 +520,32 @@ def test_stop_cancels_the_run_on_the_server_and_keeps_the_partial_answer(live):
     assert row.content == streamed and 0 < len(streamed) < len("".join(tokens))
     again = live.client().post(f"/api/v1/runs/{run_id}/cancel/")
     assert again.status_code == 409 and again.json()["code"] == "conflict"
+
+
+def test_a_deleted_custom_tool_is_not_run_from_a_workers_compiled_cache(live):
+    from agents.models import CustomTool
+    from agents.runtime import compiled
+    from agents.runtime.compiled import AgentMisconfigured
+
+    client = live.client()
+    tool = client.post(
+        "/api/v1/custom-tools/",
+        {
+            "template": "slack_webhook",
+            "name": "alerts",
+            "params": {"webhook_url": "https://hooks.slack.com/services/1"},
+        },
+        content_type="application/json",
+    )
+    assert tool.status_code == 201, tool.content
+    agent = live.agent(agent_type="tools", tools=[{"custom_tool": "alerts"}])
+    schema = live.tenant_a.schema_name
+    compiled.compiled_cache_clear()
+    with tenant_context(live.tenant_a):
+        version_id = agent.current_version_id
+        first = compiled.compiled_agent_get(schema, version_id)
+        assert any(name.startswith("alerts") for name in first.tools)
+        assert compiled.compiled_agent_get(schema, version_id) is first  # cached
+        CustomTool.objects.get(pk=tool.json()["id"]).delete()
+        with pytest.raises(AgentMisconfigured, match="no longer exists"):
+            compiled.compiled_agent_get(schema, version_id)
