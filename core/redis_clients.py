@@ -45,9 +45,27 @@ def reply_bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
+# (url, probe?) -> client. Building a redis.Redis costs ~90 us (its reply-callback tables), and the hot paths ask
+# for one several times per request; clients are thread-safe over their pool, so each process keeps one per URL.
+_clients: dict[tuple[str, bool], redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(url: str, *, probe: bool) -> redis.Redis:
+    client = _clients.get((url, probe))
+    if client is None:
+        timeouts = {"socket_timeout": 1, "socket_connect_timeout": 1} if probe else {}
+        with _clients_lock:
+            client = _clients.get((url, probe))
+            if client is None:
+                pool = SharedConnectionPool.from_url(url, **timeouts)
+                client = _clients[(url, probe)] = redis.Redis(connection_pool=pool)
+    return client
+
+
 def redis_client(url: str | None = None) -> redis.Redis:
     """The process's client for `url` (default: settings.REDIS_URL, read at call time so tests may change it)."""
-    return redis.Redis(connection_pool=SharedConnectionPool.from_url(url or settings.REDIS_URL))
+    return _client(url or settings.REDIS_URL, probe=False)
 
 
 def broker_client() -> redis.Redis:
@@ -57,11 +75,7 @@ def broker_client() -> redis.Redis:
 
 def probe_client(url: str | None = None) -> redis.Redis:
     """A short-timeout client for health probes and metrics scrapes: a dead Redis answers in a second, not never."""
-    return redis.Redis(
-        connection_pool=SharedConnectionPool.from_url(
-            url or settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
-        )
-    )
+    return _client(url or settings.REDIS_URL, probe=True)
 
 
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
