@@ -22,6 +22,7 @@ from django.utils import timezone
 from core.errors import DomainError, ErrorCode, error_body
 from core.events import RUN_FINISHED, RUN_STARTED, apublish, event_subject
 from core.quotas import ConcurrencyLimited, Overloaded, chat_run_admit, chat_run_release_async
+from core.redis_clients import async_redis_client
 from core.tenancy import in_tenant
 from knowledge.models import KnowledgeBase
 
@@ -31,7 +32,7 @@ from ..retrieval import search_knowledge_bases
 from ..signals import run_finished
 from ..tools.base import ToolContext, ToolOutcome, run_tool, tool_error_outcome
 from .compiled import AgentMisconfigured, CompiledAgent, compiled_agent_cached, compiled_agent_get
-from .stream import RunEmitter, async_redis, cancel_key, run_start_read
+from .stream import RunEmitter, cancel_key, run_start_read
 
 logger = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4
@@ -95,6 +96,7 @@ class RunContext:
         history: list[dict[str, Any]],
         question: str,
         kb_versions: dict[str, int],
+        answering: asyncio.Event,
     ):
         self.schema, self.run_id, self.agent, self.emitter = schema, run_id, agent, emitter
         self.history, self.question, self.kb_versions = history, question, kb_versions
@@ -106,7 +108,7 @@ class RunContext:
         self.usage = {"input_tokens": 0, "output_tokens": 0}
         self.started = time.monotonic()
         self.first_token_ms: int | None = None
-        self.answering = asyncio.Event()  # set at the first token
+        self.answering = answering  # set at the first token
         self.finish_reason = "stop"
         self.tool_context = ToolContext(
             schema=schema,
@@ -321,7 +323,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
         logger.warning("run %s has no metadata (expired?)", run_id)
         return {"status": "missing"}
     emitter = RunEmitter(schema, run_id)
-    redis_client = async_redis()
+    redis_client = async_redis_client()
     started = time.monotonic()
     ctx: RunContext | None = None
     error: dict[str, Any] | None = None
@@ -370,8 +372,8 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
             history=loaded["history"],
             question=loaded["question"],
             kb_versions=kb_versions,
+            answering=answering,
         )
-        ctx.answering = answering
         await asyncio.wait_for(compiled.agent_type.run(ctx), timeout=float(compiled.limits["run_timeout_seconds"]))
 
     try:

@@ -51,13 +51,9 @@ def cancel_key(schema: str, run_id: str) -> str:
     return tenant_key("agents", "run", run_id, "cancel", schema=schema)
 
 
-sync_redis = redis_client
-async_redis = async_redis_client
-
-
 def run_meta_write(schema: str, run_id: str, meta: dict[str, Any]) -> None:
     key = meta_key(schema, run_id)
-    pipe = sync_redis().pipeline()
+    pipe = redis_client().pipeline()
     pipe.hset(key, mapping={k: "" if v is None else str(v) for k, v in meta.items()})
     pipe.expire(key, settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
     pipe.execute()
@@ -65,11 +61,11 @@ def run_meta_write(schema: str, run_id: str, meta: dict[str, Any]) -> None:
 
 def run_cancel_request(schema: str, run_id: str) -> None:
     """Ask the worker running `run_id` to stop (it checks every AGENTS_CANCEL_POLL_SECONDS; see runner)."""
-    sync_redis().set(cancel_key(schema, run_id), "1", ex=settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
+    redis_client().set(cancel_key(schema, run_id), "1", ex=settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
 
 
 def run_meta_read(schema: str, run_id: str) -> dict[str, str] | None:
-    raw = sync_redis().hgetall(meta_key(schema, run_id))
+    raw = redis_client().hgetall(meta_key(schema, run_id))
     if not raw:
         return None
     return {k.decode(): v.decode() for k, v in raw.items()}
@@ -78,7 +74,7 @@ def run_meta_read(schema: str, run_id: str) -> dict[str, str] | None:
 async def run_start_read(schema: str, run_id: str) -> tuple[dict[str, str] | None, list]:
     """What a worker reads before it starts a run, in one round trip: the metadata (None if it expired) and the
     stream's last entry (non-empty when the run was queued, or redelivered after a worker died)."""
-    pipe = async_redis().pipeline(transaction=False)
+    pipe = async_redis_client().pipeline(transaction=False)
     pipe.hgetall(meta_key(schema, run_id))
     pipe.xrevrange(stream_key(schema, run_id), count=1)
     raw, last = await pipe.execute()
@@ -93,7 +89,7 @@ class RunEmitter:
         self.run_id = run_id
         self.key = stream_key(schema, run_id)
         self.seq = 0
-        self.client = async_redis()
+        self.client = async_redis_client()
         self._pending: asyncio.Future | None = None
 
     def emit_soon(self, event_type: str, data: dict[str, Any]) -> None:
@@ -129,7 +125,7 @@ def emit_sync(schema: str, run_id: str, seq: int, event_type: str, data: dict[st
     before the worker exists; the worker continues the numbering from the stream's last id)."""
     assert event_type in EVENT_TYPES, event_type
     event = {"seq": seq, "type": event_type, "run_id": run_id, "data": data, "ts": time.time()}
-    pipe = sync_redis().pipeline(transaction=False)
+    pipe = redis_client().pipeline(transaction=False)
     pipe.xadd(stream_key(schema, run_id), {"t": event_type, "e": json.dumps(event, default=str)}, id=f"0-{seq}")
     pipe.expire(stream_key(schema, run_id), settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
     pipe.execute()
@@ -141,12 +137,12 @@ def _decode(entries) -> list[dict[str, Any]]:
 
 
 def read_events_now(schema: str, run_id: str, after: int = 0) -> list[dict[str, Any]]:
-    return _decode(sync_redis().xrange(stream_key(schema, run_id), min=f"(0-{after}", max="+"))
+    return _decode(redis_client().xrange(stream_key(schema, run_id), min=f"(0-{after}", max="+"))
 
 
 async def read_events(schema: str, run_id: str, after: int, *, block_ms: int) -> list[dict[str, Any]]:
     """Events with seq > after; waits up to block_ms for the first one."""
-    result = await async_redis().xread({stream_key(schema, run_id): f"0-{after}"}, block=block_ms, count=1000)
+    result = await async_redis_client().xread({stream_key(schema, run_id): f"0-{after}"}, block=block_ms, count=1000)
     if not result:
         return []
     return _decode(result[0][1])
@@ -182,7 +178,7 @@ async def iter_raw_events(
     (no json round trip per token per client). Yields None as a heartbeat when idle."""
     last = after
     idle_since = time.monotonic()
-    client = async_redis()
+    client = async_redis_client()
     key = stream_key(schema, run_id)
     while True:
         result = await client.xread({key: f"0-{last}"}, block=int(heartbeat * 1000), count=1000)

@@ -24,6 +24,35 @@ def host_of(tenant) -> str:
     return f"{tenant.slug}.{settings.BASE_DOMAIN}"
 
 
+def chat_over_websocket(tenant, user, agent_id: int, message: str) -> dict:
+    """Send one chat message over /ws/agents/{id}/chat/ as `user` (a JWT of `tenant`, from the tenant's own page)
+    and return the first frame the server answers with."""
+    from channels.testing import WebsocketCommunicator
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    from accounts.tokens import TENANT_CLAIM
+    from config.asgi import application
+
+    refresh = RefreshToken.for_user(user)
+    refresh[TENANT_CLAIM] = tenant.schema_name
+    host = host_of(tenant)
+
+    async def scenario() -> dict:
+        communicator = WebsocketCommunicator(
+            application,
+            f"/ws/agents/{agent_id}/chat/?token={refresh.access_token}",
+            headers=[(b"host", host.encode()), (b"origin", f"http://{host}".encode())],
+        )
+        connected, _ = await communicator.connect(timeout=10)
+        assert connected
+        await communicator.send_json_to({"type": "chat", "message": message})
+        frame = await communicator.receive_json_from(timeout=10)
+        await communicator.disconnect()
+        return frame
+
+    return asyncio.run(scenario())
+
+
 @dataclass
 class Live:
     tenant_a: Any

@@ -4,17 +4,13 @@ without knowledge (the REST side of search failures is in knowledge/tests/test_r
 import asyncio
 import json
 
-from channels.testing import WebsocketCommunicator
 from django_tenants.utils import tenant_context
-from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.tokens import TENANT_CLAIM
 from agents.models import Message
-from config.asgi import application
 from core.redis_clients import redis_client
 from knowledge.models import KnowledgeBase
 
-from .conftest import events_of, run_inline
+from .conftest import chat_over_websocket, events_of, run_inline
 from .test_runtime import chat
 
 HANDBOOK = {"Refunds": "Refunds are accepted within 30 days of purchase. Keep the receipt."}
@@ -74,22 +70,6 @@ def test_the_same_refusal_has_the_same_body_over_http_and_websocket(live):
     over_http = live.client().post(f"/api/v1/agents/{agent.pk}/chat/", {"message": ""}, content_type="application/json")
     assert over_http.status_code == 400
 
-    refresh = RefreshToken.for_user(live.admin_a)
-    refresh[TENANT_CLAIM] = live.tenant_a.schema_name
-
-    async def over_websocket() -> dict:
-        communicator = WebsocketCommunicator(
-            application,
-            f"/ws/agents/{agent.pk}/chat/?token={refresh.access_token}",
-            headers=[(b"host", b"acme.localhost"), (b"origin", b"http://acme.localhost")],
-        )
-        connected, _ = await communicator.connect(timeout=10)
-        assert connected
-        await communicator.send_json_to({"type": "chat", "message": ""})
-        frame = await communicator.receive_json_from(timeout=10)
-        await communicator.disconnect()
-        return frame
-
-    frame = asyncio.run(over_websocket())
+    frame = chat_over_websocket(live.tenant_a, live.admin_a, agent.pk, "")
     assert frame == {"type": "error", "seq": 0, "data": over_http.json()}
     assert over_http.json() == {"code": "invalid", "detail": "The message is empty.", "field": "message"}

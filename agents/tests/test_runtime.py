@@ -63,7 +63,8 @@ def test_rag_run_streams_the_event_schema_and_records_versions(live):
 
 def test_a_failed_insert_cancels_the_already_queued_run_and_leaves_no_rows(live, monkeypatch, settings):
     from agents.models import Conversation
-    from agents.runtime.stream import cancel_key, sync_redis
+    from agents.runtime.stream import cancel_key
+    from core.redis_clients import redis_client
 
     agent = live.agent()
     with tenant_context(live.tenant_a):
@@ -77,8 +78,8 @@ def test_a_failed_insert_cancels_the_already_queued_run_and_leaves_no_rows(live,
         chat(live, agent, "hello?")
     (run_id,) = started  # the run was queued before the insert
     schema = live.tenant_a.schema_name
-    assert sync_redis().exists(cancel_key(schema, run_id))  # ... and is told to stop
-    r, member = sync_redis(), f"{schema}:{run_id}"
+    assert redis_client().exists(cancel_key(schema, run_id))  # ... and is told to stop
+    r, member = redis_client(), f"{schema}:{run_id}"
     held = [k for k in r.scan_iter("runs:*") if member.encode() in k]  # its slot record
     held += [k for k in r.scan_iter("runs:*") if r.type(k) == b"zset" and r.zscore(k, member) is not None]
     assert held == []  # its slots are free

@@ -3,16 +3,11 @@ through the provider usage registers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from channels.testing import WebsocketCommunicator
-from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.services import TENANT_CLAIM
-from agents.tests.conftest import run_inline
-from config.asgi import application
+from agents.tests.conftest import chat_over_websocket, run_inline
 from core import quotas
 from core.quotas import (
     ConcurrencyLimited,
@@ -27,26 +22,6 @@ from tenants.models import Plan
 from usage import sources
 
 from .conftest import set_quota
-
-
-def _over_websocket(committed, agent) -> dict:
-    refresh = RefreshToken.for_user(committed.admin_a)
-    refresh[TENANT_CLAIM] = committed.tenant_a.schema_name
-
-    async def scenario() -> dict:
-        communicator = WebsocketCommunicator(
-            application,
-            f"/ws/agents/{agent.pk}/chat/?token={refresh.access_token}",
-            headers=[(b"host", b"acme.localhost"), (b"origin", b"http://acme.localhost")],
-        )
-        connected, _ = await communicator.connect(timeout=10)
-        assert connected
-        await communicator.send_json_to({"type": "chat", "message": "two"})
-        frame = await communicator.receive_json_from(timeout=10)
-        await communicator.disconnect()
-        return frame
-
-    return asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("scope", ["agent", "tenant"])
@@ -64,7 +39,7 @@ def test_too_many_runs_is_concurrency_limited_over_rest_sse_and_websocket(commit
 
     over_rest = client.post(url, {"message": "two", "wait": False}, content_type="application/json")
     over_sse = client.post(url, {"message": "two"}, content_type="application/json", HTTP_ACCEPT="text/event-stream")
-    frame = _over_websocket(committed, agent)
+    frame = chat_over_websocket(committed.tenant_a, committed.admin_a, agent.pk, "two")
 
     assert over_rest.status_code == over_sse.status_code == 429
     assert int(over_rest["Retry-After"]) > 0
