@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint services stop bench clean screenshots
+.PHONY: up test lint audit services stop bench load fuzz clean screenshots
 
 $(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -33,6 +33,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+	# The API contract: every operation declared, zero warnings, a valid OpenAPI document (no database needed).
+	DJANGO_SETTINGS_MODULE=config.settings.typecheck $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+## Known vulnerabilities in the installed dependencies (every pin and what it pulls in) fail; exceptions, each with
+## its reason, are in .pip-audit-ignore. --strict: a package no vulnerability service answers for fails the audit
+## instead of passing unaudited, so a machine that reaches no service cannot pass it (docs/dependencies.md).
+audit: $(STAMP)
+	$(VENV)/bin/pip freeze --exclude-editable > $(VENV)/audit-requirements.txt  # the plugin is ours, not on PyPI
+	$(VENV)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r $(VENV)/audit-requirements.txt \
+	  $$(sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' -e 's/^[[:space:]]*/--ignore-vuln /' .pip-audit-ignore) \
+	  || { echo "make audit failed: a known vulnerability, or no vulnerability service answered (above)" >&2; exit 1; }
 
 services: $(STAMP)
 	$(PY) scripts/devstack.py services
@@ -46,6 +57,17 @@ screenshots: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/devstack.py run bench/tenant_provisioning.py
+
+## Load test (bench/load.py): 20 organisations, sustainable rate, 2x overload (shed with 429/503 + Retry-After),
+## recovery, then a soak with RSS per process. LOAD_ARGS="--soak 60" for a shorter soak (default 300 s).
+load: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/devstack.py run bench/load.py $(LOAD_ARGS)
+
+## Fuzzing (scripts/fuzz.py): schemathesis over every operation of the live API contract, as an organisation admin
+## (JWT) and as an API key, rate limiting on and off; prints operations, cases, 5xx and violations, fails on any.
+## FUZZ_ARGS="--max-examples 50" for a larger budget (cases per operation; default 25), "--no-coverage" for fewer.
+fuzz: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/devstack.py run scripts/fuzz.py $(FUZZ_ARGS)
 
 clean: stop
 	rm -rf var staticfiles

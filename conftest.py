@@ -101,9 +101,12 @@ def _nobody_acting():
     """Tests that call guards directly (RequestFactory) skip RequestIdMiddleware, which scopes the audit actor to
     one request in the product: without this, the next test's audit entries would name that test's user."""
     from core.observability import current_actor
+    from core.rls import current_db_principal
 
     token = current_actor.set(None)
+    db_token = current_db_principal.set(None)  # nor do their queries stay restricted to that user (core.rls)
     yield
+    current_db_principal.reset(db_token)
     current_actor.reset(token)
 
 
@@ -192,6 +195,7 @@ def celery_worker_process(django_db_setup, django_db_blocker):
 
     with django_db_blocker.unblock():
         env = subprocess_env()
+    env["SSRF_ALLOWED_NETWORKS"] = "127.0.0.0/8"  # the operator allows the loopback fakes (providers, receivers)
     (ROOT / "var").mkdir(exist_ok=True)
     started: list[tuple[subprocess.Popen, object]] = []
     names = set()

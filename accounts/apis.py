@@ -3,16 +3,18 @@ and the OpenAPI schema + Swagger UI."""
 
 from __future__ import annotations
 
+from csp.decorators import csp_update
 from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import InvalidInput
+from core.openapi import error_responses
 from iam.policy import principal_from_request
 
 from . import selectors, services
@@ -43,7 +45,9 @@ class TokenObtainApi(_PublicApi):
         email = serializers.EmailField()
         password = serializers.CharField(trim_whitespace=False)
 
-    @extend_schema(request=TokenObtainInputSerializer, responses=TokenPairSerializer, auth=[])
+    @extend_schema(
+        request=TokenObtainInputSerializer, responses={200: TokenPairSerializer, **error_responses(401)}, auth=[]
+    )
     def post(self, request):
         data = self.TokenObtainInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -60,7 +64,7 @@ class RefreshSerializer(serializers.Serializer):
 class TokenRefreshApi(_PublicApi):
     """Rotation: the presented refresh token is blacklisted and a new pair returned."""
 
-    @extend_schema(request=RefreshSerializer, responses=TokenPairSerializer, auth=[])
+    @extend_schema(request=RefreshSerializer, responses={200: TokenPairSerializer, **error_responses(401)}, auth=[])
     def post(self, request):
         data = RefreshSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -70,7 +74,7 @@ class TokenRefreshApi(_PublicApi):
 class LogoutApi(_PublicApi):
     """End the session of this refresh token: it is blacklisted and its access tokens stop working at once."""
 
-    @extend_schema(request=RefreshSerializer, responses={204: None}, auth=[])
+    @extend_schema(request=RefreshSerializer, responses={204: None, **error_responses(401)}, auth=[])
     def post(self, request):
         data = RefreshSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -175,27 +179,46 @@ class MySessionDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class TokensRevokedSerializer(serializers.Serializer):
+    revoked = serializers.IntegerField(help_text="How many refresh tokens were revoked.")
+
+
 class MyTokensRevokeApi(APIView):
     """Revoke every JWT refresh token of the caller (log out all API clients)."""
 
     required_scope = "write"
     self_service = True
 
-    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=None, responses=TokensRevokedSerializer)
     def post(self, request):
-        return Response({"revoked": services.jwt_revoke_all(user=principal_from_request(request).user)})
+        revoked = services.jwt_revoke_all(user=principal_from_request(request).user)
+        return Response(TokensRevokedSerializer({"revoked": revoked}).data)
 
 
 class MyExportApi(APIView):
     required_scope = "read"
     self_service = True
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT},
+        description="Everything stored about you (profile, memberships, conversations, ...) as a JSON download.",
+    )
     def get(self, request):
         principal = principal_from_request(request)
         response = JsonResponse(selectors.user_export(principal=principal))
         response["Content-Disposition"] = 'attachment; filename="agentry-my-data.json"'
         return response
+
+
+class TransferredSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    resource_type = serializers.CharField()
+    id = serializers.IntegerField()
+    to = serializers.IntegerField(help_text="The admin who now owns it.")
+
+
+class AccountDeletedSerializer(serializers.Serializer):
+    transferred = TransferredSerializer(many=True, help_text="What you owned, now owned by an admin.")
 
 
 class AccountDeleteApi(APIView):
@@ -209,7 +232,7 @@ class AccountDeleteApi(APIView):
         confirm_email = serializers.EmailField()
         transfer_owned = serializers.BooleanField(default=False)
 
-    @extend_schema(request=AccountDeleteSerializer, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=AccountDeleteSerializer, responses={200: AccountDeletedSerializer, **error_responses(409)})
     def post(self, request):
         principal = principal_from_request(request)
         if principal.api_key is not None:
@@ -220,7 +243,7 @@ class AccountDeleteApi(APIView):
             raise InvalidInput("Type your email address to confirm.", field="confirm_email")
         result = services.user_delete(user=principal.user, transfer_owned=data.validated_data["transfer_owned"])
         request.session.flush()
-        return Response(result)
+        return Response(AccountDeletedSerializer(result).data)
 
 
 # --- OpenAPI ------------------------------------------------------------------------------------
@@ -230,5 +253,22 @@ class SchemaApi(SpectacularAPIView):
     required_scope = "read"
 
 
-class SwaggerUiApi(SpectacularSwaggerView):
+class SwaggerUiApi(SpectacularSwaggerSplitView):
+    """Swagger UI from drf-spectacular-sidecar's static files, its init script served by this view as a file
+    (`?script`): no CDN, no inline script."""
+
     required_scope = "read"
+    template_name = "api/swagger_ui.html"
+
+
+class RedocApi(SpectacularRedocView):
+    """ReDoc from drf-spectacular-sidecar's static files. Its components style themselves with inline <style>
+    and search in a blob: worker, which this page alone allows: it shows the schema, never user content."""
+
+    required_scope = "read"
+    template_name = "api/redoc.html"
+
+    @extend_schema(exclude=True)
+    @csp_update({"style-src": ["'unsafe-inline'"], "worker-src": ["blob:"]})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from allauth.account.models import EmailAddress
 from allauth.socialaccount.models import SocialAccount
@@ -15,6 +15,7 @@ from iam.policy import Principal, resource_queryset_for, shared_resource_types
 from iam.selectors import api_keys_of_user, teams_of_user
 
 from .models import Membership, User
+from .signals import user_export_collect
 
 if TYPE_CHECKING:
     from allauth.usersessions.models import UserSession
@@ -47,6 +48,9 @@ def user_export(*, principal: Principal) -> dict[str, Any]:
             {"id": obj.pk, "name": str(obj), "org_access": obj.org_access, "created_at": obj.created_at.isoformat()}
             for obj in mine
         ]
+    sections: dict[str, Any] = {}
+    for _receiver, section in user_export_collect.send(sender=User, principal=principal):
+        sections.update(cast(dict[str, Any], section))  # the signal's contract: each receiver returns a dict
     return {
         "user": {
             "id": user.pk,
@@ -99,5 +103,6 @@ def user_export(*, principal: Principal) -> dict[str, Any]:
                 for k in api_keys_of_user(user.pk)
             ],
             "owned_resources": owned,
+            **sections,
         },
     }

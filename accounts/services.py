@@ -8,6 +8,7 @@ import zoneinfo
 from types import EllipsisType
 from typing import TypedDict
 
+from allauth.account import app_settings as allauth_settings
 from allauth.account.models import EmailAddress
 from allauth.socialaccount.models import SocialAccount
 from allauth.usersessions.models import UserSession
@@ -15,6 +16,7 @@ from django.contrib.auth import authenticate
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import QuerySet
+from django.http import HttpRequest
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -26,6 +28,7 @@ from iam.policy import Principal, resource_get_for_principal, shared_resource_ty
 from iam.services import resource_owner_change
 
 from .models import Membership, Role, User
+from .signals import member_departing
 from .tokens import SESSION_CLAIM, TENANT_CLAIM, new_session_id, session_revoke, user_tokens_revoke
 
 logger = logging.getLogger(__name__)
@@ -205,7 +208,8 @@ def user_delete(*, user: User, transfer_owned: bool = False) -> AccountDeletion:
     organisation. The last admin of an organisation cannot delete their account.
 
     Personal data is erased (email, name, password, email addresses, social logins, sessions, tokens,
-    API keys, team and organisation memberships); the user row stays as an inactive tombstone so
+    API keys, team and organisation memberships); their conversations are deleted or kept anonymised as each
+    organisation's policy says (`member_departing`, answered by agents); the user row stays as an inactive tombstone so
     history that references it (usage, audit, document uploads) keeps its integrity across schemas
     (a cascading delete cannot reach tables in other tenants' schemas).
     """
@@ -252,6 +256,7 @@ def user_delete(*, user: User, transfer_owned: bool = False) -> AccountDeletion:
                         )
                 ApiKey.objects.filter(created_by=user).delete()
                 TeamMembership.objects.filter(user=user).delete()
+                member_departing.send(sender=User, tenant=membership.tenant, user=user)
         jwt_revoke_all(user=user)
         for session in UserSession.objects.filter(user=user):
             session.end()
@@ -275,3 +280,18 @@ def _other_admins(membership: Membership) -> QuerySet[Membership]:
 def membership_create_admin(*, user: User, tenant: TenantRecord) -> Membership:
     """Make `user` an admin of `tenant`: the owner of an organisation being provisioned (tenants.services)."""
     return Membership.objects.create(user=user, tenant_id=tenant.pk, role=Role.ADMIN)
+
+
+def email_verification_send(*, request: HttpRequest, email: str) -> bool:
+    """Send the address-confirmation mail to the user who has just signed up with `email` outside allauth's own form
+    (with an organisation). True if a mail went out: none does when the platform does not verify addresses."""
+    if allauth_settings.EMAIL_VERIFICATION == allauth_settings.EmailVerificationMethod.NONE:
+        return False
+    user = User.objects.get(email=email.lower())
+    address, _ = EmailAddress.objects.get_or_create(
+        user=user, email=user.email, defaults={"primary": True, "verified": False}
+    )
+    if address.verified:
+        return False
+    address.send_confirmation(request, signup=True)
+    return True

@@ -15,4 +15,5 @@ urlpatterns = [
     path("me/delete/", apis.AccountDeleteApi.as_view(), name="api-my-delete"),
     path("schema/", apis.SchemaApi.as_view(), name="api-schema"),
     path("docs/", apis.SwaggerUiApi.as_view(url_name="api-schema"), name="api-docs"),
+    path("redoc/", apis.RedocApi.as_view(url_name="api-schema"), name="api-redoc"),
 ]

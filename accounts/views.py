@@ -8,16 +8,17 @@ import zoneinfo
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth import logout
+from django.contrib.auth import login, logout
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from core.errors import DomainError
 from iam.dashboard import dashboard_page, form_error
 from iam.policy import resources_allowed
 
 from . import selectors, services
+from .handoff import login_handoff_redeem
 
 
 class ProfileForm(forms.Form):
@@ -100,3 +101,15 @@ def delete_view(request: HttpRequest) -> HttpResponse:
         return redirect("dash-profile")
     logout(request)
     return render(request, "accounts/deleted.html")
+
+
+@require_GET
+def login_handoff_view(request: HttpRequest, token: str) -> HttpResponse:
+    """The organisation's end of a login on the public site (accounts.handoff): a session on this host, then home."""
+    try:
+        user = login_handoff_redeem(token=token, tenant=request.tenant)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        return redirect("account_login")
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    return redirect("dashboard")

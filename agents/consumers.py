@@ -3,6 +3,7 @@
 Auth: the session cookie, or `Authorization: Bearer <jwt>` / `Api-Key <key>` as a header or in the query string
 (`?token=<jwt>` / `?api_key=<key>`, for browsers that cannot set headers).
 Client -> server:  {"type": "chat", "message": "...", "conversation_id": "..."}
+                   {"type": "chat", "conversation_id": "...", "regenerate": <answer id>}  (another alternative)
                    {"type": "resume", "run_id": "...", "after": N}
                    {"type": "cancel", "run_id": "..."}   (run_id optional: the run this socket streams)
 Server -> client:  {"type": "run.accepted", "run_id", "conversation_id", "message_id", "agent_version"} then the
@@ -23,11 +24,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from core.audit import actor_for_principal, actor_set
 from core.errors import DomainError, ErrorCode, InvalidInput, NotFound, error_body, error_event
+from core.ratelimit import RateLimited, ws_message_allowed
 from core.tenancy import in_tenant
 from iam.authentication import principal_from_scope
 from iam.policy import principal_require_scope
 
 from . import selectors, services
+from .runtime.runner import run_close_if_orphaned
 from .runtime.stream import iter_raw_events
 
 logger = logging.getLogger(__name__)
@@ -79,8 +82,15 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content, **kwargs):
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "chat":
+            # the same "chat" rate as POST .../chat/ (core.ratelimit): the refused message is counted nowhere
+            limit = await ws_message_allowed(self.scope, "chat", self.principal)
+            if limit.limited:
+                await self.send_json(error_event(RateLimited(limit).as_dict()))
+                return
             try:
-                handles = await self._start(content.get("message"), content.get("conversation_id"))
+                handles = await self._start(
+                    content.get("message", ""), content.get("conversation_id"), content.get("regenerate")
+                )
             except DomainError as exc:
                 await self.send_json(error_event(exc.as_dict()))
                 return
@@ -109,13 +119,19 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(error_event(error_body(ErrorCode.INVALID, hint)))
 
     @_db_parallel
-    def _start(self, message, conversation_id):
+    def _start(self, message, conversation_id, regenerate):
         with in_tenant(self.tenant):
             agent = selectors.agent_get_for_chat(self.principal, self.agent_id)
             if not isinstance(message, str):
                 raise InvalidInput("The message must be text.", field="message")
+            if regenerate is not None and (isinstance(regenerate, bool) or not isinstance(regenerate, int)):
+                raise InvalidInput("regenerate must be the id of an answer.", field="regenerate")
             return services.chat_start(
-                principal=self.principal, agent=agent, message=message, conversation_id=conversation_id
+                principal=self.principal,
+                agent=agent,
+                message=message,
+                conversation_id=conversation_id,
+                regenerate=regenerate,
             )
 
     def _run_meta(self, run_id) -> dict[str, str]:
@@ -143,6 +159,8 @@ class AgentChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _pump(self, run_id: str, after: int) -> None:
         with contextlib.suppress(asyncio.CancelledError):
-            async for item in iter_raw_events(self.tenant.schema_name, run_id, after):
+            schema = self.tenant.schema_name
+            on_idle = functools.partial(run_close_if_orphaned, schema, run_id)  # the worker may have died
+            async for item in iter_raw_events(schema, run_id, after, on_idle=on_idle):
                 if item is not None:
                     await self.send(text_data=item[2].decode())  # the stored JSON, forwarded as is

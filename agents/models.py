@@ -69,6 +69,14 @@ class CustomTool(models.Model):
         ordering = ["name"]
 
 
+# What people read for the built-in agent types (plugins' types show their registered name).
+AGENT_TYPE_LABELS = {
+    "rag": "Answers from knowledge",
+    "tools": "Knowledge and tools",
+    "echo": "Echo (for testing)",
+}
+
+
 class Agent(SharedResource):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -92,6 +100,10 @@ class Agent(SharedResource):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def agent_type_label(self) -> str:
+        return AGENT_TYPE_LABELS.get(self.agent_type, self.agent_type)
 
 
 class AgentVersion(models.Model):
@@ -150,6 +162,17 @@ class Message(models.Model):
     status = models.CharField(max_length=12, choices=MessageStatus.choices, default=MessageStatus.COMPLETE)
     error = models.JSONField(default=dict, blank=True)
     run_id = models.UUIDField(null=True, blank=True)
+    # Regenerating an answer adds an alternative instead of a new turn: each alternative points at the turn's
+    # first answer (null on that one). The newest alternative is what later turns see as the history.
+    alternative_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
 
     class Meta:
         ordering = ["created", "id"]

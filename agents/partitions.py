@@ -9,7 +9,10 @@ A DEFAULT partition catches rows outside the prepared months so inserts never fa
 from __future__ import annotations
 
 import datetime as dt
+import re
 
+import psycopg
+from django.db import OperationalError, transaction
 from django.db import connection as default_connection
 
 MONTHS_AHEAD = 3
@@ -95,3 +98,78 @@ def message_partitions_list(connection=None) -> list[str]:
             "WHERE i.inhparent = to_regclass('agents_message') ORDER BY c.relname"
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+_MONTH_TABLE = re.compile(r"^agents_message_p(\d{4})_(\d{2})$")
+
+
+def message_partitions_expired(*, cutoff: dt.datetime, connection=None) -> list[str]:
+    """Month tables of this schema whose whole month ends at or before `cutoff`: attached partitions, and tables a
+    previous run detached but could not drop yet."""
+    connection = connection or default_connection
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r' "
+            "AND relname LIKE 'agents\\_message\\_p%%' ORDER BY relname"
+        )
+        names = [row[0] for row in cursor.fetchall()]
+    expired = []
+    for name in names:
+        match = _MONTH_TABLE.match(name)
+        if match is None:
+            continue
+        month_end = _month_start(dt.date(int(match[1]), int(match[2]), 1), 1)
+        if dt.datetime.combine(month_end, dt.time(), tzinfo=dt.UTC) <= cutoff:
+            expired.append(name)
+    return expired
+
+
+def message_partition_drop(name: str, *, lock_timeout_ms: int, connection=None) -> bool:
+    """Detach one month partition and drop it without holding up the writes of current months.
+
+    DETACH ... CONCURRENTLY takes only a SHARE UPDATE EXCLUSIVE lock on the parent, which inserts do not wait
+    for, but PostgreSQL allows it only outside a transaction block and when the table has no DEFAULT partition.
+    Our table has one (inserts never fail for lack of a month), so the plain DETACH is used there: it needs the
+    parent's ACCESS EXCLUSIVE lock for a catalog change of a few milliseconds, and we wait at most
+    `lock_timeout_ms` for it (inserts queued behind us wait no longer) and otherwise leave the month for the next
+    run. Inserts into the current month never touch the old partition's own lock (tuple routing opens only the
+    partition it writes to), so the DROP afterwards only contends for the conversation table's foreign-key trigger
+    lock, under the same time limit. Returns False when the month was left for later.
+    """
+    if _MONTH_TABLE.match(name) is None:
+        raise ValueError(f"not a month partition: {name}")
+    connection = connection or default_connection
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass(%s) "
+                "AND i.inhparent = to_regclass('agents_message')",
+                [name],
+            )
+            row = cursor.fetchone()
+            if row is not None:  # still attached
+                cursor.execute(
+                    "SELECT partdefid <> 0 FROM pg_partitioned_table WHERE partrelid = to_regclass('agents_message')"
+                )
+                has_default = cursor.fetchone()[0]
+                if row[0]:  # an interrupted concurrent detach: finish it
+                    cursor.execute(f"ALTER TABLE agents_message DETACH PARTITION {name} FINALIZE")
+                elif not has_default and not connection.in_atomic_block:
+                    cursor.execute(f"ALTER TABLE agents_message DETACH PARTITION {name} CONCURRENTLY")
+                else:
+                    with transaction.atomic(using=connection.alias):
+                        _lock_timeout_set(cursor, lock_timeout_ms)
+                        cursor.execute(f"ALTER TABLE agents_message DETACH PARTITION {name}")
+            with transaction.atomic(using=connection.alias):
+                _lock_timeout_set(cursor, lock_timeout_ms)
+                cursor.execute(f"DROP TABLE {name}")
+    except OperationalError as error:
+        if isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
+            return False
+        raise
+    return True
+
+
+def _lock_timeout_set(cursor, lock_timeout_ms: int) -> None:
+    # For the enclosing transaction only, so a pooled connection does not keep it.
+    cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{int(lock_timeout_ms)}ms"])

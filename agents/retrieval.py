@@ -21,6 +21,9 @@ def _hit_dict(hit: SearchHit, knowledge_base_id: int) -> dict[str, Any]:
         "text": hit.text,
         "score": float(hit.score),
         "knowledge_base_id": knowledge_base_id,
+        "page_start": hit.page_start,
+        "page_end": hit.page_end,
+        "section_path": hit.section_path,
     }
 
 

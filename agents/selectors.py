@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import uuid
+from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from core.epochs import EpochCache, epoch_get
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from core.tenancy import current_schema, tenant_key
 from iam.policy import (
     Principal,
@@ -20,7 +23,7 @@ from iam.policy import (
     resource_queryset_for,
 )
 
-from .models import Agent, AgentVersion, Conversation, Message
+from .models import Agent, AgentVersion, Conversation, Message, MessageStatus
 from .runtime.stream import run_meta_read
 
 
@@ -71,6 +74,17 @@ def agent_version_get(*, agent: Agent, number: int) -> AgentVersion:
     return version
 
 
+def agent_version_at(*, agent: Agent, at: datetime) -> AgentVersion:
+    """The version that was current at `at`: the latest one created at or before it. InvalidInput when `at` is in
+    the future or before the agent's first version (there is no state to go back to)."""
+    if at > timezone.now():
+        raise InvalidInput("That time is in the future; choose a time in the past.", field="at")
+    version = AgentVersion.objects.filter(agent=agent, created_at__lte=at).order_by("-created_at", "-number").first()
+    if version is None:
+        raise InvalidInput("That time is before the agent's first version.", field="at")
+    return version
+
+
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
     """Field-level differences between two configuration snapshots (nested dicts one level deep)."""
     changes: list[dict[str, Any]] = []
@@ -101,7 +115,7 @@ def conversation_get_for_principal(principal: Principal, conversation_id: Any) -
         conversation = (
             Conversation.objects.select_related("agent").filter(pk=conversation_id, user=principal.user).first()
         )
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, ValidationError):  # not a UUID: no such conversation
         conversation = None
     if conversation is None or not principal_can(principal, "view", conversation.agent):
         raise NotFound("Not found.")
@@ -130,10 +144,26 @@ def cited_chunk_ids(*, user: Any, agents: QuerySet[Agent], knowledge_base_id: in
     }
 
 
-def conversation_messages(*, conversation: Conversation, limit: int = 200) -> list[Message]:
-    rows = list(Message.objects.filter(conversation=conversation).order_by("-created", "-id")[:limit])
+def conversation_messages(
+    *, conversation: Conversation, limit: int = 200, after_id: int | None = None
+) -> list[Message]:
+    """The newest `limit` messages, oldest first; with `after_id`, only those newer than that message."""
+    messages = Message.objects.filter(conversation=conversation)
+    if after_id is not None:
+        messages = messages.filter(id__gt=after_id)
+    rows = list(messages.order_by("-created", "-id")[:limit])
     rows.reverse()
     return rows
+
+
+def runs_streaming_since(*, since: datetime) -> QuerySet[Message, Any]:
+    """Run ids of the answers still streaming that started after `since` (the month partitions before it are not
+    read). Streaming past its worker's life means the worker died: the agents sweep closes those."""
+    return (
+        Message.objects.filter(status=MessageStatus.STREAMING, created__gte=since, run_id__isnull=False)
+        .values_list("run_id", flat=True)
+        .order_by()
+    )
 
 
 def run_get_for_principal(principal: Principal, run_id: str) -> dict[str, str]:
@@ -144,7 +174,7 @@ def run_get_for_principal(principal: Principal, run_id: str) -> dict[str, str]:
     except ValueError:
         raise NotFound("Not found.") from None
     meta = run_meta_read(current_schema(), str(run_id))
-    if meta is None:
+    if meta is None or "agent_id" not in meta:  # expired, or lost with a Redis that kept nothing (a bare status)
         raise NotFound("Not found.")
     if not principal_acts_for(principal, meta.get("user_id")):
         raise NotFound("Not found.")

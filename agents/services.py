@@ -15,7 +15,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from core.audit import audit_record
-from core.errors import Conflict, DomainError, ErrorCode, InvalidInput, NotFound
+from core.crypto import encrypt_json, encrypt_str, rotate_token
+from core.errors import Conflict, DomainError, ErrorCode, Forbidden, InvalidInput, NotFound
 from core.events import (
     AGENT_CREATED,
     AGENT_DELETED,
@@ -25,27 +26,31 @@ from core.events import (
     publish_on_commit,
 )
 from core.quotas import chat_run_admit, chat_run_release, limits_snapshot, quota_check
+from core.rls import db_as_system
+from core.ssrf import refuse_internal_host, refuse_internal_url
 from core.tenancy import current_schema
-from iam.policy import Principal, resource_check_for_principal, resource_queryset_for
+from iam.policy import Principal, principal_can_manage, resource_check_for_principal, resource_queryset_for
 from knowledge.models import KnowledgeBase
 
-from .crypto import encrypt_json, encrypt_str, rotate_token
 from .models import (
     Agent,
     AgentVersion,
     ApprovedHost,
     Conversation,
     CustomTool,
+    Message,
     ProviderCredential,
     ProviderKind,
 )
+from .org_export import org_export_state_create
 from .providers.base import ContextTooLong
 from .registry import get_registry
 from .runtime.compiled import provider_stamp
 from .runtime.limits import effective_limits
 from .runtime.runner import estimate_tokens
 from .runtime.stream import emit_sync, run_cancel_request, run_meta_write
-from .tasks import agent_run_task
+from .selectors import agent_version_at
+from .tasks import agent_run_task, org_export_build_task
 from .tools.openapi import TEMPLATES, openapi_operations
 
 # The fields that make up an agent's configuration (what a version snapshots and a restore brings back).
@@ -259,9 +264,27 @@ def agent_version_restore(*, principal: Principal, agent: Agent, number: int, no
 
 
 @transaction.atomic
+def agent_restore_to_time(*, principal: Principal, agent: Agent, at: dt.datetime, note: str = "") -> AgentVersion:
+    """Bring back the configuration the agent had at `at` (the version current then), as a new version, through
+    agent_version_restore so the same checks, event and audit entry apply. Conflict when nothing changed since."""
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    source = agent_version_at(agent=agent, at=at)
+    if agent.current_version_id == source.pk:
+        raise Conflict(f"The agent has not changed since then: version {source.number} is still current.")
+    return agent_version_restore(
+        principal=principal,
+        agent=agent,
+        number=source.number,
+        note=note or f"Restored to its state at {at.isoformat(timespec='seconds')} (version {source.number})",
+    )
+
+
+@transaction.atomic
 def agent_delete(*, agent: Agent) -> None:
     agent_id, owner_id = agent.pk, agent.owner_id
-    agent.delete()
+    # Every member's conversations with it go too, not only those row-level security shows the caller (core.rls).
+    with db_as_system():
+        agent.delete()
     publish_on_commit(
         AGENT_DELETED,
         {"agent_id": agent_id},
@@ -289,6 +312,8 @@ def provider_create(
         raise InvalidInput(f"Unknown provider kind {kind!r}.", field="kind")
     if ProviderCredential.objects.filter(name=name).exists():
         raise Conflict(f"A provider named {name!r} exists already.", field="name")
+    if base_url:
+        refuse_internal_url(base_url, field="base_url")  # run time checks again; this gives the admin a clear 400
     provider = ProviderCredential.objects.create(
         name=name,
         kind=kind,
@@ -308,6 +333,8 @@ def provider_update(
     *, provider: ProviderCredential, data: dict[str, Any], principal: Principal | None = None
 ) -> ProviderCredential:
     before = _provider_snapshot(provider)
+    if data.get("base_url"):
+        refuse_internal_url(data["base_url"], field="base_url")
     for key in ("name", "base_url", "default_model", "enabled", "timeout_seconds"):
         if key in data:
             setattr(provider, key, data[key])
@@ -345,6 +372,7 @@ def custom_tool_create(
     if CustomTool.objects.filter(name=slug).exists():
         raise Conflict(f"A custom tool named {slug!r} exists already.", field="name")
     openapi_operations(openapi)  # validates
+    _refuse_internal_tool_servers(openapi, secrets or {})
     tool = CustomTool.objects.create(
         name=slug,
         description=description,
@@ -364,6 +392,19 @@ def custom_tool_delete(*, principal: Principal, tool_id: Any) -> None:
         raise NotFound("Not found.")
     _audit(principal, "custom_tool.delete", target=tool, before=_custom_tool_snapshot(tool))
     tool.delete()
+
+
+def _refuse_internal_tool_servers(
+    openapi: dict[str, Any], secrets: dict[str, Any], *, fields: tuple[str, str] = ("openapi", "secrets")
+) -> None:
+    """Where a custom tool's calls go: its OpenAPI servers, or the secret base URL a template stores there.
+    `fields` name the input each came from, for the error."""
+    for server in openapi.get("servers") or []:
+        url = server.get("url") if isinstance(server, dict) else None
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            refuse_internal_url(url, field=fields[0])
+    if isinstance(secrets.get("base_url"), str):
+        refuse_internal_url(secrets["base_url"], field=fields[1])
 
 
 def _custom_tool_snapshot(tool: CustomTool) -> dict[str, Any]:
@@ -387,6 +428,7 @@ def custom_tool_from_template(*, principal: Principal, template: str, name: str,
         document, secrets = builder(**params)
     except TypeError as exc:
         raise InvalidInput(f"Wrong parameters for the {template} template: {exc}", field="params") from exc
+    _refuse_internal_tool_servers(document, secrets, fields=("params", "params"))
     return custom_tool_create(
         principal=principal,
         name=name,
@@ -404,6 +446,7 @@ def approved_host_add(*, principal: Principal, host: str, note: str = "") -> App
     host = (host or "").strip().lower()
     if not host or "/" in host or ":" in host or len(host) > 253:
         raise InvalidInput("Give a bare host name, e.g. api.example.com.", field="host")
+    refuse_internal_host(host, field="host")
     obj, created = ApprovedHost.objects.get_or_create(host=host, defaults={"note": note, "created_by": principal.user})
     if created:
         _audit(principal, "approved_host.add", target=obj, after={"host": obj.host, "note": obj.note})
@@ -438,6 +481,14 @@ VALUES
      'streaming', '{}', %(run)s)
 """
 
+# A regenerated answer: only the new alternative's placeholder (the question and the conversation exist).
+_ALTERNATIVE_INSERT = """
+INSERT INTO agents_message (id, created, conversation_id, role, content, citations, tool_calls, usage, latency_ms,
+    first_token_ms, agent_version_id, kb_versions, status, error, run_id, alternative_of_id)
+VALUES (%(reply)s, %(reply_at)s, %(conversation)s, 'assistant', '', '[]', '[]', '{}', NULL, NULL, %(version)s, '{}',
+    'streaming', '{}', %(run)s, %(alternative_of)s)
+"""
+
 
 def _message_ids_next() -> tuple[int, int]:
     """Ids for a turn's question and answer, taken before the rows are written (the run is queued first)."""
@@ -447,17 +498,40 @@ def _message_ids_next() -> tuple[int, int]:
         return ids
 
 
+def _turn_to_regenerate(*, conversation: Conversation, message_id: Any) -> tuple[Message, int]:
+    """The question to answer again and the turn's first answer, which the new alternative joins. Only the
+    latest turn can be regenerated: an alternative further up would change what the later turns answered."""
+    try:
+        target = Message.objects.filter(conversation=conversation, pk=int(message_id), role="assistant").first()
+    except (TypeError, ValueError):
+        target = None
+    if target is None:
+        raise NotFound("That answer is not in this conversation.")
+    question = Message.objects.filter(conversation=conversation, role="user").order_by("-created", "-id").first()
+    if question is None or question.created > target.created:
+        raise Conflict("Only the latest answer can be regenerated.")
+    return question, target.alternative_of_id or target.pk
+
+
 def chat_start(
-    *, principal: Principal, agent: Agent, message: str, conversation_id: str | None = None
+    *,
+    principal: Principal,
+    agent: Agent,
+    message: str,
+    conversation_id: str | None = None,
+    regenerate: int | None = None,
 ) -> dict[str, Any]:
     """Validate, admit (concurrency limits), queue the run on the "agents" worker queue, and record the user
     message and an assistant placeholder. Returns the run's handles.
+
+    `regenerate` (an assistant message of the conversation's latest turn) answers that turn's question again:
+    no new question is recorded, and the answer is stored as another alternative of the turn.
 
     Outside a transaction (views, consumers) the run is queued before the rows are written, so the worker starts
     while they are; inside one it is queued when that transaction commits."""
 
     text = (message or "").strip()
-    if not text:
+    if not text and regenerate is None:
         raise InvalidInput("The message is empty.", field="message")
     if not agent.is_enabled:
         raise AgentDisabled("This agent is disabled.")
@@ -494,6 +568,13 @@ def chat_start(
             raise NotFound("Conversation not found.")
     else:
         conversation = None
+    question: Message | None = None
+    alternative_of = None
+    if regenerate is not None:
+        if conversation is None:
+            raise InvalidInput("Say which conversation the answer to regenerate is in.", field="conversation_id")
+        question, alternative_of = _turn_to_regenerate(conversation=conversation, message_id=regenerate)
+        text = question.content  # it passed the length check when it was first asked
     schema = current_schema()
     run_id = str(uuid.uuid4())
     # Refuse before any provider call: monthly tokens/cost left (402/403), then a run slot in the one ledger of
@@ -536,7 +617,9 @@ def chat_start(
                 "provider_stamp": stamp,  # the worker's cached compiled agent is current if its stamp matches
                 "question": text,
                 # the history is what the conversation held before this question (for a new one: nothing)
-                "history_before": now.isoformat() if conversation is not None else "",
+                "history_before": (question.created if question is not None else now).isoformat()
+                if conversation is not None
+                else "",
             },
         )
         if queued_position:  # seq 1 = run.queued, recorded before the worker exists
@@ -553,7 +636,7 @@ def chat_start(
                 dispatch()
         with connection.cursor() as cursor:
             cursor.execute(
-                _TURN_INSERT,
+                _TURN_INSERT if alternative_of is None else _ALTERNATIVE_INSERT,
                 {
                     "new": conversation is None,
                     "conversation": conversation_uuid,
@@ -567,6 +650,7 @@ def chat_start(
                     "reply": reply_id,
                     "reply_at": now + dt.timedelta(microseconds=1),
                     "run": run_id,
+                    "alternative_of": alternative_of,
                 },
             )
     except Exception:
@@ -613,3 +697,14 @@ def run_cancel(*, meta: dict[str, str], run_id: str) -> dict[str, str]:
         raise Conflict("This answer has already finished.", extra={"run_status": meta.get("status")})
     run_cancel_request(current_schema(), run_id)
     return {"run_id": run_id, "status": "cancelling"}
+
+
+def org_export_request(*, principal: Principal) -> dict[str, str]:
+    """Start an export of the principal's whole organisation (admins only): agents.org_export builds the zip in a
+    task after this transaction commits; its state is read with `org_export_get`."""
+    if not principal_can_manage(principal):
+        raise Forbidden("Only an organisation admin can export the organisation.")
+    state = org_export_state_create(requested_by=principal.user.pk)
+    schema = current_schema()
+    transaction.on_commit(lambda: org_export_build_task.delay(schema, state["id"]))
+    return state

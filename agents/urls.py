@@ -5,6 +5,14 @@ from django.urls import path
 from . import apis
 
 urlpatterns = [
+    path("organisation/data-policy/", apis.DataPolicyApi.as_view(), name="org-data-policy"),
+    path("organisation/exports/", apis.OrgExportListApi.as_view(), name="org-export-list"),
+    path("organisation/exports/<str:export_id>/", apis.OrgExportDetailApi.as_view(), name="org-export-detail"),
+    path(
+        "organisation/exports/<str:export_id>/download/",
+        apis.OrgExportDownloadApi.as_view(),
+        name="org-export-download",
+    ),
     path("agents/", apis.AgentListApi.as_view(), name="agent-list"),
     path("agents/<int:agent_id>/", apis.AgentDetailApi.as_view(), name="agent-detail"),
     path("agents/<int:agent_id>/versions/", apis.AgentVersionListApi.as_view(), name="agent-versions"),
@@ -14,6 +22,7 @@ urlpatterns = [
         apis.AgentVersionRestoreApi.as_view(),
         name="agent-version-restore",
     ),
+    path("agents/<int:agent_id>/restore-to-time/", apis.AgentRestoreToTimeApi.as_view(), name="agent-restore-to-time"),
     path("agents/<int:agent_id>/chat/", apis.AgentChatApi.as_view(), name="agent-chat"),
     path("runs/<str:run_id>/events/", apis.RunEventsApi.as_view(), name="run-events"),
     path("runs/<str:run_id>/cancel/", apis.RunCancelApi.as_view(), name="run-cancel"),

@@ -7,23 +7,31 @@ import difflib
 import json
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import messages
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from core.crypto import decrypt_str
 from core.errors import DomainError
 from core.models import OrgAccess
 from iam.dashboard import admin_page, dashboard_page, form_error, sharing_context
 from iam.policy import principal_can, principal_can_create, referenced_queryset_for, resource_queryset_for
 from knowledge.models import KnowledgeBase
+from tenants.models import MESSAGE_RETENTION_MIN_DAYS, DepartedMemberMessages
+from tenants.services import tenant_data_policy_update
 
 from . import selectors, services
-from .models import ProviderCredential, ProviderKind
+from .lifecycle import message_retention_days
+from .models import AGENT_TYPE_LABELS, ProviderCredential, ProviderKind
+from .org_export import org_export_get, org_export_open
+from .providers.check import CHECK_TIMEOUT_SECONDS, ConnectionCheck, provider_connection_check
 from .registry import get_registry
+from .rendering import answer_html
 
 LIMIT_FIELDS = ("max_tokens", "context_tokens", "max_tool_steps", "run_timeout_seconds", "max_concurrent_runs")
 
@@ -32,18 +40,20 @@ LIMIT_FIELDS = ("max_tokens", "context_tokens", "max_tool_steps", "run_timeout_s
 def dashboard_home(request: HttpRequest) -> HttpResponse:
     principal = request.principal
     agents = list(selectors.agent_list(principal=principal)[:6])
+    can_create = principal_can_create(principal)  # read-only members are offered nothing they cannot do
+    if agents:
+        agents_text = f"{len(agents)} agent(s) you can use."
+    elif can_create:
+        agents_text = "No agents yet. Create one and point it at a knowledge base."
+    else:
+        agents_text = "No agents are shared with you yet. Ask a member with edit rights to share one."
     tiles = [
-        {
-            "title": "Agents",
-            "text": f"{len(agents)} agent(s) you can use."
-            if agents
-            else "No agents yet. Create one and point it at a knowledge base.",
-            "url": reverse("dash-agents"),
-            "action": "Open agents",
-        },
+        {"title": "Agents", "text": agents_text, "url": reverse("dash-agents"), "action": "Open agents"},
         {
             "title": "Knowledge",
-            "text": "Upload documents your agents answer from.",
+            "text": "Upload documents your agents answer from."
+            if can_create
+            else "Browse and search the knowledge bases shared with you.",
             "url": reverse("dash-knowledge"),
             "action": "Open knowledge bases",
         },
@@ -86,7 +96,8 @@ class AgentForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     agent_type = forms.ChoiceField(
-        label="Agent type", help_text="rag: answers from its knowledge bases; tools: may also call tools in a loop."
+        label="Agent type",
+        help_text="Answers from knowledge: from its knowledge bases only; knowledge and tools: may also call tools.",
     )
     provider = forms.ChoiceField(label="LLM provider", required=False)
     model = forms.CharField(max_length=200, required=False, help_text="Empty: the provider's default model.")
@@ -107,7 +118,7 @@ class AgentForm(forms.Form):
     def __init__(self, *args: Any, principal, agent=None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         registry = get_registry()
-        self.fields["agent_type"].choices = [(t, t) for t in sorted(registry.agent_types)]
+        self.fields["agent_type"].choices = [(t, AGENT_TYPE_LABELS.get(t, t)) for t in sorted(registry.agent_types)]
         self.fields["provider"].choices = [("", "Built-in offline (answers from your documents)")] + [
             (str(p.pk), f"{p.name} ({p.get_kind_display()})") for p in ProviderCredential.objects.filter(enabled=True)
         ]
@@ -294,6 +305,29 @@ def agent_versions_page(request: HttpRequest, agent_id: int) -> HttpResponse:
     )
 
 
+class RestoreToTimeForm(forms.Form):
+    at = forms.DateTimeField(label="Restore to its state at (UTC)")
+
+
+@require_POST
+@dashboard_page
+def agent_restore_to_time_view(request: HttpRequest, agent_id: int) -> HttpResponse:
+    agent = selectors.agent_get_for_principal(request.principal, agent_id, action="edit")
+    form = RestoreToTimeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give a date and time to restore to.")
+        return redirect("dash-agent-versions", agent_id=agent.pk)
+    try:
+        version = services.agent_restore_to_time(principal=request.principal, agent=agent, at=form.cleaned_data["at"])
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request, f"Restored version {version.restored_from}, current at that time, as version {version.number}."
+        )
+    return redirect("dash-agent-versions", agent_id=agent.pk)
+
+
 @require_POST
 @dashboard_page
 def agent_version_restore_view(request: HttpRequest, agent_id: int, number: int) -> HttpResponse:
@@ -341,59 +375,114 @@ def chat_page(request: HttpRequest, agent_id: int) -> HttpResponse:
             "conversations": conversations[:50],
             "q": query,
             "nav": "chat",
-            "history_json": [
-                {
-                    "role": m.role,
-                    "content": m.content,
-                    "citations": m.citations,
-                    "tool_calls": m.tool_calls,
-                    "status": m.status,
-                    "run_id": str(m.run_id or ""),
-                }
-                for m in history
-                if m.role in ("user", "assistant")
-            ],
+            # The built-in offline provider answers with extracts; the page says so and points to Models.
+            "answers_are_extracts": agent.provider_id is None or agent.provider.kind == ProviderKind.OFFLINE,
+            "history_json": chat_turns(history),
         },
     )
 
 
-# --- LLM provider credentials (admins) ---------------------------------------------------------------
+def chat_turns(history: list) -> list[dict[str, Any]]:
+    """The conversation as the chat page shows it: questions, and answers with their alternatives (oldest first;
+    a regenerated answer joins its turn's first answer), each answer's Markdown already rendered and sanitised."""
+    turns: list[dict[str, Any]] = []
+    answers: dict[int, dict[str, Any]] = {}  # a turn's first answer id -> its entry
+    for m in history:
+        if m.role == "user":
+            turns.append({"role": "user", "content": m.content})
+        elif m.role == "assistant":
+            alternative = {
+                "id": m.pk,
+                "content": m.content,
+                "html": answer_html(m.content),
+                "citations": m.citations,
+                "tool_calls": m.tool_calls,
+                "status": m.status,
+                "run_id": str(m.run_id or ""),
+            }
+            turn = answers.get(m.alternative_of_id or m.pk)
+            if turn is None:
+                turn = answers[m.pk] = {"role": "assistant", "alternatives": []}
+                turns.append(turn)
+            turn["alternatives"].append(alternative)
+    return turns
+
+
+# --- Models: LLM provider connections (admins) -------------------------------------------------------
 
 
 class ProviderForm(forms.Form):
-    name = forms.CharField(max_length=100)
-    kind = forms.ChoiceField(label="Kind")
+    name = forms.CharField(max_length=100, help_text="How agents' settings name this connection.")
+    kind = forms.ChoiceField(label="Server type")
     base_url = forms.URLField(
-        label="Base URL", required=False, assume_scheme="https", help_text="For OpenAI-compatible servers."
+        label="Base URL",
+        required=False,
+        assume_scheme="https",
+        help_text="OpenAI-compatible servers, for example http://localhost:11434/v1 (Ollama), "
+        "http://localhost:8000/v1 (vLLM) or http://localhost:1234/v1 (LM Studio). Empty: OpenAI's or Anthropic's own.",
     )
     api_key = forms.CharField(
         label="API key",
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Stored encrypted; never shown again.",
+        help_text="Optional for local servers. Stored encrypted; never shown again.",
     )
-    default_model = forms.CharField(label="Default model", max_length=200, required=False)
+    default_model = forms.CharField(
+        label="Model",
+        max_length=200,
+        required=False,
+        help_text="For example llama3.1 or gpt-4o-mini, or a Claude model's name. Agents may name another.",
+    )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, testing: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = [(k.value, k.label) for k in ProviderKind]
+        # The built-in offline provider needs no connection; it is what agents without one use.
+        self.fields["kind"].choices = [(k.value, k.label) for k in ProviderKind if k != ProviderKind.OFFLINE]
+        self.fields["name"].required = not testing  # testing a connection saves nothing
+
+
+def _connection_check(*, kind: str, base_url: str, api_key: str, model: str, timeout: float) -> ConnectionCheck:
+    provider_class = get_registry().providers.get(kind)
+    if provider_class is None:
+        return ConnectionCheck(False, f"The provider type {kind!r} is not installed.")
+    return async_to_sync(provider_connection_check)(
+        provider_class=provider_class, base_url=base_url, api_key=api_key, model=model, timeout=timeout
+    )
 
 
 @admin_page
 def providers_page(request: HttpRequest) -> HttpResponse:
-    form = ProviderForm(request.POST or None)
+    testing = request.POST.get("intent") == "test"
+    form = ProviderForm(request.POST or None, testing=testing)
+    check = None
     if request.method == "POST" and form.is_valid():
-        try:
-            provider = services.provider_create(principal=request.principal, **form.cleaned_data)
-        except DomainError as exc:
-            form_error(form, exc)
+        data = form.cleaned_data
+        if testing:
+            check = _connection_check(
+                kind=data["kind"],
+                base_url=data["base_url"],
+                api_key=data["api_key"],
+                model=data["default_model"],
+                timeout=CHECK_TIMEOUT_SECONDS,
+            )
         else:
-            messages.success(request, f"Provider “{provider.name}” added.")
-            return redirect("dash-providers")
+            try:
+                provider = services.provider_create(principal=request.principal, **data)
+            except DomainError as exc:
+                form_error(form, exc)
+            else:
+                messages.success(request, f"Model connection “{provider.name}” added.")
+                return redirect("dash-providers")
     return render(
         request,
         "manage/providers.html",
-        {"providers": ProviderCredential.objects.all(), "form": form, "nav": "admin", "tab": "providers"},
+        {
+            "providers": ProviderCredential.objects.all(),
+            "form": form,
+            "check": check,
+            "nav": "admin",
+            "tab": "providers",
+        },
         status=400 if form.errors else 200,
     )
 
@@ -402,9 +491,39 @@ def providers_page(request: HttpRequest) -> HttpResponse:
 @admin_page
 def provider_action_view(request: HttpRequest, provider_id: int) -> HttpResponse:
     provider = ProviderCredential.objects.filter(pk=provider_id).first()
+    action = request.POST.get("action")
+    wants_json = "application/json" in request.headers.get("Accept", "")
     if provider is None:
-        messages.error(request, "That provider no longer exists.")
+        if wants_json:
+            return JsonResponse({"ok": False, "message": "That connection no longer exists."}, status=404)
+        messages.error(request, "That connection no longer exists.")
         return redirect("dash-providers")
+    if action == "test":
+        check = _connection_check(
+            kind=provider.kind,
+            base_url=provider.base_url,
+            api_key=decrypt_str(provider.api_key_encrypted) if provider.api_key_encrypted else "",
+            model=provider.default_model,
+            timeout=float(provider.timeout_seconds),
+        )
+        if wants_json:  # the page's "Test connection" button (static/js/models.js)
+            return JsonResponse(check.as_dict())
+        (messages.success if check.ok else messages.error)(request, f"{provider.name}: {check.message}")
+        return redirect("dash-providers")
+    try:
+        if action == "delete":
+            services.provider_delete(provider=provider, principal=request.principal)
+            messages.success(request, f"Model connection “{provider.name}” deleted.")
+        else:
+            services.provider_update(  # principal: the audit log records who changed it
+                provider=provider, data={"enabled": not provider.enabled}, principal=request.principal
+            )
+            messages.success(
+                request, f"Model connection “{provider.name}” {'enabled' if provider.enabled else 'disabled'}."
+            )
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect("dash-providers")
     try:
         if request.POST.get("action") == "delete":
             services.provider_delete(provider=provider, principal=request.principal)
@@ -417,3 +536,68 @@ def provider_action_view(request: HttpRequest, provider_id: int) -> HttpResponse
     except DomainError as exc:
         messages.error(request, exc.message)
     return redirect("dash-providers")
+
+
+# --- Data lifecycle: the organisation's data policy and its whole export ----------------------------------------
+
+
+class DataPolicyForm(forms.Form):
+    message_retention_days = forms.IntegerField(
+        label="Keep conversations for (days)",
+        required=False,
+        min_value=MESSAGE_RETENTION_MIN_DAYS,
+        help_text="Older months of messages are deleted every night. Empty: the platform's default.",
+    )
+    departed_member_messages = forms.ChoiceField(
+        label="When a member deletes their account, their conversations are",
+        choices=DepartedMemberMessages.choices,
+    )
+
+
+@admin_page
+def data_page(request: HttpRequest) -> HttpResponse:
+    tenant = request.tenant
+    initial = {
+        "message_retention_days": tenant.message_retention_days,
+        "departed_member_messages": tenant.departed_member_messages,
+    }
+    form = DataPolicyForm(request.POST or None, initial=initial)
+    if request.method == "POST" and request.POST.get("intent") == "export":
+        state = services.org_export_request(principal=request.principal)
+        messages.success(request, "The export is being prepared: this page shows when it can be downloaded.")
+        return redirect(f"{reverse('dash-data')}?export={state['id']}")
+    if request.method == "POST" and form.is_valid():
+        try:
+            tenant_data_policy_update(principal=request.principal, **form.cleaned_data)
+        except DomainError as exc:
+            form_error(form, exc)
+        else:
+            messages.success(request, "Data policy saved.")
+            return redirect("dash-data")
+    export = None
+    if request.GET.get("export"):
+        try:
+            export = org_export_get(principal=request.principal, export_id=request.GET["export"])
+        except DomainError:
+            export = None
+    return render(
+        request,
+        "manage/data.html",
+        {
+            "form": form,
+            "effective_retention": message_retention_days(tenant),
+            "export": export,
+            "nav": "admin",
+            "tab": "data",
+        },
+    )
+
+
+@admin_page
+def org_export_download_view(request: HttpRequest, export_id: str) -> HttpResponse:
+    try:
+        body = org_export_open(principal=request.principal, export_id=export_id)
+    except DomainError:
+        raise Http404("No such export.") from None
+    name = f"{request.tenant.slug}-export-{export_id}.zip"
+    return FileResponse(body, as_attachment=True, filename=name, content_type="application/zip")

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 # `devstack.py run` sets REDIS_URL: the running stack's Redis, in a database of the benchmark's own.
 os.environ.setdefault("TEST_REDIS_URL", os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/12")
+os.environ["SSRF_ALLOWED_NETWORKS"] = "127.0.0.0/8"  # the fake model listens on loopback (saving it is checked too)
 
 from common import bench_django_setup, percentile  # noqa: E402
 

@@ -3,6 +3,20 @@
 import os
 
 import django
+from daphne.http_protocol import WebRequest
+
+_web_request_init = WebRequest.__init__
+
+
+def _web_request_without_form_parsing(self: WebRequest, *args: object, **kwargs: object) -> None:
+    """Twisted parses every POSTed multipart body into `request.args` before daphne sees it: a second copy of each
+    upload in memory that daphne never reads (the ASGI app parses the body itself), and a malformed body gets a bare
+    400 with no headers and no error body, which no client can read. Django parses the body; Twisted need not."""
+    kwargs.setdefault("parsePOSTFormSubmission", False)
+    _web_request_init(self, *args, **kwargs)
+
+
+WebRequest.__init__ = _web_request_without_form_parsing  # type: ignore[method-assign]
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 # Web processes use the connection pool (see DATABASES in config/settings/base.py) unless DB_POOL says otherwise.

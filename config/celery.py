@@ -4,14 +4,33 @@
 import os
 import threading
 
+from celery import Task
+from celery.app.routes import MapRoute
 from celery.concurrency.thread import TaskPool
 from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
+from django.conf import settings
 from django.db import connection
 from tenant_schemas_celery.app import CeleryApp
 
 from core.context import current_request_id, current_tenant
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+
+
+class QueueTimeLimits:
+    """Task annotation (CELERY_TASK_ANNOTATIONS): every task gets the time limits of the queue it is routed to
+    (settings.CELERY_QUEUE_TIME_LIMITS), so a limit is set once per queue and a new task cannot be forgotten.
+    The worker reads them from its own task classes: the fair dispatcher sends tasks by name, without limits."""
+
+    def annotate(self, task: Task) -> dict[str, float] | None:
+        route = MapRoute(task.app.conf.task_routes or {})(task.name) or {}
+        queue = route.get("queue", task.app.conf.task_default_queue)
+        limits = settings.CELERY_QUEUE_TIME_LIMITS.get(queue)
+        if limits is None:
+            return None
+        soft, hard = limits
+        return {"soft_time_limit": float(soft), "time_limit": float(hard)}
+
 
 app = CeleryApp("agentry")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -25,3 +25,6 @@ urlpatterns = [
     path("healthz", healthz),
     path("readyz", readyz),
 ]
+
+handler500 = "core.errors.server_error"  # an unreachable database is 503 JSON, not a 500 page
+handler404 = "core.errors.page_not_found"  # an unmatched /api/ path is JSON, as every API 404

@@ -11,11 +11,14 @@ every code with its status and meaning (core/tests/test_errors.py keeps the two 
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
@@ -26,6 +29,8 @@ class ErrorCode(StrEnum):
     # Input and state
     INVALID = "invalid"
     PARSE_ERROR = "parse_error"
+    NESTING_TOO_DEEP = "nesting_too_deep"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NOT_ACCEPTABLE = "not_acceptable"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -63,6 +68,7 @@ class ErrorCode(StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"
     # Knowledge
     FILE_TOO_LARGE = "file_too_large"
+    INSUFFICIENT_STORAGE = "insufficient_storage"
     UNSUPPORTED_TYPE = "unsupported_type"
     UNREADABLE_DOCUMENT = "unreadable_document"
     EMPTY_DOCUMENT = "empty_document"
@@ -93,6 +99,7 @@ class ErrorCode(StrEnum):
     # Server
     PROVISIONING_FAILED = "provisioning_failed"
     INTERNAL_ERROR = "internal_error"
+    DATABASE_UNAVAILABLE = "database_unavailable"
 
 
 def error_body(code: ErrorCode | str, detail: str, *, field: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -152,6 +159,11 @@ class NotFound(DomainError):
 class Forbidden(DomainError):
     code = ErrorCode.FORBIDDEN
     status = 403
+
+
+class PayloadTooLarge(DomainError):
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+    status = 413
 
 
 class ProvisioningFailed(DomainError):
@@ -235,3 +247,28 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 def error_event(body: dict[str, Any]) -> dict[str, Any]:
     """A WebSocket error frame outside a run's stream: the envelope of a run's `error` event, seq 0."""
     return {"type": "error", "seq": 0, "data": body}
+
+
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500 of every URL conf. Django calls it for an exception nothing else handled, from any layer (a
+    middleware's query as much as a view's), with the exception still being handled. A database that cannot be
+    reached (restarting, failing over, out of connections) is not a bug: 503 with the error body and Retry-After,
+    and the next request gets a fresh connection. Anything else is Django's own 500 page."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, OperationalError | InterfaceError):
+        body = error_body(ErrorCode.DATABASE_UNAVAILABLE, "The database is unavailable; retry shortly.")
+        response = JsonResponse(body, status=503)
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
+    return defaults.server_error(request)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler404 of every URL conf. A path under /api/ that no route matches (an id that is not an integer, a
+    typo) gets the error body every API 404 has, as the contract declares; pages keep Django's 404 page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body(ErrorCode.NOT_FOUND, "Not found."), status=404)
+    return defaults.page_not_found(request, exception)

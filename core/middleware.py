@@ -1,10 +1,13 @@
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
-from django.http import HttpRequest, HttpResponseBase
+from django.http import FileResponse, HttpRequest, HttpResponseBase, StreamingHttpResponse
 
 from .audit import actor_scope
 from .context import current_request_id
+from .logging import stream_in_log_context
+from .rls import NOBODY, current_db_principal, db_principal_scope
 
 
 class RequestIdMiddleware:
@@ -18,10 +21,51 @@ class RequestIdMiddleware:
         request_id = incoming if 0 < len(incoming) <= 64 and incoming.isascii() else uuid.uuid4().hex
         token = current_request_id.set(request_id)
         try:
-            # Nobody acts until authentication says who (core.audit); nobody still acts after the request.
-            with actor_scope(None):
+            # Nobody acts until authentication says who (core.audit); nobody still acts after the request. The
+            # database sees nothing private until then either (core.rls).
+            with actor_scope(None), db_principal_scope(NOBODY):
                 response = self.get_response(request)
+                if isinstance(response, StreamingHttpResponse) and not isinstance(response, FileResponse):
+                    _stream_as(response, current_db_principal.get())
+                if isinstance(response, StreamingHttpResponse):
+                    stream_in_log_context(response)  # log lines of the body keep this request's tenant and id
         finally:
             current_request_id.reset(token)
         response["X-Request-ID"] = request_id
         return response
+
+
+def _stream_as(response: StreamingHttpResponse, principal: str | None) -> None:
+    """A streamed body is produced after the middleware returned: its queries still run as the request's principal."""
+    content: Any = response.streaming_content
+    if response.is_async:
+        response.streaming_content = _async_stream_as(content, principal)
+    else:
+        response.streaming_content = _sync_stream_as(content, principal)
+
+
+def _sync_stream_as(content: Iterator[bytes], principal: str | None) -> Iterator[bytes]:
+    # Set and reset within each step: whoever iterates (a server thread, the test client) keeps its own state.
+    iterator = iter(content)
+    while True:
+        token = current_db_principal.set(principal)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            current_db_principal.reset(token)
+        yield chunk
+
+
+async def _async_stream_as(content: AsyncIterator[bytes], principal: str | None) -> AsyncIterator[bytes]:
+    iterator = aiter(content)
+    while True:
+        token = current_db_principal.set(principal)
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        finally:
+            current_db_principal.reset(token)
+        yield chunk

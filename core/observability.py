@@ -20,6 +20,7 @@ from celery.signals import before_task_publish, task_postrun, task_prerun
 from django.conf import settings
 
 from .context import current_request_id
+from .rls import current_db_principal
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ def _actor_in(sender: Any = None, **kwargs: Any) -> None:
     # Celery puts custom headers on the request itself too (protocol 2); either place counts.
     raw = headers.get("actor") if isinstance(headers, dict) else None
     current_actor.set(Actor.from_header(raw if raw is not None else getattr(request, "actor", None)))
+    # Tasks act for the organisation on the database (core.rls): they check access with iam.policy themselves.
+    current_db_principal.set(None)
 
 
 def _actor_out(sender: Any = None, **kwargs: Any) -> None:

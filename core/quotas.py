@@ -538,7 +538,7 @@ def _check_monthly(
         raise RuntimeError("quota counters keep disappearing from Redis (evicted?)")
     if refused:
         name, _, limit, _, _ = scopes[int(refused) - 1]
-        _refusal_metric(schema, spec.name)
+        _refusal_metric(schema, spec.name, name)
         if name == "tenant":
             _warn(schema, spec.name, 100, tenant_limit, _from_units(spec, int(used)), period)
         raise QuotaExceeded(
@@ -588,7 +588,7 @@ def _check_gauge(
         if name == "tenant":
             tenant_used = used
         if used + amount > limit or (amount == 0 and used >= limit):
-            _refusal_metric(schema, spec.name)
+            _refusal_metric(schema, spec.name, name)
             raise QuotaExceeded(quota=spec.name, limit=limit, used=used, requested=amount, scope=name, resets_at=None)
     if tenant_limit is not None and tenant_used is not None:
         _maybe_warn(schema, spec.name, tenant_limit, tenant_used, tenant_used + amount, "gauge")
@@ -746,9 +746,10 @@ def _warn(schema: str, quota: str, level: int, limit: Any, used: Any, period: st
         logger.exception("quota warning for %s not published", quota)
 
 
-def _refusal_metric(schema: str, quota: str) -> None:
+def _refusal_metric(schema: str, quota: str, scope: str) -> None:
+    """By quota and scope (tenant, user, api_key, agent, pool); the tenant label is bounded by core.metrics."""
     try:
-        metric_inc("quota_refusals_total", tenant=schema, quota=quota)
+        metric_inc("quota_refusals_total", tenant=schema, quota=quota, scope=scope)
     except Exception:  # noqa: BLE001
         logger.debug("metric not recorded", exc_info=True)
 
@@ -946,7 +947,7 @@ def chat_run_admit(
             return RunSlot(schema=schema, run_id=run_id, queued_seconds=time.monotonic() - started)
         if status == -2:
             scope, _, limit = scoped[int(value) - 1]
-            _refusal_metric(schema, "concurrent_runs")
+            _refusal_metric(schema, "concurrent_runs", scope)
             raise ConcurrencyLimited(
                 f"Too many chat runs at once ({limit} allowed for this {scope.replace('_', ' ')}). "
                 "Wait for one to finish.",
@@ -957,7 +958,7 @@ def chat_run_admit(
             return RunSlot(schema=schema, run_id=run_id, position=int(value))
         if status == -1 or time.monotonic() - started >= wait:
             r.zrem(_QUEUE_KEY, member)
-            _refusal_metric(schema, "chat_pool")
+            _refusal_metric(schema, "chat_pool", "pool")
             raise Overloaded(
                 "All chat workers are busy and the wait queue is full. Please retry shortly.",
                 retry_after=retry_after,

@@ -15,9 +15,16 @@ the schema in every key, and we put it in the counted value too, so tenants neve
 API calls made with an API key also count against the api_calls_per_month quota (core.quotas) and are metered by
 the recorder the usage app registers (`register_api_call_recorder`, in UsageConfig.ready()).
 
+Limits nest: a request is admitted only if the principal's counter AND the tenant's have room, and then counted
+in both (one atomic Redis script); a refused request is counted in neither. A principal's rate is capped at
+settings.RATE_LIMIT_PRINCIPAL_SHARE of the tenant's (same window), so one principal's flood leaves the rest of the
+organisation's allowance to the other members. A request the limiter admitted but a later check refused
+(concurrency_limited, overloaded) gives the tenant's unit back (`rate_limit_refund`); docs/rate-limits.md.
+
 Refusals are `RateLimited` (HTTP 429, JSON {"detail","code":"rate_limited","group","limit",...}) with
 Retry-After; every limited response carries X-RateLimit-Limit / -Remaining / -Reset
-(`RateLimitHeadersMiddleware`).
+(`RateLimitHeadersMiddleware`). They are counted in `rate_limited_total{group,scope,tenant}` and logged as one
+summary line per interval and process (`RefusalLog`), never one line per refusal.
 
 Plain Django views:  @rate_limited("auth")
 Anything else:       rate_limit_check(request, "search")      # raises RateLimited
@@ -28,29 +35,26 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django_ratelimit.core import (
-    EXPIRATION_FUDGE,
-    _get_window,
-    _make_cache_key,
-    _split_rate,
-    get_usage,
-    is_ratelimited,
-)
+from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, is_ratelimited
 from rest_framework.throttling import BaseThrottle
 
+from .context import current_request_id, current_tenant
 from .errors import DomainError, ErrorCode
 from .metrics import metric_inc
-from .quotas import limits_snapshot, quota_check, tenant_limits
+from .quotas import Overloaded, limits_snapshot, quota_check, tenant_limits
 from .redis_clients import redis_client
 from .tenancy import TenantRecord, current_schema
 
@@ -78,6 +82,8 @@ DEFAULT_RATE_LIMITS_TENANT = {
     "ws_message": "2400/m",
 }
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The most of the organisation's allowance one principal may take (settings.RATE_LIMIT_PRINCIPAL_SHARE).
+DEFAULT_PRINCIPAL_SHARE = 0.5
 
 
 class RateLimited(DomainError):
@@ -108,6 +114,7 @@ class RateLimitResult:
     reset: int  # seconds until the window resets
     period: int
     limited: bool
+    refund_key: str | None = None  # the tenant counter this admitted request was counted in (rate_limit_refund)
 
     @property
     def retry_after(self) -> int:
@@ -155,9 +162,10 @@ def _who(request: Any) -> tuple[str, str]:
 
 
 def rate_limit_check(request: Any, group: str, *, increment: bool = True, raise_exc: bool = True) -> RateLimitResult:
-    """Count this request against the principal's and the tenant's counters for `group`.
+    """Count this request against the principal's and the tenant's counters for `group`, if both admit it.
 
-    Raises RateLimited (429) when either is over its rate (unless raise_exc=False). The result is
+    Raises RateLimited (429) when either is at its rate (unless raise_exc=False); a refused request is counted
+    nowhere, so a client retrying without backing off never spends the organisation's allowance. The result is
     stored on the request for RateLimitHeadersMiddleware.
     """
     django_request: HttpRequest = getattr(request, "_request", request)
@@ -168,101 +176,164 @@ def rate_limit_check(request: Any, group: str, *, increment: bool = True, raise_
     principal_rate, tenant_rate = _rates(group, tenant)
     scope, who = _who(request)
     counters = [
-        (rate, f"{schema}:{counted}", scope_name)
-        for rate, counted, scope_name in ((principal_rate, who, scope), (tenant_rate, "tenant", "tenant"))
-        if rate
+        _Counter(scope=scope_name, value=f"{schema}:{counted}", limit=limit, period=period)
+        for scope_name, counted, (limit, period) in _nested_limits(scope, who, principal_rate, tenant_rate)
     ]
-    usages = _usage_pipelined(f"rl.{group}", counters, increment)
-    if usages is None:  # not a Redis cache: django-ratelimit's own path (two round trips per counter)
-        usages = [
-            get_usage(
-                django_request,
-                group=f"rl.{group}",
-                key=lambda _g, _r, value=value: value,
-                rate=rate,
-                increment=increment,
-            )
-            for rate, value, _ in counters
-        ]
-    results: list[RateLimitResult] = []
-    for (rate, _, scope_name), usage in zip(counters, usages, strict=True):
-        if usage is None:
-            continue
-        limit, period = parse_rate(rate)
-        count = usage["count"]
-        results.append(
-            RateLimitResult(
-                group=group,
-                scope=scope_name,
-                limit=limit,
-                remaining=limit - count,
-                reset=max(0, usage["time_left"]),
-                period=period,
-                limited=usage["should_limit"],
-            )
-        )
-    if not results:
+    if not counters:
         return _unlimited(group)
-    limited = [r for r in results if r.limited]
-    result = limited[0] if limited else min(results, key=lambda r: r.remaining)
+    results = _count_in_cache(f"rl.{group}", group, counters, increment)
+    result = _tightest(results)
     django_request.ratelimit = result  # type: ignore[attr-defined]  # our own request attribute: no stub has it
     if result.limited:
-        _metric(schema, group)
+        _metric(schema, group, result.scope)
         if raise_exc:
             raise RateLimited(result)
     return result
 
 
-class _Usage(TypedDict):  # django-ratelimit's get_usage() result
-    count: int
+@dataclass
+class _Counter:
+    scope: str  # "user", "api_key", "ip" or "tenant"
+    value: str  # what is counted: the schema and the principal (or "tenant")
     limit: int
-    should_limit: bool
-    time_left: int
+    period: int
 
 
-def _usage_pipelined(group: str, counters: list[tuple[str, str, str]], increment: bool) -> list[_Usage | None] | None:
-    """django-ratelimit's fixed windows and cache keys (same keys as get_usage), but every counter of the
-    request counted in ONE Redis round trip (INCR + EXPIRE, pipelined) instead of add/exists/incr each.
+def _nested_limits(
+    scope: str, who: str, principal_rate: str | None, tenant_rate: str | None
+) -> list[tuple[str, str, tuple[int, int]]]:
+    """The principal's counter inside the tenant's: a principal may take at most settings.RATE_LIMIT_PRINCIPAL_SHARE
+    of the organisation's allowance in a window of the same length, so one principal's flood always leaves the
+    rest to the other members (with the defaults, a tenth: the share does not bind)."""
+    principal = parse_rate(principal_rate) if principal_rate else None
+    whole = parse_rate(tenant_rate) if tenant_rate else None
+    share = float(getattr(settings, "RATE_LIMIT_PRINCIPAL_SHARE", DEFAULT_PRINCIPAL_SHARE))
+    if principal is not None and whole is not None and principal[1] == whole[1] and share < 1:
+        principal = (min(principal[0], max(1, math.floor(whole[0] * share))), principal[1])
+    out = []
+    if principal is not None:
+        out.append((scope, who, principal))
+    if whole is not None:
+        out.append(("tenant", "tenant", whole))
+    return out
 
-    Returns None when the cache is not Redis (the caller falls back to get_usage)."""
+
+def _tightest(results: list[RateLimitResult]) -> RateLimitResult:
+    limited = [r for r in results if r.limited]
+    return limited[0] if limited else min(results, key=lambda r: r.remaining)
+
+
+# Check every counter of a request, then count the request in all of them, or in none if one is full. A refused
+# request is never counted: clients retrying without backing off do not push the window further.
+# KEYS: the counters (principal first, then tenant). ARGV: each counter's limit and TTL, then 1 to count (0: peek).
+# Returns {index of the full counter or 0, count_1, ..., count_n} (counts after this request when admitted).
+_COUNT_LUA = """
+local n = #KEYS
+local reply = {0}
+for i = 1, n do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  reply[i + 1] = used
+  if reply[1] == 0 and used >= tonumber(ARGV[2 * i - 1]) then reply[1] = i end
+end
+if reply[1] == 0 and ARGV[2 * n + 1] == '1' then
+  for i = 1, n do
+    reply[i + 1] = redis.call('INCR', KEYS[i])
+    if reply[i + 1] == 1 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2 * i])) end
+  end
+end
+return reply
+"""
+
+# Give back a tenant counter's unit (a request refused after the limiter admitted it), never below zero.
+_REFUND_LUA = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+def _counter_client() -> redis.Redis:
+    """The Redis connection of the rate-limit cache (the counters need atomic scripts, so Redis only)."""
     cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
     backend = getattr(cache, "_cache", None)
     if backend is None or not hasattr(backend, "get_client"):
-        return None
-    keys = []
+        raise TypeError(f"rate limit counters need a Redis cache, not {type(cache).__name__}")
+    client: redis.Redis = backend.get_client(None, write=True)
+    return client
+
+
+def _count_in_cache(cache_group: str, group: str, counters: list[_Counter], increment: bool) -> list[RateLimitResult]:
+    """django-ratelimit's fixed windows and cache keys (jittered per counter), every counter of the request checked
+    and counted in ONE atomic Redis call (_COUNT_LUA)."""
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    windows = [_get_window(c.value, c.period) for c in counters]
+    keys = [
+        cache.make_and_validate_key(
+            _make_cache_key(cache_group, window, f"{c.limit}/{c.period}s", c.value, is_ratelimited.ALL)
+        )
+        for c, window in zip(counters, windows, strict=True)
+    ]
+    return _count(_counter_client, keys, windows, group, counters, increment)
+
+
+def _count(
+    client: Callable[[], redis.Redis],
+    keys: list[str],
+    windows: list[int],
+    group: str,
+    counters: list[_Counter],
+    increment: bool,
+) -> list[RateLimitResult]:
+    args: list[int] = []
+    for c in counters:
+        args += [c.limit, c.period + EXPIRATION_FUDGE]
     try:
-        pipe = backend.get_client(None, write=True).pipeline(transaction=False)
-        for rate, value, _ in counters:
-            limit, period = _split_rate(rate)
-            window = _get_window(value, period)
-            key = cache.make_and_validate_key(_make_cache_key(group, window, rate, value, is_ratelimited.ALL))
-            keys.append((key, limit, window))
-            if increment:
-                pipe.incr(key)
-                pipe.expire(key, period + EXPIRATION_FUDGE)
-            else:
-                pipe.get(key)
-        replies = pipe.execute()
+        full, *counts = client().eval(_COUNT_LUA, len(keys), *keys, *args, int(increment))
     except redis.RedisError:
         logger.exception("rate limit counters unavailable")
         if getattr(settings, "RATELIMIT_FAIL_OPEN", False):
-            return [None for _ in counters]
-        return [{"count": 0, "limit": 0, "should_limit": True, "time_left": -1} for _ in counters]
-    counts = replies[0::2] if increment else replies
+            return [_unlimited(group)]
+        full, counts = 1, [c.limit for c in counters]  # fail closed: refused as if the first counter were full
     now = int(time.time())
+    admitted_in = next(
+        (key for c, key in zip(counters, keys, strict=True) if c.scope == "tenant" and increment and not int(full)),
+        None,
+    )
     return [
-        {"count": int(count or 0), "limit": limit, "should_limit": int(count or 0) > limit, "time_left": window - now}
-        for (key, limit, window), count in zip(keys, counts, strict=True)
+        RateLimitResult(
+            group=group,
+            scope=c.scope,
+            limit=c.limit,
+            remaining=c.limit - int(count),
+            reset=max(0, window - now),
+            period=c.period,
+            limited=int(full) == i,
+            refund_key=admitted_in,
+        )
+        for i, (c, window, count) in enumerate(zip(counters, windows, counts, strict=True), start=1)
     ]
+
+
+def rate_limit_refund(result: RateLimitResult) -> None:
+    """Give the organisation back the unit an admitted request took when the request was refused further on
+    (concurrency_limited, overloaded): a refusal never spends the organisation's allowance. The principal's own
+    counter keeps it, so a principal retrying refusals without backing off is still held to its rate."""
+    if not result.refund_key:
+        return
+    try:
+        _counter_client().eval(_REFUND_LUA, 1, result.refund_key)
+    except redis.RedisError:
+        logger.debug("rate limit refund lost", exc_info=True)
+    result.refund_key = None
 
 
 def _unlimited(group: str) -> RateLimitResult:
     return RateLimitResult(group, "none", 0, 0, 0, 1, False)
 
 
-def _metric(schema: str, group: str) -> None:
+def _metric(schema: str, group: str, scope: str) -> None:
+    """Refusals by group and scope; the tenant label is bounded by core.metrics (listed schemas, else "other")."""
     try:
-        metric_inc("rate_limited_total", tenant=schema, group=group)
+        metric_inc("rate_limited_total", tenant=schema, group=group, scope=scope)
     except Exception:  # noqa: BLE001
         logger.debug("metric not recorded", exc_info=True)
 
@@ -277,7 +348,8 @@ def view_rate_group(view: Any, method: str | None) -> str | None:
 
 
 class TenantRateThrottle(BaseThrottle):
-    """DRF throttle for every API view: rate limit by group, and count API-key calls (quota + metering).
+    """DRF throttle for every API view: rate limit by group, admission to the process's in-flight bound of the
+    group, and count API-key calls (quota + metering).
 
     Runs after authentication and permissions, so API keys (principal.api_key) are known.
     """
@@ -286,8 +358,66 @@ class TenantRateThrottle(BaseThrottle):
         group = view_rate_group(view, request.method)
         if group:
             rate_limit_check(request, group)
+            in_flight_enter(request, group)
         _count_api_call(request)
         return True
+
+
+# --- In-flight bounds: shedding what this process cannot serve in time ------------------------------------------
+#
+# Rate limits share capacity between principals and organisations; they do not know how busy the machine is. A
+# CPU-heavy group (search embeds the query) gets a bound on the requests one web process runs at once
+# (settings.IN_FLIGHT_LIMITS, e.g. {"search": 4}); past it a request is refused at once with 503 overloaded and
+# Retry-After instead of queuing for the CPU, so the admitted ones keep their latency when load doubles.
+
+DEFAULT_IN_FLIGHT_LIMITS = {"search": 4}
+IN_FLIGHT_RETRY_AFTER_SECONDS = 1
+
+
+class _InFlight:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+
+    def enter(self, group: str, limit: int) -> bool:
+        with self._lock:
+            if self._running.get(group, 0) >= limit:
+                return False
+            self._running[group] = self._running.get(group, 0) + 1
+            return True
+
+    def leave(self, group: str) -> None:
+        with self._lock:
+            self._running[group] = max(0, self._running.get(group, 0) - 1)
+
+
+_in_flight = _InFlight()
+
+
+def in_flight_enter(request: Any, group: str) -> None:
+    """Take one of the group's in-flight places in this process (given back by RateLimitHeadersMiddleware when the
+    response is ready), or raise Overloaded (503 + Retry-After) when they are all taken."""
+    limit = {**DEFAULT_IN_FLIGHT_LIMITS, **getattr(settings, "IN_FLIGHT_LIMITS", {})}.get(group)
+    if limit is None:
+        return
+    django_request: HttpRequest = getattr(request, "_request", request)
+    if getattr(django_request, "in_flight_group", None) is not None:
+        return  # a view checking again (DRF re-runs throttles on a retried initial())
+    if not _in_flight.enter(group, int(limit)):
+        schema = getattr(getattr(django_request, "tenant", None), "schema_name", None) or current_schema()
+        metric_inc("in_flight_refusals_total", tenant=schema, group=group)
+        raise Overloaded(
+            f"This server is running as many {group} requests as it can; retry shortly.",
+            retry_after=IN_FLIGHT_RETRY_AFTER_SECONDS,
+        )
+    django_request.in_flight_group = group  # type: ignore[attr-defined]  # our own request attribute
+
+
+def in_flight_leave(request: HttpRequest) -> None:
+    group = getattr(request, "in_flight_group", None)
+    if group is not None:
+        _in_flight.leave(group)
+        request.in_flight_group = None  # type: ignore[attr-defined]  # our own request attribute
 
 
 ApiCallRecorder = Callable[..., None]
@@ -336,7 +466,8 @@ def rate_limited(group: str) -> Callable[[_View], _View]:
 
 
 class RateLimitHeadersMiddleware:
-    """Adds X-RateLimit-* headers to responses whose request went through a limiter."""
+    """Adds X-RateLimit-* headers to responses whose request went through a limiter; gives the organisation's
+    allowance back when a request is refused after the limiter admitted it; logs refusals in summaries."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -345,56 +476,122 @@ class RateLimitHeadersMiddleware:
         # Plan, override and sub-limits are read once per request, not once per check (throttle rates,
         # api_calls quota, then chat_start's checks). Changes made during the request clear it
         # (limits_cache_clear).
-        with limits_snapshot():
-            response = self.get_response(request)
+        try:
+            with limits_snapshot():
+                response = self.get_response(request)
+        finally:
+            in_flight_leave(request)
         result = getattr(request, "ratelimit", None)
         if isinstance(result, RateLimitResult) and result.scope != "none":
             for name, value in result.headers().items():
                 response.setdefault(name, value)
             if result.limited:
                 response.setdefault("Retry-After", str(result.retry_after))
+        reason = _refusal_reason(response, result)
+        if reason is not None:
+            if isinstance(result, RateLimitResult) and not result.limited:
+                rate_limit_refund(result)
+            # django.request logs every 4xx/5xx; core.logging.RefusedRequestFilter drops it for marked requests
+            request.refusal_reason = reason  # type: ignore[attr-defined]  # our own request attribute
+            refusal_log.add(reason)
+        refusal_log.flush_if_due()
         return response
+
+
+def _refusal_reason(response: HttpResponse, result: object) -> str | None:
+    """'rate_limited:chat:user', 'concurrency_limited:agent', 'overloaded', ... for a shed request (429, or 503
+    with Retry-After); None for anything else (a 503 without Retry-After is a failure, logged as such)."""
+    if response.status_code not in (429, 503) or not response.has_header("Retry-After"):
+        return None
+    if isinstance(result, RateLimitResult) and result.limited:
+        return f"rate_limited:{result.group}:{result.scope}"
+    body = getattr(response, "data", None)  # a DRF Response: the error body (core.errors.error_body)
+    if isinstance(body, dict) and body.get("code"):
+        scope = body.get("scope")
+        return f"{body['code']}:{scope}" if isinstance(scope, str) else str(body["code"])
+    return str(response.status_code)
+
+
+class RefusalLog:
+    """Refusals summed per process and logged as one WARNING line per interval (settings.REFUSAL_LOG_SECONDS),
+    never one line per refusal: a flood of retries must not become a flood of log lines. Counts not yet logged
+    are carried to the next line (the next request after the interval writes it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._since = time.monotonic()
+
+    def add(self, reason: str) -> None:
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + 1
+
+    def flush_if_due(self) -> None:
+        interval = float(getattr(settings, "REFUSAL_LOG_SECONDS", 10))
+        if not self._counts or time.monotonic() - self._since < interval:
+            return
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            elapsed, self._since = time.monotonic() - self._since, time.monotonic()
+        if not counts:
+            return
+        detail = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        # The line sums every tenant's refusals: not labelled with the request that happens to write it.
+        tenant, request_id = current_tenant.set("-"), current_request_id.set("-")
+        try:
+            logger.warning(
+                "refused %d requests in the last %.0f s: %s",
+                sum(counts.values()),
+                elapsed,
+                detail,
+                extra={"refusals": counts},
+            )
+        finally:
+            current_request_id.reset(request_id)
+            current_tenant.reset(tenant)
+
+
+refusal_log = RefusalLog()
 
 
 # --- WebSocket messages --------------------------------------------------------------------------
 
 
-def ws_message_check(scope: dict[str, Any], group: str = "ws_message") -> RateLimitResult:
-    """Count one WebSocket message of this connection's user (and tenant); returns the result, never raises.
+def ws_message_check(scope: dict[str, Any], group: str = "ws_message", principal: Any = None) -> RateLimitResult:
+    """Count one WebSocket message of this connection's principal (and tenant); returns the result, never raises.
 
-    Channels consumers do not run inside the tenant's schema, so the schema is named in the key.
+    `principal` (iam.policy.Principal) names API-key connections, whose scope carries no user. Channels consumers
+    do not run inside the tenant's schema, so the schema is named in the key.
     """
     tenant = scope.get("tenant")
     schema = getattr(tenant, "schema_name", "public")
-    user = scope.get("user")
-    who = f"u{user.pk}" if user is not None and getattr(user, "is_authenticated", False) else "anon"
+    who_scope, who = _who(SimpleNamespace(principal=principal, user=scope.get("user"), META={}))
+    if who_scope == "ip":
+        who_scope, who = "user", "anon"
     principal_rate, tenant_rate = _rates(group, tenant)
-    now = int(time.time())
-    r = redis_client()
-    results = []
-    for rate, counted, scope_name in ((principal_rate, who, "user"), (tenant_rate, "tenant", "tenant")):
-        if not rate:
-            continue
-        limit, period = parse_rate(rate)
-        window = now - now % period
-        key = f"rl:{schema}:{group}:{counted}:{window}"
-        pipe = r.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, period + 1)
-        count = pipe.execute()[0]
-        results.append(
-            RateLimitResult(group, scope_name, limit, limit - count, window + period - now, period, count > limit)
-        )
-    if not results:
+    counters = [
+        _Counter(scope=scope_name, value=counted, limit=limit, period=period)
+        for scope_name, counted, (limit, period) in _nested_limits(who_scope, who, principal_rate, tenant_rate)
+    ]
+    if not counters:
         return _unlimited(group)
-    limited = [r for r in results if r.limited]
-    return limited[0] if limited else min(results, key=lambda r: r.remaining)
+    now = int(time.time())
+    windows = [now - now % c.period + c.period for c in counters]
+    keys = [f"rl:{schema}:{group}:{c.value}:{window}" for c, window in zip(counters, windows, strict=True)]
+    result = _tightest(_count(redis_client, keys, windows, group, counters, increment=True))
+    if result.limited:
+        _metric(schema, group, result.scope)
+        refusal_log.add(f"rate_limited:{group}:{result.scope}")
+    refusal_log.flush_if_due()
+    return result
 
 
-async def ws_message_allowed(scope: dict[str, Any], group: str = "ws_message") -> RateLimitResult:
+async def ws_message_allowed(
+    scope: dict[str, Any], group: str = "ws_message", principal: Any = None
+) -> RateLimitResult:
     """Async form for consumers: `result = await ws_message_allowed(self.scope); if result.limited: ...`.
 
     Suggested handling: send {"type": "error", "code": "rate_limited", "retry_after": n} and drop the
     message; close with 4429 if the client keeps going.
     """
-    return await sync_to_async(ws_message_check, thread_sensitive=False)(scope, group)
+    return await sync_to_async(ws_message_check, thread_sensitive=False)(scope, group, principal)

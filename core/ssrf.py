@@ -60,48 +60,122 @@ def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(n, strict=False) for n in getattr(settings, "SSRF_ALLOWED_NETWORKS", [])]
 
 
-def address_is_public(ip: IPAddress) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
+# IPv6 ranges whose addresses stand for an IPv4 address (a translator or the stack itself maps them): judged
+# as that IPv4 address. ::ffff:127.0.0.1 is loopback; 64:ff9b::a00:1 is 10.0.0.1 behind a NAT64 gateway.
+_IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated, but some stacks still map it
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+# Local-use NAT64 (RFC 8215) translates into whatever network the operator's own gateway serves: never public.
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
+# ISATAP interface identifiers (RFC 5214): ::0:5efe:a.b.c.d and ::200:5efe:a.b.c.d under any prefix.
+_ISATAP_IDENTIFIERS = (0x00005EFE, 0x02005EFE)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a tunnelling IPv6 address carries (6to4, Teredo, ISATAP): traffic to it ends up there,
+    so each must pass the IPv4 rules as well."""
+    found = []
+    if ip.sixtofour is not None:  # 2002:AABB:CCDD::/48
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:  # 2001:0::/32: (server, client); Python undoes the client's XOR obfuscation
+        found.extend(ip.teredo)
+    if (int(ip) >> 32) & 0xFFFFFFFF in _ISATAP_IDENTIFIERS:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def ipv4_equivalent(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped, IPv4-compatible or NAT64 address stands for, if it is one."""
+    if ip in _IPV4_MAPPED or ip in _NAT64_WELL_KNOWN or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # not :: or ::1
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _judged_address(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address):
+        return ipv4_equivalent(ip) or ip
+    return ip
+
+
+def _is_public(ip: IPAddress) -> bool:
     if any(ip in net for net in _ALWAYS_BLOCKED):
         return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
 
 
+def address_is_public(ip: IPAddress) -> bool:
+    ip = _judged_address(ip)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _is_public(ip)
+    if ip in _NAT64_LOCAL_USE:
+        return False
+    return _is_public(ip) and all(_is_public(inner) for inner in embedded_ipv4(ip))
+
+
 def address_is_allowed(ip: IPAddress) -> bool:
-    return address_is_public(ip) or any(ip in net for net in _allowed_networks() if ip.version == net.version)
+    """Public, or in a network the operator listed (an address standing for an IPv4 one is matched as that)."""
+    if address_is_public(ip):
+        return True
+    judged = _judged_address(ip)
+    return any(judged in net for net in _allowed_networks() if judged.version == net.version)
 
 
-def check_url(url: str) -> list[IPAddress]:
-    """Validate scheme and host and resolve it; raise UnsafeURL unless every address is allowed."""
+def _host_and_port(url: str, field: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise UnsafeURL("Only http and https URLs can be fetched.", field="url")
+        raise UnsafeURL("Only http and https URLs can be fetched.", field=field)
     host = parts.hostname
     if not host:
-        raise UnsafeURL("The URL has no host.", field="url")
+        raise UnsafeURL("The URL has no host.", field=field)
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return host, parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
-        raise UnsafeURL("The URL has an invalid port.", field="url") from exc
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UnsafeURL(f"The host {host!r} does not resolve.", field="url") from exc
+        raise UnsafeURL("The URL has an invalid port.", field=field) from exc
+
+
+def _allowed_addresses(host: str, infos: list[Any], field: str) -> list[IPAddress]:
     addresses = []
     for info in infos:
         # An AF_INET/AF_INET6 sockaddr starts with the address text; typeshed's union also has AF_UNIX-style tuples.
         ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if not address_is_allowed(ip):
             raise UnsafeURL(
-                f"The host {host!r} resolves to a private or internal address ({ip}); "
+                f"The host {host!r} is or resolves to a private or internal address ({ip}); "
                 "an administrator must allow that network explicitly.",
-                field="url",
+                field=field,
             )
         addresses.append(ip)
-    if not addresses:
-        raise UnsafeURL(f"The host {host!r} does not resolve.", field="url")
     return addresses
+
+
+def check_url(url: str, *, field: str = "url") -> list[IPAddress]:
+    """Validate scheme and host and resolve it; raise UnsafeURL unless every address is allowed."""
+    host, port = _host_and_port(url, field)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnsafeURL(f"The host {host!r} does not resolve.", field=field) from exc
+    addresses = _allowed_addresses(host, infos, field)
+    if not addresses:
+        raise UnsafeURL(f"The host {host!r} does not resolve.", field=field)
+    return addresses
+
+
+def refuse_internal_host(host: str, *, field: str, port: int = 443) -> None:
+    """Save-time check of a host a tenant configures: UnsafeURL (400 on `field`) if it is, or resolves to, an
+    address outbound requests may not reach. A name that does not resolve (yet) is accepted, since a service may
+    be registered before its DNS exists: every request checks again before it connects."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return
+    _allowed_addresses(host, infos, field)
+
+
+def refuse_internal_url(url: str, *, field: str) -> None:
+    """refuse_internal_host for the host of a URL (provider base URLs, custom tool servers), scheme checked."""
+    host, port = _host_and_port(url, field)
+    refuse_internal_host(host, field=field, port=port)
 
 
 @dataclass(frozen=True)

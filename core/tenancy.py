@@ -64,6 +64,7 @@ class TenantConnection(Protocol):
 
     schema_name: str
     tenant: Any  # the configured tenant model's instance, or django-tenants' FakeTenant for a bare schema
+    search_path_set_schemas: list[str] | None  # the path the session holds; None: set it before the next query
 
     def set_schema_to_public(self) -> None: ...
 

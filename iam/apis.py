@@ -6,13 +6,14 @@ re-check what depends on the object (owner, share level).
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import Role
 from core.errors import NotFound
+from core.openapi import error_responses
 from iam.policy import principal_from_request
 
 from . import selectors, services
@@ -51,7 +52,7 @@ class TeamListApi(APIView):
     def get(self, request):
         return Response(TeamSerializer(selectors.team_list(), many=True).data)
 
-    @extend_schema(request=TeamSerializer, responses={201: TeamSerializer})
+    @extend_schema(request=TeamSerializer, responses={201: TeamSerializer, **error_responses(409)})
     def post(self, request):
         data = TeamSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -66,7 +67,7 @@ class TeamDetailApi(APIView):
     def get(self, request, team_id):
         return Response(TeamSerializer(_team_or_404(team_id)).data)
 
-    @extend_schema(request=TeamSerializer, responses=TeamSerializer)
+    @extend_schema(request=TeamSerializer, responses={200: TeamSerializer, **error_responses(409)})
     def patch(self, request, team_id):
         team = _team_or_404(team_id)
         data = TeamSerializer(data=request.data, partial=True)
@@ -144,7 +145,13 @@ class ShareListApi(APIView):
 
     required_scope = {"GET": "read", "POST": "write"}
 
-    @extend_schema(responses=ResourceSharingSerializer)
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("resource_type", str, required=True, enum=["agent", "knowledge_base"]),
+            OpenApiParameter("resource_id", int, required=True),
+        ],
+        responses={200: ResourceSharingSerializer, **error_responses(404)},
+    )
     def get(self, request):
         resource_type = request.query_params.get("resource_type", "")
         resource_id = request.query_params.get("resource_id", "")
@@ -163,7 +170,7 @@ class ShareListApi(APIView):
         }
         return Response(ResourceSharingSerializer(data).data)
 
-    @extend_schema(request=ShareInputSerializer, responses={200: ShareSerializer, 204: None})
+    @extend_schema(request=ShareInputSerializer, responses={200: ShareSerializer, 204: None, **error_responses(404)})
     def post(self, request):
         data = ShareInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -194,7 +201,7 @@ class TransferSerializer(serializers.Serializer):
 class OwnershipTransferApi(APIView):
     required_scope = "write"
 
-    @extend_schema(request=TransferSerializer, responses=TransferSerializer)
+    @extend_schema(request=TransferSerializer, responses={200: TransferSerializer, **error_responses(404)})
     def post(self, request):
         data = TransferSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -213,8 +220,8 @@ class ApiKeySerializer(serializers.Serializer):
     agent_ids = serializers.ListField(child=serializers.IntegerField(), allow_null=True, required=False, default=None)
     expires_at = serializers.DateTimeField(allow_null=True, required=False, default=None)
     created_by = _UserSerializer(read_only=True)
-    revoked_at = serializers.DateTimeField(read_only=True)
-    last_used_at = serializers.DateTimeField(read_only=True)
+    revoked_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_used_at = serializers.DateTimeField(read_only=True, allow_null=True)
     request_count = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(read_only=True)
 
@@ -261,7 +268,7 @@ class ApiKeyDetailApi(APIView):
         key = services.api_key_get_for_principal(principal_from_request(request), key_id)
         return Response(ApiKeySerializer(key).data)
 
-    @extend_schema(responses=ApiKeySerializer, description="Revoke the key (immediately).")
+    @extend_schema(responses={200: ApiKeySerializer}, description="Revoke the key (immediately): the revoked key.")
     def delete(self, request, key_id):
         principal = principal_from_request(request)
         key = services.api_key_revoke(principal=principal, key=services.api_key_get_for_principal(principal, key_id))
@@ -311,7 +318,7 @@ class MemberListApi(APIView):
 class MemberDetailApi(APIView):
     required_scope = {"PATCH": "admin", "DELETE": "admin"}
 
-    @extend_schema(request=RoleSerializer, responses=MemberSerializer)
+    @extend_schema(request=RoleSerializer, responses={200: MemberSerializer, **error_responses(409)})
     def patch(self, request, user_id):
         data = RoleSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -320,7 +327,7 @@ class MemberDetailApi(APIView):
         )
         return Response(MemberSerializer(membership).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **error_responses(409)})
     def delete(self, request, user_id):
         services.membership_remove(principal=principal_from_request(request), user_id=user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -332,8 +339,8 @@ class InvitationSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.values, default=Role.USER)
     invited_by = _UserSerializer(read_only=True)
     expires_at = serializers.DateTimeField(read_only=True)
-    accepted_at = serializers.DateTimeField(read_only=True)
-    revoked_at = serializers.DateTimeField(read_only=True)
+    accepted_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    revoked_at = serializers.DateTimeField(read_only=True, allow_null=True)
     created_at = serializers.DateTimeField(read_only=True)
 
 
@@ -344,7 +351,7 @@ class InvitationListApi(APIView):
     def get(self, request):
         return Response(InvitationSerializer(selectors.invitation_list(), many=True).data)
 
-    @extend_schema(request=InvitationSerializer, responses={201: InvitationSerializer})
+    @extend_schema(request=InvitationSerializer, responses={201: InvitationSerializer, **error_responses(409)})
     def post(self, request):
         data = InvitationSerializer(data=request.data)
         data.is_valid(raise_exception=True)

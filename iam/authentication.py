@@ -18,7 +18,7 @@ from core.errors import ErrorCode
 
 from .keys import ApiKeyRejected, api_key_authenticate
 from .models import ApiKey
-from .policy import Principal, principal_for_api_key, principal_for_user
+from .policy import Principal, principal_act_as, principal_for_api_key, principal_for_user
 
 API_KEY_KEYWORD = "Api-Key"
 
@@ -113,11 +113,15 @@ def credentials_from_scope(scope: dict[str, Any]) -> str:
 
 def principal_from_scope(scope: dict[str, Any], tenant: Any) -> Principal:
     """Who opened this WebSocket: its credentials (as over HTTP), else the session's member. Call inside the
-    tenant's context. Raises AuthenticationFailed / NotAuthenticated."""
+    tenant's context; the socket then acts as it (iam.policy.principal_act_as). Raises AuthenticationFailed /
+    NotAuthenticated."""
     credentials = credentials_from_scope(scope)
     if credentials:
-        return principal_from_credentials(tenant, credentials)
-    principal = principal_for_user(scope.get("user"), tenant)
-    if principal is None:
-        raise NotAuthenticated("Authentication credentials were not provided.")
+        principal = principal_from_credentials(tenant, credentials)
+    else:
+        found = principal_for_user(scope.get("user"), tenant)
+        if found is None:
+            raise NotAuthenticated("Authentication credentials were not provided.")
+        principal = found
+    principal_act_as(principal)  # a socket's database threads copy its context: they act as it from here on
     return principal

@@ -26,6 +26,7 @@ from django.utils import timezone
 from accounts.models import Membership
 from core.epochs import EpochCache, epoch_get
 from core.errors import DomainError, ErrorCode
+from core.rls import db_as_system
 from core.tenancy import tenant_key
 
 from .models import ApiKey
@@ -71,7 +72,8 @@ def api_key_verify(raw_key: str) -> ApiKey:
     prefix = api_key_parse_prefix(raw_key)
     key = None
     if prefix is not None:
-        key = ApiKey.objects.select_related("created_by").filter(prefix=prefix).first()
+        with db_as_system():  # nobody acts yet: finding whose key this is comes before any principal (core.rls)
+            key = ApiKey.objects.select_related("created_by").filter(prefix=prefix).first()
     if key is None or not hmac.compare_digest(key.key_hash, api_key_hash(raw_key)):
         raise ApiKeyRejected("Invalid API key.", code=ErrorCode.API_KEY_INVALID)
     if key.revoked_at is not None:
@@ -158,7 +160,8 @@ def api_key_flush_usage(key_id: int) -> None:
     count = int(cache.get(pending) or 0)
     if count:
         cache.decr(pending, count)  # concurrent increments since the read stay pending
-    ApiKey.objects.filter(pk=key_id).update(request_count=F("request_count") + count, last_used_at=timezone.now())
+    with db_as_system():  # the key's own bookkeeping, counted while authenticating (before any principal)
+        ApiKey.objects.filter(pk=key_id).update(request_count=F("request_count") + count, last_used_at=timezone.now())
 
 
 def api_key_pending_requests(key_id: int) -> int:

@@ -123,4 +123,4 @@ class Invitation(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.email} as {self.role}"
+        return f"{self.email} ({self.get_role_display()})"

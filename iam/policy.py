@@ -53,6 +53,7 @@ from accounts.models import Membership, Role, User
 from core.audit import actor_for_principal, actor_set
 from core.errors import ErrorCode, Forbidden, NotFound
 from core.models import SharedResource
+from core.rls import db_principal_for, db_principal_set
 from core.tenancy import TenantRecord
 
 from .models import ApiKey, Share
@@ -203,8 +204,17 @@ def principal_from_request(request: HttpRequest) -> Principal:
     if principal is None:
         raise NotAuthenticated("Authentication credentials were not provided.")
     request.principal = principal  # type: ignore[attr-defined]  # our own request attribute: no stub has it
-    actor_set(actor_for_principal(principal, ip=request.META.get("REMOTE_ADDR")))
+    principal_act_as(principal, ip=request.META.get("REMOTE_ADDR"))
     return principal
+
+
+def principal_act_as(principal: Principal, *, ip: str | None = None) -> None:
+    """Where a request or socket has authenticated its principal: the audit log names it (core.audit) and the
+    database shows only its rows (core.rls), until the request or socket ends."""
+    actor_set(actor_for_principal(principal, ip=ip))
+    db_principal_set(
+        db_principal_for(user_id=principal.user.pk, is_admin=principal.is_admin, schema=principal.tenant.schema_name)
+    )
 
 
 def api_key_allows_agent(principal: Principal, agent_id: int) -> bool:
@@ -267,6 +277,19 @@ def principal_require_key_grant(principal: Principal, scopes: Collection[str], *
         raise AdminRequired("Only admins may create keys with the admin scope.")
     if principal.is_readonly and "write" in scopes:
         raise ReadOnlyMember("Read-only members may not create keys with the write scope.")
+
+
+def principal_grantable_key_scopes(principal: Principal, *, members_may_create: bool) -> frozenset[str]:
+    """The scopes the principal may put on a new API key (empty: may create none); the same rules as
+    principal_require_key_grant, so a form offers exactly what would be accepted."""
+    grantable = set()
+    for scope in ALL_SCOPES:
+        try:
+            principal_require_key_grant(principal, (scope,), members_may_create=members_may_create)
+        except Forbidden:
+            continue
+        grantable.add(scope)
+    return frozenset(grantable)
 
 
 def principal_acts_for(principal: Principal, user_id: Any) -> bool:
@@ -484,7 +507,7 @@ class IsTenantMember(BasePermission):
         # Our own request attributes, for the view and later checks: no stub has them.
         request.principal = principal  # type: ignore[attr-defined]
         request.membership = principal.membership  # type: ignore[attr-defined]
-        actor_set(actor_for_principal(principal, ip=request.META.get("REMOTE_ADDR")))  # who the audit log names
+        principal_act_as(principal, ip=request.META.get("REMOTE_ADDR"))
         scope = required_scope_for(view, request.method)
         if scope is None:
             # Unclassified views fail closed for API keys and read-only members (and fail the
@@ -513,7 +536,7 @@ def _dashboard_guard(request: HttpRequest, scope: str | None) -> HttpResponse | 
     # Our own request attributes, for the view and later checks: no stub has them.
     request.membership = membership  # type: ignore[attr-defined]
     request.principal = principal  # type: ignore[attr-defined]
-    actor_set(actor_for_principal(principal, ip=request.META.get("REMOTE_ADDR")))  # who the audit log names
+    principal_act_as(principal, ip=request.META.get("REMOTE_ADDR"))
     if scope is not None:
         try:
             principal_require_scope(principal, scope)

@@ -35,6 +35,7 @@ from core.events import (
     publish_on_commit,
 )
 from core.models import SharedResource
+from core.rls import db_as_system
 from core.tenancy import TenantRecord, tenant_url
 from iam.policy import (
     ALL_SCOPES,
@@ -284,7 +285,10 @@ def resource_owner_change(
     so the model's signals clear the caches that hold it (agents: the agents epoch); audited and announced."""
     previous = obj.owner_id
     obj.owner_id = new_owner_id
-    obj.save(update_fields=["owner", "updated_at"])
+    # The previous owner may lose sight of the row it hands over, which row-level security refuses to a principal's
+    # own update (core.rls): the caller's right to hand it over was decided above.
+    with db_as_system():
+        obj.save(update_fields=["owner", "updated_at"])
     _audit(principal, "resource.transfer", target=obj, before={"owner_id": previous}, after={"owner_id": new_owner_id})
     publish_on_commit(
         RESOURCE_OWNERSHIP_TRANSFERRED,
@@ -431,10 +435,12 @@ def invitation_create(*, principal: Principal, email: str, role: str = Role.USER
     url = invitation_url(principal.tenant, invitation)
     tenant_name = principal.tenant.name
     inviter = principal.user.display_name or principal.user.email
+    role_label = Role(role).label  # "Read-only", not "readonly"
     transaction.on_commit(
         lambda: send_mail(
             f"You are invited to join {tenant_name} on Agentry",
-            f"{inviter} invited you to join {tenant_name} as {role}.\n\nAccept the invitation: {url}\n\n"
+            f"{inviter} invited you to join {tenant_name} with the role {role_label}.\n\n"
+            f"Accept the invitation: {url}\n\n"
             f"The link works once and expires in {settings.INVITATION_MAX_AGE_DAYS} days.",
             None,
             [email],

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Membership, Role, User
 from core.errors import DomainError
 from iam.dashboard import admin_page, dashboard_page, form_error
-from iam.policy import ALL_SCOPES, principal_can_manage
+from iam.policy import ALL_SCOPES, principal_can_manage, principal_grantable_key_scopes
 
 from . import selectors, services
 from .keys import default_expiry
@@ -60,17 +60,26 @@ class TeamForm(forms.Form):
     description = forms.CharField(max_length=500, required=False)
 
 
+# What each API-key scope lets a program do, in the order the form lists them.
+SCOPE_LABELS = {
+    "read": "Read: see agents, knowledge bases and documents",
+    "chat": "Chat: talk to agents and search knowledge",
+    "write": "Write: create and change agents and knowledge",
+    "admin": "Admin: manage the organisation",
+}
+
+
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What uses it, e.g. “support bot”.")
-    scopes = forms.MultipleChoiceField(
-        widget=forms.CheckboxSelectMultiple,
-        initial=["read"],
-        choices=[(s, s) for s in sorted(ALL_SCOPES)],
-        help_text="read: view; chat: talk to agents; write: change; admin: manage.",
-    )
+    scopes = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, initial=["read"])
     expires_in_days = forms.IntegerField(
         label="Expires after (days)", required=False, min_value=1, max_value=3650, help_text="Empty: never expires."
     )
+
+    def __init__(self, *args, grantable: frozenset[str] = ALL_SCOPES, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Only the scopes this person may grant (iam.policy): a key never holds more than its creator.
+        self.fields["scopes"].choices = [(s, label) for s, label in SCOPE_LABELS.items() if s in grantable]
 
 
 @admin_page
@@ -208,7 +217,13 @@ def api_keys_page(request: HttpRequest) -> HttpResponse:
     """Everyone's own keys; admins see all of the organisation's. A new key is shown once, then never again."""
 
     principal = request.principal
-    form = ApiKeyForm(request.POST or None)
+    grantable = principal_grantable_key_scopes(
+        principal, members_may_create=services.iam_settings_get().members_can_create_api_keys
+    )
+    form = ApiKeyForm(request.POST or None, grantable=grantable)
+    if request.method == "POST" and not grantable:
+        message = "Only admins may create API keys in this organisation."
+        return render(request, "errors/forbidden.html", {"message": message}, status=403)
     if request.method == "POST" and form.is_valid():
         try:
             key, secret = services.api_key_create(
@@ -229,7 +244,8 @@ def api_keys_page(request: HttpRequest) -> HttpResponse:
         "manage/api_keys.html",
         {
             "keys": selectors.api_key_list(principal=principal),
-            "form": form,
+            "form": form if grantable else None,  # None: this member may not create keys here
+            "scope_labels": SCOPE_LABELS,
             "nav": "admin" if principal_can_manage(principal) else "",
             "tab": "keys",
         },

@@ -5,21 +5,40 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ErrorCode, InvalidInput, error_body
+from core.openapi import error_responses
+from core.parsers import BoundedJSONParser, json_loads_bounded
 from iam.policy import principal_can, principal_from_request
 
 from . import selectors, services
 from .models import DEFAULT_EMBEDDING_MODEL, Document, KnowledgeBase, KnowledgeBaseVersion
+from .serializers import (
+    ChunkListSerializer,
+    DocumentCreateSerializer,
+    DocumentDeletedSerializer,
+    DocumentIngestRefusedSerializer,
+    DocumentIngestSerializer,
+    DocumentListQuerySerializer,
+    DocumentListSerializer,
+    DocumentSerializer,
+    DocumentUploadSerializer,
+    KnowledgeBaseListSerializer,
+    KnowledgeBaseRestoreToTimeSerializer,
+    KnowledgeBaseSerializer,
+    KnowledgeBaseVersionDetailSerializer,
+    KnowledgeBaseVersionListSerializer,
+    KnowledgeBaseVersionSerializer,
+)
 from .uploads import LimitedUploadHandler
 
 MAX_FILES_PER_UPLOAD = 50
+VERSION_PARAMETER = OpenApiParameter("version", int, description="As of this knowledge-base version.")
 _STATUS_FOR_CODE = {
     ErrorCode.UNSUPPORTED_TYPE: 415,
     ErrorCode.FILE_TOO_LARGE: 413,
@@ -42,6 +61,7 @@ def kb_out(kb: KnowledgeBase, principal=None) -> dict:
         "chunk_size": kb.chunk_size,
         "chunk_overlap": kb.chunk_overlap,
         "search_settings": kb.search_settings,
+        "ocr_language": kb.ocr_language,
         "current_version": kb.current_version,
         "versions_retained": kb.versions_retained,
         "created_at": kb.created_at,
@@ -91,20 +111,28 @@ class KnowledgeBaseInputSerializer(serializers.Serializer):
     chunk_overlap = serializers.IntegerField(required=False)
     org_access = serializers.ChoiceField(choices=["none", "viewer", "editor"], required=False)
     versions_retained = serializers.IntegerField(required=False)
-    search_settings = serializers.JSONField(required=False)
+    search_settings = serializers.DictField(required=False)
+    ocr_language = serializers.CharField(
+        max_length=100, required=False, help_text="Tesseract languages for scanned pages and images: eng, eng+deu."
+    )
 
 
 # --- knowledge bases -------------------------------------------------------------------------------
 
 
-@extend_schema(tags=["knowledge"], request=KnowledgeBaseInputSerializer, responses=OpenApiTypes.OBJECT)
+@extend_schema(tags=["knowledge"])
 class KnowledgeBaseListApi(APIView):
     required_scope = {"GET": "read", "POST": "write"}
 
+    @extend_schema(responses=KnowledgeBaseListSerializer)
     def get(self, request):
         principal = principal_from_request(request)
-        return Response({"results": [kb_out(kb) for kb in selectors.knowledge_base_list(principal=principal)]})
+        kbs = [kb_out(kb) for kb in selectors.knowledge_base_list(principal=principal)]
+        return Response(KnowledgeBaseListSerializer({"results": kbs}).data)
 
+    @extend_schema(
+        request=KnowledgeBaseInputSerializer, responses={201: KnowledgeBaseSerializer, **error_responses(402)}
+    )
     def post(self, request):
         principal = principal_from_request(request)
         serializer = KnowledgeBaseInputSerializer(data=request.data)
@@ -113,17 +141,20 @@ class KnowledgeBaseListApi(APIView):
         if not data.get("name"):
             raise InvalidInput("The name is required.", field="name")
         kb = services.knowledge_base_create(principal=principal, **{"embedding_model": DEFAULT_EMBEDDING_MODEL, **data})
-        return Response(kb_out(kb, principal), status=status.HTTP_201_CREATED)
+        return Response(KnowledgeBaseSerializer(kb_out(kb, principal)).data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(tags=["knowledge"], request=KnowledgeBaseInputSerializer, responses=OpenApiTypes.OBJECT)
+@extend_schema(tags=["knowledge"])
 class KnowledgeBaseDetailApi(APIView):
     required_scope = {"GET": "read", "PATCH": "write", "DELETE": "write"}
 
+    @extend_schema(responses=KnowledgeBaseSerializer)
     def get(self, request, kb_id: int):
         principal = principal_from_request(request)
-        return Response(kb_out(selectors.knowledge_base_get(principal=principal, kb_id=kb_id), principal))
+        kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id)
+        return Response(KnowledgeBaseSerializer(kb_out(kb, principal)).data)
 
+    @extend_schema(request=KnowledgeBaseInputSerializer, responses=KnowledgeBaseSerializer)
     def patch(self, request, kb_id: int):
         principal = principal_from_request(request)
         kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
@@ -131,8 +162,9 @@ class KnowledgeBaseDetailApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         kb = services.knowledge_base_update(kb=kb, principal=principal, **data)
-        return Response(kb_out(kb, principal))
+        return Response(KnowledgeBaseSerializer(kb_out(kb, principal)).data)
 
+    @extend_schema(responses={204: None})
     def delete(self, request, kb_id: int):
         principal = principal_from_request(request)
         kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="delete")
@@ -143,14 +175,21 @@ class KnowledgeBaseDetailApi(APIView):
 # --- documents -------------------------------------------------------------------------------------
 
 
-@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+class DocumentJSONParser(BoundedJSONParser):
+    """A JSON body of texts may be as large as an uploaded file."""
+
+    def max_bytes(self) -> int:
+        return int(settings.KNOWLEDGE_MAX_FILE_BYTES)
+
+
+@extend_schema(tags=["knowledge"])
 class DocumentListApi(APIView):
     """GET: documents with status and progress. POST: add documents, several at once:
     multipart `files` (repeat the field), and/or JSON `{"title", "text"}`, `{"url"}`, or lists
     `texts: [{"title", "text"}]`, `urls: [...]`. Each source succeeds or fails on its own."""
 
     required_scope = {"GET": "read", "POST": "write"}
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, DocumentJSONParser]
 
     def initialize_request(self, request, *args, **kwargs):
         # Before anything reads the body: refuse oversized files while they stream in.
@@ -160,19 +199,49 @@ class DocumentListApi(APIView):
             self.upload_limit = handler
         return super().initialize_request(request, *args, **kwargs)
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, description="Only documents in this status (ready, failed, ...)."),
+            OpenApiParameter("deleted", int, enum=[1], description="1: include deleted documents."),
+        ],
+        responses=DocumentListSerializer,
+    )
     def get(self, request, kb_id: int):
         kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
+        query = DocumentListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         documents = selectors.document_list(
-            kb=kb,
-            status=request.query_params.get("status") or None,
-            include_deleted=request.query_params.get("deleted") == "1",
+            kb=kb, status=query.validated_data.get("status") or None, include_deleted=query.validated_data["deleted"]
         )
-        return Response({"results": [document_out(d) for d in documents]})
+        return Response(DocumentListSerializer({"results": [document_out(d) for d in documents]}).data)
 
+    @extend_schema(
+        summary="Add documents",
+        description="Files (multipart), texts and URLs, several at once; each source succeeds or fails on its own. "
+        "202: documents queued for ingestion (poll each until `status` is ready); 200: all identical to stored "
+        "ones. When every source is refused: the error of the first, with all of them in `errors`.",
+        request={"multipart/form-data": DocumentUploadSerializer, "application/json": DocumentCreateSerializer},
+        examples=[
+            OpenApiExample(
+                "text",
+                value={"title": "Key rotation", "text": "Rotate API keys every 90 days."},
+                request_only=True,
+                media_type="application/json",
+            )
+        ],
+        responses={
+            202: DocumentIngestSerializer,
+            200: DocumentIngestSerializer,
+            **{status: DocumentIngestRefusedSerializer for status in (400, 413, 415, 422)},
+            **error_responses(402, 409, 507),
+        },
+    )
     def post(self, request, kb_id: int):
         principal = principal_from_request(request)
         kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
         data = request.data
+        if not isinstance(data, dict):  # a JSON list or scalar; forms are QueryDicts
+            raise InvalidInput("Send a JSON object (or a multipart form).")
         rejected = [
             error_body(
                 ErrorCode.FILE_TOO_LARGE,
@@ -189,12 +258,14 @@ class DocumentListApi(APIView):
         result = services.documents_ingest(
             kb=kb, user=principal.user, uploads=uploads, rejected=rejected, note=str(data.get("note", ""))[:500]
         )
-        body = {
-            "version": result.version.number if result.version else None,
-            "documents": [document_out(d) for d in result.documents],
-            "unchanged": [document_out(d) for d in result.unchanged],
-            "errors": result.errors,
-        }
+        body = DocumentIngestSerializer(
+            {
+                "version": result.version.number if result.version else None,
+                "documents": [document_out(d) for d in result.documents],
+                "unchanged": [document_out(d) for d in result.unchanged],
+                "errors": result.errors,
+            }
+        ).data
         if result.documents or result.unchanged:
             return Response(body, status=status.HTTP_202_ACCEPTED if result.documents else status.HTTP_200_OK)
         codes = {e["code"] for e in result.errors}
@@ -209,7 +280,7 @@ class DocumentListApi(APIView):
         metadata = data.get("metadata") or {}
         if isinstance(metadata, str):
             try:
-                metadata = json.loads(metadata)
+                metadata = json_loads_bounded(metadata)
             except json.JSONDecodeError as exc:
                 raise InvalidInput("metadata must be a JSON object.", field="metadata") from exc
         if not isinstance(metadata, dict):
@@ -218,7 +289,7 @@ class DocumentListApi(APIView):
         texts = data.get("texts") or []
         if isinstance(texts, str):  # multipart forms carry lists as a JSON string
             try:
-                texts = json.loads(texts)
+                texts = json_loads_bounded(texts)
             except json.JSONDecodeError as exc:
                 raise InvalidInput("texts must be a JSON list of {title, text}.", field="texts") from exc
         if not isinstance(texts, list):
@@ -232,9 +303,12 @@ class DocumentListApi(APIView):
             uploads.append(
                 services.upload_from_text(title=str(item["title"]), text=str(item.get("text") or ""), metadata=metadata)
             )
-        urls = list(data.get("urls") or []) if not isinstance(data.get("urls"), str) else [data.get("urls")]
+        urls = data.get("urls") or []
+        urls = [urls] if isinstance(urls, str) else urls
+        if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
+            raise InvalidInput("urls must be a list of URLs (strings).", field="urls")
         if data.get("url"):
-            urls.append(data.get("url"))
+            urls = [*urls, str(data.get("url"))]
         for url in urls:
             uploads.append(
                 services.Upload(
@@ -244,28 +318,32 @@ class DocumentListApi(APIView):
         return uploads
 
 
-@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(tags=["knowledge"])
 class DocumentDetailApi(APIView):
     required_scope = {"GET": "read", "DELETE": "write"}
 
+    @extend_schema(responses=DocumentSerializer)
     def get(self, request, kb_id: int, document_id: int):
         kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
-        return Response(document_out(selectors.document_get(kb=kb, document_id=document_id)))
+        return Response(DocumentSerializer(document_out(selectors.document_get(kb=kb, document_id=document_id))).data)
 
+    @extend_schema(responses={200: DocumentDeletedSerializer})
     def delete(self, request, kb_id: int, document_id: int):
         principal = principal_from_request(request)
         kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
         document = selectors.document_get(kb=kb, document_id=document_id)
         version = services.document_delete(document=document, user=principal.user)
-        return Response({"version": version.number, "document": document_out(document)})
+        deleted = {"version": version.number, "document": document_out(document)}
+        return Response(DocumentDeletedSerializer(deleted).data)
 
 
-@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(tags=["knowledge"])
 class DocumentChunkListApi(APIView):
     """The chunks of one document, current or at `?version=N` (for citations and debugging)."""
 
     required_scope = "read"
 
+    @extend_schema(parameters=[VERSION_PARAMETER], responses=ChunkListSerializer)
     def get(self, request, kb_id: int, document_id: int):
         _, _, chunks = selectors.document_passages_for(
             principal=principal_from_request(request),
@@ -274,62 +352,91 @@ class DocumentChunkListApi(APIView):
             version=selectors.parse_version(request.query_params.get("version")),
         )
         return Response(
-            {
-                "results": [
-                    {
-                        "id": c.id,
-                        "position": c.position,
-                        "text": c.text,
-                        "token_count": c.token_count,
-                        "content_hash": c.content_hash,
-                        "metadata": c.metadata,
-                        "valid_from": c.valid_from,
-                        "valid_to": c.valid_to,
-                    }
-                    for c in chunks.defer("embedding")[:1000]
-                ]
-            }
+            ChunkListSerializer(
+                {
+                    "results": [
+                        {
+                            "id": c.id,
+                            "position": c.position,
+                            "text": c.text,
+                            "token_count": c.token_count,
+                            "content_hash": c.content_hash,
+                            "metadata": c.metadata,
+                            "page_start": c.page_start,
+                            "page_end": c.page_end,
+                            "section_path": c.section_path,
+                            "valid_from": c.valid_from,
+                            "valid_to": c.valid_to,
+                        }
+                        for c in chunks.defer("embedding")[:1000]
+                    ]
+                }
+            ).data
         )
 
 
 # --- versions --------------------------------------------------------------------------------------
 
 
-@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(tags=["knowledge"])
 class VersionListApi(APIView):
     required_scope = "read"
 
+    @extend_schema(responses=KnowledgeBaseVersionListSerializer)
     def get(self, request, kb_id: int):
         kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
-        return Response(
-            {
-                "current_version": kb.current_version,
-                "oldest_retained": services.oldest_retained_version(kb),
-                "results": [version_out(v) for v in selectors.version_list(kb=kb)],
-            }
-        )
+        body = {
+            "current_version": kb.current_version,
+            "oldest_retained": services.oldest_retained_version(kb),
+            "results": [version_out(v) for v in selectors.version_list(kb=kb)],
+        }
+        return Response(KnowledgeBaseVersionListSerializer(body).data)
 
 
-@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(tags=["knowledge"])
 class VersionDetailApi(APIView):
     """One version and what changed: against the previous version, or `?against=N`."""
 
     required_scope = "read"
 
+    @extend_schema(
+        parameters=[OpenApiParameter("against", int, description="Compare with this version (default: previous).")],
+        responses=KnowledgeBaseVersionDetailSerializer,
+    )
     def get(self, request, kb_id: int, number: int):
         kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
         version = selectors.version_get(kb=kb, number=number)
         against = selectors.parse_version(request.query_params.get("against"))
         diff = selectors.version_diff(kb=kb, base=number - 1 if against is None else against, target=number)
-        return Response({**version_out(version), "diff": diff})
+        return Response(KnowledgeBaseVersionDetailSerializer({**version_out(version), "diff": diff}).data)
 
 
-@extend_schema(tags=["knowledge"], request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(tags=["knowledge"])
 class VersionRollbackApi(APIView):
     required_scope = "write"
 
+    @extend_schema(request=None, responses={201: KnowledgeBaseVersionSerializer, **error_responses(400)})
     def post(self, request, kb_id: int, number: int):
         principal = principal_from_request(request)
         kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
         version = services.knowledge_base_rollback(kb=kb, to_version=number, user=principal.user)
-        return Response(version_out(version), status=status.HTTP_201_CREATED)
+        return Response(KnowledgeBaseVersionSerializer(version_out(version)).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["knowledge"])
+class RestoreToTimeApi(APIView):
+    """Point-in-time restore: the content the knowledge base had at `at` becomes current as a new version."""
+
+    required_scope = "write"
+
+    @extend_schema(
+        request=KnowledgeBaseRestoreToTimeSerializer,
+        responses={201: KnowledgeBaseVersionSerializer, **error_responses(409)},
+    )
+    def post(self, request, kb_id: int):
+        principal = principal_from_request(request)
+        kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
+        data = KnowledgeBaseRestoreToTimeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = services.knowledge_base_restore_to_time(kb=kb, at=data.validated_data["at"], user=principal.user)
+        return Response(KnowledgeBaseVersionSerializer(version_out(version)).data, status=status.HTTP_201_CREATED)

@@ -34,6 +34,10 @@ class Piece:
     token_count: int
     content_hash: str
     metadata: dict = field(default_factory=dict)
+    # Where the piece is in its document (Chunk.page_start/page_end/section_path).
+    section_path: list[str] = field(default_factory=list)
+    page_start: int | None = None
+    page_end: int | None = None
 
 
 @functools.cache
@@ -158,5 +162,15 @@ def chunk_blocks(
             metadata["page"] = pages[0]
             metadata["pages"] = pages
         tokens = sum(u.tokens for u in group) + (section_tokens[section] + 2 if section else 0)
-        pieces.append(Piece(text=text, token_count=tokens, content_hash=content_hash(text), metadata=metadata))
+        pieces.append(
+            Piece(
+                text=text,
+                token_count=tokens,
+                content_hash=content_hash(text),
+                metadata=metadata,
+                section_path=list(section),
+                page_start=pages[0] if pages else None,
+                page_end=pages[-1] if pages else None,
+            )
+        )
     return pieces

@@ -12,6 +12,7 @@ urlpatterns = [
     path(f"{KB}search/", views.kb_search_page, name="dash-kb-search"),
     path(f"{KB}versions/", views.kb_versions_page, name="dash-kb-versions"),
     path(f"{KB}versions/<int:number>/rollback/", views.kb_rollback_view, name="dash-kb-rollback"),
+    path(f"{KB}restore-to-time/", views.kb_restore_to_time_view, name="dash-kb-restore-to-time"),
     path(f"{KB}documents/<int:document_id>/", views.kb_chunk_page, name="dash-kb-document"),
     path(f"{KB}documents/<int:document_id>/delete/", views.kb_document_delete_view, name="dash-kb-document-delete"),
 ]

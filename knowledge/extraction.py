@@ -1,10 +1,17 @@
 """Detect a document's type from its content and extract its text as ordered blocks.
 
     kind = detect_kind(fh, filename)          # "pdf" | "docx" | "html" | "markdown" | "text" | "csv" | "json"
-    extracted = extract(fh, kind)              # Extracted(blocks=[Block(text, kind, level, page)], page_count)
+                                               # | "png" | "jpeg" | "tiff" (only with an OCR engine)
+    extracted = extract(fh, kind, ocr_language="eng", on_ocr_page=None)
+                                               # Extracted(blocks=[Block(text, kind, level, page)], page_count)
 
 Types are decided by content (magic bytes, zip structure, UTF-8 decoding); the extension only breaks
 ties between text formats. Every refusal is a DomainError with a sentence a person can act on.
+
+Paged documents (PDF, scans) lose their running headers and footers here: a line repeated at the top or
+bottom of many pages ("ACME Corp - Confidential"), or a bare page number ("12", "Page 3 of 10"), would
+otherwise land in every chunk and match every query that shares a word with it. Pages without a text layer
+and image uploads are read by OCR (knowledge.ocr) when an engine is installed.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import json
 import re
 import unicodedata
 import zipfile
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -22,9 +31,15 @@ from django.conf import settings
 
 from core.errors import DomainError, ErrorCode
 
+from .ocr import ocr_available, ocr_image
+
 HEAD_BYTES = 8192
 TEXT_KINDS = ("markdown", "text", "html", "csv", "json")
+IMAGE_KINDS = ("png", "jpeg", "tiff")
 MIME_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "tiff": "image/tiff",
     "pdf": "application/pdf",
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     "html": "text/html",
@@ -35,8 +50,6 @@ MIME_TYPES = {
 }
 # Recognisable binary formats we do not ingest: named in the error so the person knows what they sent.
 _BINARY_SIGNATURES = [
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
     (b"\x1f\x8b", "a gzip archive"),
     (b"\x7fELF", "an executable"),
@@ -48,6 +61,13 @@ _BINARY_SIGNATURES = [
     (b"OggS", "an audio file"),
     (b"RIFF", "a media file"),
     (b"\x00\x00\x00", "a binary file"),
+]
+# Scanned pages and photos of documents, read by OCR when an engine is installed.
+_IMAGE_SIGNATURES = [
+    (b"\x89PNG\r\n\x1a\n", "png", "a PNG image"),
+    (b"\xff\xd8\xff", "jpeg", "a JPEG image"),
+    (b"II*\x00", "tiff", "a TIFF image"),
+    (b"MM\x00*", "tiff", "a TIFF image"),
 ]
 _MAX_ZIP_ENTRIES = 5000
 _MAX_ZIP_RATIO = 200
@@ -137,6 +157,19 @@ def check_zip(fh: IO[bytes]) -> zipfile.ZipFile:
     return archive
 
 
+def _image_opens(fh: IO[bytes], kind: str) -> bool:
+    """Whether Pillow recognises the image header (pixels are decoded only when the image is OCRed)."""
+    from PIL import Image, UnidentifiedImageError  # image decoding loads only for images
+
+    try:
+        with Image.open(fh, formats=[kind.upper()]):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+    finally:
+        fh.seek(0)
+
+
 def detect_kind(fh: IO[bytes], filename: str = "") -> str:
     """Decide the document type from its bytes. Raises UnsupportedDocument / EmptyDocument."""
     fh.seek(0)
@@ -156,6 +189,15 @@ def detect_kind(fh: IO[bytes], filename: str = "") -> str:
         if "ppt/presentation.xml" in names:
             raise UnsupportedDocument("Presentations (.pptx) are not supported.")
         raise UnsupportedDocument("Zip archives are not supported; upload the documents themselves.")
+    for signature, image_kind, what in _IMAGE_SIGNATURES:
+        if head.startswith(signature):
+            if not ocr_available():
+                raise UnsupportedDocument(
+                    f"The file looks like {what}; images are read by OCR, which is not installed on this server."
+                )
+            if not _image_opens(fh, image_kind):
+                raise UnsupportedDocument(f"The file looks like {what} but is not a readable one.")
+            return image_kind
     if not head.startswith((b"\xff\xfe", b"\xfe\xff")):
         for signature, what in _BINARY_SIGNATURES:
             if head.startswith(signature):
@@ -318,7 +360,88 @@ def _extract_json(text: str) -> Extracted:
     return Extracted(kind="json", blocks=blocks)
 
 
-def _extract_pdf(fh: IO[bytes]) -> Extracted:
+OcrProgress = Callable[[int, int], None]  # (pages read so far, pages to read)
+# Decoded pixels per page read by OCR: a small PNG or PDF can declare a huge canvas (a decompression bomb).
+_MAX_IMAGE_PIXELS = 80_000_000
+
+# Running headers and footers: a line is one when it sits among the first or last _RUNNING_ZONE lines of a
+# page and repeats there on at least _RUNNING_SHARE of the pages (and on at least _RUNNING_MIN_PAGES), digits
+# aside ("Annual report - page 3" and "... - page 4" are the same line).
+_RUNNING_ZONE = 3
+_RUNNING_SHARE = 0.5
+_RUNNING_MIN_PAGES = 3
+_PAGE_NUMBER = re.compile(
+    r"^[\s\-\u2013\u2014|.\[\](){}]*(?:page|p\.|pg\.?)?\s*\d{1,5}(?:\s*(?:of|/|von|de|sur)\s*\d{1,5})?[\s\-\u2013\u2014|.\[\](){}]*$",
+    re.IGNORECASE,
+)
+
+
+def _running_key(line: str) -> str:
+    return re.sub(r"\d+", "#", " ".join(line.split()).lower())
+
+
+def strip_running_lines(pages: list[list[str]]) -> list[list[str]]:
+    """The pages' lines without running headers/footers and bare page numbers (see _RUNNING_ZONE).
+
+    Blank lines stay (they separate paragraphs) and do not count towards a page's first and last lines. Tops
+    and bottoms are counted apart: a header repeats among page tops, a footer among page bottoms."""
+
+    def edges(lines: list[str]) -> tuple[set[int], set[int]]:
+        filled = [i for i, line in enumerate(lines) if line.strip()]
+        return set(filled[:_RUNNING_ZONE]), set(filled[-_RUNNING_ZONE:])
+
+    zones = [edges(lines) for lines in pages]
+    seen: Counter[tuple[int, str]] = Counter()
+    for lines, (top, bottom) in zip(pages, zones, strict=True):
+        for side, zone in enumerate((top, bottom)):
+            seen.update({(side, _running_key(lines[i])) for i in zone})
+    threshold = max(_RUNNING_MIN_PAGES, _RUNNING_SHARE * len(pages))
+    running = {key for key, count in seen.items() if count >= threshold}
+
+    def is_running(line: str, index: int, top: set[int], bottom: set[int]) -> bool:
+        key = _running_key(line)
+        if index in top and ((0, key) in running or _PAGE_NUMBER.match(line)):
+            return True
+        return index in bottom and ((1, key) in running or bool(_PAGE_NUMBER.match(line)))
+
+    return [
+        [line for i, line in enumerate(lines) if not is_running(line, i, top, bottom)]
+        for lines, (top, bottom) in zip(pages, zones, strict=True)
+    ]
+
+
+def _page_blocks(lines: list[str], page: int) -> list[Block]:
+    text = re.sub(r"-\n(?=\w)", "", "\n".join(lines))  # words hyphenated across lines
+    blocks = []
+    for para in re.split(r"\n\s*\n", text):
+        para = re.sub(r"\s*\n\s*", " ", para).strip()
+        if para:
+            blocks.append(Block(text=para, page=page))
+    return blocks
+
+
+def _paged_blocks(page_texts: list[str]) -> list[Block]:
+    """Blocks of every page, numbered from 1, with running headers/footers removed."""
+    pages = strip_running_lines([text.splitlines() for text in page_texts])
+    return [block for number, lines in enumerate(pages, start=1) for block in _page_blocks(lines, number)]
+
+
+def _render_pdf_page(pdf_bytes: bytes, index: int):
+    """Page `index` (0-based) as a grayscale Pillow image at settings.KNOWLEDGE_OCR_DPI."""
+    import pypdfium2  # PDF rendering loads only for scanned pages
+
+    document = pypdfium2.PdfDocument(pdf_bytes)
+    try:
+        page = document[index]
+        width, height = page.get_size()  # points (1/72 inch)
+        # A page may declare any size: the bitmap stays within the pixel limit of image uploads.
+        scale = min(settings.KNOWLEDGE_OCR_DPI / 72, (_MAX_IMAGE_PIXELS / max(width * height, 1.0)) ** 0.5)
+        return page.render(scale=scale, grayscale=True).to_pil()
+    finally:
+        document.close()
+
+
+def _extract_pdf(fh: IO[bytes], *, ocr_language: str, on_ocr_page: OcrProgress | None) -> Extracted:
     from pypdf import PdfReader  # parsers load with the first document of their kind, not with every process
     from pypdf.errors import PdfReadError
 
@@ -338,20 +461,58 @@ def _extract_pdf(fh: IO[bytes]) -> Extracted:
         raise UnreadableDocument("The PDF is corrupted or unreadable.") from exc
     if page_count > settings.KNOWLEDGE_MAX_PAGES:
         raise UnreadableDocument(f"The PDF has {page_count} pages, over the limit of {settings.KNOWLEDGE_MAX_PAGES}.")
-    blocks: list[Block] = []
+    page_texts: list[str] = []
     for number, page in enumerate(reader.pages, start=1):
         try:
-            text = page.extract_text() or ""
+            page_texts.append(page.extract_text() or "")
         except Exception as exc:  # noqa: BLE001 - pypdf raises many types on broken content streams
             raise UnreadableDocument(f"Page {number} of the PDF is corrupted.") from exc
-        text = re.sub(r"-\n(?=\w)", "", text)  # words hyphenated across lines
-        for para in re.split(r"\n\s*\n", text):
-            para = re.sub(r"\s*\n\s*", " ", para).strip()
-            if para:
-                blocks.append(Block(text=para, page=number))
+    scanned = [index for index, text in enumerate(page_texts) if not text.strip()]
+    if scanned and ocr_available():
+        fh.seek(0)
+        pdf_bytes = fh.read()
+        for done, index in enumerate(scanned, start=1):
+            try:
+                image = _render_pdf_page(pdf_bytes, index)
+            except Exception as exc:  # noqa: BLE001 - pdfium reports damage as one error type per call site
+                raise UnreadableDocument(f"Page {index + 1} of the PDF could not be rendered for OCR.") from exc
+            page_texts[index] = ocr_image(image, language=ocr_language)
+            if on_ocr_page is not None:
+                on_ocr_page(done, len(scanned))
+    blocks = _paged_blocks(page_texts)
     if not blocks:
         raise EmptyDocument("The PDF has no extractable text (scanned pages need OCR first).")
     return Extracted(kind="pdf", blocks=blocks, page_count=page_count)
+
+
+def _extract_image(fh: IO[bytes], kind: str, *, ocr_language: str, on_ocr_page: OcrProgress | None) -> Extracted:
+    from PIL import Image, ImageSequence, UnidentifiedImageError  # image decoding loads only for images
+
+    try:
+        image = Image.open(fh)
+        frames = getattr(image, "n_frames", 1)  # multi-page TIFF
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnreadableDocument("The image is damaged or in a format that cannot be read.") from exc
+    if frames > settings.KNOWLEDGE_MAX_PAGES:
+        raise UnreadableDocument(f"The image has {frames} pages, over the limit of {settings.KNOWLEDGE_MAX_PAGES}.")
+    page_texts = []
+    for done, frame in enumerate(ImageSequence.Iterator(image), start=1):
+        width, height = frame.size
+        if width * height > _MAX_IMAGE_PIXELS:
+            raise UnreadableDocument(
+                f"The image is {width}x{height} pixels, over the limit of {_MAX_IMAGE_PIXELS} pixels per page."
+            )
+        try:
+            frame.load()
+        except (OSError, ValueError) as exc:
+            raise UnreadableDocument(f"Page {done} of the image is damaged.") from exc
+        page_texts.append(ocr_image(frame, language=ocr_language))
+        if on_ocr_page is not None:
+            on_ocr_page(done, frames)
+    blocks = _paged_blocks(page_texts)
+    if not blocks:
+        raise EmptyDocument("No text was found in the image by OCR.")
+    return Extracted(kind=kind, blocks=blocks, page_count=frames)
 
 
 def _extract_docx(fh: IO[bytes]) -> Extracted:
@@ -387,11 +548,18 @@ def _extract_docx(fh: IO[bytes]) -> Extracted:
     return Extracted(kind="docx", blocks=blocks, title=title)
 
 
-def extract(fh: IO[bytes], kind: str) -> Extracted:
-    """Extract blocks; raises UnreadableDocument/EmptyDocument with a human reason."""
+def extract(
+    fh: IO[bytes], kind: str, *, ocr_language: str = "eng", on_ocr_page: OcrProgress | None = None
+) -> Extracted:
+    """Extract blocks; raises UnreadableDocument/EmptyDocument with a human reason.
+
+    `ocr_language` is Tesseract's ("eng", "eng+deu"); `on_ocr_page(done, total)` is called after each page read
+    by OCR (slow: seconds per page), so the caller can report progress."""
     fh.seek(0)
     if kind == "pdf":
-        extracted = _extract_pdf(fh)
+        extracted = _extract_pdf(fh, ocr_language=ocr_language, on_ocr_page=on_ocr_page)
+    elif kind in IMAGE_KINDS:
+        extracted = _extract_image(fh, kind, ocr_language=ocr_language, on_ocr_page=on_ocr_page)
     elif kind == "docx":
         extracted = _extract_docx(fh)
     elif kind in TEXT_KINDS:

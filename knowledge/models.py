@@ -16,6 +16,8 @@ from pgvector.django import VectorField
 
 from core.models import SharedResource
 
+from .ocr import DEFAULT_OCR_LANGUAGE
+
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_EMBEDDING_DIMENSION = 384
 
@@ -31,6 +33,9 @@ class KnowledgeBase(SharedResource):
     search_settings = models.JSONField(default=dict, blank=True)
     current_version = models.PositiveIntegerField(default=0)
     versions_retained = models.PositiveIntegerField(default=20)
+    # Tesseract language codes for scanned pages and images ("eng", "eng+deu"); checked against the installed
+    # ones when set (knowledge.ocr.ocr_language_validate).
+    ocr_language = models.CharField(max_length=100, default=DEFAULT_OCR_LANGUAGE)
 
     class Meta:
         ordering = ["name"]
@@ -86,6 +91,17 @@ class Document(models.Model):
         return self.title
 
 
+def passage_location(page_start: int | None, page_end: int | None, section_path: list[str]) -> str:
+    """The label the dashboard shows, e.g. "p. 12 · Installation › Upgrading" ("pp. 3–4" across pages)."""
+    parts = []
+    if page_start is not None:
+        same = page_end in (None, page_start)
+        parts.append(f"p. {page_start}" if same else f"pp. {page_start}\u2013{page_end}")
+    if section_path:
+        parts.append(" \u203a ".join(section_path))
+    return " \u00b7 ".join(parts)
+
+
 class Chunk(models.Model):
     knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="chunks")
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
@@ -94,6 +110,14 @@ class Chunk(models.Model):
     token_count = models.PositiveIntegerField(default=0)
     content_hash = models.CharField(max_length=64)
     metadata = models.JSONField(default=dict, blank=True)  # heading path, page, offsets
+    # Where the passage is in its document, for citations: PDF/scan pages (1-based, inclusive; NULL for
+    # formats without pages) and the trail of headings above it (["Installation", "Upgrading"]).
+    page_start = models.PositiveIntegerField(null=True, blank=True)
+    page_end = models.PositiveIntegerField(null=True, blank=True)
+    # A database default too: raw inserts that predate the column (bench/retrieval.py's COPY) stay valid.
+    section_path = models.JSONField(
+        default=list, db_default=models.Value([], output_field=models.JSONField()), blank=True
+    )
     # Dimension varies per knowledge base; HNSW indexes are per dimension (see migration).
     embedding = VectorField(null=True)
     embedding_dimension = models.PositiveSmallIntegerField(default=DEFAULT_EMBEDDING_DIMENSION)
@@ -112,6 +136,10 @@ class Chunk(models.Model):
             models.Index(fields=["knowledge_base", "valid_to"], name="chunk_kb_current"),
             models.Index(fields=["document", "content_hash"], name="chunk_doc_hash"),
         ]
+
+    @property
+    def location(self) -> str:
+        return passage_location(self.page_start, self.page_end, self.section_path or [])
 
 
 class KnowledgeBaseVersion(models.Model):

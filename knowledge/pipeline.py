@@ -38,7 +38,7 @@ from core.ssrf import safe_get
 from . import storage, usage
 from .chunking import Piece, chunk_blocks
 from .embeddings import embedder_for_model
-from .extraction import MIME_TYPES, Extracted, UnreadableDocument, detect_kind, extract
+from .extraction import MIME_TYPES, Extracted, OcrProgress, UnreadableDocument, detect_kind, extract
 from .models import Chunk, Document, DocumentStatus, KnowledgeBase, KnowledgeBaseVersion
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ P_CLAIMED, P_EXTRACTED, P_CHUNKED, P_EMBED_END = 5, 15, 25, 95
 
 _CHUNK_COLUMNS = (
     "knowledge_base_id, document_id, position, text, token_count, content_hash, metadata, "
-    "embedding, embedding_dimension, valid_from, valid_to"
+    "page_start, page_end, section_path, embedding, embedding_dimension, valid_from, valid_to"
 )
 
 
@@ -238,7 +238,7 @@ def _fetch_url(document: Document) -> None:
     document.original_filename = name
 
 
-def _extract_document(document: Document) -> Extracted:
+def _extract_document(document: Document, on_ocr_page: OcrProgress | None = None) -> Extracted:
     if document.source_type == "url" and not document.storage_path:
         _fetch_url(document)
     if document.size_bytes > settings.KNOWLEDGE_MAX_FILE_BYTES:
@@ -248,7 +248,7 @@ def _extract_document(document: Document) -> Extracted:
     except FileNotFoundError as exc:
         raise UnreadableDocument("The stored file is missing; upload it again.") from exc
     kind = detect_kind(data, document.original_filename or document.title)
-    extracted = extract(data, kind)
+    extracted = extract(data, kind, ocr_language=document.knowledge_base.ocr_language, on_ocr_page=on_ocr_page)
     for block in extracted.blocks:
         block.text = clean_text(block.text)
     extracted.blocks = [b for b in extracted.blocks if b.text]
@@ -265,24 +265,26 @@ def plan_chunks(document: Document, pieces: list[Piece]) -> Plan:
     current = list(
         Chunk.objects.filter(
             document_id=document.id, valid_to__isnull=True, valid_from__lt=document.ingest_version
-        ).values_list("id", "position", "content_hash")
+        ).values_list("id", "position", "content_hash", "page_start", "page_end")
     )
-    by_position = {position: (chunk_id, digest) for chunk_id, position, digest in current}
+    # Kept means the same text on the same pages: a page inserted before unchanged text moves its citation,
+    # so that row is replaced by a copy with the new pages (and the same embedding).
+    by_position = {position: (chunk_id, (digest, start, end)) for chunk_id, position, digest, start, end in current}
     by_hash: dict[str, int] = {}
-    for chunk_id, _, digest in current:
+    for chunk_id, _, digest, _, _ in current:
         by_hash.setdefault(digest, chunk_id)
     if (document.metadata or {}).get("reembed"):  # the model changed: every stored vector is stale
         by_position, by_hash = {}, {}
     for position, piece in enumerate(pieces):
         here = by_position.get(position)
-        if here is not None and here[1] == piece.content_hash:
+        if here is not None and here[1] == (piece.content_hash, piece.page_start, piece.page_end):
             plan.kept += 1
         elif piece.content_hash in by_hash:
             plan.reuse.append((position, piece, by_hash[piece.content_hash]))
         else:
             plan.to_embed.append((position, piece))
     replaced = {position for position, *_ in plan.reuse} | {position for position, _ in plan.to_embed}
-    plan.closed = sum(1 for _, position, _ in current if position in replaced or position >= plan.total)
+    plan.closed = sum(1 for _, position, *_ in current if position in replaced or position >= plan.total)
     return plan
 
 
@@ -305,6 +307,9 @@ def _write_staged(document: Document, kb: KnowledgeBase, plan: Plan, embeddings:
                 piece.token_count,
                 piece.content_hash,
                 json.dumps(piece.metadata),
+                piece.page_start,
+                piece.page_end,
+                json.dumps(piece.section_path),
                 vector,
                 kb.embedding_dimension,
                 version,
@@ -320,9 +325,18 @@ def _write_staged(document: Document, kb: KnowledgeBase, plan: Plan, embeddings:
             cursor.executemany(
                 f"INSERT INTO knowledge_chunk ({_CHUNK_COLUMNS}) "  # noqa: S608 - constant column list
                 "SELECT knowledge_base_id, document_id, %s, text, token_count, content_hash, %s::jsonb, "
-                "embedding, embedding_dimension, %s, %s FROM knowledge_chunk WHERE id = %s",
+                "%s, %s, %s::jsonb, embedding, embedding_dimension, %s, %s FROM knowledge_chunk WHERE id = %s",
                 [
-                    (position, json.dumps(piece.metadata), version, version, source)
+                    (
+                        position,
+                        json.dumps(piece.metadata),
+                        piece.page_start,
+                        piece.page_end,
+                        json.dumps(piece.section_path),
+                        version,
+                        version,
+                        source,
+                    )
                     for position, piece, source in plan.reuse
                 ],
             )
@@ -358,7 +372,11 @@ def document_prepare(document_id: int, token: str) -> PrepareResult:
     kb = document.knowledge_base
     _staged(document).delete()  # leftovers of an interrupted attempt: never doubled
 
-    extracted = _extract_document(document)
+    def on_ocr_page(done: int, total: int) -> None:
+        # Seconds per page: each page moves the bar and renews the lease, so a long scan is never re-queued.
+        _progress(document, token, P_CLAIMED + (P_EXTRACTED - P_CLAIMED) * done // max(total, 1), "ocr")
+
+    extracted = _extract_document(document, on_ocr_page)
     _progress(document, token, P_EXTRACTED, "extracted")
     pieces = chunk_blocks(extracted.blocks, chunk_size=kb.chunk_size, overlap=kb.chunk_overlap)
     plan = plan_chunks(document, pieces)

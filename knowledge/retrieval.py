@@ -52,7 +52,7 @@ from core.metrics import metric_inc
 from core.tenancy import current_schema
 
 from .embeddings import embedder_for_model
-from .models import Chunk, Document, KnowledgeBase
+from .models import Chunk, Document, KnowledgeBase, passage_location
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ DEFAULT_SEARCH_SETTINGS: dict[str, Any] = {
     "rerank_candidates": 20,
 }
 MAX_TOP_K = 100
+DEFAULT_TOP_K = 5  # the API's default and the search page's: the same results for the same question
 QUERY_MAX_CHARS = 4000
 # Lexical candidates come from the query's rarest terms first, as long as their summed document frequencies
 # stay within this budget (the rarest term always counts). Common terms left out of candidate generation
@@ -121,10 +122,19 @@ class SearchHit:
     lexical_score: float | None = None  # BM25
     rerank_score: float | None = None
     found_by: list[str] = field(default_factory=list)
+    # Where the passage is: pages (PDF and scans, 1-based, inclusive) and its heading trail.
+    page_start: int | None = None
+    page_end: int | None = None
+    section_path: list[str] = field(default_factory=list)
     citation: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def location(self) -> str:
+        """ "p. 12 · Installation › Upgrading", as the dashboard shows it (chat.js builds the same label)."""
+        return passage_location(self.page_start, self.page_end, self.section_path)
 
 
 class Reranker(Protocol):
@@ -515,7 +525,7 @@ def search(
     *,
     knowledge_base: KnowledgeBase,
     query: str,
-    top_k: int = 5,
+    top_k: int = DEFAULT_TOP_K,
     mode: str | None = "hybrid",
     document_ids: list[int] | None = None,
     metadata_filter: dict | None = None,
@@ -627,7 +637,8 @@ def _chunk_rows(cursor, ids: list[int]) -> dict[int, tuple]:
     if not ids:
         return {}
     cursor.execute(
-        f"SELECT c.id, c.document_id, c.position, c.text, c.metadata, d.title, d.source_url "
+        f"SELECT c.id, c.document_id, c.position, c.text, c.page_start, c.page_end, c.section_path, d.title, "
+        "d.source_url "
         f"FROM {_chunk_table()} c JOIN {Document._meta.db_table} d ON d.id = c.document_id WHERE c.id = ANY(%s)",
         [ids],
     )
@@ -642,8 +653,8 @@ def _hits(kb, ranked, rows, fused, dense, lexical, dense_scores, lexical_scores,
         row = rows.get(chunk_id)
         if row is None:  # deleted between the index scan and now
             continue
-        _, document_id, position, text, metadata, title, source_url = row
-        metadata = (json.loads(metadata) if isinstance(metadata, str) else metadata) or {}
+        _, document_id, position, text, page_start, page_end, section_path, title, source_url = row
+        section_path = (json.loads(section_path) if isinstance(section_path, str) else section_path) or []
         found_by = [leg for leg, ranks in (("dense", dense_rank), ("lexical", lexical_rank)) if chunk_id in ranks]
         hits.append(
             SearchHit(
@@ -658,14 +669,18 @@ def _hits(kb, ranked, rows, fused, dense, lexical, dense_scores, lexical_scores,
                 lexical_rank=lexical_rank.get(chunk_id),
                 lexical_score=_round(lexical_scores.get(chunk_id)),
                 found_by=found_by,
+                page_start=page_start,
+                page_end=page_end,
+                section_path=section_path,
                 citation={
                     "knowledge_base_id": kb.pk,
                     "document_id": document_id,
                     "document_title": title,
                     "position": position,
                     "source_url": source_url or None,
-                    "page": metadata.get("page"),
-                    "headings": metadata.get("headings") or [],
+                    "page_start": page_start,
+                    "page_end": page_end,
+                    "section_path": section_path,
                     "version": version if version is not None else kb.current_version,
                 },
             )

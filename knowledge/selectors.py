@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from core.errors import InvalidInput, NotFound
 from iam.policy import Principal, passage_grant_for, resource_get_for_principal, resource_queryset_for
@@ -79,6 +81,21 @@ def version_get(*, kb: KnowledgeBase, number: int) -> KnowledgeBaseVersion:
     version = KnowledgeBaseVersion.objects.filter(knowledge_base=kb, number=number).first()
     if version is None:
         raise NotFound(f"Version {number} does not exist or is no longer retained.")
+    return version
+
+
+def version_at(*, kb: KnowledgeBase, at: datetime) -> KnowledgeBaseVersion:
+    """The version that was current at `at`: the latest one created at or before it. InvalidInput when `at` is in
+    the future, before the first version, or older than what the knowledge base retains."""
+    if at > timezone.now():
+        raise InvalidInput("That time is in the future; choose a time in the past.", field="at")
+    versions = KnowledgeBaseVersion.objects.filter(knowledge_base=kb)
+    version = versions.filter(created_at__lte=at).order_by("-created_at", "-number").first()
+    if version is None:
+        oldest = versions.order_by("number").first()
+        if oldest is not None and oldest.number > 1:
+            raise InvalidInput("That time is older than the oldest version this knowledge base retains.", field="at")
+        raise InvalidInput("That time is before the knowledge base's first version.", field="at")
     return version
 
 

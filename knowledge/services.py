@@ -6,6 +6,7 @@ version number under a row lock on the knowledge base (see knowledge.models for 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from core.audit import actor_current, audit_record
 from core.errors import Conflict, DomainError, ErrorCode, Forbidden, InvalidInput, error_body
 from core.events import event_subject, publish_on_commit
 from core.queues import fair_enqueue
+from core.rls import db_as_system
 from core.ssrf import check_url
 from iam.policy import Principal, principal_for_user, resource_check_for_principal
 
@@ -32,7 +34,9 @@ from .models import (
     KnowledgeBase,
     KnowledgeBaseVersion,
 )
+from .ocr import DEFAULT_OCR_LANGUAGE, ocr_language_validate
 from .pipeline import publish_document
+from .selectors import version_at
 from .tasks import ingest_document_task
 
 if TYPE_CHECKING:
@@ -50,6 +54,7 @@ _KB_FIELDS = (
     "org_access",
     "versions_retained",
     "search_settings",
+    "ocr_language",
 )
 _BUSY = (DocumentStatus.PENDING, DocumentStatus.PROCESSING)
 
@@ -75,7 +80,7 @@ def _ensure_vector_index(dimension: int) -> None:
     """One partial HNSW index per embedding dimension in the tenant's chunk table (384 ships in a migration)."""
     if dimension == 384 or dimension > HNSW_MAX_DIMENSION:
         return
-    with connection.cursor() as cursor:
+    with db_as_system(), connection.cursor() as cursor:  # an index is a schema change: the migrating role's (core.rls)
         cursor.execute(
             f"CREATE INDEX IF NOT EXISTS chunk_embedding_hnsw_{dimension} ON knowledge_chunk "  # noqa: S608 - int
             f"USING hnsw ((embedding::vector({dimension})) vector_cosine_ops) WHERE embedding_dimension = {dimension}"
@@ -116,12 +121,14 @@ def knowledge_base_create(
     org_access: str = "none",
     versions_retained: int = 20,
     search_settings: dict[str, Any] | None = None,
+    ocr_language: str = DEFAULT_OCR_LANGUAGE,
 ) -> KnowledgeBase:
     """A new knowledge base owned by `principal` (API, dashboard) or by `owner` (setup code acting for a member)."""
     owner = principal.user if principal is not None else owner
     if not name.strip():
         raise InvalidInput("The name is required.", field="name")
     _validate_chunking(chunk_size, chunk_overlap, versions_retained)
+    ocr_language = ocr_language_validate(ocr_language)
     kb = KnowledgeBase(
         owner=owner,
         name=name.strip(),
@@ -133,6 +140,7 @@ def knowledge_base_create(
         org_access=org_access,
         versions_retained=versions_retained,
         search_settings=search_settings or {},
+        ocr_language=ocr_language,
     )
     kb.full_clean()
     kb.save()
@@ -162,6 +170,8 @@ def knowledge_base_update(
         if sharer is None:
             raise Forbidden("Only the owner or an admin may change who can use this knowledge base.")
         resource_check_for_principal(sharer, kb, "share")
+    if "ocr_language" in changes:
+        changes["ocr_language"] = ocr_language_validate(changes["ocr_language"])
     before = _kb_settings(kb)
     for name, value in changes.items():
         setattr(kb, name, value)
@@ -498,9 +508,9 @@ def document_delete(*, document: Document, user: User | None) -> KnowledgeBaseVe
 
 _COPY_FOR_ROLLBACK = (
     "INSERT INTO knowledge_chunk (knowledge_base_id, document_id, position, text, token_count, content_hash, "
-    "metadata, embedding, embedding_dimension, valid_from, valid_to) "
-    "SELECT knowledge_base_id, document_id, position, text, token_count, content_hash, metadata, embedding, "
-    "embedding_dimension, %s, NULL FROM knowledge_chunk "
+    "metadata, page_start, page_end, section_path, embedding, embedding_dimension, valid_from, valid_to) "
+    "SELECT knowledge_base_id, document_id, position, text, token_count, content_hash, metadata, page_start, "
+    "page_end, section_path, embedding, embedding_dimension, %s, NULL FROM knowledge_chunk "
     "WHERE knowledge_base_id = %s AND valid_from <= %s AND valid_to > %s AND valid_to <> valid_from"
 )
 
@@ -560,6 +570,17 @@ def knowledge_base_rollback(*, kb: KnowledgeBase, to_version: int, user: User | 
     )
     knowledge_base_purge_old_versions(kb=kb)
     return version
+
+
+@transaction.atomic
+def knowledge_base_restore_to_time(*, kb: KnowledgeBase, at: dt.datetime, user: User | None) -> KnowledgeBaseVersion:
+    """Make the content the knowledge base had at `at` (the version current then) current again, through
+    knowledge_base_rollback so the same checks, event and audit entry apply. Conflict when nothing changed since."""
+    kb = _lock_kb(kb)
+    source = version_at(kb=kb, at=at)
+    if source.number == kb.current_version:
+        raise Conflict(f"The knowledge base has not changed since then: version {source.number} is still current.")
+    return knowledge_base_rollback(kb=kb, to_version=source.number, user=user)
 
 
 def oldest_retained_version(kb: KnowledgeBase) -> int:

@@ -7,6 +7,7 @@ stored path coming from a tampered row or request can never reach another tenant
 
 from __future__ import annotations
 
+import errno
 import functools
 import posixpath
 import re
@@ -16,15 +17,31 @@ from typing import IO
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage, storages
+from django.core.signals import setting_changed
 from django.db import connection
+from django.dispatch import receiver
 
-from core.errors import NotFound
+from core.errors import DomainError, ErrorCode, NotFound
+
+
+class StorageFull(DomainError):
+    """The document store has no room left (a full disk or quota): nothing was stored; retry once space is freed."""
+
+    code = ErrorCode.INSUFFICIENT_STORAGE
+    status = 507
 
 
 @functools.cache
 def knowledge_storage() -> Storage:
     """The configured storage (settings.KNOWLEDGE_STORAGE: local files or S3-compatible)."""
     return storages.create_storage(settings.KNOWLEDGE_STORAGE)
+
+
+@receiver(setting_changed)
+def _storage_setting_changed(*, setting: str, **kwargs: object) -> None:
+    # As Django's own storages do: an overridden KNOWLEDGE_STORAGE (tests) takes effect at once.
+    if setting == "KNOWLEDGE_STORAGE":
+        knowledge_storage.cache_clear()
 
 
 def _schema() -> str:
@@ -69,7 +86,19 @@ def storage_save(path: str, content: IO[bytes] | bytes) -> str:
         content = ContentFile(content)
     elif not isinstance(content, File):
         content = File(content)
-    return knowledge_storage().save(path, content)
+    storage = knowledge_storage()
+    try:
+        return storage.save(path, content)
+    except OSError as exc:
+        # A write that fails half-way leaves the part written (Django's file storage does not remove it): a file
+        # no row names, holding the start of a document.
+        try:
+            storage.delete(path)
+        except OSError:
+            pass
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull("The document store is full; nothing was stored. Try again later.") from exc
+        raise
 
 
 def storage_open(path: str) -> IO[bytes]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django_tenants.utils import get_public_schema_name
 
@@ -30,6 +31,14 @@ MAX_RETRIES = 5
 
 def _backoff(retries: int) -> int:
     return min(300, 5 * 2**retries)  # 5 s, 10 s, 20 s ... capped at 5 minutes
+
+
+def _time_limit_reason(task) -> str:
+    # The ingest queue's soft limit (settings.CELERY_QUEUE_TIME_LIMITS): retrying would only hit it again.
+    return (
+        f"Processing stopped at the time limit ({task.soft_time_limit:.0f} s per task): the document is too large or "
+        "too slow to read. Split it, or ask an operator to raise the ingest queue's limit."
+    )
 
 
 def _retry_or_fail(task, document_id: int, token: str, exc: Exception):
@@ -54,6 +63,9 @@ def ingest_document_task(self, document_id: int) -> str:
     except DomainError as exc:  # the document itself is the problem: retrying will not help
         pipeline.document_fail(document_id, token, exc.message)
         return "failed"
+    except SoftTimeLimitExceeded:
+        pipeline.document_fail(document_id, token, _time_limit_reason(self))
+        return "failed"
     except Exception as exc:  # noqa: BLE001 - infrastructure trouble: retry with backoff
         return _retry_or_fail(self, document_id, token, exc)
     if result.done:
@@ -71,6 +83,9 @@ def embed_part_task(self, document_id: int, token: str, first: int, last: int) -
         return "stale"  # the document failed, was re-claimed or deleted meanwhile
     except DomainError as exc:  # the document itself is the problem (e.g. the model's vectors do not fit)
         pipeline.document_fail(document_id, token, exc.message)
+        return "failed"
+    except SoftTimeLimitExceeded:
+        pipeline.document_fail(document_id, token, _time_limit_reason(self))
         return "failed"
     except Exception as exc:  # noqa: BLE001 - infrastructure trouble: retry this part with backoff
         if self.request.retries >= MAX_RETRIES:

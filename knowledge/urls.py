@@ -15,5 +15,6 @@ urlpatterns: list = [
     path(f"{KB}versions/", apis.VersionListApi.as_view(), name="api-kb-versions"),
     path(f"{KB}versions/<int:number>/", apis.VersionDetailApi.as_view(), name="api-kb-version"),
     path(f"{KB}versions/<int:number>/rollback/", apis.VersionRollbackApi.as_view(), name="api-kb-rollback"),
+    path(f"{KB}restore-to-time/", apis.RestoreToTimeApi.as_view(), name="api-kb-restore-to-time"),
     path(f"{KB}search/", search_apis.SearchApi.as_view(), name="api-kb-search"),
 ]

@@ -19,6 +19,7 @@ from iam.dashboard import dashboard_page, form_error, sharing_context
 from iam.policy import principal_can, principal_can_create
 
 from . import retrieval, selectors, services
+from .ocr import ocr_available
 
 
 class KnowledgeBaseForm(forms.Form):
@@ -70,6 +71,7 @@ def kb_detail_page(request: HttpRequest, kb_id: int) -> HttpResponse:
             "documents": documents,
             "nav": "knowledge",
             "tab": "documents",
+            "ocr_available": ocr_available(),
             "can_edit": principal_can(request.principal, "edit", kb),
             **sharing_context(request.principal, kb, "knowledge_base"),
         },
@@ -94,7 +96,7 @@ def kb_search_page(request: HttpRequest, kb_id: int) -> HttpResponse:
     hits, error = [], None
     if query:
         try:
-            top_k = int(request.GET.get("k", 8))
+            top_k = int(request.GET.get("k", retrieval.DEFAULT_TOP_K))
             hits = retrieval.search(
                 knowledge_base=kb,
                 query=query,
@@ -115,7 +117,8 @@ def kb_search_page(request: HttpRequest, kb_id: int) -> HttpResponse:
             "hits": hits,
             "error": error,
             "modes": retrieval.MODES,
-            "k": request.GET.get("k", "8"),
+            "k": request.GET.get("k", retrieval.DEFAULT_TOP_K),
+            "max_k": retrieval.MAX_TOP_K,
             "version": request.GET.get("version", ""),
             "nav": "knowledge",
             "tab": "search",
@@ -185,3 +188,25 @@ def kb_chunk_page(request: HttpRequest, kb_id: int, document_id: int) -> HttpRes
             "can_view_kb": principal_can(request.principal, "view", kb),  # else only cited passages are shown
         },
     )
+
+
+class RestoreToTimeForm(forms.Form):
+    at = forms.DateTimeField(label="Restore to its content at (UTC)")
+
+
+@require_POST
+@dashboard_page
+def kb_restore_to_time_view(request: HttpRequest, kb_id: int) -> HttpResponse:
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id, action="edit")
+    form = RestoreToTimeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give a date and time to restore to.")
+        return redirect("dash-kb-versions", kb_id=kb.pk)
+    try:
+        version = services.knowledge_base_restore_to_time(kb=kb, at=form.cleaned_data["at"], user=request.user)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        restored = version.changes.get("rolled_back_to")
+        messages.success(request, f"Restored the content of version {restored} (now version {version.number}).")
+    return redirect("dash-kb-versions", kb_id=kb.pk)

@@ -10,10 +10,12 @@ from channels.db import database_sync_to_async
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import render
 from django_tenants.middleware.main import TenantMainMiddleware
+from django_tenants.utils import remove_www
 
 from core.asgi import host_from_scope
 from core.context import current_tenant
 from core.errors import ErrorCode, error_body
+from core.rls import NOBODY, db_principal_scope
 from core.tenancy import public_site_url
 
 from .selectors import tenant_for_host
@@ -25,6 +27,12 @@ _tenant_for_host = database_sync_to_async(tenant_for_host)
 
 class TenantMiddleware(TenantMainMiddleware):
     """django-tenants' host -> schema resolution, with a clear answer for unknown hosts."""
+
+    @staticmethod
+    def hostname_from_request(request: HttpRequest) -> str:
+        # Host names are case-insensitive and domains are stored in lower case; the WebSocket path
+        # (core.asgi.host_from_scope) lowers them too, so both resolve `ACME.example.com` alike.
+        return remove_www(request.get_host().split(":")[0].lower())
 
     def get_tenant(self, domain_model, hostname: str):
         tenant = tenant_for_host(hostname)
@@ -66,4 +74,6 @@ class TenantWebsocketMiddleware:
             await send({"type": "websocket.close", "code": 4404})
             return
         current_tenant.set(tenant.schema_name)
-        return await self.app(dict(scope, tenant=tenant), receive, send)
+        # The socket's queries see nothing private until its consumer authenticates a principal (core.rls).
+        with db_principal_scope(NOBODY):
+            return await self.app(dict(scope, tenant=tenant), receive, send)

@@ -11,6 +11,16 @@ from django_tenants.utils import get_creation_fakes_migrations, schema_exists
 
 from .cloning import schema_clone
 
+# Messages are dropped a whole month partition at a time, so a shorter retention would mean nothing.
+MESSAGE_RETENTION_MIN_DAYS = 31
+
+
+class DepartedMemberMessages(models.TextChoices):
+    """What happens to a member's conversations when they delete their account."""
+
+    DELETE = "delete", "Delete them"
+    ANONYMISE = "anonymise", "Keep them, unlinked from the person"
+
 
 class Tenant(TenantMixin):
     """An organisation. Its data lives in its own PostgreSQL schema (`schema_name`)."""
@@ -22,6 +32,15 @@ class Tenant(TenantMixin):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=40, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    # Data lifecycle (docs/operations.md, "Data lifecycle"), set by the organisation's admins.
+    # None: the operator's default, settings.MESSAGE_RETENTION_DAYS (itself None: kept forever).
+    message_retention_days = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(MESSAGE_RETENTION_MIN_DAYS), MaxValueValidator(36500)]
+    )
+    departed_member_messages = models.CharField(
+        max_length=10, choices=DepartedMemberMessages.choices, default=DepartedMemberMessages.DELETE
+    )
 
     # Schemas are created by tenants.services.tenant_create (cloned from the template) and dropped
     # with the row, so a deleted organisation leaves nothing behind.

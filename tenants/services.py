@@ -17,8 +17,11 @@ from django.db.migrations.loader import MigrationLoader
 from django_tenants.utils import schema_exists
 
 from accounts.services import membership_create_admin
-from core.errors import Conflict, InvalidInput, ProvisioningFailed
+from core.audit import audit_record
+from core.errors import Conflict, Forbidden, InvalidInput, ProvisioningFailed
+from core.rls import db_as_system
 from core.tenancy import tenant_connection, tenant_domain_for
+from iam.policy import Principal, principal_can_manage
 
 from .models import Domain, Tenant
 from .signals import tenant_schema_dropped
@@ -118,9 +121,10 @@ def template_schema_ensure() -> None:
     if template_schema_is_current():
         return
     logger.info("migrating tenant template schema %s", base)
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{base}"')
-    call_command("migrate_schemas", schema_name=base, tenant=True, interactive=False, verbosity=0)
+    with db_as_system():  # schema changes need the migrating role (core.rls), also when a sign-up triggers them
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{base}"')
+        call_command("migrate_schemas", schema_name=base, tenant=True, interactive=False, verbosity=0)
     tenant_connection().set_schema_to_public()
 
 
@@ -134,7 +138,8 @@ def public_tenant_ensure() -> Tenant:
 # --- Provisioning -----------------------------------------------------------------------------
 
 
-def _user_for_signup(*, email: str, password: str) -> AuthUser:
+def owner_email_validate(email: str) -> str:
+    """The new owner's email address, normalised; raises if it is malformed or already has an account."""
     email = (email or "").strip().lower()
     try:
         validate_email(email)
@@ -142,13 +147,22 @@ def _user_for_signup(*, email: str, password: str) -> AuthUser:
         raise InvalidInput("Enter a valid email address.", field="email") from exc
     if User.objects.filter(email=email).exists():
         raise Conflict(
-            "An account with this email already exists. Log in and create the organisation from your account.",
+            "An account with this email already exists. Log in first, then create the organisation from this page.",
             field="email",
         )
+    return email
+
+
+def owner_password_validate(*, email: str, password: str) -> None:
     try:
         validate_password(password or "", user=User(email=email))
     except ValidationError as exc:
         raise InvalidInput(" ".join(exc.messages), field="password") from exc
+
+
+def _user_for_signup(*, email: str, password: str) -> AuthUser:
+    email = owner_email_validate(email)
+    owner_password_validate(email=email, password=password)
     return User.objects.create_user(email=email, password=password)
 
 
@@ -173,7 +187,8 @@ def tenant_create(
     if not template_schema_is_current():
         template_schema_ensure()
     try:
-        with transaction.atomic():
+        # Creating a schema needs the migrating role (core.rls), also when a sign-up request asks for it.
+        with db_as_system(), transaction.atomic():
             if owner is None:
                 owner = _user_for_signup(email=owner_email or "", password=owner_password or "")
             tenant = Tenant(name=name, slug=slug, schema_name=schema_name_for(slug))
@@ -197,8 +212,40 @@ def tenant_delete(*, tenant: Tenant) -> None:
         raise InvalidInput("The public schema cannot be deleted.")
     tenant_connection().set_schema_to_public()
     schema = tenant.schema_name
-    with transaction.atomic():
+    with db_as_system(), transaction.atomic():  # dropping a schema needs the migrating role (core.rls)
         tenant.delete(force_drop=True)
         # What lives outside the database (stored files) is removed by its app once the drop is committed.
         transaction.on_commit(lambda: tenant_schema_dropped.send(sender=Tenant, schema=schema))
     logger.info("tenant %s deleted", tenant.slug)
+
+
+def tenant_data_policy_update(
+    *, principal: Principal, message_retention_days: int | None, departed_member_messages: str
+) -> Tenant:
+    """Set the principal's organisation's data lifecycle (admins only): how long conversations are kept (None: the
+    operator's default) and what a member deleting their account leaves behind (docs/operations.md)."""
+    if not principal_can_manage(principal):
+        raise Forbidden("Only an organisation admin can change the data policy.")
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=principal.tenant.pk)
+        before = {
+            "message_retention_days": tenant.message_retention_days,
+            "departed_member_messages": tenant.departed_member_messages,
+        }
+        tenant.message_retention_days = message_retention_days
+        tenant.departed_member_messages = departed_member_messages
+        try:
+            tenant.full_clean(exclude=["schema_name", "name", "slug"])
+        except ValidationError as error:
+            raise InvalidInput(" ".join(error.messages)) from error
+        tenant.save(update_fields=["message_retention_days", "departed_member_messages"])
+        audit_record(
+            action="tenant.data_policy_update",
+            target=tenant,
+            before=before,
+            after={
+                "message_retention_days": message_retention_days,
+                "departed_member_messages": departed_member_messages,
+            },
+        )
+    return tenant

@@ -91,6 +91,7 @@ API_ROUTES: dict[str, Route] = {
     "api/v1/me/delete/": r(post(OWN, body={"password": "{actor_password}"})),
     "api/v1/schema/": r(get(MEMBER)),
     "api/v1/docs/": r(get(MEMBER)),
+    "api/v1/redoc/": r(get(MEMBER)),
     # iam
     "api/v1/teams/": r(get(MEMBER), post(ADMIN, body={"name": "probe team"})),
     "api/v1/teams/<int:team_id>/": r(get(MEMBER), patch(ADMIN, body={"name": "probe"}), delete(ADMIN), team_id="team"),
@@ -113,6 +114,10 @@ API_ROUTES: dict[str, Route] = {
     ),
     "api/v1/api-keys/<int:key_id>/": r(get(PRIVATE), delete(PRIVATE), key_id="api_key"),
     "api/v1/iam/settings/": r(get(MEMBER), patch(ADMIN, body={"members_can_create_api_keys": True})),
+    "api/v1/organisation/data-policy/": r(get(ADMIN), patch(ADMIN, body={"message_retention_days": 400})),
+    "api/v1/organisation/exports/": r(post(ADMIN)),
+    "api/v1/organisation/exports/<str:export_id>/": r(get(ADMIN), export_id="dummy:0123abcd"),
+    "api/v1/organisation/exports/<str:export_id>/download/": r(get(ADMIN), export_id="dummy:0123abcd"),
     "api/v1/members/": r(get(MEMBER)),
     "api/v1/members/<int:user_id>/": r(patch(ADMIN, body={"role": "admin"}), delete(ADMIN), user_id="owner"),
     "api/v1/invitations/": r(get(ADMIN), post(ADMIN, body={"email": "probe@example.test", "role": "admin"})),
@@ -130,6 +135,7 @@ API_ROUTES: dict[str, Route] = {
     "api/v1/knowledge-bases/<int:kb_id>/versions/<int:number>/rollback/": r(
         post(PRIVATE), kb_id="kb", number="kb_version"
     ),
+    "api/v1/knowledge-bases/<int:kb_id>/restore-to-time/": r(post(PRIVATE, body={"at": "2020-01-01T00:00:00Z"}), **KB),
     "api/v1/knowledge-bases/<int:kb_id>/search/": r(post(PRIVATE, body={"query": "handbook"}), **KB),
     # agents
     "api/v1/agents/": r(
@@ -149,6 +155,7 @@ API_ROUTES: dict[str, Route] = {
     "api/v1/agents/<int:agent_id>/versions/<int:number>/restore/": r(
         post(PRIVATE), agent_id="agent", number="agent_version"
     ),
+    "api/v1/agents/<int:agent_id>/restore-to-time/": r(post(PRIVATE, body={"at": "2020-01-01T00:00:00Z"}), **AGENT),
     "api/v1/agents/<int:agent_id>/chat/": r(post(PRIVATE, body={"message": "hello", "stream": False}), **AGENT),
     "api/v1/runs/<str:run_id>/events/": r(get(PRIVATE, query="after=0&wait=0"), run_id="run"),
     "api/v1/runs/<str:run_id>/cancel/": r(post(PRIVATE), run_id="run"),
@@ -230,6 +237,7 @@ DASHBOARD_ROUTES: dict[str, Route] = {
     "healthz": r(get(PUBLIC)),
     "readyz": r(get(PUBLIC, probe=True)),
     "invitations/<str:token>/": r(get(PUBLIC), token="dummy:not-a-token"),
+    "login/handoff/<str:token>/": r(get(PUBLIC), token="dummy:not-a-token"),
     # accounts
     "": r(get(LIST, scope="read")),
     "profile/": r(get(SELF, scope="read")),
@@ -263,6 +271,7 @@ DASHBOARD_ROUTES: dict[str, Route] = {
     "knowledge/<int:kb_id>/versions/<int:number>/rollback/": r(
         post(PRIVATE, scope="write"), kb_id="kb", number="kb_version"
     ),
+    "knowledge/<int:kb_id>/restore-to-time/": r(post(PRIVATE, scope="write", body={"at": "2020-01-01T00:00:00"}), **KB),
     "knowledge/<int:kb_id>/documents/<int:document_id>/": r(get(PRIVATE, scope="read"), **DOC),
     "knowledge/<int:kb_id>/documents/<int:document_id>/delete/": r(post(PRIVATE, scope="write"), **DOC),
     # agents
@@ -276,7 +285,12 @@ DASHBOARD_ROUTES: dict[str, Route] = {
     "agents/<int:agent_id>/versions/<int:number>/restore/": r(
         post(PRIVATE, scope="write"), agent_id="agent", number="agent_version"
     ),
+    "agents/<int:agent_id>/restore-to-time/": r(
+        post(PRIVATE, scope="write", body={"at": "2020-01-01T00:00:00"}), **AGENT
+    ),
     "manage/providers/": r(get(ADMIN, scope="admin")),
+    "manage/data/": r(get(ADMIN, scope="admin")),
+    "manage/data/exports/<str:export_id>/": r(get(ADMIN, scope="admin"), export_id="dummy:0123abcd"),
     "manage/providers/<int:provider_id>/": r(
         post(ADMIN, scope="admin", body={"action": "disable"}), provider_id="provider"
     ),

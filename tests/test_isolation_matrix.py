@@ -44,6 +44,7 @@ from agents.services import agent_create, chat_start
 from agents.tests.conftest import run_inline
 from config.asgi import application
 from conftest import PASSWORD, host_of
+from core.crypto import encrypt_str
 from iam.models import ApiKey, Invitation, Share, Team, TeamMembership
 from iam.policy import ALL_SCOPES, PUBLIC_SCOPE, principal_for_user, required_scope_for
 from knowledge.embeddings import embedder_for_model
@@ -193,7 +194,7 @@ def _build_world(tenant_a, tenant_b, admin_a, admin_b, made: dict) -> VictimWorl
             url=f"https://hooks.example.test/{MARKER}-webhook",
             description=f"{MARKER}-webhook",
             event_types=["*"],
-            secret=f"{MARKER}-webhook-secret",
+            secret_encrypted=encrypt_str(f"{MARKER}-webhook-secret"),
             is_active=False,  # no delivery is ever attempted for the events this test causes
             created_by=admin_a,
         )

@@ -36,6 +36,7 @@ TEST_OVERRIDES = {
     "TEST_REDIS_URL": "the session's own Redis database, flushed at session start",
     "EMAIL_BACKEND": "tests read sent mail from django.core.mail.outbox",
     "PASSWORD_HASHERS": "Argon2's deliberate slowness would dominate a suite with hundreds of users",
+    "SECURE_SSL_REDIRECT": "the test client and the browser tests' server speak plain HTTP on loopback",
 }
 BROWSER_SERVER_OVERRIDES = {
     **TEST_OVERRIDES,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,6 +14,7 @@ from iam.policy import principal_acts_for, principal_can_manage, principal_from_
 
 from . import selectors, services
 from .models import QuotaSubLimit
+from .serializers import AuditListQuerySerializer
 
 
 def _int_param(request, name: str, default=None):
@@ -26,11 +27,30 @@ def _int_param(request, name: str, default=None):
         raise InvalidInput(f"{name} must be a whole number.", field=name) from exc
 
 
+class QuotaSerializer(serializers.Serializer):
+    quota = serializers.CharField(help_text="llm_tokens_per_month, documents, storage_bytes, ...")
+    unit = serializers.CharField()
+    limit = serializers.JSONField(help_text="A number; null = unlimited.")
+    used = serializers.JSONField(help_text="A number.")
+    percent = serializers.FloatField(allow_null=True)
+    resets_at = serializers.DateTimeField(allow_null=True, help_text="Monthly quotas: when the count restarts.")
+
+
+class QuotaOverviewSerializer(serializers.Serializer):
+    tenant = QuotaSerializer(many=True, help_text="The organisation's plan.")
+    user = QuotaSerializer(many=True, help_text="The user's share (their sub-limits).")
+    api_key = QuotaSerializer(many=True, required=False, help_text="Calls with an API key: that key's.")
+
+
 class QuotaOverviewApi(APIView):
     """Limits and current use of every quota for the tenant (and for `?user=` / the caller's own key)."""
 
     required_scope = "read"
 
+    @extend_schema(
+        parameters=[OpenApiParameter("user", int, description="Another member's use (admins).")],
+        responses=QuotaOverviewSerializer,
+    )
     def get(self, request):
         principal = principal_from_request(request)
         user_id = _int_param(request, "user")
@@ -42,7 +62,35 @@ class QuotaOverviewApi(APIView):
         }
         if principal.api_key is not None:
             data["api_key"] = quota_overview(tenant=principal.tenant, api_key=principal.api_key)
-        return Response(data)
+        return Response(QuotaOverviewSerializer(data).data)
+
+
+class UsageFiguresSerializer(serializers.Serializer):
+    runs = serializers.IntegerField()
+    tokens_in = serializers.IntegerField()
+    tokens_out = serializers.IntegerField()
+    cost = serializers.CharField(help_text="A decimal, in the providers' currency.")
+    api_calls = serializers.IntegerField()
+
+
+class UsageDaySerializer(UsageFiguresSerializer):
+    date = serializers.DateField()
+
+
+class UsageByModelSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    runs = serializers.IntegerField()
+    tokens = serializers.IntegerField(allow_null=True)
+    cost = serializers.CharField()
+
+
+class UsageSummarySerializer(serializers.Serializer):
+    scope = serializers.ChoiceField(choices=selectors.SCOPES)
+    id = serializers.IntegerField(allow_null=True)
+    days = serializers.IntegerField()
+    totals = UsageFiguresSerializer()
+    daily = UsageDaySerializer(many=True)
+    by_model = UsageByModelSerializer(many=True)
 
 
 class UsageSummaryApi(APIView):
@@ -50,6 +98,14 @@ class UsageSummaryApi(APIView):
 
     required_scope = "read"
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("scope", str, enum=list(selectors.SCOPES), description="Default: tenant (admins)."),
+            OpenApiParameter("id", int, description="The user, agent or API key (scope other than tenant)."),
+            OpenApiParameter("days", int, description=f"1-{selectors.MAX_DAYS}, default 30."),
+        ],
+        responses=UsageSummarySerializer,
+    )
     def get(self, request):
         principal = principal_from_request(request)
         admin = principal_can_manage(principal)
@@ -60,7 +116,8 @@ class UsageSummaryApi(APIView):
         if not admin and not (scope == "user" and scope_id == principal.user.pk):
             raise Forbidden("Only admins may see usage beyond their own.")
         services.usage_flush_api_calls()  # include calls counted in the last minute
-        return Response(selectors.usage_daily(scope=scope, scope_id=scope_id, days=_int_param(request, "days", 30)))
+        summary = selectors.usage_daily(scope=scope, scope_id=scope_id, days=_int_param(request, "days", 30))
+        return Response(UsageSummarySerializer(summary).data)
 
 
 class SubLimitSerializer(serializers.Serializer):
@@ -90,6 +147,7 @@ class SubLimitListApi(APIView):
 class SubLimitDetailApi(APIView):
     required_scope = "admin"
 
+    @extend_schema(responses={204: None})
     def delete(self, request, sublimit_id: int):
         row = QuotaSubLimit.objects.filter(pk=sublimit_id).first()
         if row is None:
@@ -115,27 +173,43 @@ class AuditEntrySerializer(serializers.Serializer):
     ip = serializers.CharField(allow_null=True)
 
 
+class AuditPageSerializer(serializers.Serializer):
+    results = AuditEntrySerializer(many=True)
+    next_before_id = serializers.IntegerField(allow_null=True, help_text="Pass as before_id for the next page.")
+
+
 class AuditListApi(APIView):
     """?action=<prefix>&actor=<user id>&target_type=&target_id=&since=&until=&before_id=&limit= (newest first)."""
 
     required_scope = "admin"
 
-    @extend_schema(responses=AuditEntrySerializer(many=True))
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("action", str, description="Actions starting with this, e.g. agent."),
+            OpenApiParameter("actor", int, description="The user who acted."),
+            OpenApiParameter("target_type", str),
+            OpenApiParameter("target_id", str),
+            OpenApiParameter("since", OpenApiTypes.DATETIME),
+            OpenApiParameter("until", OpenApiTypes.DATETIME),
+            OpenApiParameter("before_id", int, description="Entries older than this id (paging)."),
+            OpenApiParameter("limit", int, description="1-500, default 100."),
+        ],
+        responses=AuditPageSerializer,
+    )
     def get(self, request):
-        params = request.query_params
-        since = parse_datetime(params["since"]) if params.get("since") else None
-        until = parse_datetime(params["until"]) if params.get("until") else None
-        if (params.get("since") and since is None) or (params.get("until") and until is None):
-            raise InvalidInput("since/until must be ISO 8601 date-times.")
-        limit = min(max(_int_param(request, "limit", 100), 1), 500)
+        query = AuditListQuerySerializer.from_query(request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        limit = min(max(params["limit"], 1), 500)
         rows = selectors.audit_list(
             action=params.get("action"),
-            actor_id=_int_param(request, "actor"),
+            actor_id=params.get("actor"),
             target_type=params.get("target_type"),
             target_id=params.get("target_id"),
-            since=since,
-            until=until,
-            before_id=_int_param(request, "before_id"),
+            since=params.get("since"),
+            until=params.get("until"),
+            before_id=params.get("before_id"),
         )[:limit]
         data = AuditEntrySerializer(rows, many=True).data
-        return Response({"results": data, "next_before_id": data[-1]["id"] if len(data) == limit else None})
+        page = {"results": data, "next_before_id": data[-1]["id"] if len(data) == limit else None}
+        return Response(AuditPageSerializer(page).data)

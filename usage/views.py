@@ -19,6 +19,21 @@ from . import selectors, services
 
 PAGE_SIZE = 50
 
+# What the page calls each quota (core.quotas names them for code and the API).
+QUOTA_LABELS = {
+    "active_agents": "Active agents",
+    "kb_storage_bytes": "Knowledge storage",
+    "documents_per_month": "Documents added this month",
+    "api_calls_per_month": "API requests this month",
+    "llm_tokens_per_month": "Model tokens this month",
+    "llm_cost_per_month": "Model cost this month (USD)",
+    "concurrent_runs": "Chats running at once",
+}
+
+
+def quota_label(name: str) -> str:
+    return QUOTA_LABELS.get(name, name.replace("_", " ").capitalize())
+
 
 def _choices_for_scope(request: HttpRequest) -> dict[str, list[tuple[str, str]]]:
     """Who/what the usage can be broken down by: members, agents, API keys of this organisation."""
@@ -38,6 +53,9 @@ def usage_page(request: HttpRequest) -> HttpResponse:
     except ValueError:
         days = 30
     error = None
+    # API calls are counted in Redis and moved to the database every minute; the plan limits below read the live
+    # counters, so the headline totals must include the calls not moved yet or the two disagree.
+    services.usage_flush_api_calls()
     try:
         usage = selectors.usage_daily(scope=scope, scope_id=scope_id, days=days)
     except DomainError as exc:
@@ -53,7 +71,10 @@ def usage_page(request: HttpRequest) -> HttpResponse:
             "days": days,
             "error": error,
             "choices": _choices_for_scope(request),
-            "sublimits": selectors.sublimit_list().select_related("user"),
+            "sublimits": [
+                {"row": row, "label": quota_label(row.quota)}
+                for row in selectors.sublimit_list().select_related("user")
+            ],
             "quotas": _quota_rows(request.tenant),
             "sublimit_quotas": _sublimit_quotas(),
             "nav": "admin",
@@ -73,12 +94,13 @@ def _quota_rows(tenant) -> list[dict]:
             used = None
         limit = limits.get(name)
         percent = int(100 * float(used) / float(limit)) if used is not None and limit else None
-        rows.append({"name": name, "unit": spec.unit, "used": used, "limit": limit, "percent": percent})
+        row = {"name": name, "label": quota_label(name), "unit": spec.unit, "used": used, "limit": limit}
+        rows.append({**row, "percent": percent})
     return rows
 
 
-def _sublimit_quotas() -> list[str]:
-    return list(SUB_LIMIT_QUOTAS)
+def _sublimit_quotas() -> list[tuple[str, str]]:
+    return [(name, quota_label(name)) for name in SUB_LIMIT_QUOTAS]
 
 
 @require_POST

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -41,11 +41,18 @@ class DeliverySerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class EventTypeSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    description = serializers.CharField()
+
+
 class WebhookEventTypesApi(APIView):
     required_scope = "admin"
 
+    @extend_schema(responses=EventTypeSerializer(many=True))
     def get(self, request):
-        return Response([{"type": name, "description": text} for name, text in sorted(EVENT_TYPES.items())])
+        types = [{"type": name, "description": text} for name, text in sorted(EVENT_TYPES.items())]
+        return Response(EventTypeSerializer(types, many=True).data)
 
 
 class WebhookEndpointListApi(APIView):
@@ -81,6 +88,7 @@ class WebhookEndpointDetailApi(APIView):
         )
         return Response(EndpointSerializer(endpoint).data)
 
+    @extend_schema(responses={204: None})
     def delete(self, request, endpoint_id: int):
         services.endpoint_delete(
             principal=principal_from_request(request), endpoint=selectors.endpoint_get(endpoint_id)
@@ -102,7 +110,10 @@ class WebhookEndpointTestApi(APIView):
 class WebhookDeliveryListApi(APIView):
     required_scope = "admin"
 
-    @extend_schema(responses=DeliverySerializer(many=True))
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, description="Only deliveries in this status.")],
+        responses=DeliverySerializer(many=True),
+    )
     def get(self, request, endpoint_id: int):
         endpoint = selectors.endpoint_get(endpoint_id)
         deliveries = selectors.delivery_list(endpoint=endpoint, status=request.query_params.get("status"))[:200]

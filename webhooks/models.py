@@ -3,12 +3,15 @@
 from django.conf import settings
 from django.db import models
 
+from core.crypto import decrypt_str
+
 
 class WebhookEndpoint(models.Model):
     url = models.URLField(max_length=2000)
     description = models.CharField(max_length=200, blank=True)
     event_types = models.JSONField(default=list, help_text='Event types to send; ["*"] = all.')
-    secret = models.CharField(max_length=80)  # HMAC key; shown to admins, never in logs
+    # The HMAC signing key, encrypted at rest like provider keys (core.crypto); shown to admins, never in logs.
+    secret_encrypted = models.TextField()
     is_active = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=300, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
@@ -23,6 +26,10 @@ class WebhookEndpoint(models.Model):
 
     def __str__(self) -> str:
         return self.url
+
+    @property
+    def secret(self) -> str:
+        return decrypt_str(self.secret_encrypted)
 
     def wants(self, event_type: str) -> bool:
         return "*" in self.event_types or event_type in self.event_types

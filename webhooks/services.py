@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from django.db import transaction
 
 from core.audit import audit_record
+from core.crypto import encrypt_str, rotate_token
 from core.errors import Conflict, InvalidInput
 from core.events import EVENT_TYPES, event_subject
 from core.ssrf import check_url
@@ -70,7 +71,7 @@ def endpoint_create(
             url=url,
             description=description[:200],
             event_types=event_types,
-            secret="whsec_" + secrets.token_urlsafe(32),
+            secret_encrypted=encrypt_str("whsec_" + secrets.token_urlsafe(32)),
             created_by=principal.user,
         )
         audit_record(principal=principal, action="webhook.create", target=endpoint, after=_snapshot(endpoint))
@@ -111,6 +112,19 @@ def endpoint_delete(*, principal: Principal, endpoint: WebhookEndpoint) -> None:
         audit_record(principal=principal, action="webhook.delete", target=endpoint, before=_snapshot(endpoint))
         endpoint.delete()
         endpoint_types_changed()
+
+
+def endpoint_secrets_rotate() -> int:
+    """Re-encrypt this tenant's signing secrets with the current key (rotate_secrets, after adding a new first key)."""
+    with transaction.atomic():
+        count = 0
+        for endpoint in WebhookEndpoint.objects.select_for_update().only("pk", "secret_encrypted"):
+            rotated = rotate_token(endpoint.secret_encrypted)
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(secret_encrypted=rotated)
+            count += 1
+        if count:
+            audit_record(action="secrets.rotate", target_type="webhooks.secrets", after={"webhook_endpoints": count})
+    return count
 
 
 # --- Deliveries -----------------------------------------------------------------------------------

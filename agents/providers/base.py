@@ -2,7 +2,7 @@
 
     provider = provider_for(kind, base_url=..., api_key=..., timeout=...)
     async for event in provider.stream(request):
-        TextDelta | ToolCall | Usage | Finish
+        TextDelta | ToolCall | Usage | Finish | Cited
 
 Messages are provider-neutral dicts:
     {"role": "system" | "user" | "assistant" | "tool", "content": str,
@@ -137,7 +137,15 @@ class Finish:
     reason: str  # "stop", "tool_calls", "length"
 
 
-ProviderEvent = TextDelta | ToolCall | Usage | Finish
+@dataclass
+class Cited:
+    """The citation numbers [n] of the passages an answer is drawn from, when the provider knows them exactly
+    (the offline provider). Without it the run reads the [n] markers in the answer's text."""
+
+    numbers: list[int]
+
+
+ProviderEvent = TextDelta | ToolCall | Usage | Finish | Cited
 
 
 class ChatProvider(Protocol):

@@ -1,32 +1,23 @@
-"""The built-in offline provider: no network, no weights.
+"""The built-in offline provider: no network, no language model.
 
-It answers extractively from the retrieved passages it is given: the sentences that share the most terms with
-the question, each followed by its citation marker [n], streamed word by word. With nothing relevant it says so
-plainly instead of inventing an answer. Given a `knowledge_search` tool and no passages yet, it asks for the tool
-first, so the function-calling loop works offline too.
+It answers extractively from the retrieved passages it is given: the sentences that best answer the question
+(by meaning and by words, see extractive.py), each passage's extract followed by its citation marker [n], streamed
+word by word, and it tells the run which passages it used (`Cited`) so only those are cited. With nothing relevant
+it says so plainly, citing nothing, instead of inventing an answer. Given a `knowledge_search` tool and no passages
+yet, it asks for the tool first, so the function-calling loop works offline too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
 from collections.abc import AsyncIterator
 
-from .base import ChatRequest, Finish, ProviderEvent, TextDelta, ToolCall, Usage
+from .base import ChatRequest, Cited, Finish, ProviderEvent, TextDelta, ToolCall, Usage
+from .extractive import NOTHING_FOUND, extract_answer
 
-NOTHING_FOUND = "I could not find anything relevant to your question in the knowledge base."
-_WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_STOP = frozenset(
-    "a an and are as at be but by can do does for from has have how i in is it its me my of on or our so that the "
-    "their them then there these they this to was we were what when where which who why will with you your".split()
-)
-
-
-def _terms(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
+__all__ = ["NOTHING_FOUND", "OfflineProvider"]
 
 
 def _last_user_text(messages: list[dict]) -> str:
@@ -48,22 +39,6 @@ def _passages(request: ChatRequest) -> list[dict]:
     return passages
 
 
-def extractive_answer(question: str, passages: list[dict], *, max_sentences: int = 3) -> str:
-    wanted = _terms(question)
-    scored: list[tuple[float, int, int, str]] = []
-    for index, passage in enumerate(passages):
-        marker = passage.get("n", index + 1)
-        for order, sentence in enumerate(_SENTENCE.split(str(passage.get("text", "")).strip())):
-            overlap = wanted & _terms(sentence)
-            if sentence and overlap:
-                scored.append((len(overlap) / (len(wanted) or 1), -index * 1000 - order, marker, sentence.strip()))
-    if not scored:
-        return NOTHING_FOUND
-    best = sorted(scored, reverse=True)[:max_sentences]
-    best.sort(key=lambda item: -item[1])  # back to document order
-    return " ".join(f"{sentence} [{marker}]" for _, _, marker, sentence in best)
-
-
 class OfflineProvider:
     name = "offline"
 
@@ -81,8 +56,10 @@ class OfflineProvider:
             yield Usage(input_tokens=_count(request.messages), output_tokens=0)
             yield Finish(reason="tool_calls")
             return
-        answer = extractive_answer(question, _passages(request))
-        words = answer.split(" ")
+        # Scoring encodes the candidate sentences with the embedding model: CPU work kept off the event loop.
+        answer = await asyncio.to_thread(extract_answer, question, _passages(request))
+        yield Cited(numbers=answer.cited)
+        words = answer.text.split(" ")
         emitted = 0
         # Optional pacing ("typing speed") for demos and streaming tests; 0 = as fast as possible.
         delay = max(0.0, min(float(request.options.get("stream_delay_ms") or 0), 1000.0)) / 1000

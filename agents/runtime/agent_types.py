@@ -16,19 +16,19 @@ class RagAgentType:
         hits = await ctx.retrieve(ctx.question)
         for i, hit in enumerate(hits):
             hit["n"] = i + 1
-            await ctx.cite(hit)
         messages = ctx.base_messages(context_passages=hits)
-        await ctx.complete(
-            ChatRequest(
-                model=ctx.agent.model,
-                messages=messages,
-                context=hits,
-                max_tokens=ctx.max_tokens,
-                options=ctx.agent.sampling,
-                temperature=ctx.agent.sampling.get("temperature"),
-                top_p=ctx.agent.sampling.get("top_p"),
+        async with ctx.citing_used(hits):
+            await ctx.complete(
+                ChatRequest(
+                    model=ctx.agent.model,
+                    messages=messages,
+                    context=hits,
+                    max_tokens=ctx.max_tokens,
+                    options=ctx.agent.sampling,
+                    temperature=ctx.agent.sampling.get("temperature"),
+                    top_p=ctx.agent.sampling.get("top_p"),
+                )
             )
-        )
 
 
 class ToolsAgentType:
@@ -42,6 +42,11 @@ class ToolsAgentType:
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in ctx.agent.tools.values()
         ]
         max_steps = int(ctx.agent.limits["max_tool_steps"])
+        found: list[dict] = []  # knowledge_search hits, cited once the answer shows which it used
+        async with ctx.citing_used(found):
+            await self._loop(ctx, messages, specs, max_steps, found)
+
+    async def _loop(self, ctx, messages: list[dict], specs: list[ToolSpec], max_steps: int, found: list[dict]) -> None:
         for step in range(max_steps + 1):
             text, calls = await ctx.complete(
                 ChatRequest(
@@ -74,5 +79,4 @@ class ToolsAgentType:
                     {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": outcome.content}
                 )
                 if call.name == "knowledge_search" and outcome.ok and isinstance(outcome.result, dict):
-                    for hit in outcome.result.get("results", []):
-                        await ctx.cite(dict(hit))
+                    found.extend(dict(hit) for hit in outcome.result.get("results", []))

@@ -16,12 +16,12 @@ from typing import Any
 
 from django.conf import settings
 
+from core.crypto import decrypt_json, decrypt_str
 from core.epochs import epoch_get
 from core.errors import DomainError, ErrorCode
 from core.ssrf import UnsafeURL, check_url
 from core.tenancy import tenant_key
 
-from ..crypto import decrypt_json, decrypt_str
 from ..models import AgentVersion, CustomTool, ProviderCredential
 from ..registry import get_registry
 from ..tools.openapi import tools_for_custom

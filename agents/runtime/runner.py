@@ -3,16 +3,24 @@
 The worker keeps one event loop per thread (SDK and Redis connection pools are reused across runs), streams every
 event into the run's Redis stream, and persists the assistant message at the end: complete, or incomplete with
 the partial answer and the error when anything failed (provider error, timeout, limit, tool trouble).
+
+A worker that dies mid-answer (killed, out of memory) persists nothing. While it runs it renews the run's liveness
+key; a relay that waits on the run's stream and finds the key expired (`run_close_if_orphaned`), or a worker that
+gets the run redelivered, rebuilds the partial answer from the stream's events, saves it and ends the stream with
+an `error` event: the client learns at once, and what it was shown is what is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -20,25 +28,39 @@ from django.db import connection
 from django.utils import timezone
 
 from core.errors import DomainError, ErrorCode, error_body
-from core.events import RUN_FINISHED, RUN_STARTED, apublish, event_subject
-from core.quotas import ConcurrencyLimited, Overloaded, chat_run_admit, chat_run_release_async
+from core.events import RUN_FINISHED, RUN_STARTED, apublish, event_subject, publish
+from core.quotas import ConcurrencyLimited, Overloaded, chat_run_admit, chat_run_release, chat_run_release_async
 from core.redis_clients import async_redis_client
 from core.tenancy import in_tenant
 from knowledge.models import KnowledgeBase
 
-from ..models import Conversation, Message
-from ..providers.base import ChatRequest, ProviderError, TextDelta, ToolCall, Usage
+from ..models import Conversation, Message, MessageStatus
+from ..providers.base import ChatRequest, Cited, TextDelta, ToolCall, Usage
+from ..providers.extractive import cited_numbers
 from ..retrieval import search_knowledge_bases
+from ..selectors import runs_streaming_since
 from ..signals import run_finished
 from ..tools.base import ToolContext, ToolOutcome, run_tool, tool_error_outcome
 from .compiled import AgentMisconfigured, CompiledAgent, compiled_agent_cached, compiled_agent_get
-from .stream import RunEmitter, cancel_key, run_start_read
+from .stream import (
+    RunEmitter,
+    alive_key,
+    cancel_key,
+    orphaned_events,
+    read_events_now,
+    run_close_events,
+    run_meta_read,
+    run_start_read,
+)
 
 logger = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4
 _local = threading.local()
 CANCELLED = error_body(ErrorCode.CANCELLED, "Stopped at the user's request; the partial answer was kept.")
 PERSIST_WAIT_SECONDS = 10.0  # how long a finished run waits for its row (see _persist_once_written)
+WORKER_LOST = error_body(
+    ErrorCode.PROVIDER_ERROR, "The worker running this answer stopped; the partial answer was kept."
+)
 
 
 def estimate_tokens(text: str) -> int:
@@ -110,6 +132,7 @@ class RunContext:
         self.first_token_ms: int | None = None
         self.answering = answering  # set at the first token
         self.finish_reason = "stop"
+        self.cited_by_provider: list[int] | None = None  # a provider's own `Cited` list (the offline one)
         self.tool_context = ToolContext(
             schema=schema,
             agent_id=agent.agent_id,
@@ -139,9 +162,37 @@ class RunContext:
             "score": round(float(hit.get("score") or 0), 4),
             "knowledge_base_id": hit.get("knowledge_base_id"),
             "snippet": str(hit.get("text", ""))[:300],
+            "page_start": hit.get("page_start"),
+            "page_end": hit.get("page_end"),
+            "section_path": hit.get("section_path") or [],
         }
         self.citations.append(citation)
         await self.emitter.emit("citation", citation)
+
+    @contextlib.asynccontextmanager
+    async def citing_used(self, hits: list[dict[str, Any]]) -> AsyncIterator[None]:
+        """Cite the passages the answer used once it is written (see cite_used); a run that fails or is stopped
+        midway still cites what its partial answer used, without hiding the failure."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.cite_used(hits)
+            raise
+        await self.cite_used(hits)
+
+    async def cite_used(self, hits: list[dict[str, Any]]) -> None:
+        """Cite the passages the answer used: those the provider names (`Cited`), else those whose [n] marker the
+        answer contains, else (an answer with no markers at all) every passage it was given. An answer that found
+        nothing relevant therefore cites nothing."""
+        if self.cited_by_provider is not None:
+            wanted = self.cited_by_provider
+        else:
+            wanted = cited_numbers(self.text) or [hit.get("n") for hit in hits]
+        by_number = {hit.get("n"): hit for hit in hits}
+        for number in wanted:
+            if number in by_number:
+                await self.cite(by_number[number])
 
     def base_messages(self, *, context_passages: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         system = self.agent.system_prompt or "You are a helpful assistant."
@@ -174,6 +225,8 @@ class RunContext:
             elif isinstance(event, Usage):
                 self.usage["input_tokens"] += event.input_tokens
                 self.usage["output_tokens"] += event.output_tokens
+            elif isinstance(event, Cited):
+                self.cited_by_provider = list(event.numbers)
             else:
                 self.finish_reason = event.reason
         return "".join(parts), calls
@@ -263,10 +316,25 @@ def _load(schema: str, meta: dict[str, str]) -> dict[str, Any]:
                 created__lt=meta["history_before"],
             )
             .order_by("-created", "-id")
-            .values("role", "content")[:40]
+            .values("id", "role", "content", "alternative_of_id")[:40]
         )
+        history = _newest_alternatives(history)
         history.reverse()
     return _inputs(compiled, kb_versions, history, meta["question"])
+
+
+def _newest_alternatives(newest_first: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A regenerated turn continues with its newest answer: the alternatives it replaced are not history."""
+    seen_turns: set[int] = set()
+    kept = []
+    for row in newest_first:
+        turn = row["alternative_of_id"] or row["id"]
+        if row["role"] == "assistant":
+            if turn in seen_turns:
+                continue
+            seen_turns.add(turn)
+        kept.append(row)
+    return kept
 
 
 def _inputs(
@@ -308,6 +376,121 @@ async def _persist_once_written(schema: str, run_id: str, meta: dict[str, str], 
         await asyncio.sleep(0.02)
 
 
+def run_close_interrupted(schema: str, run_id: str, events: list[dict[str, Any]]) -> bool:
+    """Close a run whose worker died after it started (sync, inside the tenant): save what it streamed on its message
+    (incomplete, WORKER_LOST), then end its stream with `error` and message.end and free its chat slot. False if the
+    stream moved on meanwhile (the worker was alive after all, or someone else closed it first)."""
+    meta = run_meta_read(schema, run_id)
+    if meta is None:
+        return False
+    calls = {e["data"].get("id"): e["data"] for e in events if e["type"] == "tool.call"}
+    tool_calls = [
+        {
+            **{k: result.get(k) for k in ("id", "name", "ok", "error", "duration_ms")},
+            "arguments": calls.get(result.get("id"), {}).get("arguments"),
+            "result": result.get("content", ""),
+        }
+        for result in (e["data"] for e in events if e["type"] == "tool.result")
+    ]
+    error = dict(WORKER_LOST)
+    content = "".join(e["data"]["text"] for e in events if e["type"] == "token")
+    Message.objects.filter(
+        pk=int(meta["message_id"]), created=meta["message_created"], status=MessageStatus.STREAMING
+    ).update(
+        content=content,
+        citations=[e["data"] for e in events if e["type"] == "citation"],
+        tool_calls=tool_calls,
+        status=MessageStatus.INCOMPLETE,
+        error=error,
+    )
+    closed = run_close_events(
+        schema,
+        run_id,
+        events[-1]["seq"],
+        error,
+        {
+            "status": "incomplete",
+            "message_id": int(meta["message_id"]),
+            "conversation_id": meta["conversation_id"],
+            "usage": {},
+            "kb_versions": {},
+            "finish_reason": "error",
+            "timings": {"first_token_ms": None, "total_ms": None},
+        },
+    )
+    if closed:
+        chat_run_release(schema=schema, run_id=run_id)
+        logger.warning("run %s: its worker stopped mid-answer; closed with the partial answer", run_id)
+        _interrupted_run_announce(schema, run_id, meta, content)
+    return closed
+
+
+def _interrupted_run_announce(schema: str, run_id: str, meta: dict[str, str], content: str) -> None:
+    """What the worker would have sent at the end: run_finished (usage meters the run; the provider's token counts
+    died with the worker, so the output is estimated from the text streamed) and RUN_FINISHED on the bus."""
+    agent_id = int(meta["agent_id"])
+    user_id = int(meta["user_id"]) if meta.get("user_id") else None
+    tokens_out = estimate_tokens(content) if content else 0
+    try:
+        agent = compiled_agent_get(schema, int(meta["agent_version_id"]), stamp=meta.get("provider_stamp"))
+        provider, model = agent.provider_kind, agent.model
+    except Exception:  # noqa: BLE001 - an agent that no longer compiles is still metered, without a price
+        provider = model = ""
+    started = datetime.fromisoformat(meta["message_created"])
+    latency_ms = max(0, int((timezone.now() - started).total_seconds() * 1000))
+    for receiver, result in run_finished.send_robust(
+        sender=CompiledAgent,
+        schema=schema,
+        run_id=run_id,
+        agent_id=agent_id,
+        user_id=user_id,
+        api_key_id=int(meta["api_key_id"]) if meta.get("api_key_id") else None,
+        provider=provider,
+        model=model,
+        tokens_in=0,
+        tokens_out=tokens_out,
+        latency_ms=latency_ms,
+        status="incomplete",
+    ):
+        if isinstance(result, Exception):
+            logger.error("run %s: %s failed", run_id, receiver, exc_info=result)
+    publish(
+        RUN_FINISHED,
+        {"run_id": run_id, "agent_id": agent_id, "status": "incomplete", "tokens_in": 0, "tokens_out": tokens_out},
+        schema=schema,
+        subject=event_subject("run", run_id, owner_id=user_id, agent_id=agent_id),
+    )
+
+
+def runs_close_orphaned(schema: str) -> list[str]:
+    """The sweep (beat, inside the tenant): close every run whose worker died, as a relay watching it would. A run
+    nobody watches is otherwise closed only when the broker redelivers it, an hour later. Candidates are the
+    answers still streaming within the events' lifetime (after it there is no stream left to rebuild them from)."""
+    since = timezone.now() - timedelta(seconds=settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
+    closed = []
+    for run_id in runs_streaming_since(since=since):
+        events = orphaned_events(schema, str(run_id))
+        if events is not None and run_close_interrupted(schema, str(run_id), events):
+            closed.append(str(run_id))
+    return closed
+
+
+@_db
+def _close_if_orphaned(schema: str, run_id: str) -> bool:
+    events = orphaned_events(schema, run_id)
+    return events is not None and run_close_interrupted(schema, run_id, events)
+
+
+async def run_close_if_orphaned(schema: str, run_id: str) -> bool:
+    """What a relay of the run's stream does while it waits: close the run if its worker died."""
+    return await _close_if_orphaned(schema, schema, run_id)
+
+
+@_db
+def _close_redelivered(schema: str, run_id: str) -> bool:
+    return run_close_interrupted(schema, run_id, read_events_now(schema, run_id))
+
+
 def _error_dict(exc: BaseException) -> dict[str, Any]:
     """The run's `error` event and stored Message.error: the same body an HTTP client gets for this error."""
     if isinstance(exc, DomainError):
@@ -318,7 +501,7 @@ def _error_dict(exc: BaseException) -> dict[str, Any]:
 
 
 async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
-    meta, existing = await run_start_read(schema, run_id)
+    meta, existing, running_elsewhere = await run_start_read(schema, run_id)
     if meta is None:
         logger.warning("run %s has no metadata (expired?)", run_id)
         return {"status": "missing"}
@@ -383,7 +566,10 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
             if b'"message.end"' in existing[0][1][b"e"]:
                 return {"status": "already_done"}
             if existing[0][1].get(b"t") != b"run.queued":  # a queued run has not started yet: run it now
-                raise ProviderError("The worker running this answer stopped; the partial answer was kept.")
+                if running_elsewhere:  # its worker lost the broker, not its life: it finishes the run
+                    return {"status": "running_elsewhere"}
+                await _close_redelivered(schema, schema, run_id)
+                return {"status": "incomplete", "error": WORKER_LOST}
         task = asyncio.ensure_future(work())
         watcher = asyncio.ensure_future(_watch_cancel(redis_client, schema, run_id, task, cancel_requested))
         try:
@@ -483,9 +669,20 @@ async def _watch_cancel(client, schema: str, run_id: str, task: asyncio.Future, 
     running answer; a Redis hiccup never stops a run."""
     interval = float(getattr(settings, "AGENTS_CANCEL_POLL_SECONDS", 0.25))
     key = cancel_key(schema, run_id)
+    # The liveness key (set by run_start_read) is renewed with the same round trip, a few times per lifetime.
+    alive, lifetime = alive_key(schema, run_id), int(settings.AGENTS_RUN_HEARTBEAT_SECONDS)
+    renewed = time.monotonic()
     while not task.done():
         try:
-            if await client.exists(key):
+            if time.monotonic() - renewed >= lifetime / 4:
+                pipe = client.pipeline(transaction=False)
+                pipe.set(alive, "1", ex=lifetime)
+                pipe.exists(key)
+                cancelled = (await pipe.execute())[1]
+                renewed = time.monotonic()
+            else:
+                cancelled = await client.exists(key)
+            if cancelled:
                 requested.set()
                 task.cancel()
                 return

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
@@ -51,6 +51,12 @@ def cancel_key(schema: str, run_id: str) -> str:
     return tenant_key("agents", "run", run_id, "cancel", schema=schema)
 
 
+def alive_key(schema: str, run_id: str) -> str:
+    """Present while a worker executes the run (renewed by the runner, expires AGENTS_RUN_HEARTBEAT_SECONDS after
+    the worker stops renewing it)."""
+    return tenant_key("agents", "run", run_id, "alive", schema=schema)
+
+
 def run_meta_write(schema: str, run_id: str, meta: dict[str, Any]) -> None:
     key = meta_key(schema, run_id)
     pipe = redis_client().pipeline()
@@ -71,14 +77,17 @@ def run_meta_read(schema: str, run_id: str) -> dict[str, str] | None:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-async def run_start_read(schema: str, run_id: str) -> tuple[dict[str, str] | None, list]:
-    """What a worker reads before it starts a run, in one round trip: the metadata (None if it expired) and the
-    stream's last entry (non-empty when the run was queued, or redelivered after a worker died)."""
+async def run_start_read(schema: str, run_id: str) -> tuple[dict[str, str] | None, list, bool]:
+    """What a worker reads before it starts a run, in one round trip: the metadata (None if it expired), the
+    stream's last entry (non-empty when the run was queued, or redelivered) and whether a worker was renewing the
+    run's liveness key (a redelivered message of a run that is still running: the broker gave it back after a lost
+    connection). The same round trip marks the run alive, before any event of it is written."""
     pipe = async_redis_client().pipeline(transaction=False)
     pipe.hgetall(meta_key(schema, run_id))
     pipe.xrevrange(stream_key(schema, run_id), count=1)
-    raw, last = await pipe.execute()
-    return ({k.decode(): v.decode() for k, v in raw.items()} if raw else None), last
+    pipe.set(alive_key(schema, run_id), "1", ex=settings.AGENTS_RUN_HEARTBEAT_SECONDS, get=True)
+    raw, last, was_alive = await pipe.execute()
+    return ({k.decode(): v.decode() for k, v in raw.items()} if raw else None), last, was_alive is not None
 
 
 class RunEmitter:
@@ -132,6 +141,58 @@ def emit_sync(schema: str, run_id: str, seq: int, event_type: str, data: dict[st
     return event
 
 
+# Appends the closing events of a run whose worker died, only if nobody wrote to the stream since it was read (the
+# worker after all, or another web process closing it too): KEYS stream, meta; ARGV last id read, then id, type and
+# body of each event, then the TTL.
+_APPEND_IF_LAST = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last == 0 or last[1][1] ~= ARGV[1] then return 0 end
+redis.call('XADD', KEYS[1], ARGV[2], 't', ARGV[3], 'e', ARGV[4])
+redis.call('XADD', KEYS[1], ARGV[5], 't', ARGV[6], 'e', ARGV[7])
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('HSET', KEYS[2], 'status', 'incomplete')
+return 1
+"""
+
+
+def orphaned_events(schema: str, run_id: str) -> list[dict[str, Any]] | None:
+    """The events of a run a worker started and stopped renewing without finishing it (killed), else None."""
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.exists(alive_key(schema, run_id))
+    pipe.xrange(stream_key(schema, run_id))
+    alive, entries = pipe.execute()
+    if alive or not entries:
+        return None
+    events = _decode(entries)
+    if events[-1]["type"] == TERMINAL or not any(e["type"] == "message.start" for e in events):
+        return None  # finished, or not started by any worker yet (queued in the broker)
+    return events
+
+
+def run_close_events(schema: str, run_id: str, after: int, error: dict[str, Any], end: dict[str, Any]) -> bool:
+    """Append `error` then message.end after event `after`, unless the stream moved on meanwhile."""
+    now = time.time()
+    bodies = [
+        json.dumps({"seq": after + n, "type": kind, "run_id": run_id, "data": data, "ts": now}, default=str)
+        for n, kind, data in ((1, "error", error), (2, TERMINAL, end))
+    ]
+    done = redis_client().eval(
+        _APPEND_IF_LAST,
+        2,
+        stream_key(schema, run_id),
+        meta_key(schema, run_id),
+        f"0-{after}",
+        f"0-{after + 1}",
+        "error",
+        bodies[0],
+        f"0-{after + 2}",
+        TERMINAL,
+        bodies[1],
+        settings.AGENTS_RUN_EVENTS_TTL_SECONDS,
+    )
+    return bool(done)
+
+
 def _decode(entries) -> list[dict[str, Any]]:
     return [json.loads(fields[b"e"]) for _id, fields in entries]
 
@@ -148,16 +209,28 @@ async def read_events(schema: str, run_id: str, after: int, *, block_ms: int) ->
     return _decode(result[0][1])
 
 
+OnIdle = Callable[[], Awaitable[Any]]
+
+
 async def iter_events(
-    schema: str, run_id: str, after: int = 0, *, idle_timeout: float = 600.0, heartbeat: float | None = None
+    schema: str,
+    run_id: str,
+    after: int = 0,
+    *,
+    idle_timeout: float = 600.0,
+    heartbeat: float | None = None,
+    on_idle: OnIdle | None = None,
 ) -> AsyncIterator[dict[str, Any] | None]:
-    """Every event after `after`, then stop after message.end. Yields None as a heartbeat when idle."""
+    """Every event after `after`, then stop after message.end. Yields None as a heartbeat when idle; `on_idle` is
+    awaited whenever no event came for a heartbeat (the relays close runs whose worker died)."""
     last = after
     idle_since = time.monotonic()
     block_ms = int((heartbeat or 5.0) * 1000)
     while True:
         events = await read_events(schema, run_id, last, block_ms=block_ms)
         if not events:
+            if on_idle is not None:
+                await on_idle()
             if time.monotonic() - idle_since > idle_timeout:
                 return
             if heartbeat:
@@ -172,10 +245,16 @@ async def iter_events(
 
 
 async def iter_raw_events(
-    schema: str, run_id: str, after: int = 0, *, idle_timeout: float = 600.0, heartbeat: float = 5.0
+    schema: str,
+    run_id: str,
+    after: int = 0,
+    *,
+    idle_timeout: float = 600.0,
+    heartbeat: float = 5.0,
+    on_idle: OnIdle | None = None,
 ) -> AsyncIterator[tuple[int, str, bytes] | None]:
     """Like iter_events, but yields (seq, type, JSON bytes) without decoding: relays forward the stored text as is
-    (no json round trip per token per client). Yields None as a heartbeat when idle."""
+    (no json round trip per token per client). Yields None as a heartbeat when idle, after awaiting `on_idle`."""
     last = after
     idle_since = time.monotonic()
     client = async_redis_client()
@@ -183,6 +262,8 @@ async def iter_raw_events(
     while True:
         result = await client.xread({key: f"0-{last}"}, block=int(heartbeat * 1000), count=1000)
         if not result:
+            if on_idle is not None:
+                await on_idle()
             if time.monotonic() - idle_since > idle_timeout:
                 return
             yield None

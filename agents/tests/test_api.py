@@ -82,8 +82,8 @@ def test_bad_agent_input_is_a_clear_400(live):
 
 
 def test_provider_key_is_encrypted_at_rest_and_never_returned(live):
-    from agents.crypto import decrypt_str
     from agents.models import ProviderCredential
+    from core.crypto import decrypt_str
 
     client = live.client()
     response = client.post(
@@ -326,3 +326,71 @@ def test_restoring_a_version_whose_provider_was_deleted_names_that_version(tenan
         "code": "conflict",
         "detail": "Version 1 uses a provider that was deleted; choose another provider first.",
     }
+
+
+@pytest.mark.django_db
+def test_internal_targets_are_refused_when_saved_unless_the_operator_allows_them(client_a, admin_a, tenant_a, settings):
+    """Provider base URLs, custom tool servers and approved hosts name where runs will send requests: a private,
+    loopback or metadata target is a 400 on its field when saved, not only a failed run later."""
+    settings.SSRF_ALLOWED_NETWORKS = []
+    client_a.force_login(admin_a)
+
+    def post(path, body):
+        return client_a.post(path, body, content_type="application/json")
+
+    refused = [
+        (
+            "/api/v1/llm-providers/",
+            {"name": "local", "kind": "openai", "base_url": "http://127.0.0.1:11434/v1"},
+            "base_url",
+        ),
+        (
+            "/api/v1/llm-providers/",
+            {"name": "tunnel", "kind": "openai", "base_url": "http://[2002:a9fe:a9fe::1]/v1"},
+            "base_url",
+        ),
+        (
+            "/api/v1/custom-tools/",
+            {
+                "template": "rest",
+                "name": "crm",
+                "params": {"base_url": "http://169.254.169.254", "operations": [{"name": "get", "path": "/x"}]},
+            },
+            "params",
+        ),
+        (
+            "/api/v1/custom-tools/",
+            {
+                "name": "raw",
+                "openapi": {
+                    "openapi": "3.0.0",
+                    "servers": [{"url": "http://[::ffff:10.0.0.1]/"}],
+                    "paths": {"/x": {"get": {"operationId": "get"}}},
+                },
+            },
+            "openapi",
+        ),
+        ("/api/v1/approved-hosts/", {"host": "localhost"}, "host"),
+        ("/api/v1/approved-hosts/", {"host": "169.254.169.254"}, "host"),
+    ]
+    for path, body, field in refused:
+        response = post(path, body)
+        assert response.status_code == 400, (body, response.content)
+        assert response.json()["code"] == "unsafe_url" and response.json()["field"] == field, response.content
+    provider = post(
+        "/api/v1/llm-providers/", {"name": "cloud", "kind": "openai", "base_url": "https://api.openai.com/v1"}
+    )
+    assert provider.status_code == 201, provider.content
+    moved = client_a.patch(
+        f"/api/v1/llm-providers/{provider.json()['id']}/",
+        {"base_url": "http://10.1.2.3/v1"},
+        content_type="application/json",
+    )
+    assert moved.status_code == 400 and moved.json()["field"] == "base_url"
+
+    settings.SSRF_ALLOWED_NETWORKS = ["127.0.0.0/8"]  # the operator allows a local model server
+    allowed = post(
+        "/api/v1/llm-providers/", {"name": "local", "kind": "openai", "base_url": "http://127.0.0.1:11434/v1"}
+    )
+    assert allowed.status_code == 201, allowed.content
+    assert post("/api/v1/approved-hosts/", {"host": "localhost"}).status_code == 201

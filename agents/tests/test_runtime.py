@@ -448,9 +448,10 @@ def test_the_chat_agent_cache_serves_a_hit_without_queries_checks_each_principal
 
 
 def test_provider_url_on_a_private_network_is_refused_unless_the_operator_allows_it(live, settings):
+    settings.SSRF_ALLOWED_NETWORKS = ["10.0.0.0/8"]  # allowed when it was saved (saving checks too)...
     provider = live.provider(base_url="http://10.1.2.3:11434/v1")  # never contacted: refused before connecting
     agent = live.agent(provider_id=provider.pk)
-    settings.SSRF_ALLOWED_NETWORKS = []
+    settings.SSRF_ALLOWED_NETWORKS = []  # ...and withdrawn since: every run checks again
     handles = chat(live, agent, "hi")
     run_inline(live.tenant_a, handles["run_id"])
     events = events_of(live.tenant_a, handles["run_id"])

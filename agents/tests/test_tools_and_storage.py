@@ -128,9 +128,9 @@ def _agent(live, pk):
 
 
 def test_secrets_survive_key_rotation(live, settings):
-    from agents.crypto import decrypt_str
     from agents.models import ProviderCredential
     from agents.services import secrets_rotate
+    from core.crypto import decrypt_str
 
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     settings.FIELD_ENCRYPTION_KEYS = [old]

@@ -44,6 +44,9 @@ class KnowledgeSearchTool(Tool):
                     "position": h["position"],
                     "score": round(h["score"], 4),
                     "text": h["text"],
+                    "page_start": h["page_start"],
+                    "page_end": h["page_end"],
+                    "section_path": h["section_path"],
                 }
                 for i, h in enumerate(hits)
             ]

@@ -39,6 +39,7 @@ SHARED_APPS = [
     "allauth.account",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as our own static files: the API docs work offline
     "channels",
 ]
 TENANT_APPS = [
@@ -72,6 +73,7 @@ MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
     "tenants.middleware.TenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "core.security_headers.ContentSecurityPolicyMiddleware",  # CONTENT_SECURITY_POLICY below
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -105,7 +107,12 @@ ASGI_APPLICATION = "config.asgi.application"
 
 # --- Database: PostgreSQL with pgvector (embedded server in dev/test, any PostgreSQL in prod) --
 DATABASES = {"default": env.db("DATABASE_URL", default=embedded.DATABASE_URL)}
-DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+# django-tenants' backend plus row-level security (core.rls): requests and sockets run their queries as
+# DB_APP_ROLE, a role that owns nothing, so PostgreSQL's policies hide other members' private rows even from a query
+# that forgot its filter. The role is created by the migrations (docs/row-level-security.md says what the operator
+# grants); on by default everywhere (dev, tests, production), empty turns the restriction off.
+DATABASES["default"]["ENGINE"] = "core.postgresql"
+DB_APP_ROLE = env("DB_APP_ROLE", default="agentry_app")
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 # psycopg's connection pool (Django 5.1+). Web processes turn it on (config/asgi.py): under ASGI every sync
 # request runs in a fresh thread, so thread-bound persistent connections are never reused and each request
@@ -115,8 +122,16 @@ if env.bool("DB_POOL", default=False):
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=40),
-        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),  # then the request fails with a clear 5xx
+        # How long a request waits for a connection (all busy, or the database unreachable) before it gets 503
+        # `database_unavailable` with Retry-After (core.errors.server_error): an answer, not a hang.
+        "timeout": env.float("DB_POOL_TIMEOUT", default=3.0),
+        # Reconnection backs off exponentially; giving up after a few seconds lets the next request start a fresh
+        # attempt, so the pool is back within seconds of the database, however long it was down.
+        "reconnect_timeout": 5.0,
     }
+    # A restart of PostgreSQL breaks every pooled connection: with health checks Django's pool checks each one
+    # (an empty query) when it hands it out, so no request gets a dead one.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Parallel test sessions (several developers on one machine) each get their own test database.
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DB_NAME", default="test_agentry")}
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
@@ -162,6 +177,21 @@ CELERY_TASK_TENANT_CACHE_SECONDS = 30
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # workers log through LOGGING below: JSON with tenant + request id
+# Worker limits, so that one runaway task fails alone and its worker goes on (docs/operations.md, "Worker limits").
+# [soft, hard] seconds per queue, given to every task routed there (config.celery.QueueTimeLimits): at the soft
+# limit the task gets SoftTimeLimitExceeded and records why it stopped (a document fails with the reason); a prefork
+# child still running at the hard limit is killed and replaced. The agents queue runs on a thread pool, which cannot
+# interrupt a thread: a chat run ends at its own deadlines (AGENTS_DEFAULT_LIMITS: run and tool timeouts).
+CELERY_QUEUE_TIME_LIMITS = {
+    "default": [300, 360],  # periodic sweeps over every organisation
+    "ingest": [1800, 1860],  # one document, OCR included (progress renews its lease, so it is never re-queued)
+    "webhooks": [60, 90],  # one delivery attempt (WEBHOOK_TIMEOUT_SECONDS)
+    **env.json("CELERY_QUEUE_TIME_LIMITS", default={}),
+}
+CELERY_TASK_ANNOTATIONS = ["config.celery.QueueTimeLimits"]
+# A prefork child whose resident memory grew past this (KiB) is replaced after its task, before the next one: a leak
+# or a huge document does not stay in the worker. The container's memory limit is the hard cap above it.
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", default=1_500_000)
 
 # --- Auth -------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -192,15 +222,36 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Agentry <noreply@localho
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["iam.policy.IsTenantMember"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.ContractAutoSchema",  # declares the shared error responses
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
+    # JSON bodies are bounded in size and nesting before they are parsed (core.parsers); forms as DRF parses them.
+    "DEFAULT_PARSER_CLASSES": [
+        "core.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# The largest JSON request body (413 payload_too_large above it); JSON documents on the knowledge API may be as
+# large as an uploaded file (KNOWLEDGE_MAX_FILE_BYTES).
+API_JSON_MAX_BYTES = env.int("API_JSON_MAX_BYTES", default=2 * 1024 * 1024)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Agentry API",
     "DESCRIPTION": "Multi-tenant AI agents over your own knowledge.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components (no read-only fields in them): what client generators need.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,  # the values are the labels: "* `invalid` - INVALID" is noise
+    "ENUM_NAME_OVERRIDES": {
+        "ErrorCodeEnum": "core.errors.ErrorCode",
+        "AccessLevelEnum": ["none", "viewer", "editor"],  # org_access, and a team share's level
+    },
+    # Served from drf-spectacular-sidecar's static files, never a CDN (the docs page's init script is a file too:
+    # accounts.apis.SwaggerUiApi is the split view, for a CSP without inline scripts).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Static and media -------------------------------------------------------------------------
@@ -221,7 +272,11 @@ LOG_FORMAT = env("LOG_FORMAT", default="json")  # "json" or "text"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "core.logging.ContextFilter"}},
+    "filters": {
+        "context": {"()": "core.logging.ContextFilter"},
+        # shed requests (429, 503 + Retry-After) are logged in summaries by core.ratelimit, not one line each
+        "refused_requests": {"()": "core.logging.RefusedRequestFilter"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -237,6 +292,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        "django.request": {"filters": ["refused_requests"]},
     },
 }
 
@@ -249,6 +305,24 @@ warnings.filterwarnings("ignore", message="Accessing the database during app ini
 # htmx partial updates: request.htmx tells a swap from a full page load.
 INSTALLED_APPS += ["django_htmx"]  # noqa: F405
 MIDDLEWARE += ["django_htmx.middleware.HtmxMiddleware"]  # noqa: F405
+
+# Content-Security-Policy (django-csp): scripts and styles only from our own static files, so injected markup
+# cannot run script. Templates hold no inline <script>, event handler or style attribute (a test scans them);
+# htmx is told not to inject its indicator <style> (base.html). Chat and live updates open WebSockets on the
+# page's own host: core.security_headers.ContentSecurityPolicyMiddleware adds ws(s)://<host> to connect-src.
+INSTALLED_APPS += ["csp"]  # its system checks
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],  # Pico's icons are data: SVGs in its stylesheet
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # --- Accounts, authentication and access control ------------------------------------------------
 # Public-schema apps: users, their emails, social logins, browser sessions and the JWT blacklist live
@@ -299,6 +373,10 @@ SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["iam.policy.IsTenantMember"]
 SPECTACULAR_SETTINGS["SERVE_AUTHENTICATION"] = REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]
 
 # allauth: mandatory verification, re-verified email changes, throttled logins (counters in the cache).
+# Accounts are made with an organisation or by invitation, and a login on the public site continues into the
+# user's organisation (accounts.adapter).
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
 ACCOUNT_CHANGE_EMAIL = True
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
@@ -377,6 +455,11 @@ KNOWLEDGE_INGEST_LEASE_SECONDS = env.int("KNOWLEDGE_INGEST_LEASE_SECONDS", defau
 KNOWLEDGE_INGEST_PART_CHUNKS = env.int("KNOWLEDGE_INGEST_PART_CHUNKS", default=256)  # bigger docs: parallel parts
 KNOWLEDGE_EMBED_BATCH = env.int("KNOWLEDGE_EMBED_BATCH", default=64)
 KNOWLEDGE_URL_FETCH_TIMEOUT = env.float("KNOWLEDGE_URL_FETCH_TIMEOUT", default=15.0)
+# OCR of scanned PDF pages and image uploads (knowledge.ocr): the Tesseract executable (Debian tesseract-ocr; not
+# found = no OCR, scans fail with a clear reason), the resolution PDF pages are rendered at, the limit per page.
+KNOWLEDGE_OCR_COMMAND = env("KNOWLEDGE_OCR_COMMAND", default="tesseract")
+KNOWLEDGE_OCR_DPI = env.int("KNOWLEDGE_OCR_DPI", default=300)
+KNOWLEDGE_OCR_PAGE_TIMEOUT = env.int("KNOWLEDGE_OCR_PAGE_TIMEOUT", default=120)
 # Outbound HTTP (URL sources, webhooks, tools) never reaches private/loopback/link-local/metadata addresses
 # unless an administrator lists the network here explicitly (e.g. "10.20.0.0/16").
 SSRF_ALLOWED_NETWORKS = env.list("SSRF_ALLOWED_NETWORKS", default=[])
@@ -402,12 +485,22 @@ AGENTS_DEFAULT_LIMITS = {
 AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT = env.int("AGENTS_MAX_CONCURRENT_RUNS_PER_TENANT", default=50)
 AGENTS_RUN_EVENTS_TTL_SECONDS = env.int("AGENTS_RUN_EVENTS_TTL_SECONDS", default=3600)  # resumable this long
 AGENTS_CANCEL_POLL_SECONDS = env.float("AGENTS_CANCEL_POLL_SECONDS", default=0.25)  # how soon Stop takes effect
+# A running answer renews a liveness key this often-ish; a web process that finds it expired on a started, unfinished
+# run closes the run as interrupted (the worker died): error event, partial answer saved.
+AGENTS_RUN_HEARTBEAT_SECONDS = env.int("AGENTS_RUN_HEARTBEAT_SECONDS", default=10)
 AGENTS_TOOL_MAX_RESPONSE_BYTES = env.int("AGENTS_TOOL_MAX_RESPONSE_BYTES", default=1_000_000)
 AGENTS_TOOL_MAX_RESULT_CHARS = env.int("AGENTS_TOOL_MAX_RESULT_CHARS", default=20_000)  # what the model sees
+# Data lifecycle: how long conversations are kept when an organisation sets nothing (days; unset: forever), and how
+# long the retention job waits for the message table's lock before leaving a month for its next run.
+MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=None)
+MESSAGE_RETENTION_LOCK_TIMEOUT_MS = env.int("MESSAGE_RETENTION_LOCK_TIMEOUT_MS", default=50)
 CELERY_TASK_ROUTES = {**globals().get("CELERY_TASK_ROUTES", {}), "agents.run": {"queue": "agents"}}
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "agents-message-partitions": {"task": "agents.message_partitions_ensure_all", "schedule": 86400.0},
+    "agents-message-retention": {"task": "agents.message_retention_apply_all", "schedule": 86400.0},
+    # Runs whose worker died and that no client watches (a watching relay closes them at once).
+    "agents-close-orphaned-runs": {"task": "agents.close_orphaned_runs", "schedule": 60.0},
 }
 
 # --- Quotas, rate limits, queues, events, webhooks, usage, observability ---------------------------
@@ -430,6 +523,12 @@ RATELIMIT_FAIL_OPEN = env.bool("RATELIMIT_FAIL_OPEN", default=False)
 # Per principal (user / API key) and per tenant, by endpoint group; defaults in core.ratelimit.
 RATE_LIMITS = env.json("RATE_LIMITS", default={})
 RATE_LIMITS_TENANT = env.json("RATE_LIMITS_TENANT", default={})
+# The most of its organisation's allowance one principal may take in a window (docs/rate-limits.md).
+RATE_LIMIT_PRINCIPAL_SHARE = env.float("RATE_LIMIT_PRINCIPAL_SHARE", default=0.5)
+# Requests of a group one web process runs at once, beyond which it sheds them (503); defaults in core.ratelimit.
+IN_FLIGHT_LIMITS = env.json("IN_FLIGHT_LIMITS", default={})
+# Shed requests are logged as one summary line per this many seconds and process.
+REFUSAL_LOG_SECONDS = env.float("REFUSAL_LOG_SECONDS", default=10.0)
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["core.ratelimit.TenantRateThrottle"]
 # Chat admission: shared pool slots, bounded FIFO wait queue, then 503 + Retry-After.
 CHAT_POOL_SLOTS = env.int("CHAT_POOL_SLOTS", default=32)

@@ -9,9 +9,14 @@ import os
 
 # prod.py refuses to start without SECRET_KEY in the environment; a test session needs no secret one.
 os.environ.setdefault("SECRET_KEY", "test-session-key-not-a-secret-0123456789")
+# ...nor without FIELD_ENCRYPTION_KEYS of its own; a fixed, published key encrypts test secrets.
+os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "dGVzdC1zZXNzaW9uLWtleS1ub3QtYS1zZWNyZXQtMDA=")
 
 from .prod import *  # noqa: E402, F403
 from .prod import BASE_DIR, CACHES, CHANNEL_LAYERS, DATABASES, REDIS_URL, env  # noqa: E402
+
+# The test client and the browser tests' daphne speak plain HTTP on loopback; TLS is the ingress's job.
+SECURE_SSL_REDIRECT = False
 
 # A Redis database of the session's own (flushed at session start), so tests never touch dev data.
 TEST_REDIS_URL = env("TEST_REDIS_URL", default=REDIS_URL.rsplit("/", 1)[0] + "/14")

@@ -7,7 +7,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core.ssrf import FetchFailed, UnsafeURL, address_is_public, check_url, safe_get
+from core.ssrf import (
+    FetchFailed,
+    UnsafeURL,
+    address_is_public,
+    check_url,
+    refuse_internal_host,
+    refuse_internal_url,
+    safe_get,
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -65,6 +73,69 @@ def fake_server():
 def test_private_loopback_link_local_and_metadata_addresses_are_refused(url):
     with pytest.raises(UnsafeURL):
         check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[2002:7f00:1::1]/",  # 6to4 of 127.0.0.1
+        "http://[2002:a00:1::1]/",  # 6to4 of 10.0.0.1
+        "http://[2002:a9fe:a9fe::1]/",  # 6to4 of the metadata address
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo, client 127.0.0.1 (XOR-ed in the last 32 bits)
+        "http://[::ffff:10.0.0.1]/",  # IPv4-mapped
+        "http://[::ffff:169.254.169.254]/",
+        "http://[::7f00:1]/",  # IPv4-compatible ::127.0.0.1
+        "http://[::a9fe:a9fe]/",
+        "http://[64:ff9b::7f00:1]/",  # NAT64 well-known prefix
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[64:ff9b:1::808:808]/",  # local-use NAT64: the operator's own translator, never public
+        "http://[2a00:1450::5efe:7f00:1]/",  # ISATAP ::0:5efe:127.0.0.1
+        "http://[2a00:1450::200:5efe:a00:1]/",  # ISATAP ::200:5efe:10.0.0.1
+    ],
+)
+def test_ipv6_transition_addresses_are_judged_by_the_ipv4_address_they_embed(url):
+    with pytest.raises(UnsafeURL):
+        check_url(url)
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("2002:808:808::1", True),  # 6to4 of 8.8.8.8
+        ("::ffff:8.8.8.8", True),
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8: how IPv6-only networks reach IPv4 services
+        ("::808:808", True),
+        ("2a00:1450::5efe:808:808", True),
+        ("2002:c0a8:101::1", False),  # 192.168.1.1
+        ("::", False),
+        ("::1", False),
+    ],
+)
+def test_transition_addresses_that_embed_a_public_ipv4_address_stay_usable(address, public):
+    import ipaddress
+
+    assert address_is_public(ipaddress.ip_address(address)) is public
+
+
+def test_operator_allowance_covers_an_ipv4_network_written_as_ipv6_but_not_a_tunnel_to_it(settings):
+    settings.SSRF_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    assert [str(ip) for ip in check_url("http://[::ffff:127.0.0.1]:8000/")] == ["::ffff:7f00:1"]
+    with pytest.raises(UnsafeURL):
+        check_url("http://[2002:7f00:1::1]/")
+
+
+def test_saving_refuses_internal_targets_but_accepts_names_that_do_not_resolve_yet(settings):
+    settings.SSRF_ALLOWED_NETWORKS = []
+    for url in ("http://127.0.0.1:11434/v1", "http://localhost/", "http://[2002:a9fe:a9fe::1]/", "http://10.0.0.7/"):
+        with pytest.raises(UnsafeURL) as refused:
+            refuse_internal_url(url, field="base_url")
+        assert refused.value.field == "base_url"
+    with pytest.raises(UnsafeURL):
+        refuse_internal_host("169.254.169.254", field="host")
+    refuse_internal_url("https://no-such-host.invalid/v1", field="base_url")  # checked again at each request
+    refuse_internal_url("http://93.184.216.34/", field="base_url")
+    settings.SSRF_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    refuse_internal_url("http://127.0.0.1:11434/v1", field="base_url")  # the operator allowed the local network
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/", "gopher://x/", "http:///nohost"])

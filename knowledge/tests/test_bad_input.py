@@ -184,3 +184,73 @@ def test_storage_refuses_paths_outside_the_current_tenant(tenant_a, tenant_b):
                 storage.storage_open(path)
     with tenant_context(tenant_b), pytest.raises(NotFound):
         storage.storage_read("tenant/t_acme/kb/1/x/file.md")
+
+
+# --- Bad request bodies and query parameters: 4xx in the one error shape, never a 5xx --------------------------
+
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+def test_json_nested_50000_deep_is_refused_on_search_and_document_create(client_a, kb_url):
+    for url in (kb_url.replace("documents/", "search/"), kb_url, API):
+        response = client_a.post(url, DEEP, content_type="application/json")
+        assert response.status_code == 400, (url, response.content[:200])
+        assert response.json()["code"] == "nesting_too_deep"
+    form = client_a.post(kb_url, {"texts": DEEP})  # JSON inside a multipart field
+    assert form.status_code == 400 and form.json()["code"] == "nesting_too_deep"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"urls": 5}, "urls"),  # was a TypeError
+        ({"urls": [5]}, "urls"),
+        ({"urls": [{"a": 1}]}, "urls"),
+        ({"urls": {"a": 1}}, "urls"),
+        ([1, 2], None),  # a JSON list, not an object
+        ('"text"', None),
+    ],
+)
+def test_malformed_document_sources_are_a_400(client_a, kb_url, body, field):
+    response = client_a.post(kb_url, body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid" and response.json().get("field") == field
+
+
+def test_a_nul_character_in_a_title_or_a_metadata_key_is_a_400_not_a_database_error(client_a, kb_url):
+    search_url = kb_url.replace("documents/", "search/")
+    for url, body in (
+        (kb_url, '{"text": "hello", "title": "t\\u0000"}'),
+        (search_url, '{"query": "x", "metadata": {"a\\u0000": "b"}}'),
+    ):
+        response = client_a.post(url, body, content_type="application/json")
+        assert response.status_code == 400, (url, response.content)
+
+
+def test_a_json_text_document_may_be_as_large_as_a_file(client_a, kb_url, settings):
+    settings.API_JSON_MAX_BYTES = 1000
+    text = "# Notes\n\n" + "word " * 1000
+    response = client_a.post(kb_url, {"title": "notes.md", "text": text}, content_type="application/json")
+    assert response.status_code == 202, response.content
+    settings.KNOWLEDGE_MAX_FILE_BYTES = 1000
+    response = client_a.post(kb_url, {"title": "notes.md", "text": text}, content_type="application/json")
+    assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+
+
+def test_knowledge_base_search_settings_must_be_an_object(client_a, kb_url):
+    response = client_a.post(API, {"name": "x", "search_settings": "s"}, content_type="application/json")
+    assert response.status_code == 400 and "search_settings" in response.json()["fields"]
+
+
+@pytest.mark.parametrize("query", ["?status=%00", "?status=zzz", "?deleted=abc"])
+def test_document_list_query_parameters_are_validated(client_a, kb_url, query):
+    response = client_a.get(kb_url + query)
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid"
+
+
+def test_document_list_filters_still_work(client_a, kb_url):
+    client_a.post(kb_url, {"title": "a.md", "text": "# A\n\nfine"}, content_type="application/json")
+    assert [d["title"] for d in client_a.get(kb_url + "?status=pending").json()["results"]] == ["a.md"]
+    assert client_a.get(kb_url + "?status=ready").json()["results"] == []
+    assert client_a.get(kb_url + "?status=&deleted=1").status_code == 200

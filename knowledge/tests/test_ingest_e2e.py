@@ -166,13 +166,13 @@ def test_upload_pdf_docx_markdown_with_live_progress_then_search(celery_worker_p
             assert hits[0].document_id == ids["hr-guide.docx"]
             assert "sixteen weeks" in hits[0].text
             assert hits[0].citation["document_title"] == "hr-guide.docx"
-            assert hits[0].citation["headings"][-1] == "Parental leave"
+            assert hits[0].citation["section_path"][-1] == "Parental leave"
             hits = search(knowledge_base=kb, query="Where will the research lab open?", top_k=3)
             assert hits[0].document_id == ids["report.pdf"] and "Montreal" in hits[0].text
-            assert hits[0].citation["page"] in (1, 2)
+            assert hits[0].citation["page_start"] in (1, 2)
             hits = search(knowledge_base=kb, query="how fast must on-call acknowledge the pager", top_k=3)
             assert hits[0].document_id == ids["runbook.md"] and "five minutes" in hits[0].text
-            assert hits[0].citation["headings"] == ["Operations runbook", "Incident response"]
+            assert hits[0].citation["section_path"] == ["Operations runbook", "Incident response"]
     finally:
         collector.stop.set()
 

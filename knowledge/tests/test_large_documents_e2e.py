@@ -147,7 +147,7 @@ def test_five_megabyte_markdown_and_thousand_page_pdf_end_ready(celery_worker_pr
             kb = KnowledgeBase.objects.get(id=kb_id)
             hits = search(knowledge_base=kb, query="when is the quarterly audit of turbine spare parts", top_k=3)
             assert hits[0].document_id == ids["archive.pdf"] and "second Tuesday" in hits[0].text
-            assert hits[0].citation["page"] == 777
+            assert hits[0].citation["page_start"] == hits[0].page_start == 777
     finally:
         kb_delete(tenant_a, admin_a, kb_id)
         kb_delete(tenant_a, admin_a, hashed_kb_id)

@@ -116,8 +116,9 @@ def test_hybrid_finds_the_answer_first_with_leg_ranks_and_citation(kb_a):
         "document_title": "Passwords",
         "position": 0,
         "source_url": None,
-        "page": None,
-        "headings": [],
+        "page_start": None,
+        "page_end": None,
+        "section_path": [],
         "version": 1,
     }
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

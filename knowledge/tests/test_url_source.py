@@ -58,3 +58,12 @@ def test_url_source_refused_without_the_admin_setting(kb, admin_a, page_url):
     result = services.documents_ingest(kb=kb, user=admin_a, uploads=[services.Upload(title="Pricing", url=page_url)])
     assert result.documents == []
     assert result.errors[0]["code"] == "unsafe_url" and "private or internal" in result.errors[0]["detail"]
+
+
+def test_url_source_through_an_ipv6_tunnel_to_an_allowed_network_is_still_refused(kb, admin_a, settings):
+    settings.SSRF_ALLOWED_NETWORKS = ["127.0.0.1/32"]  # 127.0.0.1 itself is allowed; a 6to4 route to it is not
+    result = services.documents_ingest(
+        kb=kb, user=admin_a, uploads=[services.Upload(title="Tunnel", url="http://[2002:7f00:1::1]/pricing")]
+    )
+    assert result.documents == []
+    assert result.errors[0]["code"] == "unsafe_url" and result.errors[0]["field"] == "url"

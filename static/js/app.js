@@ -50,6 +50,12 @@
     if (message && !window.confirm(message)) event.preventDefault();
   });
 
+  // Filters that apply as soon as they change: <select data-autosubmit> (the form still has a button without JS).
+  document.addEventListener("change", function (event) {
+    var control = event.target;
+    if (control.hasAttribute && control.hasAttribute("data-autosubmit") && control.form) control.form.requestSubmit();
+  });
+
   // htmx errors: show a readable message instead of failing silently.
   document.addEventListener("htmx:responseError", function (event) {
     var box = document.getElementById("htmx-error");

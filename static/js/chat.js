@@ -24,8 +24,9 @@
   var socketOpen = false;
   var failedOpens = 0;
   var queued = null;  // a chat message waiting for the socket
-  var run = null;  // the answer being streamed: {id, after, el, body, text, done}
+  var run = null;  // the answer being streamed: {id, after, el, body, text, done, alt}
   var lastQuestion = null;
+  var lastAnswer = null;  // the latest turn's answer element: the one Regenerate adds an alternative to
 
   function setStatus(text) { statusLine.textContent = text || ""; }
   function setMode(next) {
@@ -39,16 +40,85 @@
     var empty = document.getElementById("chat-empty");
     if (empty) empty.remove();
   }
+  // An answer element holds its turn's alternatives (el.alternatives, one per Regenerate) and shows one of them
+  // (el.shown): its body, steps, citations and note. Answers arrive as plain text while they stream, then as the
+  // server's Markdown rendering (agents.rendering: sanitised there, so it is inserted as is).
+  var ANSWER_PARTS = '<ol class="steps" hidden></ol><div class="body"></div><p class="note" hidden></p>' +
+    '<div class="citations"></div><div class="answer-tools">' +
+    '<span class="alternatives" role="group" aria-label="Alternative answers" hidden>' +
+    '<button type="button" class="outline secondary alt-prev" aria-label="Previous answer">\u2039</button>' +
+    '<span class="alt-count" aria-live="polite"></span>' +
+    '<button type="button" class="outline secondary alt-next" aria-label="Next answer">\u203a</button></span>' +
+    '<button type="button" class="outline secondary copy-answer" hidden>Copy answer</button></div>';
   function bubble(role, text) {
     clearEmpty();
     var el = document.createElement("div");
     el.className = "msg " + role;
-    if (role === "assistant") el.innerHTML = '<ol class="steps" hidden></ol><div class="body"></div><div class="citations"></div>';
-    else el.innerHTML = '<div class="body"></div>';
+    if (role === "assistant") {
+      el.innerHTML = ANSWER_PARTS;
+      el.alternatives = [];
+      el.shown = 0;
+    } else el.innerHTML = '<div class="body"></div>';
     el.querySelector(".body").textContent = text || "";
     pane.appendChild(el);
     pane.scrollTop = pane.scrollHeight;
     return el;
+  }
+  function showBody(body, alt) {
+    if (alt.html) {
+      body.innerHTML = alt.html;
+      body.classList.add("rendered");
+      Array.prototype.forEach.call(body.querySelectorAll("pre"), function (pre) {
+        var copy = document.createElement("button");
+        copy.type = "button";
+        copy.className = "outline secondary copy-code";
+        copy.textContent = "Copy";
+        copy.setAttribute("aria-label", "Copy code");
+        pre.prepend(copy);
+      });
+    } else {
+      body.classList.remove("rendered");
+      body.textContent = alt.content || "";
+    }
+  }
+  function showAlternative(el, index) {
+    var alt = el.alternatives[index];
+    el.shown = index;
+    showBody(el.querySelector(".body"), alt);
+    var steps = el.querySelector(".steps");
+    steps.innerHTML = "";
+    steps.hidden = true;
+    (alt.tool_calls || []).forEach(function (call) { addStep(el, "Used " + (call.name || "a tool"), call.id); });
+    el.querySelector(".citations").innerHTML = "";
+    (alt.citations || []).forEach(function (c) { addCitation(el, c); });
+    var note = el.querySelector(".note");
+    note.hidden = !alt.note;
+    note.textContent = alt.note || "";
+    note.className = "note " + (alt.status === "stopped" ? "muted" : "error");
+    if (alt.note) note.setAttribute("role", alt.status === "stopped" ? "status" : "alert");
+    el.setAttribute("data-status", alt.status);
+    if (alt.id) el.setAttribute("data-message", alt.id); else el.removeAttribute("data-message");
+    updateTools(el);
+  }
+  function updateTools(el) {
+    var streaming = run && !run.done && run.el === el;
+    var count = el.alternatives.length;
+    var switcher = el.querySelector(".alternatives");
+    switcher.hidden = count < 2 || streaming;
+    el.querySelector(".alt-count").textContent = (el.shown + 1) + "/" + count;
+    el.querySelector(".alt-prev").disabled = el.shown === 0;
+    el.querySelector(".alt-next").disabled = el.shown === count - 1;
+    var alt = el.alternatives[el.shown];
+    el.querySelector(".copy-answer").hidden = streaming || !(alt && alt.content);
+  }
+  // "p. 12 · Installation › Upgrading" (knowledge.models.passage_location builds the same label).
+  function passageLocation(c) {
+    var parts = [];
+    if (c.page_start != null) {
+      parts.push(c.page_end == null || c.page_end === c.page_start ? "p. " + c.page_start : "pp. " + c.page_start + "\u2013" + c.page_end);
+    }
+    if (c.section_path && c.section_path.length) parts.push(c.section_path.join(" \u203a "));
+    return parts.join(" \u00b7 ");
   }
   function addCitation(el, c) {
     var box = el.querySelector(".citations");
@@ -60,7 +130,8 @@
     button.setAttribute("data-kb", c.knowledge_base_id);
     button.setAttribute("data-document", c.document_id);
     button.setAttribute("data-position", c.position);
-    button.textContent = "[" + c.n + "] " + (c.document_title || "source");
+    var where = passageLocation(c);
+    button.textContent = "[" + c.n + "] " + (c.document_title || "source") + (where ? " \u00b7 " + where : "");
     button.title = c.snippet || "";
     box.appendChild(button);
   }
@@ -81,20 +152,21 @@
       lastQuestion = message.content;
       return;
     }
-    var el = bubble("assistant", message.content);
-    (message.tool_calls || []).forEach(function (call) { addStep(el, "Used " + (call.name || "a tool"), call.id); });
-    (message.citations || []).forEach(function (c) { addCitation(el, c); });
-    el.setAttribute("data-status", message.status);
-    if (message.status === "streaming" && message.run_id) {
+    var el = bubble("assistant", "");
+    el.alternatives = message.alternatives;
+    lastAnswer = el;
+    var newest = el.alternatives[el.alternatives.length - 1];
+    if (newest.status === "streaming" && newest.run_id) {
       // Still being written (e.g. the page was reloaded mid-answer): replay from the start.
-      el.querySelector(".body").textContent = "";
-      startRun(el).id = message.run_id;
+      newest.content = "";
+      startRun(el, newest).id = newest.run_id;
     }
+    showAlternative(el, el.alternatives.length - 1);
   }
 
   // --- one run -------------------------------------------------------------------------------------
-  function startRun(el) {
-    run = { id: null, after: 0, el: el, body: el.querySelector(".body"), text: "", done: false };
+  function startRun(el, alt) {
+    run = { id: null, after: 0, el: el, body: el.querySelector(".body"), text: "", done: false, alt: alt };
     el.classList.add("streaming");
     el.setAttribute("data-status", "streaming");
     sendButton.disabled = true;
@@ -106,14 +178,10 @@
     if (!run || run.done) return;
     run.done = true;
     run.el.classList.remove("streaming");
-    run.el.setAttribute("data-status", status);
-    if (note) {
-      var p = document.createElement("p");
-      p.className = status === "stopped" ? "muted" : "error";
-      p.setAttribute("role", status === "stopped" ? "status" : "alert");
-      p.textContent = note;
-      run.el.appendChild(p);
-    }
+    run.alt.status = status;
+    run.alt.note = note || "";
+    if (run.el.alternatives[run.el.shown] === run.alt) showAlternative(run.el, run.el.shown);
+    if (run.alt.id) loadRendered(run.el, run.alt);
     sendButton.disabled = false;
     stopButton.hidden = true;
     regenerateButton.hidden = !lastQuestion;
@@ -123,6 +191,7 @@
   function accepted(handles) {
     if (!run) return;
     run.id = handles.run_id;
+    run.alt.id = handles.message_id;
     run.el.setAttribute("data-run", handles.run_id);
     if (handles.conversation_id && handles.conversation_id !== conversationId) {
       conversationId = handles.conversation_id;
@@ -160,6 +229,7 @@
       run.tokens = (run.tokens || 0) + 1;
       run.el.setAttribute("data-tokens", String(run.tokens));
       run.text += data.text || "";
+      run.alt.content = run.text;
       run.body.textContent = run.text;
       pane.scrollTop = pane.scrollHeight;
     } else if (event.type === "run.queued") {  // the chat pool is full; show the place in line
@@ -167,8 +237,10 @@
     } else if (event.type === "message.start") {
       if (!run.text) run.body.textContent = "";  // clear the queue notice
     } else if (event.type === "citation") {
+      run.alt.citations.push(data);
       addCitation(run.el, data);
     } else if (event.type === "tool.call") {
+      run.alt.tool_calls.push({ id: data.id, name: data.name });
       addStep(run.el, "Calling " + data.name + "…", data.id);
     } else if (event.type === "tool.result") {
       addStep(run.el, (data.ok === false ? "✗ " : "✓ ") + data.name, data.id);
@@ -178,6 +250,25 @@
       if (data.status === "cancelled") finish("stopped", "Stopped.");
       else finish(data.status === "complete" ? "complete" : "incomplete", run.error);
     }
+  }
+  function loadRendered(el, alt) {
+    // The stored answer, rendered by the server: its Markdown as sanitised HTML and exactly the citations it kept.
+    if (!conversationId) return;
+    var url = "/api/v1/conversations/" + encodeURIComponent(conversationId) + "/messages/?after=" + (alt.id - 1);
+    fetch(url, {
+      credentials: "same-origin", headers: { Accept: "application/json" },
+    }).then(function (response) {
+      if (!response.ok) throw new Error(String(response.status));
+      return response.json();
+    }).then(function (body) {
+      var stored = (body.results || []).filter(function (m) { return m.id === alt.id; })[0];
+      if (!stored) return;
+      alt.content = stored.content;
+      alt.html = stored.content_html;
+      alt.citations = stored.citations || [];
+      alt.tool_calls = stored.tool_calls || [];
+      if (el.alternatives[el.shown] === alt) showAlternative(el, el.shown);
+    }).catch(function () { /* the plain text stays: still the whole answer */ });
   }
   function startFailed(data) {
     if (!run) return;
@@ -244,7 +335,9 @@
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify({ message: message.message, conversation_id: message.conversation_id, wait: false }),
+      body: JSON.stringify({
+        message: message.message, conversation_id: message.conversation_id, regenerate: message.regenerate, wait: false,
+      }),
     }).then(function (response) {
       return response.json().then(function (body) {
         if (!response.ok) return startFailed(body);
@@ -290,12 +383,24 @@
   }
 
   // --- sending, stop, regenerate ---------------------------------------------------------------------
-  function ask(text, showQuestion) {
-    if (showQuestion) bubble("user", text);
-    lastQuestion = text;
-    startRun(bubble("assistant", ""));
-    setStatus("Thinking…");
+  function ask(text, again) {
+    // again: answer the latest question once more, as another alternative of its answer (switchable, 1/2 2/2).
     var message = { type: "chat", message: text, conversation_id: conversationId };
+    var el = lastAnswer;
+    if (again) {
+      var stored = el.alternatives.map(function (a) { return a.id; }).filter(Boolean);
+      // Nothing stored (the question was refused): ask it again; the answer still joins this element.
+      if (stored.length) message.regenerate = el.alternatives[el.shown].id || stored[stored.length - 1];
+    } else {
+      bubble("user", text);
+      el = lastAnswer = bubble("assistant", "");
+    }
+    lastQuestion = text;
+    var alt = { id: null, content: "", html: "", citations: [], tool_calls: [], status: "streaming" };
+    el.alternatives.push(alt);
+    startRun(el, alt);
+    showAlternative(el, el.alternatives.length - 1);
+    setStatus("Thinking…");
     if (mode === "ws") {
       if (socketOpen) socket.send(JSON.stringify(message));
       else { queued = message; if (!socket) connect(); }
@@ -308,7 +413,7 @@
     var text = input.value.trim();
     if (!text || (run && !run.done)) return;
     input.value = "";
-    ask(text, true);
+    ask(text, false);
   });
   input.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
@@ -339,9 +444,32 @@
     }
   });
   regenerateButton.addEventListener("click", function () {
-    if (!lastQuestion || (run && !run.done)) return;
-    if (run) run.el.classList.add("replaced");
-    ask(lastQuestion, false);
+    if (!lastQuestion || !lastAnswer || (run && !run.done)) return;
+    ask(lastQuestion, true);
+  });
+
+  // --- an answer's tools: switch between alternatives, copy the answer or a code block ---------------------
+  function copy(button, text) {
+    var label = button.getAttribute("data-label") || button.textContent;
+    button.setAttribute("data-label", label);
+    function done(ok) {
+      button.textContent = ok ? "Copied" : "Copy failed";
+      button.setAttribute("data-copied", ok ? "true" : "false");
+      setStatus(ok ? "Copied to the clipboard." : "The browser refused to copy.");
+      setTimeout(function () { button.textContent = label; }, 1500);
+    }
+    if (!navigator.clipboard) return done(false);  // only on secure pages (https, localhost)
+    navigator.clipboard.writeText(text).then(function () { done(true); }, function () { done(false); });
+  }
+  pane.addEventListener("click", function (e) {
+    var button = e.target.closest("button.alt-prev, button.alt-next, button.copy-answer, button.copy-code");
+    if (!button) return;
+    var el = button.closest(".msg.assistant");
+    if (button.classList.contains("copy-code")) return copy(button, button.parentElement.querySelector("code").textContent);
+    if (button.classList.contains("copy-answer")) return copy(button, el.alternatives[el.shown].content);
+    if (run && !run.done && run.el === el) return;
+    var next = el.shown + (button.classList.contains("alt-next") ? 1 : -1);
+    if (next >= 0 && next < el.alternatives.length) showAlternative(el, next);
   });
 
   // --- citations open their source passage ---------------------------------------------------------------

@@ -93,3 +93,34 @@ def test_host_cache_serves_repeat_requests_without_a_lookup_and_forgets_changes(
     Domain.objects.filter(domain="acme.localhost").delete()  # a queryset delete sends post_delete per row
     assert tenant_for_host("acme.localhost") is None  # the local change cleared the cache at once
     tenant_host_cache_clear()
+
+
+@pytest.mark.django_db
+def test_a_host_in_mixed_case_resolves_on_http_as_on_websocket(tenant_a, admin_a):
+    from asgiref.sync import async_to_sync
+    from asgiref.testing import ApplicationCommunicator
+
+    from conftest import host_of
+    from tenants.middleware import TenantWebsocketMiddleware
+
+    mixed = host_of(tenant_a).upper() + ":8000"  # ACME.LOCALHOST:8000
+    client = Client(HTTP_HOST=mixed)
+    client.force_login(admin_a)
+    response = client.get("/api/v1/me/")
+    assert response.status_code == 200, response.content
+    assert response.json()["tenant"] == "acme"
+
+    seen = []
+
+    async def consumer(scope, receive, send):
+        seen.append(scope["tenant"].schema_name)
+        await send({"type": "websocket.accept"})
+
+    async def connect():
+        scope = {"type": "websocket", "path": "/ws/x/", "headers": [(b"host", mixed.encode())]}
+        comm = ApplicationCommunicator(TenantWebsocketMiddleware(consumer), scope)
+        await comm.send_input({"type": "websocket.connect"})
+        return await comm.receive_output(5)
+
+    assert async_to_sync(connect)() == {"type": "websocket.accept"}
+    assert seen == [tenant_a.schema_name]

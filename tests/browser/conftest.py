@@ -166,6 +166,14 @@ def app_server(django_db_setup, django_db_blocker, tmp_path_factory) -> LiveServ
     log.close()
 
 
+CSP_VIOLATION_REPORTER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`Content Security Policy violation: ${event.violatedDirective} blocked ${event.blockedURI || "inline"}`
+    + ` (${event.sourceFile || ""}:${event.lineNumber || ""})`);
+});
+"""
+
+
 class ConsoleWatcher:
     """Collects JavaScript errors (uncaught exceptions and console.error) from every watched page."""
 
@@ -174,6 +182,8 @@ class ConsoleWatcher:
         self.allowed: list[str] = []
 
     def watch(self, page) -> None:
+        # Content-Security-Policy violations are reported as errors too, whether or not the browser logs them.
+        page.add_init_script(CSP_VIOLATION_REPORTER)
         page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc} (at {page.url})"))
         page.on(
             "console",

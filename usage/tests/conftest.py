@@ -44,7 +44,7 @@ def frozen_rate_clock(monkeypatch):
     import core.ratelimit
 
     now = time.time()
-    frozen = types.SimpleNamespace(time=lambda: now)
+    frozen = types.SimpleNamespace(time=lambda: now, monotonic=time.monotonic)  # intervals still pass
     monkeypatch.setattr(django_ratelimit.core, "time", frozen)
     monkeypatch.setattr(core.ratelimit, "time", frozen)
     return now

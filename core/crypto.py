@@ -1,8 +1,10 @@
-"""Secrets at rest: MultiFernet over FIELD_ENCRYPTION_KEYS (comma-separated; the first key encrypts).
+"""Secrets at rest (provider keys, tool secrets, webhook signing secrets): MultiFernet over
+FIELD_ENCRYPTION_KEYS (comma-separated; the first key encrypts, every key decrypts).
 
 Rotation: put the new key first, keep the old ones after it, then run `rotate_secrets` (re-encrypts every
-stored token with the first key); finally drop the old keys. Without the setting a development key is derived
-from SECRET_KEY, so secrets still never sit in the database in clear text.
+stored token with the first key, through the re-encrypters the apps register here); finally drop the old keys.
+Production refuses to start without the setting (config/settings/prod.py); elsewhere a development key is
+derived from SECRET_KEY, so secrets still never sit in the database in clear text.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import base64
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
-from core.errors import DomainError, ErrorCode
+from .errors import DomainError, ErrorCode
 
 
 class SecretUnreadable(DomainError):
@@ -67,3 +70,19 @@ def decrypt_json(token: str) -> dict[str, Any]:
 def rotate_token(token: str) -> str:
     """Re-encrypt with the current (first) key."""
     return fernet().rotate(token.encode()).decode() if token else ""
+
+
+# --- Rotation: each app re-encrypts its own stored secrets --------------------------------------------
+
+_rotators: dict[str, Callable[[], int]] = {}
+
+
+def register_secret_rotation(name: str, rotate: Callable[[], int]) -> None:
+    """`rotate()` re-encrypts the current tenant's secrets of one app with the first key and returns how many;
+    apps register it in AppConfig.ready()."""
+    _rotators[name] = rotate
+
+
+def secrets_rotate_all() -> dict[str, int]:
+    """Re-encrypt every registered kind of secret of the current tenant: {app name: secrets re-encrypted}."""
+    return {name: rotate() for name, rotate in sorted(_rotators.items())}
