@@ -9,18 +9,21 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from django.db import connection
+from django_tenants.utils import tenant_context
 
+from accounts.models import User
 from agents.tests.conftest import free_port, process_env, stop_process
 from config.processes import WEB, command
 from conftest import PASSWORD, ROOT
+from tenants.models import Tenant
+from tenants.services import tenant_create, tenant_delete
 
-ORG_HOST = "acme.localhost"
-ADMIN_EMAIL = "admin@acme.test"
 STARTUP_SECONDS = 180  # daphne imports the whole product (and warms it up) before it listens: slow on a busy machine
 
 
@@ -83,11 +86,13 @@ class CuttableProxy:
 class Server:
     port: int  # daphne itself
     proxy: CuttableProxy
+    slug: str  # the client tests' own organisation
+    admin_email: str
 
     @property
     def base_url(self) -> str:
         """The organisation's URL as an integrator writes it; the client connects to the proxy (connect_address)."""
-        return f"http://{ORG_HOST}:{self.port}"
+        return f"http://{self.slug}.localhost:{self.port}"
 
     @property
     def address(self) -> str:
@@ -113,14 +118,27 @@ def start_web(port: int):
 
 @pytest.fixture(scope="session")
 def agentry_server(django_db_setup, django_db_blocker, celery_worker_process) -> Iterator[Server]:
+    """The web process and an organisation of the client tests' own, dropped afterwards with everything the live
+    server wrote for it (runs, usage, events), so nothing leaks into the other tests' organisations."""
+    slug = f"client-{uuid.uuid4().hex[:8]}"
+    admin_email = f"admin@{slug}.test"
     with django_db_blocker.unblock():
+        connection.set_schema_to_public()
+        tenant = tenant_create(name=f"Client {slug}", slug=slug, owner_email=admin_email, owner_password=PASSWORD)
         proc, log = start_web(port := free_port())
     proxy = CuttableProxy(port)
     try:
-        yield Server(port=port, proxy=proxy)
+        yield Server(port=port, proxy=proxy, slug=slug, admin_email=admin_email)
     finally:
         proxy.close()
         stop_process(proc, log)
+        with django_db_blocker.unblock():
+            connection.set_schema_to_public()
+            tenant_delete(tenant=tenant)
+            # Django's cascade also visits per-tenant tables (memberships, API keys): run it in a schema that has them.
+            with tenant_context(Tenant.objects.get(slug="acme")):
+                User.objects.filter(email=admin_email).delete()
+            connection.set_schema_to_public()
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from agentry import (
 )
 from rest_framework_simplejwt.tokens import AccessToken
 
-from .conftest import ADMIN_EMAIL, Server
+from .conftest import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]  # django_db: the session creates the test database
 
@@ -43,7 +43,10 @@ def contiguous(events) -> bool:
 @pytest.fixture(scope="module")
 def admin(agentry_server: Server, admin_password: str) -> Iterator[Agentry]:
     client = Agentry(
-        agentry_server.base_url, email=ADMIN_EMAIL, password=admin_password, connect_address=agentry_server.address
+        agentry_server.base_url,
+        email=agentry_server.admin_email,
+        password=admin_password,
+        connect_address=agentry_server.address,
     )
     yield client
     client.close()
@@ -213,15 +216,18 @@ def test_jwt_sign_in_refresh_of_an_expired_access_token_and_sign_out(
     world, agentry_server: Server, admin_password: str
 ):
     client = Agentry(
-        agentry_server.base_url, email=ADMIN_EMAIL, password=admin_password, connect_address=agentry_server.address
+        agentry_server.base_url,
+        email=agentry_server.admin_email,
+        password=admin_password,
+        connect_address=agentry_server.address,
     )
-    assert client.me()["email"] == ADMIN_EMAIL  # signs in on first use
+    assert client.me()["email"] == agentry_server.admin_email  # signs in on first use
     first_refresh = client.refresh_token
     assert first_refresh is not None
     expired = AccessToken(client.access_token)  # the same claims (organisation, session), expired a minute ago
     expired.set_exp(lifetime=timedelta(minutes=-1))
     client.access_token = str(expired)
-    assert client.me()["email"] == ADMIN_EMAIL  # 401 token_not_valid -> refreshed -> sent again
+    assert client.me()["email"] == agentry_server.admin_email  # 401 token_not_valid -> refreshed -> sent again
     assert client.refresh_token not in (None, first_refresh)  # rotated
 
     # Without a way to renew, the expired token's 401 reaches the caller with its code.
