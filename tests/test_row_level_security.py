@@ -24,7 +24,7 @@ from accounts.models import Role, User
 from accounts.tests.helpers import api_key_create, jwt_client, member_create
 from agents import selectors as agent_selectors
 from agents.models import Agent, Conversation, Message
-from agents.tests.conftest import free_port
+from agents.tests.conftest import free_port, stop_process
 from config.processes import WEB, command
 from conftest import ROOT, host_of, subprocess_env
 from core.rls import (
@@ -428,8 +428,4 @@ def test_daphne_with_a_one_connection_pool_serves_each_member_only_its_own_rows(
             assert world.first_agent.pk in first_sees and world.second_agent.pk not in first_sees
             assert world.second_agent.pk in second_sees and world.first_agent.pk not in second_sees
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)

@@ -22,6 +22,7 @@ import pytest
 import websockets
 from django.db import connection
 
+from agents.tests.conftest import stop_process
 from agents.tests.fakes import FakeOpenAI
 from config.processes import WEB, WORKERS, command
 from conftest import ROOT, subprocess_env
@@ -84,11 +85,7 @@ def web_process(django_db_blocker, tmp_path):
             time.sleep(0.25)
         yield port, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 async def open_event_feed(port: int, slug: str, query: str) -> None:

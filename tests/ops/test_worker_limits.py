@@ -24,6 +24,7 @@ from celery import current_app
 from django.conf import settings
 from PIL import Image
 
+from agents.tests.conftest import stop_process
 from config.celery import app
 from conftest import ROOT, subprocess_env
 from knowledge import services as knowledge_services
@@ -104,11 +105,7 @@ def limited_ingest_worker(django_db_setup, django_db_blocker, tmp_path, monkeypa
             monkeypatch.setattr(knowledge_services, "fair_enqueue", send_to_our_queue)
             yield proc, name
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
 
 
 @pytest.mark.e2e
