@@ -12,9 +12,7 @@ import json
 import secrets
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -28,36 +26,9 @@ from config.processes import WEB, WORKERS, command
 from conftest import ROOT, subprocess_env
 from iam.keys import KEY_PREFIX
 from tests.browser.conftest import _mark_email_verified, committed, free_port, unique_slug
+from webhooks.tests.test_webhooks import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that records what it gets."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                owner.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
