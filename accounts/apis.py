@@ -3,6 +3,8 @@ and the OpenAPI schema + Swagger UI."""
 
 from __future__ import annotations
 
+import threading
+
 from csp.decorators import csp_update
 from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
@@ -249,8 +251,19 @@ class AccountDeleteApi(APIView):
 # --- OpenAPI ------------------------------------------------------------------------------------
 
 
+_schema_generation = threading.Lock()
+
+
 class SchemaApi(SpectacularAPIView):
+    """The OpenAPI document, generated one request at a time per process: drf-spectacular resolves its extension
+    classes lazily and not thread-safely (two first generations at once, as the Swagger page and a client fetching
+    the schema make, saw a class half-resolved to None and answered 500)."""
+
     required_scope = "read"
+
+    def _get_schema_response(self, request):
+        with _schema_generation:
+            return super()._get_schema_response(request)
 
 
 class SwaggerUiApi(SpectacularSwaggerSplitView):

@@ -9,7 +9,10 @@ client, JWT-less session auth, tenant resolution, policy), interleaved query by 
 - search API (hybrid, query embedding cached: the embedder's time is not what changes);
 - the dense search SQL alone, as the member;
 - the chat history API (GET /api/v1/conversations/{id}/messages/) and the agent list;
-- a bare request (GET /api/v1/me/).
+- a bare request (GET /api/v1/me/);
+- a whole chat turn: POST /api/v1/agents/{id}/chat/ with {"wait": false} (run admitted and queued), then the run
+  executed in this process as the agents worker executes it (agents.runtime.runner.execute_run: history, retrieval
+  over the knowledge base, the offline model's answer, persistence).
 "On" is the product (queries as DB_APP_ROLE with the member as principal); "off" runs them as the connection's own
 role (settings.DB_APP_ROLE empty), which bypasses the policies. Ratios are on/off of the medians.
 """
@@ -44,7 +47,10 @@ def main() -> int:
 
     from accounts.models import Membership, Role, User
     from agents.models import Agent, Conversation, Message
+    from agents.runtime.runner import execute_run
+    from agents.services import agent_create
     from core.rls import db_principal_for, db_principal_scope
+    from iam.policy import Principal
     from knowledge import retrieval
     from knowledge.embeddings import embedder_for_model
     from knowledge.models import KnowledgeBase
@@ -73,8 +79,10 @@ def main() -> int:
             for i in range(20):  # private things of others, as a real organisation has
                 KnowledgeBase.objects.create(owner=owner, name=f"private kb {i}")
                 Agent.objects.create(owner=owner, name=f"private agent {i}")
-            agent = Agent.objects.create(owner=owner, name="shared agent", org_access="viewer")
-            agent.knowledge_bases.add(kb)
+            agent = agent_create(  # the offline model, answering from the knowledge base
+                principal=Principal(tenant=tenant, user=owner, role="admin"),
+                data={"name": "shared agent", "org_access": "viewer", "knowledge_base_ids": [kb.pk]},
+            )
             conversation = Conversation.objects.create(agent=agent, user=member)
             now = timezone.now()
             Message.objects.bulk_create(
@@ -109,7 +117,7 @@ def main() -> int:
                 scope = retrieval._scope(kb, None, None, None)
                 literal = retrieval.vector_literal(qvecs[q])
                 with db_principal_scope(member_principal), transaction.atomic(), connection.cursor() as cursor:
-                    retrieval._set_vector_search_options(cursor, retrieval.DEFAULT_SEARCH_SETTINGS["ef_search"])
+                    retrieval._set_vector_search_options(cursor, retrieval.ef_search_for(n_chunks))
                     cursor.execute(retrieval.dense_sql(DIM, scope.sql), [literal, *scope.params, literal, 10])
                     assert len(cursor.fetchall()) == 10
 
@@ -123,13 +131,23 @@ def main() -> int:
             def bare() -> None:
                 assert client.get("/api/v1/me/").status_code == 200
 
-            paths = {"search API": search_api, "dense SQL": dense_sql}
+            def chat_turn(q: str) -> None:
+                response = client.post(
+                    f"/api/v1/agents/{agent.pk}/chat/",
+                    {"message": q, "conversation_id": str(conversation.pk), "wait": False},
+                    content_type="application/json",
+                )
+                assert response.status_code == 202, response.content[:300]
+                result = execute_run(tenant.schema_name, response.json()["run_id"])
+                assert result.get("status") == "complete", result
+
+            paths = {"search API": search_api, "dense SQL": dense_sql, "chat turn": chat_turn}
             simple = {"history API": history, "agent list API": agents, "bare request": bare}
             times: dict[tuple[str, bool], list[float]] = {}
             for q in questions[:5]:  # warm both states and the query-embedding cache
                 for on in (True, False):
                     rls(on)
-                    search_api(q), dense_sql(q), history(), agents(), bare()
+                    search_api(q), dense_sql(q), chat_turn(q), history(), agents(), bare()
             for i, q in enumerate(questions):
                 for on in (True, False) if i % 2 else (False, True):  # alternate which goes first
                     rls(on)

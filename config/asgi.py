@@ -33,17 +33,24 @@ if _pool_by_default:
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from config.warmup import web_warm_up_start  # noqa: E402
 from config.ws_urls import websocket_urlpatterns  # noqa: E402
+from core.admission import AdmissionMiddleware  # noqa: E402
 from iam.origin import SameHostOriginValidator  # noqa: E402
 from tenants.middleware import TenantWebsocketMiddleware  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # Tenant first: sessions and users resolve after the schema is known (#911).
-        # A browser's Origin must be the socket's own host (iam.origin), not any *.BASE_DOMAIN.
-        "websocket": SameHostOriginValidator(
-            TenantWebsocketMiddleware(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
-        ),
-    }
+application = AdmissionMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # Tenant first: sessions and users resolve after the schema is known (#911).
+            # A browser's Origin must be the socket's own host (iam.origin), not any *.BASE_DOMAIN.
+            "websocket": SameHostOriginValidator(
+                TenantWebsocketMiddleware(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    )
 )
+
+# Load the query embedder now, not in the first search; /readyz reports not ready until it is (config.warmup).
+web_warm_up_start()

@@ -2,10 +2,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponseBase, StreamingHttpResponse
 
 from .audit import actor_scope
 from .context import current_request_id
+from .db import replica_configured, unit_of_work
 from .logging import stream_in_log_context
 from .rls import NOBODY, current_db_principal, db_principal_scope
 
@@ -69,3 +71,31 @@ async def _async_stream_as(content: AsyncIterator[bytes], principal: str | None)
         finally:
             current_db_principal.reset(token)
         yield chunk
+
+
+REPLICA_PIN_COOKIE = "agentry_primary"
+
+
+class ReplicaPinMiddleware:
+    """Each request is a unit of work for the replica router (core.db): once it wrote, it reads from the primary.
+    A response to a request that wrote pins its client to the primary for DATABASE_REPLICA_PIN_SECONDS (a cookie),
+    while the replica replays the write."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if not replica_configured():
+            return self.get_response(request)
+        with unit_of_work(pinned=REPLICA_PIN_COOKIE in request.COOKIES) as unit:
+            response = self.get_response(request)
+        if unit.wrote:  # only a write starts the pin: reading while pinned does not extend it
+            response.set_cookie(
+                REPLICA_PIN_COOKIE,
+                "1",
+                max_age=settings.DATABASE_REPLICA_PIN_SECONDS,
+                httponly=True,
+                samesite="Lax",
+                secure=settings.SESSION_COOKIE_SECURE,
+            )
+        return response
