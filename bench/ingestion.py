@@ -1,6 +1,6 @@
 """Ingestion throughput: chunks per second end to end vs the embedder alone on the same text.
 
-    python scripts/devstack.py run bench/ingestion.py [--docs N] [--worker]
+    python scripts/devstack.py run bench/ingestion.py [--docs N] [--worker] [--pdf-pages 1000] [--corpora]
 
 Corpus: the python_faq entries (bench/data/python_faq, real prose) grouped into Markdown documents of
 20 entries each ("# document", "## entry", paragraphs), in a knowledge base with the default settings
@@ -14,21 +14,34 @@ Measured document by document, alternating the order (A-B, B-A) so both see the 
    queue, from the upload to the last document `ready` (queueing, tenant switching, progress events
    included), against the embedder alone on the same texts run just before and just after (mean).
 Overhead = embedder-alone chunks/s / pipeline chunks/s - 1 (goal: under 25%).
+4. With --pdf-pages N and/or --corpora: the same through the product's own ingest worker (config.processes:
+   prefork, two processes, as production runs it), per workload: a generated N-page PDF with a text layer
+   (pypdfium2, prose from the Python FAQ, a running header and footer on every page), and every corpus in
+   bench/data (corpus.jsonl, 20 entries per Markdown document). Ratio = end-to-end chunks/s (upload to the
+   last document ready) / embedder-alone chunks/s on the exact chunk texts (goal >= 0.75), embedder bracketing
+   the worker run (A-B-A); and the peak resident memory of the worker (main process + children).
 Everything lives in its own database (agentry_bench_ingestion) and tenant, deleted at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
+import psutil
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_raw
 from common import ROOT, bench_django_setup
 
 DATA = ROOT / "bench" / "data" / "python_faq" / "corpus.jsonl"
@@ -47,10 +60,64 @@ def corpus_documents(n_docs: int | None) -> list[tuple[str, str]]:
     return docs[:n_docs] if n_docs else docs
 
 
+def corpora_documents() -> list[tuple[str, str]]:
+    """Every corpus in bench/data (corpus.jsonl: {"title", "chunks"}), 20 entries per Markdown document."""
+    docs = []
+    for path in sorted((ROOT / "bench" / "data").glob("*/corpus.jsonl")):
+        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for start in range(0, len(entries), 20):
+            body = [f"# {path.parent.name} part {start // 20 + 1}"]
+            for entry in entries[start : start + 20]:
+                body.append(f"## {entry.get('title') or entry.get('id')}")
+                body.extend(entry["chunks"])
+            docs.append((f"{path.parent.name}-{start // 20 + 1:03d}.md", "\n\n".join(body)))
+    return docs
+
+
+def pdf_document(pages: int, *, lines_per_page: int = 46, seed: int = 0) -> bytes:
+    """An N-page PDF with a real text layer (Helvetica text objects written by PDFium): sentences of the Python
+    FAQ shuffled per page (no two pages alike: the pipeline would reuse a known chunk's vector instead of
+    embedding it), wrapped at ~95 characters, under a running header and above a page-number footer."""
+    entries = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    sentences = [s for e in entries for c in e["chunks"] for s in re.split(r"(?<=[.?!])\s+", c) if len(s) > 20]
+    rng = random.Random(seed)
+    pdf = pdfium.PdfDocument.new()
+    font = pdfium_raw.FPDFText_LoadStandardFont(pdf.raw, b"Helvetica")
+
+    def put(page, text: str, y: float) -> None:
+        data = (text + "\0").encode("utf-16-le")
+        obj = pdfium_raw.FPDFPageObj_CreateTextObj(pdf.raw, font, 9.5)
+        pdfium_raw.FPDFText_SetText(obj, (ctypes.c_ushort * (len(data) // 2)).from_buffer_copy(data))
+        pdfium_raw.FPDFPageObj_Transform(obj, 1, 0, 0, 1, 50, y)
+        pdfium_raw.FPDFPage_InsertObject(page.raw, obj)
+
+    for number in range(1, pages + 1):
+        page = pdf.new_page(612, 792)
+        put(page, "Agentry benchmark report - internal", 760)
+        lines, line = [], ""
+        while len(lines) < lines_per_page:
+            for word in rng.choice(sentences).split():
+                if len(line) + len(word) + 1 > 95:
+                    lines.append(line)
+                    line = ""
+                line = f"{line} {word}" if line else word
+        for index, text in enumerate(lines[:lines_per_page]):
+            put(page, text, 735 - index * 14.5)
+        put(page, f"Page {number} of {pages}", 30)
+        pdfium_raw.FPDFPage_GenerateContent(page.raw)
+        page.close()
+    out = io.BytesIO()
+    pdf.save(out)
+    pdf.close()
+    return out.getvalue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=8, help="number of documents (default 8, ~520 chunks; 0 = all)")
     parser.add_argument("--worker", action="store_true", help="also measure through a real Celery worker")
+    parser.add_argument("--pdf-pages", type=int, default=0, help="a generated PDF of N pages via the ingest worker")
+    parser.add_argument("--corpora", action="store_true", help="every bench/data corpus via the ingest worker")
     args = parser.parse_args()
 
     bench_django_setup("agentry_bench_ingestion")
@@ -170,6 +237,14 @@ def main() -> None:
                 f"  with a real worker     : {n / via_worker:8.1f} chunks/s  ({via_worker:6.1f} s, upload to ready)"
                 f" vs embedder alone {n / alone:.1f} chunks/s -> overhead {(via_worker / alone - 1) * 100:.1f} %"
             )
+        workloads = []
+        if args.pdf_pages:
+            workloads.append((f"{args.pdf_pages}-page PDF", [("report.pdf", pdf_document(args.pdf_pages))]))
+        if args.corpora:
+            workloads.append(("bench/data corpora", [(name, body.encode()) for name, body in corpora_documents()]))
+        if workloads:
+            with tenant_context(tenant):
+                _production_worker_suite(owner, workloads, embedder, batch)
     finally:
         connection.set_schema_to_public()
         tenant_delete(tenant=tenant)
@@ -241,6 +316,115 @@ def _through_worker(tenant, owner, documents, services, Document, DocumentStatus
             alone_seconds = (before + after) / 2
         return total, alone_seconds, worker_seconds
     finally:
+        worker.terminate()
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+
+
+def pipeline_texts(name: str, data: bytes, chunk_size: int, overlap: int) -> list[str]:
+    """The chunk texts the pipeline makes of a file (the same steps as pipeline._extract_document + chunking)."""
+    from knowledge import pipeline
+    from knowledge.chunking import chunk_blocks
+    from knowledge.extraction import detect_kind, extract
+
+    extracted = extract(io.BytesIO(data), detect_kind(io.BytesIO(data), name))
+    for block in extracted.blocks:
+        block.text = pipeline.clean_text(block.text)
+    blocks = [b for b in extracted.blocks if b.text]
+    return [p.text for p in chunk_blocks(blocks, chunk_size=chunk_size, overlap=overlap)]
+
+
+class PeakRss(threading.Thread):
+    """Samples the resident memory of a process and all its children (prefork pool) every 0.2 s; keeps the peak."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.process, self.peak, self.running = psutil.Process(pid), 0, True
+
+    def current(self) -> int:
+        total = 0
+        for proc in [self.process, *self.process.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.current())
+            time.sleep(0.2)
+
+
+def _embed_all(embedder, texts: list[str], batch: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        embedder.embed(texts[i : i + batch])
+    return time.perf_counter() - start
+
+
+def _production_worker_suite(owner, workloads, embedder, batch) -> None:
+    """Each workload uploaded at once to the product's ingest worker (config.processes.INGEST_WORKER, as
+    production runs it), timed from the upload to the last document ready, bracketed by the embedder alone on
+    the same chunk texts (A-B-A). Runs in the bench tenant's context."""
+    from config.celery import app
+    from config.processes import INGEST_WORKER, command
+    from knowledge import services
+    from knowledge.models import Chunk, Document, DocumentStatus
+
+    argv = [sys.executable, "-m", *command(INGEST_WORKER), "-n", f"bench-ingest-{os.getpid()}@%h"]
+    log = open(ROOT / "var" / "bench-ingest-worker.log", "w")  # noqa: SIM115
+    worker = subprocess.Popen(argv, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+    rss = PeakRss(worker.pid)
+    try:
+        deadline = time.monotonic() + 120
+        while not app.control.ping(timeout=0.5):
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError("worker did not start; see var/bench-ingest-worker.log")
+        kb = services.knowledge_base_create(owner=owner, name="warm-up")
+        warm = services.documents_ingest(
+            kb=kb, user=owner, uploads=[services.upload_from_text(title="warm-up", text="# Warm\n\nLoad the model.")]
+        )
+        _wait_ready(Document, DocumentStatus, [d.id for d in warm.documents])
+        idle_rss = rss.current()
+        rss.start()
+        print(f"production ingest worker ({' '.join(command(INGEST_WORKER))}), idle RSS {idle_rss / 2**20:.0f} MiB")
+        for label, documents in workloads:
+            kb = services.knowledge_base_create(owner=owner, name=label)
+            started = time.perf_counter()
+            texts = [t for name, data in documents for t in pipeline_texts(name, data, kb.chunk_size, kb.chunk_overlap)]
+            extract_seconds = time.perf_counter() - started
+
+            before = _embed_all(embedder, texts, batch)
+            rss.peak = 0
+            start = time.perf_counter()
+            result = services.documents_ingest(
+                kb=kb,
+                user=owner,
+                uploads=[services.Upload(title=name, file=io.BytesIO(data), filename=name) for name, data in documents],
+            )
+            _wait_ready(Document, DocumentStatus, [d.id for d in result.documents])
+            end_to_end = time.perf_counter() - start
+            peak = rss.peak
+            after = _embed_all(embedder, texts, batch)
+            chunks = Chunk.objects.filter(knowledge_base=kb, valid_to__isnull=True).count()
+            assert chunks == len(texts), (chunks, len(texts))
+            embed_rate = len(texts) / ((before + after) / 2)
+            rate = chunks / end_to_end
+            size = sum(len(data) for _, data in documents)
+            print(
+                f"  {label}: {len(documents)} document(s), {size / 2**20:.1f} MiB, {chunks} chunks"
+                f" (extract + chunk in-process: {extract_seconds:.1f} s)\n"
+                f"    embedder alone {embed_rate:7.1f} chunks/s (A {before:.1f} s, A {after:.1f} s)\n"
+                f"    end to end     {rate:7.1f} chunks/s ({end_to_end:.1f} s upload to ready)"
+                f" -> ratio {rate / embed_rate:.2f} (goal >= 0.75)\n"
+                f"    worker peak RSS {peak / 2**20:.0f} MiB (main + pool processes; idle {idle_rss / 2**20:.0f} MiB)"
+            )
+    finally:
+        rss.running = False
         worker.terminate()
         try:
             worker.wait(60)

@@ -11,12 +11,13 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.db import reads_from_replica
 from core.errors import ErrorCode, InvalidInput, error_body
 from core.openapi import error_responses
 from core.parsers import BoundedJSONParser, json_loads_bounded
 from iam.policy import principal_can, principal_from_request
 
-from . import selectors, services
+from . import selectors, services, tuning
 from .models import DEFAULT_EMBEDDING_MODEL, Document, KnowledgeBase, KnowledgeBaseVersion
 from .serializers import (
     ChunkListSerializer,
@@ -31,10 +32,12 @@ from .serializers import (
     KnowledgeBaseListSerializer,
     KnowledgeBaseRestoreToTimeSerializer,
     KnowledgeBaseSerializer,
+    KnowledgeBaseTuningSerializer,
     KnowledgeBaseVersionDetailSerializer,
     KnowledgeBaseVersionListSerializer,
     KnowledgeBaseVersionSerializer,
 )
+from .tasks import tune_search_task
 from .uploads import LimitedUploadHandler
 
 MAX_FILES_PER_UPLOAD = 50
@@ -125,6 +128,7 @@ class KnowledgeBaseListApi(APIView):
     required_scope = {"GET": "read", "POST": "write"}
 
     @extend_schema(responses=KnowledgeBaseListSerializer)
+    @reads_from_replica()  # a listing: the replica serves it when there is one (core.db)
     def get(self, request):
         principal = principal_from_request(request)
         kbs = [kb_out(kb) for kb in selectors.knowledge_base_list(principal=principal)]
@@ -421,6 +425,32 @@ class VersionRollbackApi(APIView):
         kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
         version = services.knowledge_base_rollback(kb=kb, to_version=number, user=principal.user)
         return Response(KnowledgeBaseVersionSerializer(version_out(version)).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["knowledge"])
+class TuningApi(APIView):
+    """Search tuned on the knowledge base's own documents: GET the figures in force, POST to tune again now
+    (202: queued; poll until `running` is false), DELETE to go back to the defaults (automatic tuning off)."""
+
+    required_scope = {"GET": "read", "POST": "write", "DELETE": "write"}
+
+    @extend_schema(responses=KnowledgeBaseTuningSerializer)
+    def get(self, request, kb_id: int):
+        kb = selectors.knowledge_base_get(principal=principal_from_request(request), kb_id=kb_id)
+        return Response(KnowledgeBaseTuningSerializer(tuning.tuning_status(kb=kb).as_dict()).data)
+
+    @extend_schema(request=None, responses={202: KnowledgeBaseTuningSerializer})
+    def post(self, request, kb_id: int):
+        principal = principal_from_request(request)
+        kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
+        view = tuning.tuning_request(kb=kb, principal=principal, enqueue=tune_search_task.apply_async)
+        return Response(KnowledgeBaseTuningSerializer(view.as_dict()).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: KnowledgeBaseTuningSerializer})
+    def delete(self, request, kb_id: int):
+        principal = principal_from_request(request)
+        kb = selectors.knowledge_base_get(principal=principal, kb_id=kb_id, action="edit")
+        return Response(KnowledgeBaseTuningSerializer(tuning.tuning_reset(kb=kb, principal=principal).as_dict()).data)
 
 
 @extend_schema(tags=["knowledge"])

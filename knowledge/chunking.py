@@ -99,12 +99,16 @@ def _units(blocks: Sequence[Block], budget: int, counter: TokenCounter) -> list[
         if tokens <= budget:
             units.append(_Unit(text, tokens, section, paragraph, page))
             continue
+        # Sentences keep the count they just got; only the rare sentence cut at words is counted again
+        # (tokenizing is most of chunking's time: a PDF page is often one long paragraph).
         sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
-        pieces: list[str] = []
         for sentence, n in zip(sentences, counter(sentences), strict=True):
-            pieces.extend(_split_words(sentence, budget, n) if n > budget else [sentence])
-        for piece, n in zip(pieces, counter(pieces), strict=True):
-            units.append(_Unit(piece, n, section, paragraph, page))
+            if n <= budget:
+                units.append(_Unit(sentence, n, section, paragraph, page))
+                continue
+            cut = _split_words(sentence, budget, n)
+            for piece, m in zip(cut, counter(cut), strict=True):
+                units.append(_Unit(piece, m, section, paragraph, page))
     return units
 
 

@@ -114,6 +114,10 @@ def document_claim(document_id: int) -> tuple[Document, str] | None:
         )
         if document.status != DocumentStatus.PENDING and not stale:
             return None
+        if stale and document.attempts >= settings.KNOWLEDGE_INGEST_MAX_INTERRUPTIONS:
+            # A redelivered message (the whole worker died) meets the same cap as the sweep (requeue_stuck).
+            document_fail(document_id, document.processing_token, interrupted_reason(document.attempts))
+            return None
         token = uuid.uuid4().hex
         document.status = DocumentStatus.PROCESSING
         document.processing_token = token
@@ -140,8 +144,9 @@ def document_release(document_id: int, token: str) -> None:
     """Give a claimed document back (before a Celery retry): the next attempt claims it again at once."""
     with transaction.atomic():
         Chunk.objects.filter(document_id=document_id, valid_to=F("valid_from")).delete()
+        # A retry continues the same attempt: `attempts` counts only runs that never gave the document back.
         Document.objects.filter(id=document_id, processing_token=token).update(
-            status=DocumentStatus.PENDING, processing_token="", processing_started_at=None
+            status=DocumentStatus.PENDING, processing_token="", processing_started_at=None, attempts=F("attempts") - 1
         )
 
 
@@ -518,14 +523,30 @@ def document_process(document_id: int) -> bool:
         return False
 
 
+def interrupted_reason(times: int) -> str:
+    return (
+        f"Processing was interrupted {times} times (worker killed: time limit or memory). The document is probably "
+        "too large or too slow to read: split it, or ask an operator to raise the ingest workers' limits."
+    )
+
+
 def requeue_stuck(enqueue) -> list[int]:
-    """Re-queue documents stuck in processing past their lease, or pending with no live task for a lease."""
+    """Re-queue documents stuck in processing past their lease, or pending with no live task for a lease.
+
+    A run past its lease was interrupted: its worker was killed (the hard time limit, the memory limit, a crash)
+    without giving the document back. `attempts` counts such runs (plus the current one), so a document that kills
+    every worker that takes it fails after KNOWLEDGE_INGEST_MAX_INTERRUPTIONS of them instead of being re-queued,
+    and killing a worker, forever."""
     cutoff = timezone.now() - timedelta(seconds=settings.KNOWLEDGE_INGEST_LEASE_SECONDS)
-    stuck = list(
-        Document.objects.filter(status=DocumentStatus.PROCESSING, processing_started_at__lt=cutoff).values_list(
-            "id", flat=True
-        )
-    ) + list(Document.objects.filter(status=DocumentStatus.PENDING, updated_at__lt=cutoff).values_list("id", flat=True))
+    interrupted = Document.objects.filter(status=DocumentStatus.PROCESSING, processing_started_at__lt=cutoff)
+    stuck = []
+    for document_id, token, attempts in interrupted.values_list("id", "processing_token", "attempts"):
+        if attempts >= settings.KNOWLEDGE_INGEST_MAX_INTERRUPTIONS:
+            logger.warning("document %s: interrupted %d times, failed", document_id, attempts)
+            document_fail(document_id, token, interrupted_reason(attempts))
+        else:
+            stuck.append(document_id)
+    stuck += Document.objects.filter(status=DocumentStatus.PENDING, updated_at__lt=cutoff).values_list("id", flat=True)
     for document_id in stuck:
         Document.objects.filter(id=document_id, status=DocumentStatus.PENDING).update(updated_at=timezone.now())
         enqueue(document_id)

@@ -21,51 +21,58 @@ How the legs work and why:
   using term statistics (N, avgdl, df) of this knowledge base and version, cached per version in Redis.
 - Hybrid: both legs' candidate lists are united, every candidate gets BOTH scores (cosine for chunks only BM25
   found, BM25 for chunks only the vector found), scores are normalised per query (floor 0 / observed max)
-  and combined convexly: `w_dense * dense + w_lexical * lexical` (0.8 / 0.2 by default). Naive reciprocal
-  rank fusion throws the score margins away and, on our evaluation set, made search worse than the dense leg
-  alone (bench/retrieval_quality.py); it is kept as `fusion="rrf"` for comparison only.
+  and combined convexly: `w_dense * dense + w_lexical * lexical`. By default (`fusion="adaptive"`) the
+  weights are set per query: the base weights 0.8 / 0.2 scaled by each leg's confidence, i.e. how clearly its
+  best candidate stands out of its ten best scores (a z-score, so cosine and BM25 compare); a leg that cannot
+  tell its candidates apart for this query (common words only, or a query the embedding does not capture)
+  loses weight, a query without lexical candidates is ranked by the dense leg alone. Chosen by leave-one-corpus-
+  out cross-validation over five corpora of different kinds (FAQs, manual pages, source code, a protocol spec;
+  bench/retrieval_quality.py): on every held-out corpus it scored at least as well as the better single leg and
+  as the fixed weights (`fusion="weighted"`); the candidate depth (20-100) made no difference there. Naive
+  reciprocal rank fusion throws the score margins away and lost to the dense leg; it is kept as `fusion="rrf"`
+  for comparison only.
 
 Per-knowledge-base settings (KnowledgeBase.search_settings), all optional; DEFAULT_SEARCH_SETTINGS has the
 defaults: mode, dense_weight, lexical_weight, fusion, rrf_k, candidates, ef_search, bm25_k1, bm25_b, reranker
-(a name from settings.KNOWLEDGE_RERANKERS: operators choose the code, users only pick a name),
-rerank_candidates.
+(a name from settings.KNOWLEDGE_RERANKERS, or "none": knowledge.reranking), rerank_candidates.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import math
 from array import array
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import asdict, astuple, dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, connection, transaction
-from django.utils.module_loading import import_string
+from django.db import DatabaseError, connections, transaction
 
+from core.db import read_alias, reads_from_replica
 from core.errors import DomainError, ErrorCode, InvalidInput
 from core.metrics import metric_inc
 from core.tenancy import current_schema
 
 from .embeddings import embedder_for_model
 from .models import Chunk, Document, KnowledgeBase, passage_location
+from .reranking import rerank_hits, reranker_for
 
 logger = logging.getLogger(__name__)
 
 MODES = ("hybrid", "dense", "lexical")
 DEFAULT_SEARCH_SETTINGS: dict[str, Any] = {
     "mode": "hybrid",
-    # Tuned on bench/retrieval_quality.py (document-level MRR@10); see the module docstring.
+    # Chosen by leave-one-corpus-out cross-validation on five corpora (bench/retrieval_quality.py); with
+    # "adaptive" fusion these are the base weights each query's leg confidences scale (see the module docstring).
     "dense_weight": 0.8,
     "lexical_weight": 0.2,
-    "fusion": "weighted",  # or "rrf" (reciprocal rank fusion, for comparison)
+    "fusion": "adaptive",  # or "weighted" (fixed weights), "rrf" (reciprocal rank fusion, for comparison)
     "rrf_k": 60,
     "candidates": 50,  # per leg, before fusion
-    "ef_search": 200,  # recall@10 vs exact on 100k chunks: 0.93-0.96 at 100, 0.998 at 200 (bench/retrieval.py)
+    "ef_search": None,  # None: chosen from the searched version's size for recall@10 >= 0.98 (ef_search_for)
     "bm25_k1": 1.2,
     "bm25_b": 0.75,
     "reranker": None,
@@ -86,6 +93,12 @@ LEXICAL_EXACT_CANDIDATES = 300
 # exactly where that hurts most (a user's one relevant chunk silently missing); scanning a few thousand
 # vectors exactly costs milliseconds. Override with settings.KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS.
 EXACT_SEARCH_MAX_CHUNKS = 5000
+# hnsw.ef_search by the size of the knowledge base version searched (ef_search_for), unless its search_settings
+# set one: the smallest candidate list whose recall@10 against exact search stays >= 0.98, measured with
+# iterative scans, unfiltered and filtered to one document (bench/retrieval.py prints the table).
+# At 30k chunks: 0.938 at 20, 0.972 at 40, 0.980 at 64, 0.996 at 100, 0.999 at 200 (filtered: 1.000 throughout).
+EF_SEARCH_BY_SCOPE_SIZE = ((10_000, 40), (30_000, 64), (100_000, 100))
+EF_SEARCH_MAX = 200
 
 
 class SearchUnavailable(DomainError):
@@ -137,19 +150,28 @@ class SearchHit:
         return passage_location(self.page_start, self.page_end, self.section_path)
 
 
-class Reranker(Protocol):
-    def __call__(self, query: str, hits: list[SearchHit]) -> list[float]: ...
-
-
 # --- Settings -------------------------------------------------------------------------------------------
 
 
 def search_settings_for(knowledge_base: KnowledgeBase) -> dict[str, Any]:
-    """Defaults overlaid with the knowledge base's own search_settings (unknown keys ignored)."""
+    """Defaults, overlaid with the setting tuned on the knowledge base's own documents (knowledge.tuning; the
+    newest tuning record at or below the current version), overlaid with the knowledge base's own search_settings
+    (unknown keys ignored). What the owner sets explicitly always wins: a tuning only replaces defaults."""
+    tuned: dict[str, Any] = {}
+    if knowledge_base.pk is not None:
+        record = (
+            knowledge_base.versions.filter(number__lte=knowledge_base.current_version)
+            .exclude(search_tuning={})
+            .order_by("-number")
+            .values_list("search_tuning", flat=True)
+            .first()
+        )
+        tuned = (record or {}).get("settings") or {}
     merged = dict(DEFAULT_SEARCH_SETTINGS)
-    for key, value in (knowledge_base.search_settings or {}).items():
-        if key in merged and value is not None:
-            merged[key] = value
+    for layer in (tuned, knowledge_base.search_settings or {}):
+        for key, value in layer.items():
+            if key in merged and value is not None:
+                merged[key] = value
     return merged
 
 
@@ -277,26 +299,26 @@ def _set_vector_search_options(cursor, ef_search: int) -> None:
     )
 
 
-def _dense_leg(cursor, kb: KnowledgeBase, vector: list[float], scope: _Scope, limit: int) -> list[tuple[int, float]]:
-    literal = vector_literal(vector)
+def _dense_is_exact(cursor, kb: KnowledgeBase, scope: _Scope, filtered: bool, embedded: int) -> bool:
+    """Whether the scope is small enough for exact search. `embedded` (the knowledge base version's embedded
+    chunks, from its cached statistics) answers for the unfiltered scope and for any filter of a small knowledge
+    base; only a filtered search of a big one counts its scope."""
     cap = int(getattr(settings, "KNOWLEDGE_EXACT_SEARCH_MAX_CHUNKS", EXACT_SEARCH_MAX_CHUNKS))
-    if cap > 0 and _scope_size_at_most(cursor, kb.embedding_dimension, scope, cap):
-        cursor.execute(exact_dense_sql(kb.embedding_dimension, scope.sql), [literal, *scope.params, limit])
-    else:
-        cursor.execute(dense_sql(kb.embedding_dimension, scope.sql), [literal, *scope.params, literal, limit])
-    return [(row[0], 1.0 - float(row[1])) for row in cursor.fetchall()]
+    if cap <= 0:
+        return False
+    if embedded <= cap:
+        return True
+    return filtered and _scope_size_at_most(cursor, kb.embedding_dimension, scope, cap)
 
 
-def _dense_scores_for(cursor, kb: KnowledgeBase, vector: list[float], ids: list[int]) -> dict[int, float]:
-    if not ids:
-        return {}
-    dim = int(kb.embedding_dimension)
-    cursor.execute(
-        f"SELECT c.id, 1 - ((c.embedding::vector({dim})) <=> %s::vector({dim})) FROM {_chunk_table()} c "
-        f"WHERE c.id = ANY(%s) AND c.embedding_dimension = {dim}",
-        [vector_literal(vector), ids],
-    )
-    return {row[0]: float(row[1]) for row in cursor.fetchall()}
+def ef_search_for(scope_size: int) -> int:
+    """The HNSW candidate list for a scope of this many vectors: the smallest that keeps recall@10 against exact
+    search >= 0.98 on bench/retrieval.py's corpus (its recall-by-ef_search table), with a
+    margin. A fixed 200 cost every query on a small knowledge base what only the biggest need."""
+    for size, ef in EF_SEARCH_BY_SCOPE_SIZE:
+        if scope_size <= size:
+            return ef
+    return EF_SEARCH_MAX
 
 
 # --- Lexical leg (BM25) ---------------------------------------------------------------------------------
@@ -318,23 +340,33 @@ def _stats_key(kb: KnowledgeBase, version: int | None, what: str) -> str:
     return f"knowledge:bm25:{kb.pk}:{ver}:{what}"
 
 
-def _collection_stats(cursor, kb: KnowledgeBase, version: int | None, base: _Scope) -> tuple[int, float]:
-    """(number of chunks, average tsvector length) of the knowledge base at this version, cached briefly."""
-    key = _stats_key(kb, version, "n")
+@dataclass(frozen=True)
+class _CollectionStats:
+    n: int  # chunks (BM25's N)
+    avgdl: float  # average tsvector length
+    embedded: int  # chunks with a vector of the knowledge base's dimension: the unfiltered dense scope's size
+
+
+def _collection_stats(cursor, kb: KnowledgeBase, version: int | None, base: _Scope) -> _CollectionStats:
+    """The knowledge base's statistics at this version, cached briefly (KNOWLEDGE_BM25_STATS_SECONDS)."""
+    key = _stats_key(kb, version, "stats")
     try:
         cached = cache.get(key)
     except Exception:  # noqa: BLE001
         cached = None
     if cached is not None:
-        return cached
+        return _CollectionStats(*cached)
+    dim = int(kb.embedding_dimension)
     cursor.execute(
-        f"SELECT count(*), coalesce(avg(length(c.search_vector)), 0) FROM {_chunk_table()} c WHERE {base.sql}",
+        "SELECT count(*), coalesce(avg(length(c.search_vector)), 0), "
+        f"count(*) FILTER (WHERE c.embedding_dimension = {dim} AND c.embedding IS NOT NULL) "
+        f"FROM {_chunk_table()} c WHERE {base.sql}",
         base.params,
     )
-    n, avgdl = cursor.fetchone()
-    stats = (int(n), float(avgdl))
+    n, avgdl, embedded = cursor.fetchone()
+    stats = _CollectionStats(int(n), float(avgdl), int(embedded))
     try:
-        cache.set(key, stats, timeout=getattr(settings, "KNOWLEDGE_BM25_STATS_SECONDS", 3600))
+        cache.set(key, astuple(stats), timeout=getattr(settings, "KNOWLEDGE_BM25_STATS_SECONDS", 3600))
     except Exception:  # noqa: BLE001
         logger.warning("BM25 statistics cache unavailable", exc_info=True)
     return stats
@@ -375,15 +407,17 @@ class _Bm25Query:
     avgdl: float
 
 
-def _bm25_prepare(cursor, kb: KnowledgeBase, version: int | None, query: str) -> _Bm25Query | None:
-    lexemes = query_lexemes(cursor, query)
+def _bm25_prepare(
+    cursor, kb: KnowledgeBase, version: int | None, lexemes: list[str], stats: _CollectionStats
+) -> _Bm25Query | None:
+    """IDF of the query's lexemes and the terms candidates come from, from the statistics of the whole knowledge
+    base version (not of a filtered slice)."""
     if not lexemes:
         return None
-    base = _scope(kb, version, None, None)  # statistics of the whole KB version, not of a filtered slice
-    n, avgdl = _collection_stats(cursor, kb, version, base)
+    n, avgdl = stats.n, stats.avgdl
     if n == 0:
         return None
-    df = _document_frequencies(cursor, kb, version, base, lexemes)
+    df = _document_frequencies(cursor, kb, version, _scope(kb, version, None, None), lexemes)
     present = [lex for lex in lexemes if df.get(lex, 0) > 0]
     if not present:
         return None
@@ -398,59 +432,148 @@ def _bm25_prepare(cursor, kb: KnowledgeBase, version: int | None, query: str) ->
     return _Bm25Query(present, idf, _tsquery_of(chosen), max(avgdl, 1.0))
 
 
-def _bm25_sql(candidates_sql: str, k1: float, b: float) -> str:
-    return (
-        "WITH q(lexeme, idf) AS (SELECT * FROM unnest(%s::text[], %s::float8[])), "
-        f"cand AS MATERIALIZED ({candidates_sql}) "
-        "SELECT cand.id, sum(q.idf * t.tf * %s / (t.tf + %s * (1 - %s + %s * length(cand.search_vector) / %s))) "
-        "AS score FROM cand CROSS JOIN LATERAL ("
-        " SELECT u.lexeme, coalesce(array_length(u.positions, 1), 1)::float8 AS tf FROM unnest(cand.search_vector) u"
-        ") t JOIN q ON q.lexeme = t.lexeme GROUP BY cand.id"
-    ), [k1 + 1, k1, b, b]
+# --- Both legs in one statement -------------------------------------------------------------------------
 
 
-def _lexical_leg(cursor, bm: _Bm25Query, scope: _Scope, limit: int, k1: float, b: float) -> list[tuple[int, float]]:
-    """Two stages: every OR-candidate gets a cheap BM25 with tf = 1 (term present or not: one `@@` per term, no
-    tsvector unnesting); the best LEXICAL_EXACT_CANDIDATES of those are re-scored with exact term frequencies.
-    Knowledge bases with fewer candidates than that get exact BM25 throughout."""
-    presence = " + ".join("CASE WHEN c.search_vector @@ %s::tsquery THEN %s::float8 ELSE 0 END" for _ in bm.lexemes)
-    presence_params: list = []
-    for lex, idf in zip(bm.lexemes, bm.idf, strict=True):
-        presence_params += [_tsquery_of([lex]), idf]
-    candidates = (
-        f"SELECT c.id, c.search_vector FROM {_chunk_table()} c "
-        f"WHERE {scope.sql} AND c.search_vector @@ %s::tsquery "
-        f"ORDER BY ({presence}) / (1 + %s * (1 - %s + %s * length(c.search_vector) / %s)) DESC, c.id LIMIT %s"
-    )
-    sql, kparams = _bm25_sql(candidates, k1, b)
-    cursor.execute(
-        f"{sql} ORDER BY score DESC, cand.id LIMIT %s",
-        [
-            bm.lexemes,
-            bm.idf,
-            *scope.params,
-            bm.candidate_tsquery,
-            *presence_params,
-            k1,
-            b,
-            b,
-            bm.avgdl,
-            max(LEXICAL_EXACT_CANDIDATES, limit),
-            *kparams,
-            bm.avgdl,
-            limit,
-        ],
-    )
-    return [(row[0], float(row[1])) for row in cursor.fetchall()]
+@dataclass
+class _Legs:
+    """What fusion gets: each leg's candidates, best first, and both scores of every candidate of either leg
+    (when completed; a chunk without a query term has no BM25 score, as before)."""
+
+    dense: list[tuple[int, float]] = field(default_factory=list)  # (chunk id, cosine similarity)
+    lexical: list[tuple[int, float]] = field(default_factory=list)  # (chunk id, BM25)
+    dense_scores: dict[int, float] = field(default_factory=dict)
+    lexical_scores: dict[int, float] = field(default_factory=dict)
 
 
-def _bm25_scores_for(cursor, bm: _Bm25Query, ids: list[int], k1: float, b: float) -> dict[int, float]:
-    if not ids:
-        return {}
-    candidates = f"SELECT c.id, c.search_vector FROM {_chunk_table()} c WHERE c.id = ANY(%s)"
-    sql, kparams = _bm25_sql(candidates, k1, b)
-    cursor.execute(sql, [bm.lexemes, bm.idf, ids, *kparams, bm.avgdl])
-    return {row[0]: float(row[1]) for row in cursor.fetchall()}
+def _prepare_statement(cursor, *, ef_search: int | None, query: str | None) -> list[str]:
+    """One statement before the legs: the vector search options (SET LOCAL semantics, is_local=true: only for the
+    surrounding transaction, never leaked to a pooled connection) and the query's lexemes, with the same text
+    search configuration as Chunk.search_vector ('english')."""
+    columns, params = [], []
+    if ef_search is not None:
+        columns.append(
+            "set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)"
+        )
+        params.append(str(int(ef_search)))
+    if query is not None:
+        columns.append("tsvector_to_array(to_tsvector('english', %s))")
+        params.append(query)
+    cursor.execute("SELECT " + ", ".join(columns), params)
+    row = cursor.fetchone()
+    return list(row[-1] or []) if query is not None else []
+
+
+def legs_sql(
+    dimension: int,
+    scope: _Scope,
+    *,
+    vector: str | None,
+    exact: bool,
+    bm: _Bm25Query | None,
+    limit: int,
+    k1: float,
+    b: float,
+    complete: bool,
+) -> tuple[str, list]:
+    """The dense and the lexical leg in ONE statement (one round trip), with, when `complete`, the other leg's score
+    of every candidate of either. Rows: (id, dense rank, cosine distance, cosine similarity of a lexical-only
+    candidate, lexical rank, BM25). Each leg's query is the one it runs alone (dense_sql / exact_dense_sql; BM25 in
+    two stages, below), so results do not depend on which legs run together.
+
+    BM25 runs in two stages: every OR-candidate gets a cheap BM25 with tf = 1 (term present or not: one `@@` per
+    term, no tsvector unnesting); the best LEXICAL_EXACT_CANDIDATES of those are re-scored with exact term
+    frequencies, in SQL, from the version's term statistics (IDF and average length: _bm25_prepare). Knowledge
+    bases with fewer candidates than that get exact BM25 throughout.
+    """
+    dim = int(dimension)
+    table = _chunk_table()
+    ctes: list[str] = []
+    params: list = []
+    if vector is not None:
+        if exact:
+            ctes.append(f"d0 AS MATERIALIZED ({exact_dense_sql(dim, scope.sql)})")
+            params += [vector, *scope.params, limit]
+        else:
+            ctes.append(f"d0 AS MATERIALIZED ({dense_sql(dim, scope.sql)})")
+            params += [vector, *scope.params, vector, limit]
+        ctes.append("dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS rank FROM d0)")
+    if bm is not None:
+        presence = " + ".join("CASE WHEN c.search_vector @@ %s::tsquery THEN %s::float8 ELSE 0 END" for _ in bm.lexemes)
+        ctes.append("q(lexeme, idf) AS (SELECT * FROM unnest(%s::text[], %s::float8[]))")
+        params += [bm.lexemes, bm.idf]
+        ctes.append(
+            f"cand AS MATERIALIZED (SELECT c.id, c.search_vector FROM {table} c "
+            f"WHERE {scope.sql} AND c.search_vector @@ %s::tsquery "
+            f"ORDER BY ({presence}) / (1 + %s * (1 - %s + %s * length(c.search_vector) / %s)) DESC, c.id LIMIT %s)"
+        )
+        params += [*scope.params, bm.candidate_tsquery]
+        for lex, idf in zip(bm.lexemes, bm.idf, strict=True):
+            params += [_tsquery_of([lex]), idf]
+        params += [k1, b, b, bm.avgdl, max(LEXICAL_EXACT_CANDIDATES, limit)]
+        scored = "cand"
+        if complete and vector is not None:  # dense candidates the lexical stage did not score
+            ctes.append(
+                "scored AS (SELECT id, search_vector FROM cand UNION ALL "
+                f"SELECT c.id, c.search_vector FROM {table} c "
+                "WHERE c.id IN (SELECT id FROM dense) AND c.id NOT IN (SELECT id FROM cand))"
+            )
+            scored = "scored"
+        ctes.append(
+            "bm AS (SELECT s.id, sum(q.idf * t.tf * %s / (t.tf + %s * (1 - %s + %s * length(s.search_vector) / %s)))"
+            f" AS score FROM {scored} s CROSS JOIN LATERAL ("
+            " SELECT u.lexeme, coalesce(array_length(u.positions, 1), 1)::float8 AS tf FROM unnest(s.search_vector) u"
+            ") t JOIN q ON q.lexeme = t.lexeme GROUP BY s.id)"
+        )
+        params += [k1 + 1, k1, b, b, bm.avgdl]
+        ctes.append(
+            "lexical AS (SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank FROM bm "
+            "WHERE id IN (SELECT id FROM cand) ORDER BY score DESC, id LIMIT %s)"
+        )
+        params.append(limit)
+    if vector is not None and bm is None:
+        select = "SELECT id, rank, distance, NULL::float8, NULL::bigint, NULL::float8 FROM dense"
+    elif vector is None:
+        select = "SELECT id, NULL::bigint, NULL::float8, NULL::float8, rank, score FROM lexical"
+    elif not complete:
+        select = (
+            "SELECT coalesce(d.id, l.id), d.rank, d.distance, NULL::float8, l.rank, l.score "
+            "FROM dense d FULL JOIN lexical l ON l.id = d.id"
+        )
+    else:
+        select = (
+            "SELECT u.id, d.rank, d.distance, "
+            f"CASE WHEN d.id IS NULL AND c.embedding_dimension = {dim} "
+            f"THEN 1 - ((c.embedding::vector({dim})) <=> %s::vector({dim})) END, "
+            "l.rank, coalesce(l.score, bm.score) "
+            f"FROM (SELECT id FROM dense UNION SELECT id FROM lexical) u JOIN {table} c ON c.id = u.id "
+            "LEFT JOIN dense d ON d.id = u.id LEFT JOIN lexical l ON l.id = u.id LEFT JOIN bm ON bm.id = u.id"
+        )
+        params.append(vector)
+    return "WITH " + ", ".join(ctes) + " " + select, params
+
+
+def _legs(cursor, kb: KnowledgeBase, scope: _Scope, **options: Any) -> _Legs:
+    """Run legs_sql (same options) and split its rows into what fusion gets."""
+    if options["vector"] is None and options["bm"] is None:
+        return _Legs()
+    sql, params = legs_sql(kb.embedding_dimension, scope, **options)
+    cursor.execute(sql, params)
+    dense, lexical, legs = [], [], _Legs()
+    for chunk_id, dense_rank, distance, similarity, lexical_rank, bm25 in cursor.fetchall():
+        if dense_rank is not None:
+            dense.append((dense_rank, chunk_id, 1.0 - float(distance)))
+        elif similarity is not None:
+            legs.dense_scores[chunk_id] = float(similarity)
+        if lexical_rank is not None:
+            lexical.append((lexical_rank, chunk_id, float(bm25)))
+        elif bm25 is not None:
+            legs.lexical_scores[chunk_id] = float(bm25)
+    legs.dense = [(chunk_id, score) for _, chunk_id, score in sorted(dense)]
+    legs.lexical = [(chunk_id, score) for _, chunk_id, score in sorted(lexical)]
+    legs.dense_scores.update(legs.dense)
+    legs.lexical_scores.update(legs.lexical)
+    return legs
 
 
 # --- Fusion ---------------------------------------------------------------------------------------------
@@ -479,6 +602,59 @@ def fuse_weighted(
     return {i: dense_weight * nd.get(i, 0.0) + lexical_weight * nl.get(i, 0.0) for i in ids}
 
 
+# Adaptive fusion (fuse_adaptive): a leg's confidence is read from its CONFIDENCE_DEPTH best scores and scales
+# its weight to this power (0 would be plain weighted fusion; 0.5 did better than 1 and 2 on the bench corpora).
+CONFIDENCE_DEPTH = 10
+ADAPTIVE_STRENGTH = 0.5
+
+
+def leg_confidence(ranked_scores: list[float], depth: int = CONFIDENCE_DEPTH) -> float:
+    """How clearly a leg's best candidate stands out of its `depth` best, in [0, 1]: the z-score of the top
+    score among them, divided by its maximum sqrt(depth - 1) (one candidate far ahead of equal others).
+
+    Scale-free, so a cosine list and a BM25 list compare. A flat list means the leg cannot tell its
+    candidates apart for this query (common words only, or a query the embedding does not capture); fewer
+    than two candidates says nothing, hence 0.
+    """
+    top = sorted(ranked_scores, reverse=True)[:depth]
+    if len(top) < 2:
+        return 0.0
+    mean = sum(top) / len(top)
+    sd = math.sqrt(sum((s - mean) ** 2 for s in top) / len(top))
+    if sd == 0:
+        return 0.0
+    return min(1.0, (top[0] - mean) / sd / math.sqrt(len(top) - 1))
+
+
+def adaptive_weights(
+    dense_ranked: list[float], lexical_ranked: list[float], *, dense_weight: float, lexical_weight: float
+) -> tuple[float, float]:
+    """The query's own weights: the base weights scaled by each leg's confidence (leg_confidence), rescaled
+    to the base weights' sum. Both legs without confidence keep the base weights."""
+    dense = dense_weight * leg_confidence(dense_ranked) ** ADAPTIVE_STRENGTH
+    lexical = lexical_weight * leg_confidence(lexical_ranked) ** ADAPTIVE_STRENGTH
+    if dense + lexical <= 0:
+        return dense_weight, lexical_weight
+    total = dense_weight + lexical_weight
+    return total * dense / (dense + lexical), total * lexical / (dense + lexical)
+
+
+def fuse_adaptive(
+    dense: list[tuple[int, float]],
+    lexical: list[tuple[int, float]],
+    dense_scores: dict[int, float],
+    lexical_scores: dict[int, float],
+    *,
+    dense_weight: float,
+    lexical_weight: float,
+) -> dict[int, float]:
+    """Weighted fusion of the completed scores with per-query weights from the legs' own candidate lists."""
+    wd, wl = adaptive_weights(
+        [s for _, s in dense], [s for _, s in lexical], dense_weight=dense_weight, lexical_weight=lexical_weight
+    )
+    return fuse_weighted(dense_scores, lexical_scores, dense_weight=wd, lexical_weight=wl)
+
+
 def fuse_rrf(
     dense_ranked: list[int],
     lexical_ranked: list[int],
@@ -494,33 +670,10 @@ def fuse_rrf(
     return scores
 
 
-# --- Rerank hook ----------------------------------------------------------------------------------------
-
-
-@functools.cache
-def reranker_named(name: str) -> Reranker:
-    """A reranker from settings.KNOWLEDGE_RERANKERS = {"name": "dotted.path.to.factory"}; built once."""
-    path = (getattr(settings, "KNOWLEDGE_RERANKERS", {}) or {}).get(name)
-    if not path:
-        raise InvalidInput(f"Unknown reranker {name!r}.", field="reranker")
-    return import_string(path)()
-
-
-class CrossEncoderReranker:
-    """A sentence-transformers cross-encoder from a local directory (settings.KNOWLEDGE_CROSS_ENCODER_PATH)."""
-
-    def __init__(self, path: str | None = None):
-        from sentence_transformers import CrossEncoder  # seconds to import: only when a reranker is configured
-
-        self._model = CrossEncoder(path or settings.KNOWLEDGE_CROSS_ENCODER_PATH, device="cpu", local_files_only=True)
-
-    def __call__(self, query: str, hits: list[SearchHit]) -> list[float]:
-        return [float(s) for s in self._model.predict([(query, h.text) for h in hits])]
-
-
 # --- Public API -----------------------------------------------------------------------------------------
 
 
+@reads_from_replica()  # the heaviest read of all: a replica takes it when there is one (core.db)
 def search(
     *,
     knowledge_base: KnowledgeBase,
@@ -557,7 +710,7 @@ def search(
         document_ids = [int(d) for d in document_ids]
 
     top_k = int(top_k)
-    reranker = reranker_named(opts["reranker"]) if opts["reranker"] else None
+    reranker = reranker_for(opts["reranker"])
     want = max(top_k, int(opts["rerank_candidates"])) if reranker else top_k
     pool = max(want, int(opts["candidates"])) if mode == "hybrid" else want
     k1, b = float(opts["bm25_k1"]), float(opts["bm25_b"])
@@ -568,33 +721,42 @@ def search(
     dense: list[tuple[int, float]] = []
     lexical: list[tuple[int, float]] = []
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            if vector is not None:
-                _set_vector_search_options(cursor, int(opts["ef_search"]))
-                dense = _dense_leg(cursor, knowledge_base, vector, scope, pool)
-            bm = _bm25_prepare(cursor, knowledge_base, version, query) if mode != "dense" else None
-            if bm is not None:
-                lexical = _lexical_leg(cursor, bm, scope, pool, k1, b)
-            dense_scores, lexical_scores = dict(dense), dict(lexical)
-            if mode == "hybrid" and opts["fusion"] != "rrf":
+        database = read_alias()  # raw SQL: the router never sees it
+        with transaction.atomic(using=database), connections[database].cursor() as cursor:
+            # Round trips: the version's statistics (Redis; the database only when they are not cached), one
+            # statement for the vector options and the query's lexemes, the term frequencies (Redis, likewise),
+            # one statement for both legs and both scores of every candidate, one for the rows shown.
+            stats = _collection_stats(cursor, knowledge_base, version, _scope(knowledge_base, version, None, None))
+            ef_search = int(opts["ef_search"] or ef_search_for(stats.embedded))
+            lexemes = _prepare_statement(
+                cursor,
+                ef_search=ef_search if vector is not None else None,
+                query=query if mode != "dense" else None,
+            )
+            bm = _bm25_prepare(cursor, knowledge_base, version, lexemes, stats) if mode != "dense" else None
+            filtered = document_ids is not None or bool(metadata_filter)
+            legs = _legs(
+                cursor,
+                knowledge_base,
+                scope,
+                vector=vector_literal(vector) if vector is not None else None,
+                exact=vector is not None and _dense_is_exact(cursor, knowledge_base, scope, filtered, stats.embedded),
+                bm=bm,
+                limit=pool,
+                k1=k1,
+                b=b,
                 # Complete both score vectors over the union, so fusion never guesses a missing score.
-                if vector is not None:
-                    missing = [i for i in lexical_scores if i not in dense_scores]
-                    dense_scores.update(_dense_scores_for(cursor, knowledge_base, vector, missing))
-                if bm is not None:
-                    missing = [i for i in dense_scores if i not in lexical_scores]
-                    lexical_scores.update(_bm25_scores_for(cursor, bm, missing, k1, b))
+                complete=mode == "hybrid" and opts["fusion"] != "rrf",
+            )
+            dense, lexical = legs.dense, legs.lexical
+            dense_scores, lexical_scores = legs.dense_scores, legs.lexical_scores
             fused = _fuse(mode, opts, dense, lexical, dense_scores, lexical_scores)
             ranked = sorted(fused, key=lambda i: (-fused[i], i))[:want]
             rows = _chunk_rows(cursor, ranked)  # same transaction: one consistent snapshot, no extra round trips
     except DatabaseError as exc:
         raise _search_failed(knowledge_base, "query", "the database query failed.") from exc
     hits = _hits(knowledge_base, ranked, rows, fused, dense, lexical, dense_scores, lexical_scores, version)
-    if reranker is not None and hits:
-        for hit, score in zip(hits, reranker(query, hits), strict=True):
-            hit.rerank_score = float(score)
-        hits.sort(key=lambda h: (-(h.rerank_score or 0.0), -h.score))
-    return hits[:top_k]
+    return rerank_hits(reranker, query, hits, top_k)  # knowledge.reranking: a failed rerank keeps this order
 
 
 def _query_vector(knowledge_base: KnowledgeBase, query: str) -> list[float]:
@@ -622,6 +784,15 @@ def _fuse(mode, opts, dense, lexical, dense_scores, lexical_scores) -> dict[int,
             [i for i, _ in dense],
             [i for i, _ in lexical],
             k=int(opts["rrf_k"]),
+            dense_weight=float(opts["dense_weight"]),
+            lexical_weight=float(opts["lexical_weight"]),
+        )
+    if opts["fusion"] == "adaptive":
+        return fuse_adaptive(
+            dense,
+            lexical,
+            dense_scores,
+            lexical_scores,
             dense_weight=float(opts["dense_weight"]),
             lexical_weight=float(opts["lexical_weight"]),
         )

@@ -10,7 +10,8 @@ from core.openapi import error_responses
 from iam.policy import principal_from_request, resource_get_for_principal
 
 from .models import KnowledgeBase
-from .retrieval import search
+from .reranking import rerank_applied, reranker_for
+from .retrieval import search, search_settings_for
 from .serializers import SearchInputSerializer, SearchResultSerializer
 
 
@@ -48,11 +49,14 @@ class SearchApi(APIView):
             version=args.get("version"),
         )
         version = args.get("version")
+        reranker = reranker_for(search_settings_for(kb)["reranker"])
         body = {
             "knowledge_base_id": kb.pk,
             "query": args["query"],
             "mode": mode,
             "version": kb.current_version if version is None else version,
+            "reranker": reranker.name if reranker else None,
+            "reranked": rerank_applied(hits),
             "results": [hit.as_dict() for hit in hits],
         }
         return Response(SearchResultSerializer(body).data)

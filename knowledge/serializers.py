@@ -216,6 +216,41 @@ class KnowledgeBaseVersionDetailSerializer(KnowledgeBaseVersionSerializer):
     diff = VersionDiffSerializer()
 
 
+# --- Search tuning -------------------------------------------------------------------------------------
+
+
+class TuningGridEntrySerializer(serializers.Serializer[dict[str, Any]]):
+    settings = serializers.DictField(help_text="What this setting changes from the defaults ({}: the defaults).")
+    mrr = serializers.FloatField(help_text="Its MRR@10 on the pseudo-queries.")
+
+
+class KnowledgeBaseTuningSerializer(serializers.Serializer[dict[str, Any]]):
+    auto_tune = serializers.BooleanField(help_text="Whether finishing an ingestion tunes search again.")
+    running = serializers.BooleanField(help_text="A tuning is queued or running.")
+    overridden = serializers.ListField(
+        child=serializers.CharField(), help_text="Tuned keys the knowledge base's own search_settings override."
+    )
+    status = serializers.ChoiceField(
+        choices=["tuned", "default", "too_few_questions", "reset"],
+        required=False,
+        help_text="Absent until the first tuning. tuned: search uses `settings`; default: the defaults were as "
+        "good; too_few_questions: not enough text to measure; reset: back to the defaults by hand.",
+    )
+    settings = serializers.DictField(required=False, help_text="The search settings the tuning applies.")
+    version = serializers.IntegerField(required=False, help_text="The knowledge-base version it measured.")
+    questions = serializers.IntegerField(required=False, help_text="Pseudo-queries made from the documents.")
+    kinds = serializers.DictField(
+        child=serializers.IntegerField(), required=False, help_text="Questions per kind: heading, title, sentence."
+    )
+    mrr_default = serializers.FloatField(required=False, allow_null=True, help_text="MRR@10 with the defaults.")
+    mrr_tuned = serializers.FloatField(required=False, allow_null=True, help_text="MRR@10 with `settings`.")
+    grid = TuningGridEntrySerializer(many=True, required=False, help_text="Every setting tried, defaults first.")
+    level = serializers.CharField(required=False, help_text="passage: a hit is a passage of the answer.")
+    requested_by = serializers.IntegerField(required=False, allow_null=True, help_text="Who asked (null: ingestion).")
+    tuned_at = serializers.DateTimeField(required=False)
+    seconds = serializers.FloatField(required=False, help_text="How long the measurement took.")
+
+
 # --- Search --------------------------------------------------------------------------------------------
 
 
@@ -260,4 +295,9 @@ class SearchResultSerializer(serializers.Serializer[dict[str, Any]]):
     query = serializers.CharField()
     mode = serializers.ChoiceField(choices=MODES)
     version = serializers.IntegerField()
+    reranker = serializers.CharField(allow_null=True, help_text="The knowledge base's reranker (null: none).")
+    reranked = serializers.BooleanField(
+        help_text="Whether the results come in the reranker's order. False with a reranker named: it failed or "
+        "timed out, and the results come in the fused order (each hit's rerank_score is then null)."
+    )
     results = SearchHitSerializer(many=True)

@@ -5,6 +5,8 @@ ingest_document_task(document_id)
     claim -> extract/chunk/diff -> (small) embed + publish
                                 -> (large) embed_part_task x N, in parallel; the part that finds no staged row
                                    left without a vector publishes the document
+tune_search_task(knowledge_base_id)
+    queued (debounced) after a publish, or by the owner: knowledge.tuning measures and stores the setting
 No Celery chord: chords need a result backend, which the product does not run (task state lives in our own
 tables); the database decides which part is last. Tenant context travels in the message headers
 (tenant-schemas-celery adds the current schema to every task sent, including from inside a task).
@@ -22,7 +24,8 @@ from django_tenants.utils import get_public_schema_name
 from core.errors import DomainError
 from core.tenancy import for_each_tenant
 
-from . import pipeline
+from . import pipeline, tuning
+from .models import Document
 
 logger = logging.getLogger(__name__)
 INGEST_QUEUE = "ingest"
@@ -69,6 +72,7 @@ def ingest_document_task(self, document_id: int) -> str:
     except Exception as exc:  # noqa: BLE001 - infrastructure trouble: retry with backoff
         return _retry_or_fail(self, document_id, token, exc)
     if result.done:
+        _tune_when_settled(document_id)
         return "published"
     for first, last in result.parts:
         embed_part_task.apply_async(args=(document_id, token, first, last), queue=INGEST_QUEUE)
@@ -95,7 +99,32 @@ def embed_part_task(self, document_id: int, token: str, first: int, last: int) -
             return "failed"
         logger.warning("document %s part %s-%s: retrying after %r", document_id, first, last, exc)
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    if published:
+        _tune_when_settled(document_id)
     return "published" if published else "embedded"
+
+
+def _tune_when_settled(document_id: int) -> None:
+    """A document was published: its knowledge base's search is tuned again once ingestion settles (debounced)."""
+    kb_id = Document.objects.filter(id=document_id).values_list("knowledge_base_id", flat=True).first()
+    if kb_id is not None:
+        tuning.tuning_schedule(knowledge_base_id=kb_id, enqueue=tune_search_task.apply_async)
+
+
+@shared_task(name="knowledge.tune_search", bind=True, acks_late=True, max_retries=2)
+def tune_search_task(self, knowledge_base_id: int, on_demand: bool = False, requested_by: int | None = None) -> str:
+    """Tune the knowledge base's search on its own documents (knowledge.tuning). Automatic runs (after ingestion)
+    wait for it to settle; on-demand runs (the owner's button) measure the current version at once."""
+    try:
+        return tuning.tuning_run(
+            knowledge_base_id=knowledge_base_id,
+            on_demand=on_demand,
+            requested_by=requested_by,
+            enqueue=tune_search_task.apply_async,
+        )
+    except DomainError as exc:  # search unavailable (the embedder, the database): try again a little later
+        logger.warning("tuning knowledge base %s: retrying after %r", knowledge_base_id, exc)
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
 
 
 @shared_task(name="knowledge.requeue_stuck_documents")

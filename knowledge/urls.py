@@ -17,4 +17,5 @@ urlpatterns: list = [
     path(f"{KB}versions/<int:number>/rollback/", apis.VersionRollbackApi.as_view(), name="api-kb-rollback"),
     path(f"{KB}restore-to-time/", apis.RestoreToTimeApi.as_view(), name="api-kb-restore-to-time"),
     path(f"{KB}search/", search_apis.SearchApi.as_view(), name="api-kb-search"),
+    path(f"{KB}tuning/", apis.TuningApi.as_view(), name="api-kb-tuning"),
 ]

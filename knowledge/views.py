@@ -18,8 +18,9 @@ from core.models import OrgAccess
 from iam.dashboard import dashboard_page, form_error, sharing_context
 from iam.policy import principal_can, principal_can_create
 
-from . import retrieval, selectors, services
-from .ocr import ocr_available
+from . import reranking, retrieval, selectors, services, tuning
+from .ocr import installed_ocr_languages, ocr_available
+from .tasks import tune_search_task
 
 
 class KnowledgeBaseForm(forms.Form):
@@ -93,9 +94,10 @@ def kb_search_page(request: HttpRequest, kb_id: int) -> HttpResponse:
     kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id, action="view")  # search = read
     query = request.GET.get("q", "").strip()
     mode = request.GET.get("mode", "hybrid")
-    hits, error = [], None
+    hits, error, reranker = [], None, None
     if query:
         try:
+            reranker = reranking.reranker_for(retrieval.search_settings_for(kb)["reranker"])
             top_k = int(request.GET.get("k", retrieval.DEFAULT_TOP_K))
             hits = retrieval.search(
                 knowledge_base=kb,
@@ -116,6 +118,8 @@ def kb_search_page(request: HttpRequest, kb_id: int) -> HttpResponse:
             "mode": mode,
             "hits": hits,
             "error": error,
+            "reranker": reranker.name if reranker else None,
+            "reranked": reranking.rerank_applied(hits),
             "modes": retrieval.MODES,
             "k": request.GET.get("k", retrieval.DEFAULT_TOP_K),
             "max_k": retrieval.MAX_TOP_K,
@@ -210,3 +214,80 @@ def kb_restore_to_time_view(request: HttpRequest, kb_id: int) -> HttpResponse:
         restored = version.changes.get("rolled_back_to")
         messages.success(request, f"Restored the content of version {restored} (now version {version.number}).")
     return redirect("dash-kb-versions", kb_id=kb.pk)
+
+
+# --- settings and search tuning ----------------------------------------------------------------------
+
+
+class KnowledgeBaseSettingsForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    ocr_language = forms.CharField(
+        label="OCR language",
+        max_length=100,
+        help_text="Tesseract languages of scanned pages and images, joined by +: eng, eng+deu.",
+    )
+
+
+@dashboard_page
+def kb_settings_page(request: HttpRequest, kb_id: int) -> HttpResponse:
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id)
+    can_edit = principal_can(request.principal, "edit", kb)
+    initial = {"name": kb.name, "description": kb.description, "ocr_language": kb.ocr_language}
+    form = KnowledgeBaseSettingsForm(request.POST or None, initial=initial)
+    if request.method == "POST":
+        # Re-checked on write: the page may have been opened before a role change.
+        kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id, action="edit")
+        if form.is_valid():
+            try:
+                services.knowledge_base_update(kb=kb, principal=request.principal, **form.cleaned_data)
+            except DomainError as exc:
+                form_error(form, exc)
+            else:
+                messages.success(request, "Settings saved.")
+                return redirect("dash-kb-settings", kb_id=kb.pk)
+    if not can_edit:
+        for field in form.fields.values():
+            field.disabled = True
+    return render(
+        request,
+        "knowledge/settings.html",
+        {
+            "kb": kb,
+            "form": form,
+            "nav": "knowledge",
+            "tab": "settings",
+            "can_edit": can_edit,
+            "ocr_languages": sorted(installed_ocr_languages()),
+            "tuning": tuning.tuning_status(kb=kb),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@dashboard_page
+def kb_tuning_panel(request: HttpRequest, kb_id: int) -> HttpResponse:
+    """The tuning panel alone: the settings page polls it while a tuning runs."""
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id)
+    can_edit = principal_can(request.principal, "edit", kb)
+    return render(
+        request, "knowledge/_tuning.html", {"kb": kb, "tuning": tuning.tuning_status(kb=kb), "can_edit": can_edit}
+    )
+
+
+@require_POST
+@dashboard_page
+def kb_tune_view(request: HttpRequest, kb_id: int) -> HttpResponse:
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id, action="edit")
+    tuning.tuning_request(kb=kb, principal=request.principal, enqueue=tune_search_task.apply_async)
+    messages.success(request, "Tuning search on your documents: the figures appear here when it is done.")
+    return redirect("dash-kb-settings", kb_id=kb.pk)
+
+
+@require_POST
+@dashboard_page
+def kb_tuning_reset_view(request: HttpRequest, kb_id: int) -> HttpResponse:
+    kb = selectors.knowledge_base_get(principal=request.principal, kb_id=kb_id, action="edit")
+    tuning.tuning_reset(kb=kb, principal=request.principal)
+    messages.success(request, "Search uses the default settings again; automatic tuning is off.")
+    return redirect("dash-kb-settings", kb_id=kb.pk)

@@ -264,3 +264,39 @@ def test_beat_task_requeues_stuck_documents_of_every_tenant(kb, admin_a, tenant_
     connection.set_schema_to_public()  # beat sends the task without a tenant
     found = requeue_stuck_documents_task()
     assert found == {tenant_a.schema_name: [document.id]}
+
+
+def test_a_document_whose_worker_keeps_being_killed_fails_at_the_interruption_cap(kb, admin_a, settings):
+    settings.KNOWLEDGE_INGEST_MAX_INTERRUPTIONS = 3
+    document = services.documents_ingest(kb=kb, user=admin_a, uploads=[upload("a.md", "Alpha.")]).documents[0]
+    requeued: list[int] = []
+
+    def killed_run() -> None:  # a worker claims it, then dies at the hard time limit: the lease runs out
+        assert pipeline.document_claim(document.id) is not None
+        Document.objects.filter(id=document.id).update(processing_started_at=timezone.now() - timedelta(hours=1))
+
+    # A Celery retry gives the document back: it is the same attempt, not an interruption.
+    _, token = pipeline.document_claim(document.id)
+    pipeline.document_release(document.id, token)
+    for _ in range(2):
+        killed_run()
+        assert pipeline.requeue_stuck(requeued.append) == [document.id]
+    killed_run()
+    assert pipeline.requeue_stuck(requeued.append) == []
+    assert requeued == [document.id, document.id]
+    document.refresh_from_db()
+    assert document.status == DocumentStatus.FAILED
+    assert document.error == pipeline.interrupted_reason(3)
+    assert document.error.startswith("Processing was interrupted 3 times (worker killed: time limit or memory)")
+
+
+def test_a_redelivered_task_meets_the_same_interruption_cap(kb, admin_a, settings):
+    settings.KNOWLEDGE_INGEST_MAX_INTERRUPTIONS = 2
+    document = services.documents_ingest(kb=kb, user=admin_a, uploads=[upload("a.md", "Alpha.")]).documents[0]
+    for _ in range(2):
+        assert pipeline.document_claim(document.id) is not None
+        Document.objects.filter(id=document.id).update(processing_started_at=timezone.now() - timedelta(hours=1))
+    assert pipeline.document_claim(document.id) is None  # the broker delivered the task again: no third run
+    document.refresh_from_db()
+    assert document.status == DocumentStatus.FAILED
+    assert document.error == pipeline.interrupted_reason(2)

@@ -15,7 +15,7 @@ from django_tenants.utils import tenant_context
 from accounts.models import Membership, Role, User
 from conftest import PASSWORD, host_of
 from core.errors import InvalidInput
-from knowledge import retrieval
+from knowledge import reranking, retrieval
 from knowledge.embeddings import embedder_for_model
 from knowledge.models import Chunk, Document, KnowledgeBase
 
@@ -157,12 +157,12 @@ def test_fusion_weights_come_from_the_knowledge_base(kb_a):
 
 def test_rerank_hook_reorders_candidates(kb_a, settings):
     settings.KNOWLEDGE_RERANKERS = {"by-length": "knowledge.tests.test_retrieval.LongestFirst"}
-    retrieval.reranker_named.cache_clear()
+    reranking.reranker_named.cache_clear()
     kb_a.search_settings = {"reranker": "by-length", "rerank_candidates": 8}
     try:
         hits = retrieval.search(knowledge_base=kb_a, query="password", top_k=3)
     finally:
-        retrieval.reranker_named.cache_clear()
+        reranking.reranker_named.cache_clear()
     assert [h.rerank_score for h in hits] == sorted((len(h.text) for h in hits), reverse=True)
     kb_a.search_settings = {"reranker": "not-configured"}
     with pytest.raises(InvalidInput):
@@ -170,8 +170,10 @@ def test_rerank_hook_reorders_candidates(kb_a, settings):
 
 
 class LongestFirst:
-    def __call__(self, query, hits):
-        return [float(len(h.text)) for h in hits]
+    name = "by-length"
+
+    def rerank(self, query, documents, top_n):
+        return sorted(((i, float(len(d))) for i, d in enumerate(documents)), key=lambda p: -p[1])[:top_n]
 
 
 # --- Filters and versions ---------------------------------------------------------------------------------
@@ -454,6 +456,14 @@ def _cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
 
 
+def _dense_leg(cursor, kb: KnowledgeBase, query: list[float], scope) -> list[tuple[int, float]]:
+    """The dense leg as search() runs it on a filtered scope of `kb`: exact or HNSW by the scope's size."""
+    embedded = Chunk.objects.filter(knowledge_base=kb, embedding__isnull=False).count()
+    exact = retrieval._dense_is_exact(cursor, kb, scope, True, embedded)
+    options = {"vector": retrieval.vector_literal(query), "exact": exact, "bm": None, "complete": False}
+    return retrieval._legs(cursor, kb, scope, limit=10, k1=1.2, b=0.75, **options).dense
+
+
 def test_small_scopes_are_searched_exactly_without_the_hnsw_index(tenant_a, admin_a, settings):
     """HNSW is approximate: an element crowded out of its neighbours' lists (a dense cluster, or many deleted
     or rolled-back entries awaiting VACUUM) is unreachable and no ef_search or iterative scan finds it. Small
@@ -470,7 +480,7 @@ def test_small_scopes_are_searched_exactly_without_the_hnsw_index(tenant_a, admi
             assert "chunk_embedding_hnsw_384" not in plan, plan
             # ef_search 1 and no iterative scan: an index scan would return at most one row here.
             cursor.execute("SELECT set_config('hnsw.ef_search', '1', true)")
-            hits = retrieval._dense_leg(cursor, kb, query, scope, 10)
+            hits = _dense_leg(cursor, kb, query, scope)
         expected = {c.pk: _cosine(query, list(c.embedding)) for c in Chunk.objects.filter(document=far)}
         # Every chunk of the scope, best first, with its exact similarity (float32 in SQL: compare loosely).
         assert sorted(i for i, _ in hits) == sorted(expected)
@@ -484,7 +494,7 @@ def test_small_scopes_are_searched_exactly_without_the_hnsw_index(tenant_a, admi
             assert retrieval._scope_size_at_most(cursor, 384, scope, 7)
             cursor.execute("SET LOCAL enable_sort = off")
             cursor.execute("SELECT set_config('hnsw.ef_search', '1', true)")
-            indexed = retrieval._dense_leg(cursor, kb, query, scope, 10)
+            indexed = _dense_leg(cursor, kb, query, scope)
         assert len(indexed) < 7
 
 
