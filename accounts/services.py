@@ -282,6 +282,13 @@ def membership_create_admin(*, user: User, tenant: TenantRecord) -> Membership:
     return Membership.objects.create(user=user, tenant_id=tenant.pk, role=Role.ADMIN)
 
 
+def membership_ensure(*, user_id: int, tenant: TenantRecord, role: str) -> Membership:
+    """Give the user `role` in `tenant` unless they are a member already (an organisation restored from a backup:
+    backups.archive); an existing membership keeps its role."""
+    membership, _ = Membership.objects.get_or_create(user_id=user_id, tenant_id=tenant.pk, defaults={"role": role})
+    return membership
+
+
 def email_verification_send(*, request: HttpRequest, email: str) -> bool:
     """Send the address-confirmation mail to the user who has just signed up with `email` outside allauth's own form
     (with an organisation). True if a mail went out: none does when the platform does not verify addresses."""

@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from django.db import connection
-from django.http import FileResponse, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -33,11 +33,10 @@ from tenants.services import tenant_data_policy_update
 from . import selectors, services
 from .lifecycle import message_retention_days
 from .models import Agent, ApprovedHost, CustomTool, ProviderCredential
-from .org_export import org_export_get, org_export_open
 from .registry import get_registry
 from .rendering import answer_html
 from .runtime.runner import run_close_if_orphaned
-from .runtime.stream import TERMINAL, iter_events, iter_raw_events, read_events, read_events_now, sse_format_raw
+from .runtime.stream import TERMINAL, iter_events, iter_raw_batches, read_events, read_events_now, sse_format_raw
 from .serializers import (
     AgentListSerializer,
     AgentRestoreToTimeSerializer,
@@ -335,8 +334,9 @@ class AgentRestoreToTimeApi(APIView):
 
 async def _sse(schema: str, run_id: str, after: int):
     on_idle = functools.partial(run_close_if_orphaned, schema, run_id)  # the worker may have died
-    async for item in iter_raw_events(schema, run_id, after, heartbeat=15.0, on_idle=on_idle):
-        yield b": keep-alive\n\n" if item is None else sse_format_raw(*item)
+    async for batch in iter_raw_batches(schema, run_id, after, heartbeat=15.0, on_idle=on_idle):
+        # The events that arrived together leave in one write (one chunk, one send through the server).
+        yield b": keep-alive\n\n" if batch is None else b"".join(sse_format_raw(*entry) for entry in batch)
 
 
 def _streaming(body, content_type: str) -> StreamingHttpResponse:
@@ -771,55 +771,3 @@ class DataPolicyApi(APIView):
         data.is_valid(raise_exception=True)
         tenant = tenant_data_policy_update(principal=principal_from_request(request), **data.validated_data)
         return Response(DataPolicySerializer(_data_policy(tenant)).data)
-
-
-class OrgExportSerializer(serializers.Serializer):
-    id = serializers.CharField()
-    status = serializers.ChoiceField(choices=["pending", "running", "done", "failed"])
-    created_at = serializers.CharField()
-    finished_at = serializers.CharField(required=False)
-    size = serializers.CharField(required=False)
-
-
-class ZipRenderer(BaseRenderer):
-    media_type = "application/zip"
-    format = "zip"
-    charset = None
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return json.dumps(data).encode() if data is not None else b""
-
-
-class OrgExportListApi(APIView):
-    required_scope = "admin"
-
-    @extend_schema(request=None, responses={202: OrgExportSerializer, **error_responses(403)})
-    def post(self, request):
-        state = services.org_export_request(principal=principal_from_request(request))
-        return Response(OrgExportSerializer(state).data, status=status.HTTP_202_ACCEPTED)
-
-
-class OrgExportDetailApi(APIView):
-    required_scope = "admin"
-
-    @extend_schema(responses={200: OrgExportSerializer, **error_responses(403, 404)})
-    def get(self, request, export_id: str):
-        state = org_export_get(principal=principal_from_request(request), export_id=export_id)
-        return Response(OrgExportSerializer(state).data)
-
-
-class OrgExportDownloadApi(APIView):
-    required_scope = "admin"
-    renderer_classes = [JSONRenderer, ZipRenderer]
-
-    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY, **error_responses(403, 404)})
-    def get(self, request, export_id: str):
-        principal = principal_from_request(request)
-        body = org_export_open(principal=principal, export_id=export_id)
-        name = f"{request.tenant.slug}-export-{export_id}.zip"
-        return FileResponse(body, as_attachment=True, filename=name, content_type="application/zip")
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        if isinstance(response, Response):  # an error: JSON, whatever was asked
-            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
-        return super().finalize_response(request, response, *args, **kwargs)

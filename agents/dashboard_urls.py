@@ -21,7 +21,6 @@ urlpatterns = [
     ),
     path("manage/providers/", views.providers_page, name="dash-providers"),
     path("manage/data/", views.data_page, name="dash-data"),
-    path("manage/data/exports/<str:export_id>/", views.org_export_download_view, name="dash-org-export-download"),
     path("manage/providers/<int:provider_id>/", views.provider_action_view, name="dash-provider-action"),
     path("chat/", views.chat_home_page, name="dash-chat-home"),
     path("agents/<int:agent_id>/chat/", views.chat_page, name="dash-chat"),

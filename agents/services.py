@@ -16,7 +16,7 @@ from django.utils.text import slugify
 
 from core.audit import audit_record
 from core.crypto import encrypt_json, encrypt_str, rotate_token
-from core.errors import Conflict, DomainError, ErrorCode, Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, DomainError, ErrorCode, InvalidInput, NotFound
 from core.events import (
     AGENT_CREATED,
     AGENT_DELETED,
@@ -29,7 +29,7 @@ from core.quotas import chat_run_admit, chat_run_release, limits_snapshot, quota
 from core.rls import db_as_system
 from core.ssrf import refuse_internal_host, refuse_internal_url
 from core.tenancy import current_schema
-from iam.policy import Principal, principal_can_manage, resource_check_for_principal, resource_queryset_for
+from iam.policy import Principal, resource_check_for_principal, resource_queryset_for
 from knowledge.models import KnowledgeBase
 
 from .models import (
@@ -42,7 +42,6 @@ from .models import (
     ProviderCredential,
     ProviderKind,
 )
-from .org_export import org_export_state_create
 from .providers.base import ContextTooLong
 from .registry import get_registry
 from .runtime.compiled import provider_stamp
@@ -50,7 +49,7 @@ from .runtime.limits import effective_limits
 from .runtime.runner import estimate_tokens
 from .runtime.stream import emit_sync, run_cancel_request, run_meta_write
 from .selectors import agent_version_at
-from .tasks import agent_run_task, org_export_build_task
+from .tasks import agent_run_task
 from .tools.openapi import TEMPLATES, openapi_operations
 
 # The fields that make up an agent's configuration (what a version snapshots and a restore brings back).
@@ -697,14 +696,3 @@ def run_cancel(*, meta: dict[str, str], run_id: str) -> dict[str, str]:
         raise Conflict("This answer has already finished.", extra={"run_status": meta.get("status")})
     run_cancel_request(current_schema(), run_id)
     return {"run_id": run_id, "status": "cancelling"}
-
-
-def org_export_request(*, principal: Principal) -> dict[str, str]:
-    """Start an export of the principal's whole organisation (admins only): agents.org_export builds the zip in a
-    task after this transaction commits; its state is read with `org_export_get`."""
-    if not principal_can_manage(principal):
-        raise Forbidden("Only an organisation admin can export the organisation.")
-    state = org_export_state_create(requested_by=principal.user.pk)
-    schema = current_schema()
-    transaction.on_commit(lambda: org_export_build_task.delay(schema, state["id"]))
-    return state

@@ -8,10 +8,8 @@ from django.db import connection
 from django_tenants.utils import get_public_schema_name
 
 from core.tenancy import for_each_tenant, in_tenant, tenant_connection
-from tenants.models import Tenant
 
 from .lifecycle import message_retention_apply
-from .org_export import org_export_build
 from .partitions import message_partitions_ensure
 from .runtime.runner import execute_run, runs_close_orphaned
 
@@ -54,11 +52,3 @@ def message_retention_apply_all_task() -> dict:
     for schema in for_each_tenant():
         results[schema] = message_retention_apply(tenant=tenant_connection().tenant)
     return results
-
-
-@shared_task(name="agents.org_export_build")
-def org_export_build_task(schema: str, export_id: str) -> dict:
-    """Build an organisation's export zip (agents.org_export), requested by one of its admins."""
-    tenant = Tenant.objects.get(schema_name=schema)
-    with in_tenant(tenant):
-        return org_export_build(tenant=tenant, export_id=export_id)

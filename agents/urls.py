@@ -6,13 +6,6 @@ from . import apis
 
 urlpatterns = [
     path("organisation/data-policy/", apis.DataPolicyApi.as_view(), name="org-data-policy"),
-    path("organisation/exports/", apis.OrgExportListApi.as_view(), name="org-export-list"),
-    path("organisation/exports/<str:export_id>/", apis.OrgExportDetailApi.as_view(), name="org-export-detail"),
-    path(
-        "organisation/exports/<str:export_id>/download/",
-        apis.OrgExportDownloadApi.as_view(),
-        name="org-export-download",
-    ),
     path("agents/", apis.AgentListApi.as_view(), name="agent-list"),
     path("agents/<int:agent_id>/", apis.AgentDetailApi.as_view(), name="agent-detail"),
     path("agents/<int:agent_id>/versions/", apis.AgentVersionListApi.as_view(), name="agent-versions"),

@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import messages
 from django.db.models import Q
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -28,7 +28,6 @@ from tenants.services import tenant_data_policy_update
 from . import selectors, services
 from .lifecycle import message_retention_days
 from .models import AGENT_TYPE_LABELS, ProviderCredential, ProviderKind
-from .org_export import org_export_get, org_export_open
 from .providers.check import CHECK_TIMEOUT_SECONDS, ConnectionCheck, provider_connection_check
 from .registry import get_registry
 from .rendering import answer_html
@@ -562,10 +561,6 @@ def data_page(request: HttpRequest) -> HttpResponse:
         "departed_member_messages": tenant.departed_member_messages,
     }
     form = DataPolicyForm(request.POST or None, initial=initial)
-    if request.method == "POST" and request.POST.get("intent") == "export":
-        state = services.org_export_request(principal=request.principal)
-        messages.success(request, "The export is being prepared: this page shows when it can be downloaded.")
-        return redirect(f"{reverse('dash-data')}?export={state['id']}")
     if request.method == "POST" and form.is_valid():
         try:
             tenant_data_policy_update(principal=request.principal, **form.cleaned_data)
@@ -574,30 +569,13 @@ def data_page(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, "Data policy saved.")
             return redirect("dash-data")
-    export = None
-    if request.GET.get("export"):
-        try:
-            export = org_export_get(principal=request.principal, export_id=request.GET["export"])
-        except DomainError:
-            export = None
     return render(
         request,
         "manage/data.html",
         {
             "form": form,
             "effective_retention": message_retention_days(tenant),
-            "export": export,
             "nav": "admin",
             "tab": "data",
         },
     )
-
-
-@admin_page
-def org_export_download_view(request: HttpRequest, export_id: str) -> HttpResponse:
-    try:
-        body = org_export_open(principal=request.principal, export_id=export_id)
-    except DomainError:
-        raise Http404("No such export.") from None
-    name = f"{request.tenant.slug}-export-{export_id}.zip"
-    return FileResponse(body, as_attachment=True, filename=name, content_type="application/zip")

@@ -259,6 +259,12 @@ def principal_can_manage(principal: Principal) -> bool:
     return principal.has_scope("admin") and principal.is_admin
 
 
+def principal_can_back_up(principal: Principal) -> bool:
+    """May list, make, download and restore the organisation's backups (and set their schedule): a backup holds
+    every member's private data and a restore replaces everything, so admins only, with the admin scope."""
+    return principal_can_manage(principal)
+
+
 def role_may_own(role: str) -> bool:
     """May a member with this role own resources (be handed an agent or knowledge base)? Read-only members could
     not use what they owned."""

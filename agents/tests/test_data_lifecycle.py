@@ -4,13 +4,9 @@ export carrying their conversations, and account deletion following the organisa
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import io
-import json
 import threading
 import time
 import uuid
-import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
@@ -313,7 +309,7 @@ def test_account_deletion_keeps_conversations_unlinked_when_the_organisation_ano
         assert not Conversation.objects.filter(user_id=member.pk).exists()
 
 
-# --- The organisation's data policy and its whole export ---------------------------------------------------------
+# --- The organisation's data policy (its whole export: backups/tests/test_backups.py) ----------------------------
 
 
 def _client(tenant, user) -> Client:
@@ -347,85 +343,6 @@ def test_an_admin_sets_the_data_policy_and_a_member_cannot(tenant_a, admin_a, me
     )
     assert refused.status_code == 403
     assert Tenant.objects.get(pk=tenant_a.pk).message_retention_days == 400
-
-
-@pytest.mark.django_db
-def test_an_admin_exports_the_whole_organisation_as_json_and_files(
-    tenant_a, admin_a, member_with_a_chat, settings, tmp_path
-):
-    from agents.models import ProviderCredential
-    from agents.services import agent_update
-    from agents.tasks import org_export_build_task
-    from core.crypto import encrypt_str
-    from knowledge import pipeline, storage
-    from knowledge.services import Upload, documents_ingest, knowledge_base_create
-
-    settings.KNOWLEDGE_STORAGE = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(tmp_path / "media")},
-    }
-    storage.knowledge_storage.cache_clear()
-    member, conversation = member_with_a_chat
-    guide = b"# Returns\n\nItems may be returned within 30 days with the receipt.\n"
-    with in_tenant(tenant_a):
-        kb = knowledge_base_create(owner=admin_a, name="Handbook", chunk_size=64, chunk_overlap=8)
-        ingested = documents_ingest(
-            kb=kb, user=admin_a, uploads=[Upload(title="Guide", file=io.BytesIO(guide), filename="guide.md")]
-        )
-        for document in ingested.documents:
-            pipeline.document_process(document.id)
-        ciphertext = encrypt_str("sk-MARKER-42")
-        ProviderCredential.objects.create(name="vendor", kind="offline", api_key_encrypted=ciphertext)
-        principal = Principal(tenant=tenant_a, user=admin_a, role="admin")
-        agent = agent_create(principal=principal, data={"name": "Support", "knowledge_base_ids": [kb.pk]})
-        agent_update(principal=principal, agent=agent, data={"system_prompt": "Be brief."})
-
-    as_member = _client(tenant_a, member)
-    assert as_member.post("/api/v1/organisation/exports/").status_code == 403
-    admin = _client(tenant_a, admin_a)
-    started = admin.post("/api/v1/organisation/exports/")
-    assert started.status_code == 202, started.content
-    export_id = started.json()["id"]
-    assert as_member.get(f"/api/v1/organisation/exports/{export_id}/download/").status_code == 403
-    org_export_build_task(tenant_a.schema_name, export_id)  # what the worker runs once the request commits
-    assert admin.get(f"/api/v1/organisation/exports/{export_id}/").json()["status"] == "done"
-    download = admin.get(f"/api/v1/organisation/exports/{export_id}/download/")
-    assert download.status_code == 200 and download["Content-Type"] == "application/zip"
-    body = b"".join(download.streaming_content)
-    storage.knowledge_storage.cache_clear()
-
-    archive = zipfile.ZipFile(io.BytesIO(body))
-    manifest = json.loads(archive.read("manifest.json"))
-    assert manifest["format"] == "agentry-organisation-export" and manifest["format_version"] == 1
-    for name, entry in manifest["files"].items():  # every file listed, with its checksum
-        assert hashlib.sha256(archive.read(name)).hexdigest() == entry["sha256"], name
-    organisation = json.loads(archive.read("organisation.json"))
-    assert organisation["slug"] == tenant_a.slug
-    assert organisation["settings"]["departed_member_messages"] == "delete"
-    members = json.loads(archive.read("members.json"))["members"]
-    assert {(m["email"], m["role"]) for m in members} >= {(admin_a.email, "admin"), (member.email, "user")}
-    agents = json.loads(archive.read("agents.json"))
-    support = next(a for a in agents["agents"] if a["name"] == "Support")
-    assert [v["number"] for v in support["versions"]] == [1, 2] and support["knowledge_base_ids"] == [kb.pk]
-    assert support["versions"][-1]["config"]["system_prompt"] == "Be brief."
-    handbook = next(k for k in json.loads(archive.read("knowledge_bases.json")) if k["name"] == "Handbook")
-    [document] = handbook["documents"]
-    assert archive.read(document["file"]) == guide
-    assert handbook["chunks"] and all(c["document_id"] == document["id"] for c in handbook["chunks"])
-    conversations = [json.loads(line) for line in archive.read("conversations.jsonl").splitlines()]
-    exported = next(c for c in conversations if c["id"] == str(conversation.id))
-    assert [m["content"] for m in exported["messages"]] == ["question from the member", "an answer"]
-    assert manifest["counts"]["conversations"] == len(conversations)
-    # No secret leaves: neither the provider key nor its ciphertext, nor any password hash.
-    everything = b"".join(archive.read(name) for name in archive.namelist())
-    assert b"sk-MARKER-42" not in everything and ciphertext.encode() not in everything and b"pbkdf2" not in everything
-    # A later export removes the zips whose record has expired, and keeps the live ones.
-    with in_tenant(tenant_a):
-        stale = storage.storage_save(f"{storage.tenant_prefix()}exports/0badc0de.zip", b"old")
-        again = admin.post("/api/v1/organisation/exports/").json()["id"]
-        org_export_build_task(tenant_a.schema_name, again)
-        assert not storage.knowledge_storage().exists(stale)
-        assert admin.get(f"/api/v1/organisation/exports/{export_id}/download/").status_code == 200
 
 
 @pytest.mark.django_db

@@ -1,0 +1,464 @@
+"""Organisation backups: an organisation backed up and restored into a new one is identical (every row of every table,
+embeddings, stored files, the offline provider's answer); a damaged or altered backup is refused with nothing
+changed; retention expires old backups; only admins reach them.
+
+The organisations here are the tests' own (created and dropped), with committed data: a backup reads its schema
+in a transaction of its own, as in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test import Client
+from django_celery_beat.models import PeriodicTask
+
+from accounts.models import User
+from accounts.tests.helpers import member_create
+from agents.models import Agent, Message, ProviderCredential
+from agents.services import agent_create, agent_update, chat_start
+from agents.tests.conftest import run_inline
+from backups.archive import FILE_COLUMNS, MANIFEST, MANIFEST_CHECKSUM, schema_tables
+from backups.models import Backup, BackupSchedule, Restore
+from backups.services import backup_schedule_update
+from backups.tasks import backup_run_task, backup_scheduled_task, restore_run_task
+from conftest import PASSWORD, host_of
+from core.crypto import encrypt_str
+from core.errors import DomainError
+from core.rls import db_as_system
+from core.tenancy import in_tenant
+from iam.policy import Principal
+from knowledge import pipeline, storage
+from knowledge.services import Upload, documents_ingest, knowledge_base_create
+from tenants.models import Tenant
+from tenants.services import tenant_create, tenant_delete
+
+pytestmark = pytest.mark.django_db
+
+QUESTION = "How many days do I have to return an item?"
+GUIDE = (
+    b"# Returns\n\nItems may be returned within 30 days with the receipt. Refunds reach the card in five days.\n\n"
+    b"# Shipping\n\nOrders ship from Lyon within two working days; express delivery costs 12 euros.\n"
+)
+
+
+def _client(tenant, user) -> Client:
+    client = Client(HTTP_HOST=host_of(tenant))
+    client.force_login(user)
+    return client
+
+
+def _ask(tenant, user, agent_id: int) -> str:
+    with in_tenant(tenant):
+        agent = Agent.objects.get(pk=agent_id)
+        handles = chat_start(principal=Principal(tenant=tenant, user=user, role="admin"), agent=agent, message=QUESTION)
+    assert run_inline(tenant, handles["run_id"])["status"] == "complete"
+    with in_tenant(tenant):
+        return Message.objects.get(id=handles["message_id"]).content
+
+
+def _rows(schema: str) -> dict[str, list[dict]]:
+    """Every row of every table of the schema, as PostgreSQL renders it (embeddings in pgvector's text form)."""
+    with connection.cursor() as cursor:
+        tables = schema_tables(cursor, schema)
+        found = {}
+        for name, table in tables.items():
+            order = ", ".join(f'"{c}"' for c in table.key) or "1"
+            cursor.execute(f'SELECT to_jsonb(t)::text FROM "{schema}"."{name}" t ORDER BY {order}')
+            found[name] = [json.loads(row[0]) for row in cursor.fetchall()]
+    return found
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup, django_db_blocker):
+    """A source organisation of its own with an admin and a member, a knowledge base with an ingested document,
+    an agent with three versions and a conversation answered by the offline provider."""
+    from django.conf import settings
+
+    # Files go to the test settings' storage, which the session's workers share; tenant_delete removes them.
+    old_enqueue = getattr(settings, "AGENTS_ENQUEUE_RUNS", True)
+    settings.AGENTS_ENQUEUE_RUNS = False  # runs are executed here (run_inline)
+    suffix = uuid.uuid4().hex[:6]
+    made: list[Tenant] = []
+    with django_db_blocker.unblock():
+        admin = User.objects.create_user(email=f"admin-{suffix}@backup.test", password=PASSWORD)
+        source = tenant_create(name="Backup source", slug=f"bk-src-{suffix}", owner=admin)
+        made.append(source)
+        member = member_create(source, email=f"member-{suffix}@backup.test")
+        principal = Principal(tenant=source, user=admin, role="admin")
+        with in_tenant(source), db_as_system():
+            kb = knowledge_base_create(owner=admin, name="Handbook", embedding_model="hashing-384", chunk_size=64)
+            ingested = documents_ingest(
+                kb=kb, user=admin, uploads=[Upload(title="Guide", file=io.BytesIO(GUIDE), filename="guide.md")]
+            )
+            for document in ingested.documents:
+                pipeline.document_process(document.id)
+            agent = agent_create(principal=principal, data={"name": "Support", "knowledge_base_ids": [kb.pk]})
+            agent_update(principal=principal, agent=agent, data={"system_prompt": "Answer from the handbook."})
+            agent_update(principal=principal, agent=agent, data={"description": "Returns and shipping"})
+        answer = _ask(source, admin, agent.pk)
+        state = {"admin": admin, "member": member, "source": source, "agent_id": agent.pk, "answer": answer}
+        state["made"] = made
+        try:
+            yield state
+        finally:
+            connection.set_schema_to_public()
+            for tenant in made:
+                if Tenant.objects.filter(pk=tenant.pk).exists():
+                    tenant_delete(tenant=tenant)
+            # Django's cascade also visits per-tenant tables (API keys, shares): run it in a schema that has them.
+            with in_tenant(Tenant.objects.get(slug="acme")):
+                User.objects.filter(email__endswith=f"-{suffix}@backup.test").delete()
+            settings.AGENTS_ENQUEUE_RUNS = old_enqueue
+
+
+def _backup(world) -> Backup:
+    started = _client(world["source"], world["admin"]).post(
+        "/api/v1/organisation/backups/", {"include_conversations": True}, content_type="application/json"
+    )
+    assert started.status_code == 202, started.content
+    backup = _finished(Backup, started.json()["id"], backup_run_task)
+    assert backup.status == "done", backup.error
+    return backup
+
+
+def _finished(model, pk: str, task):
+    """Run the task the request queued, here (a session's Celery worker may have claimed it first: then wait for
+    it), and return the record once it is done or failed."""
+    try:
+        task(pk)
+    except DomainError:
+        pass  # recorded on the row, which the caller checks
+    deadline = time.monotonic() + 180
+    while (record := model.objects.get(pk=pk)).status not in ("done", "failed"):
+        assert time.monotonic() < deadline, f"{model.__name__} {pk} still {record.status}"
+        time.sleep(0.5)
+    return record
+
+
+def _assert_identical(before: dict, after: dict, source, restored, manifest: dict) -> None:
+    """Every row of every table equal, stored paths moved to the new organisation's prefix; the audit log holds the
+    backup's entries after the new organisation's own (with new ids)."""
+    assert before.keys() == after.keys()
+    old_prefix, new_prefix = storage.tenant_prefix(source.schema_name), storage.tenant_prefix(restored.schema_name)
+    moved = {(table, column) for table, columns in FILE_COLUMNS.items() for column in columns}
+    for table, rows in before.items():
+        backed_up = manifest["tables"][table]["rows"]
+        if table == "usage_auditentry":
+            restored_entries = after[table][len(after[table]) - backed_up :]
+            assert [r | {"id": 0} for r in rows[:backed_up]] == [r | {"id": 0} for r in restored_entries]
+            continue
+        expected = [
+            {k: (v.replace(old_prefix, new_prefix, 1) if (table, k) in moved and v else v) for k, v in row.items()}
+            for row in rows
+        ]
+        assert after[table] == expected, f"{table} differs after the restore"
+
+
+def test_an_organisation_restored_into_a_new_one_is_identical(world, django_db_blocker):
+    with django_db_blocker.unblock():
+        source, admin = world["source"], world["admin"]
+        backup = _backup(world)
+        admin_client = _client(source, admin)
+        download = admin_client.get(f"/api/v1/organisation/backups/{backup.id}/download/")
+        assert download.status_code == 200 and download["Content-Type"] == "application/zip"
+        archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
+        manifest = json.loads(archive.read(MANIFEST))
+        assert manifest["tables"]["agents_agentversion"]["rows"] == 3
+        assert manifest["tables"]["knowledge_chunk"]["rows"] >= 2 and manifest["counts"]["files"] == 1
+
+        slug = f"bk-new-{uuid.uuid4().hex[:6]}"
+        started = admin_client.post(
+            f"/api/v1/organisation/backups/{backup.id}/restore/",
+            {"new_organisation": {"name": "Restored", "slug": slug}},
+            content_type="application/json",
+        )
+        assert started.status_code == 202, started.content
+        restored = Tenant.objects.get(slug=slug)
+        world["made"].append(restored)
+        _finished(Restore, started.json()["id"], restore_run_task)
+        status = admin_client.get(f"/api/v1/organisation/backups/restores/{started.json()['id']}/").json()
+        assert status["status"] == "done", status
+
+        before, after = _rows(source.schema_name), _rows(restored.schema_name)
+        _assert_identical(before, after, source, restored, manifest)
+        assert before["knowledge_chunk"] and all(row["embedding"] for row in after["knowledge_chunk"])
+        with in_tenant(restored):
+            [path] = [r["storage_path"] for r in after["knowledge_document"]]
+            assert storage.storage_read(path) == GUIDE
+        # The backup's members are members of the new organisation, with their roles.
+        member_client = _client(restored, world["member"])
+        assert member_client.get("/api/v1/organisation/backups/").status_code == 403
+        assert _client(restored, admin).get("/api/v1/organisation/backups/").status_code == 200
+        # Same question, same agent, same knowledge: the same answer in both organisations.
+        answer_source = _ask(source, admin, world["agent_id"])
+        answer_restored = _ask(restored, admin, world["agent_id"])
+        assert answer_restored == answer_source == world["answer"]
+        assert "30 days" in answer_restored
+
+
+def test_an_organisation_moves_to_another_cluster_through_a_file(world, django_db_blocker, tmp_path: Path):
+    """`tenant_backup --output` on one cluster, `tenant_restore --file --name` on the other (here: the same)."""
+    with django_db_blocker.unblock():
+        source = world["source"]
+        path = tmp_path / "moving.zip"
+        call_command("tenant_backup", source.slug, output=str(path))
+        before = _rows(source.schema_name)
+        slug = f"bk-moved-{uuid.uuid4().hex[:6]}"
+        call_command("tenant_restore", slug, file=str(path), name="Moved")
+        moved = Tenant.objects.get(slug=slug)
+        world["made"].append(moved)
+        with zipfile.ZipFile(path) as archive:
+            manifest = json.loads(archive.read(MANIFEST))
+        _assert_identical(before, _rows(moved.schema_name), source, moved, manifest)
+        assert _client(moved, world["member"]).get("/api/v1/agents/").status_code == 200  # a member there too
+        with pytest.raises(CommandError, match="exists"):
+            call_command("tenant_restore", slug, file=str(path), name="Moved")
+
+
+def test_a_restore_into_the_same_organisation_brings_back_its_state_and_keeps_its_audit_log(world, django_db_blocker):
+    with django_db_blocker.unblock():
+        source, admin = world["source"], world["admin"]
+        backup = _backup(world)
+        before = _rows(source.schema_name)
+        principal = Principal(tenant=source, user=admin, role="admin")
+        with in_tenant(source), db_as_system():
+            agent = Agent.objects.get(pk=world["agent_id"])
+            agent_update(principal=principal, agent=agent, data={"system_prompt": "Changed after the backup."})
+            kb = agent.knowledge_bases.get()
+            later = documents_ingest(
+                kb=kb, user=admin, uploads=[Upload(title="Later", file=io.BytesIO(b"# Later\n\nNew."), filename="l.md")]
+            )
+            [document] = later.documents
+            pipeline.document_process(document.id)
+            document.refresh_from_db()
+            later_file = document.storage_path
+        assert _rows(source.schema_name) != before
+
+        call_command("tenant_restore", source.slug, backup=str(backup.id), replace=True)
+
+        now = _rows(source.schema_name)
+        log = now.pop("usage_auditentry")  # append-only: what happened since the backup stays recorded
+        assert log[: len(before["usage_auditentry"])] == before.pop("usage_auditentry")
+        assert now == before
+        with in_tenant(source):
+            assert not storage.knowledge_storage().exists(later_file)  # the document the restore removed
+            [kept] = [row["storage_path"] for row in now["knowledge_document"]]
+            assert storage.storage_read(kept) == GUIDE
+        assert _ask(source, admin, world["agent_id"]) == world["answer"]
+
+
+def test_an_admin_exports_everything_in_the_backup_format_without_secrets(world, django_db_blocker):
+    with django_db_blocker.unblock():
+        source, admin = world["source"], world["admin"]
+        ciphertext = encrypt_str("sk-MARKER-42")
+        with in_tenant(source):
+            ProviderCredential.objects.create(name="vendor", kind="offline", api_key_encrypted=ciphertext)
+        as_member = _client(source, world["member"])
+        assert as_member.post("/api/v1/organisation/exports/").status_code == 403
+        admin_client = _client(source, admin)
+        started = admin_client.post("/api/v1/organisation/exports/")
+        assert started.status_code == 202, started.content
+        export_id = started.json()["id"]
+        assert as_member.get(f"/api/v1/organisation/exports/{export_id}/download/").status_code == 403
+        _finished(Backup, export_id, backup_run_task)
+        assert admin_client.get(f"/api/v1/organisation/exports/{export_id}/").json()["status"] == "done"
+        assert admin_client.get(f"/api/v1/organisation/backups/{export_id}/").status_code == 404  # not a backup
+        download = admin_client.get(f"/api/v1/organisation/exports/{export_id}/download/")
+        assert download.status_code == 200 and download["Content-Type"] == "application/zip"
+        archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
+
+        manifest = json.loads(archive.read(MANIFEST))
+        assert manifest["format"] == "agentry-organisation-backup" and manifest["secrets_redacted"]
+        for name, entry in manifest["files"].items():  # every file listed, with its checksum
+            assert hashlib.sha256(archive.read(name)).hexdigest() == entry["sha256"], name
+        organisation = json.loads(archive.read("organisation.json"))
+        assert {(m["email"], m["role"]) for m in organisation["members"]} == {
+            (admin.email, "admin"),
+            (world["member"].email, "user"),
+        }
+        [kb] = [json.loads(line) for line in archive.read("tables/knowledge_knowledgebase.jsonl").splitlines()]
+        assert {"ocr_language", "versions_retained", "search_settings"} <= kb.keys()  # every column, by construction
+        versions = [json.loads(line) for line in archive.read("tables/agents_agentversion.jsonl").splitlines()]
+        assert [v["number"] for v in versions if v["agent_id"] == world["agent_id"]][:3] == [1, 2, 3]
+        [document] = [json.loads(line) for line in archive.read("tables/knowledge_document.jsonl").splitlines()]
+        assert archive.read("files/" + document["storage_path"].removeprefix(manifest["storage_prefix"])) == GUIDE
+        messages = [json.loads(line) for line in archive.read("tables/agents_message.jsonl").splitlines()]
+        assert world["answer"] in [m["content"] for m in messages]
+        # No secret leaves: neither the provider key nor its ciphertext, nor any password hash.
+        everything = b"".join(archive.read(name) for name in archive.namelist())
+        assert b"sk-MARKER-42" not in everything and ciphertext.encode() not in everything
+        assert b"pbkdf2" not in everything and b"argon2" not in everything
+        # An export is for taking data out: it cannot be restored.
+        refused = admin_client.post(f"/api/v1/organisation/backups/{export_id}/restore/", {}, "application/json")
+        assert refused.status_code == 404
+
+
+def _tampered(original: bytes, *, edit) -> bytes:
+    """The archive rebuilt member by member, `edit(name, body) -> body` applied to each."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(original)) as source, zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, edit(name, source.read(name)))
+    return out.getvalue()
+
+
+def test_a_damaged_or_altered_backup_is_refused_and_nothing_changes(world, django_db_blocker, tmp_path: Path):
+    with django_db_blocker.unblock():
+        source, admin = world["source"], world["admin"]
+        backup = _backup(world)
+        with in_tenant(source):
+            original = storage.storage_read(backup.path)
+        with zipfile.ZipFile(io.BytesIO(original)) as archive:
+            manifest = json.loads(archive.read(MANIFEST))
+            rows_member = "tables/agents_agent.jsonl"
+            stored = archive.getinfo(rows_member)
+
+        def flip_in_rows(name: str, body: bytes) -> bytes:
+            return body.replace(b"Support", b"Sapport", 1) if name == rows_member else body
+
+        def fewer_rows(name: str, body: bytes) -> bytes:
+            if name not in (MANIFEST, MANIFEST_CHECKSUM):
+                return body
+            edited = json.loads(json.dumps(manifest))
+            edited["tables"]["agents_agent"]["rows"] += 1
+            text = json.dumps(edited).encode()
+            return text if name == MANIFEST else hashlib.sha256(text).hexdigest().encode()
+
+        def manifest_only(name: str, body: bytes) -> bytes:
+            return (
+                body.replace(b'"include_conversations": true', b'"include_conversations": false')
+                if name == MANIFEST
+                else body
+            )
+
+        flipped = bytearray(original)
+        offset = stored.header_offset + 30 + len(stored.filename) + len(stored.extra) + stored.compress_size // 2
+        flipped[offset] ^= 0x01  # one bit inside the compressed rows of the agents table
+        cases = {
+            "a flipped byte": (bytes(flipped), "damaged"),
+            "an edited row": (_tampered(original, edit=flip_in_rows), "checksum does not match"),
+            "an edited manifest": (_tampered(original, edit=manifest_only), "manifest was altered"),
+            "a manifest edited with its checksum": (_tampered(original, edit=fewer_rows), "rows"),
+        }
+        before = _rows(source.schema_name)
+        restores_before = Restore.objects.count()
+        for label, (body, reason) in cases.items():
+            path = tmp_path / "backup.zip"
+            path.write_bytes(body)
+            with pytest.raises(CommandError, match=reason):
+                call_command("tenant_restore", source.slug, file=str(path), replace=True)
+            assert _rows(source.schema_name) == before, f"{label}: the organisation changed"
+        assert Restore.objects.count() == restores_before  # refused before a restore even began
+
+        # The same through the API: the stored backup damaged, the restore fails with the reason, nothing changes.
+        with in_tenant(source):
+            storage.storage_delete(backup.path)
+            storage.storage_save(backup.path, bytes(flipped))
+        started = _client(source, admin).post(
+            f"/api/v1/organisation/backups/{backup.id}/restore/", {}, "application/json"
+        )
+        assert started.status_code == 202, started.content
+        failed = _finished(Restore, started.json()["id"], restore_run_task)
+        assert failed.status == "failed" and "damaged" in failed.error
+        now = _rows(source.schema_name)
+        log = now.pop("usage_auditentry")  # the request to restore is logged; nothing else moved
+        assert log[: len(before["usage_auditentry"])] == before.pop("usage_auditentry")
+        assert [entry["action"] for entry in log[-1:]] == ["backup.restore"]
+        assert now == before
+
+
+def test_retention_keeps_the_last_backups_and_the_schedule_is_a_beat_entry(world, django_db_blocker):
+    with django_db_blocker.unblock():
+        source, admin = world["source"], world["admin"]
+        client = _client(source, admin)
+        saved = client.put(
+            "/api/v1/organisation/backups/schedule/",
+            {
+                "enabled": True,
+                "minute": 15,
+                "hour": 4,
+                "day_of_week": "1-5",
+                "keep_last": 2,
+                "include_conversations": False,
+            },
+            content_type="application/json",
+        )
+        assert saved.status_code == 200, saved.content
+        assert saved.json()["own"] and saved.json()["crontab"] == "15 4 * * 1-5"
+        task = BackupSchedule.objects.get(tenant=source).periodic_task
+        assert task is not None and task.enabled and json.loads(task.args) == [source.schema_name]
+        assert (task.crontab.minute, task.crontab.hour, task.crontab.day_of_week) == ("15", "4", "1-5")
+        assert PeriodicTask.objects.filter(name=f"backups:{source.schema_name}").count() == 1
+
+        made = [_backup(world) for _ in range(2)]
+        backup_scheduled_task(source.schema_name)  # what the organisation's beat entry runs (here, at once)
+        made.append(Backup.objects.filter(tenant=source, scheduled=True).latest("created_at"))
+        assert made[2].status == "done" and not made[2].include_conversations  # the schedule's choice
+        assert "agents_message" not in made[2].counts["tables"] and "agents_agent" in made[2].counts["tables"]
+        kept = set(Backup.objects.filter(tenant=source, purpose="backup").values_list("pk", flat=True))
+        assert kept == {made[1].pk, made[2].pk}
+        with in_tenant(source):
+            assert not storage.knowledge_storage().exists(made[0].path)
+            assert storage.knowledge_storage().exists(made[2].path)
+        # The dashboard page shows them, and makes one now.
+        page = client.get("/manage/backups/")
+        assert page.status_code == 200 and b"Back up now" in page.content and b"scheduled" in page.content
+        assert client.post("/manage/backups/", {"intent": "backup"}).status_code == 302
+        assert Backup.objects.filter(tenant=source, status="pending", requested_by_id=admin.pk).exists()
+
+
+def test_members_and_other_organisations_cannot_reach_backups(world, django_db_blocker):
+    with django_db_blocker.unblock():
+        source, member = world["source"], world["member"]
+        backup = Backup.objects.filter(tenant=source, status="done").first() or _backup(world)
+        as_member = _client(source, member)
+        for method, path in (
+            ("get", "/api/v1/organisation/backups/"),
+            ("post", "/api/v1/organisation/backups/"),
+            ("get", f"/api/v1/organisation/backups/{backup.id}/"),
+            ("get", f"/api/v1/organisation/backups/{backup.id}/download/"),
+            ("post", f"/api/v1/organisation/backups/{backup.id}/restore/"),
+            ("get", "/api/v1/organisation/backups/schedule/"),
+            ("get", "/manage/backups/"),
+        ):
+            response = getattr(as_member, method)(path, {}, content_type="application/json")
+            assert response.status_code == 403, (method, path, response.status_code)
+        stranger = User.objects.get(email="admin@globex.test")
+        other = _client(Tenant.objects.get(slug="globex"), stranger)
+        assert other.get(f"/api/v1/organisation/backups/{backup.id}/").status_code == 404
+        assert (
+            other.post(f"/api/v1/organisation/backups/{backup.id}/restore/", {}, "application/json").status_code == 404
+        )
+
+
+def test_a_deleted_organisation_takes_its_beat_entry_with_it(world, django_db_blocker):
+    with django_db_blocker.unblock():
+        admin = world["admin"]
+        doomed = tenant_create(name="Doomed", slug=f"bk-gone-{uuid.uuid4().hex[:6]}", owner=admin)
+        world["made"].append(doomed)
+        with in_tenant(doomed):
+            backup_schedule_update(
+                principal=Principal(tenant=doomed, user=admin, role="admin"),
+                enabled=True,
+                minute=0,
+                hour=1,
+                day_of_week="*",
+                keep_last=3,
+                include_conversations=True,
+            )
+        name = f"backups:{doomed.schema_name}"
+        assert PeriodicTask.objects.filter(name=name, enabled=True).exists()
+        connection.set_schema_to_public()
+        tenant_delete(tenant=doomed)
+        assert not PeriodicTask.objects.filter(name=name).exists()
+        assert backup_scheduled_task(doomed.schema_name)["backup"] is None  # a late firing finds nothing to do
