@@ -9,6 +9,7 @@ from django_tenants.models import DomainMixin, TenantMixin
 from django_tenants.postgresql_backend.base import _check_schema_name
 from django_tenants.utils import get_creation_fakes_migrations, schema_exists
 
+from .citus import citus_enabled, schema_distribute
 from .cloning import schema_clone
 
 # Messages are dropped a whole month partition at a time, so a shorter retention would mean nothing.
@@ -57,17 +58,22 @@ class Tenant(TenantMixin):
         return self.slug
 
     def create_schema(self, check_if_exists=False, sync_schema=True, verbosity=1):
-        """Clone the template schema (tenants.cloning); fall back to migrating when there is none."""
+        """Clone the template schema (tenants.cloning); fall back to migrating when there is none. On Citus the new
+        schema is then distributed (tenants.citus)."""
         base = getattr(settings, "TENANT_BASE_SCHEMA", None)
         if not (sync_schema and base and get_creation_fakes_migrations() and schema_exists(base)):
-            return super().create_schema(check_if_exists, sync_schema, verbosity)
-        if check_if_exists and schema_exists(self.schema_name):
+            # django-tenants returns False when the schema exists, None once it created it.
+            created = super().create_schema(check_if_exists, sync_schema, verbosity) is not False
+        elif check_if_exists and schema_exists(self.schema_name):
             return False
-
-        _check_schema_name(self.schema_name)
-        schema_clone(base, self.schema_name)
+        else:
+            _check_schema_name(self.schema_name)
+            schema_clone(base, self.schema_name)
+            created = True
+        if created and citus_enabled():
+            schema_distribute(self.schema_name)
         connection.set_schema_to_public()
-        return True
+        return created
 
 
 class Domain(DomainMixin):
