@@ -5,9 +5,20 @@ between, and a loopback fake OpenAI-compatible server (agents/tests/fakes.py) as
 
 1. Time to first token and per-token overhead, through WebSocket and SSE, vs reading the fake provider directly
    with the official SDK (ratios and absolute overheads).
-2. How many concurrent WebSocket streams one daphne process holds with p99 inter-token delay under 100 ms.
+2. How many concurrent WebSocket streams one daphne process holds with p99 inter-token delay under 100 ms, from 10
+   to 1,000 streams (STREAM_LEVELS; the model fake runs in a process of its own there, and arrivals ramp so that
+   the streams of a level overlap: the table says how many were open at once). Per level: gaps, time to first
+   token, CPU ms per 1,000 tokens delivered (web and worker processes) and web memory per open stream. A level
+   with more than half of its streams failed ends the part (bounded).
 
-    python scripts/devstack.py run bench/chat_streaming.py [--quick] [--limits-cache] [--ttft-only]
+    python scripts/devstack.py run bench/chat_streaming.py [--quick] [--limits-cache] [--ttft-only] [--streams-only]
+        [--compare DIR] [--port N] [--levels 10,100,1000] [--reps N] [--uvicorn]
+
+--compare DIR runs a second stack (web + worker) from another checkout of the product (e.g. the code before a
+change, extracted with `git archive`) beside this one, against the same database, Redis and model fakes; every
+measurement takes turns between the two, so the before/after ratios come from the same run and the same load.
+--uvicorn adds a uvicorn process serving this checkout's application beside daphne (benchmark only: the product
+serves with daphne) when uvicorn is installed. --port N: the web processes listen on N, N+1, ... (else free ports).
 
 --limits-cache runs the web and worker processes with the quota-limits cache at its production default (10 s);
 without it they use the test settings (cache off: every request reads plan, override and sub-limits).
@@ -21,11 +32,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +54,9 @@ from common import bench_django_setup, percentile  # noqa: E402
 
 TOKENS = 30
 PACE = 0.02  # seconds between tokens from the fake model (50 tokens/s, a typical hosted-model speed)
+STREAM_TOKENS = 60  # part 2: long enough that a level's streams are open at the same time
+STREAM_LEVELS = [10, 50, 100, 200, 500, 1000]
+SPANS: list[tuple[float, float]] = []  # part 2: (first byte sent, message.end received) per stream, monotonic
 QUESTION = "Say something"
 PHASES: list[dict[str, float]] = []  # per WebSocket run: where the time to first token goes
 SSE_PHASES: list[dict[str, float]] = []
@@ -59,7 +75,7 @@ def load_note() -> str:
 
 
 def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a loaded 2-core machine starts Django slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"{what} exited early")
@@ -131,8 +147,132 @@ def process_env() -> dict[str, str]:
         # The shared chat pool (quotas) is an admission policy; this measures streaming capacity.
         CHAT_POOL_SLOTS="1000",
         CHAT_QUEUE_MAX="1000",
+        # ... and so are the per-key chat rate and the web process's admission bound: both would refuse streams here.
+        RATE_LIMITS='{"chat": "100000/m", "ws_message": "100000/m"}',
+        RATE_LIMITS_TENANT='{"chat": "100000/m", "ws_message": "100000/m"}',
+        RATE_LIMIT_PRINCIPAL_SHARE="1",
+        WEB_MAX_CONCURRENT="64",
+        WEB_ADMISSION_WAIT_SECONDS="60",
+        WEB_PRELOAD_EMBEDDER="false",  # no search here: the model's ~480 MB would hide the memory per stream
     )
     return env
+
+
+def option(name: str, default: str | None = None) -> str | None:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+class Stack:
+    """One product checkout's web process and agents worker (threads pool), as `make up` runs them."""
+
+    def __init__(self, label: str, root: Path, port: int, server: str = "daphne"):
+        self.label, self.root, self.port = label, root, port
+        logs = ROOT / "var"
+        logs.mkdir(exist_ok=True)
+        env = process_env()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+        if server == "uvicorn":
+            cmd = ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+            web_cmd = [sys.executable, "-m", *cmd, "config.asgi:application"]
+        else:
+            web_cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+        self.web = subprocess.Popen(  # noqa: S603
+            web_cmd, cwd=root, env=env, stdout=open(logs / f"bench-chat-{label}-web.log", "w"), stderr=subprocess.STDOUT
+        )  # noqa: SIM115
+        self.worker: subprocess.Popen | None = None
+        if server == "uvicorn":
+            return  # shares the daphne stack's worker (same checkout)
+        self.worker = subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=threads",
+                "--concurrency=1000",  # bounded by the largest level: no run waits for a thread
+                "-Q",
+                "agents",
+                "-n",
+                f"bench-chat-{label}-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "warning",
+            ],
+            cwd=root,
+            env=env,
+            stdout=open(logs / f"bench-chat-{label}-worker.log", "w"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+
+    def procs(self) -> list[subprocess.Popen]:
+        return [p for p in (self.web, self.worker) if p is not None]
+
+    def stop(self) -> None:
+        for proc in self.procs():
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class PeakRss:
+    """The largest resident size of a process while a level runs (sampled every 50 ms on a thread)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak, self._stop = pid, rss_kib(pid), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, rss_kib(self.pid))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def most_open(spans: list[tuple[float, float]]) -> int:
+    """The most streams open at the same moment."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def fake_model_process(tokens: int, pace: float) -> tuple[subprocess.Popen, str]:
+    """The model fake in a process of its own: at hundreds of streams it must not share the clients' interpreter."""
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from agents.tests import fakes; "
+        "fakes._Server.request_queue_size = 4096; "  # listen backlog: a thousand clients connect within a second
+        "f = fakes.FakeOpenAI([{'text': [f' t{i}' for i in range(int(sys.argv[2]))], 'delay': float(sys.argv[3])}]); "
+        "f.start(); print(f.url, flush=True); time.sleep(86400)"
+    )
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", code, str(ROOT), str(tokens), str(pace)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
 
 
 # --- clients --------------------------------------------------------------------------------------------
@@ -171,6 +311,7 @@ async def ws_stream(port: int, agent_id: int, key: str, delay: float = 0.0) -> l
     ) as ws:
         start = time.perf_counter()
         wall = time.time()
+        opened = time.monotonic()
         await ws.send(json.dumps({"type": "chat", "message": QUESTION}))
         times = []
         phases: dict[str, float] = {}
@@ -189,6 +330,7 @@ async def ws_stream(port: int, agent_id: int, key: str, delay: float = 0.0) -> l
             elif event["type"] == "message.end":
                 if event["data"]["status"] != "complete":
                     raise RuntimeError(f"run incomplete: {event}")
+                SPANS.append((opened, time.monotonic()))
                 return times
             elif event["type"] == "error":
                 raise RuntimeError(f"error event: {event}")
@@ -268,149 +410,209 @@ def stats_of(samples: list[list[float]]) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    quick = "--quick" in sys.argv
-    tenant, _, provider, agent, key = setup()
-    from agents.tests.fakes import FakeOpenAI
-
-    paced = FakeOpenAI([{"text": [f" t{i}" for i in range(TOKENS)], "delay": PACE}]).start()
-    burst = FakeOpenAI([{"text": [f" t{i}" for i in range(TOKENS)]}]).start()
-    port = free_port()
-    logs = ROOT / "var"
-    logs.mkdir(exist_ok=True)
-    web = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env=process_env(),
-        stdout=open(logs / "bench-chat-daphne.log", "w"),
-        stderr=subprocess.STDOUT,
-    )  # noqa: SIM115
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--pool=threads",
-            "--concurrency=200",
-            "-Q",
-            "agents",
-            "-n",
-            f"bench-chat-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=process_env(),
-        stdout=open(logs / "bench-chat-worker.log", "w"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_port(port, web, "daphne")
-        from config.celery import app
-
-        for _ in range(120):
-            if app.control.ping(timeout=0.5):
-                break
-        reps = 5 if quick else 15
-        print(f"machine load before: {load_note()}")
-        print(f"chat streaming: fake model {TOKENS} tokens; 1 daphne process, 1 agents worker (threads pool)")
-        print(f"settings: {process_env()['DJANGO_SETTINGS_MODULE']}")
-        for label, fake in (("paced (20 ms/token)", paced), ("burst (no delay)", burst)):
-            point_provider_at(tenant, provider, fake.url + "/v1")
+def part1(stacks: list[Stack], tenant, provider, agent, key, paced, burst, reps: int) -> None:
+    for label, fake in (("paced (20 ms/token)", paced), ("burst (no delay)", burst)):
+        point_provider_at(tenant, provider, fake.url + "/v1")
+        for stack in stacks:
             for _ in range(2):  # warm up: imports, compiled config, connections
-                asyncio.run(ws_stream(port, agent.pk, key))
-                asyncio.run(sse_stream(port, agent.pk, key))
-            # Round robin: the machine's speed drifts (shared CPUs), and each path should see the same drift.
-            samples: dict[str, list] = {"direct": [], "websocket": [], "sse": [], "bare": []}
-            # A pause before each measurement lets the previous run's tail (the worker saving the message and
-            # metering it) finish first, so no path is timed while another one's background work still runs.
-            for _ in range(reps):
+                asyncio.run(ws_stream(stack.port, agent.pk, key))
+                asyncio.run(sse_stream(stack.port, agent.pk, key))
+        # Round robin: the machine's speed drifts (shared CPUs), and each path and stack should see the same drift.
+        # A pause before each measurement lets the previous run's tail (the worker saving the message and metering
+        # it) finish first, so no path is timed while another one's background work still runs.
+        samples: dict[str, list] = {"direct": []}
+        phases: dict[str, list] = {}
+        for _ in range(reps):
+            samples["direct"].append(measured("direct", lambda url=fake.url + "/v1": direct_stream(url)))
+            for stack in stacks:
                 for name, measure in (
-                    ("direct", lambda url=fake.url + "/v1": direct_stream(url)),
-                    ("websocket", lambda: ws_stream(port, agent.pk, key)),
-                    ("sse", lambda: sse_stream(port, agent.pk, key)),
-                    ("bare", lambda: bare_request(port)),
+                    ("websocket", lambda port=stack.port: ws_stream(port, agent.pk, key)),
+                    ("sse", lambda port=stack.port: sse_stream(port, agent.pk, key)),
+                    ("bare", lambda port=stack.port: bare_request(port)),
                 ):
-                    samples[name].append(measured(name, measure))
-            bare = statistics.median(samples.pop("bare"))
-            results = {name: stats_of(runs) for name, runs in samples.items()}
-            base = results["direct"]
-            ws_phases = PHASES[-reps:]
-            print(f"\n{label}, median of {reps} runs each:")
+                    samples.setdefault(f"{name}/{stack.label}", []).append(measured(name, measure))
+                    if name == "websocket":
+                        phases.setdefault(f"websocket/{stack.label}", []).append(PHASES[-1])
+                    elif name == "sse":
+                        phases.setdefault(f"sse/{stack.label}", []).append(SSE_PHASES[-1])
+        base = stats_of(samples["direct"])
+        print(f"\n{label}, median of {reps} runs each:")
+        print(
+            f"  {'path':16} {'TTFT ms':>9} {'ratio':>7} {'+TTFT ms':>9} {'mean gap ms':>12} "
+            f"{'+per token ms':>14} {'total ms':>9}"
+        )
+        rows = {"direct": base} | {
+            f"{name}/{stack.label}": stats_of(samples[f"{name}/{stack.label}"])
+            for stack in stacks
+            for name in ("websocket", "sse")
+        }
+        for name, r in rows.items():
             print(
-                f"  {'path':10} {'TTFT ms':>9} {'ratio':>7} {'+TTFT ms':>9} {'mean gap ms':>12} "
-                f"{'+per token ms':>14} {'total ms':>9}"
+                f"  {name:16} {r['ttft'] * 1e3:9.2f} {r['ttft'] / base['ttft']:7.2f} "
+                f"{(r['ttft'] - base['ttft']) * 1e3:9.2f} {r['gap'] * 1e3:12.3f} "
+                f"{(r['gap'] - base['gap']) * 1e3:14.3f} {r['total'] * 1e3:9.1f}"
             )
-            for name, r in results.items():
-                print(
-                    f"  {name:10} {r['ttft'] * 1e3:9.2f} {r['ttft'] / base['ttft']:7.2f} "
-                    f"{(r['ttft'] - base['ttft']) * 1e3:9.2f} {r['gap'] * 1e3:12.3f} "
-                    f"{(r['gap'] - base['gap']) * 1e3:14.3f} {r['total'] * 1e3:9.1f}"
-                )
-
+        for stack in stacks:
+            ws_phases, sse_phases = phases[f"websocket/{stack.label}"], phases[f"sse/{stack.label}"]
+            bare = statistics.median(samples[f"bare/{stack.label}"])
             med = {k: statistics.median(p[k] for p in ws_phases) * 1e3 for k in ws_phases[0]}
             print(
-                f"  websocket breakdown (medians, ms after the client sent): chat_start done (run.accepted) "
-                f"{med['accepted']:.1f}, worker message.start {med['worker_start']:.1f}, first token written "
-                f"{med['token_emitted']:.1f}, first token received {med['token_received']:.1f}"
+                f"  [{stack.label}] websocket breakdown (medians, ms after the client sent): chat_start done "
+                f"(run.accepted) {med['accepted']:.1f}, worker message.start {med['worker_start']:.1f}, first token "
+                f"written {med['token_emitted']:.1f}, first token received {med['token_received']:.1f}"
             )
+            sse_ttft = rows[f"sse/{stack.label}"]["ttft"]
             print(
-                f"  bare request (GET /healthz, same daphne) p50 {bare * 1e3:.2f} ms; SSE TTFT / (bare request + "
-                f"direct TTFT) = {results['sse']['ttft'] / (bare + base['ttft']):.2f}"
+                f"  [{stack.label}] bare request (GET /healthz) p50 {bare * 1e3:.2f} ms; SSE TTFT / (bare request + "
+                f"direct TTFT) = {sse_ttft / (bare + base['ttft']):.2f}"
             )
-            sse_med = {k: statistics.median(p[k] for p in SSE_PHASES[-reps:]) * 1e3 for k in SSE_PHASES[-1]}
+            sse_med = {k: statistics.median(p[k] for p in sse_phases) * 1e3 for k in sse_phases[0]}
             print(
-                f"  sse breakdown (medians, ms after the request started): response headers "
+                f"  [{stack.label}] sse breakdown (medians, ms after the request started): response headers "
                 f"{sse_med['headers']:.1f}, worker message.start {sse_med['worker_start']:.1f} (received "
                 f"{sse_med['start_received']:.1f}), first token received {sse_med['token_received']:.1f}"
             )
 
-        if "--ttft-only" in sys.argv:
-            print(f"machine load after: {load_note()}")
-            return
-        point_provider_at(tenant, provider, paced.url + "/v1")
-        print(f"\nconcurrent WebSocket streams on one daphne process ({TOKENS} tokens at {PACE * 1e3:.0f} ms each):")
-        print(f"  {'streams':>7} {'p50 gap ms':>11} {'p99 gap ms':>11} {'max gap ms':>11} {'p50 TTFT ms':>12}")
-        best, still_ok = 0, True
-        for n in [10, 50, 100] if quick else [10, 25, 50, 100, 150, 200]:
 
-            async def many(count=n):
-                # Arrivals ramp over ~1 s; the gaps measured are between tokens, after each stream started.
-                return await asyncio.gather(
-                    *(ws_stream(port, agent.pk, key, i / count) for i in range(count)), return_exceptions=True
+def stream_level(stack: Stack, worker_pid: int, agent_id: int, key: str, n: int) -> dict | None:
+    """n WebSocket streams arriving over max(0.5 s, n / 1000 s): the figures of one level on one stack."""
+    ramp = max(0.5, n / 1000)
+
+    async def many():
+        return await asyncio.gather(
+            *(ws_stream(stack.port, agent_id, key, ramp * i / n) for i in range(n)), return_exceptions=True
+        )
+
+    SPANS.clear()
+    cpu_before = {pid: cpu_seconds(pid) for pid in (stack.web.pid, worker_pid)}
+    rss_before = rss_kib(stack.web.pid)
+    peak = PeakRss(stack.web.pid)
+    outcomes = asyncio.run(many())
+    rss_peak = peak.stop()
+    cpu = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
+    samples = [s for s in outcomes if isinstance(s, list) and s]
+    failed = len(outcomes) - len(samples)
+    if failed:
+        kinds = sorted({f"{type(s).__name__}: {str(s)[:120]}" for s in outcomes if not isinstance(s, list)})
+        print(f"  [{stack.label}] {n} streams: {failed} failed ({'; '.join(kinds)[:400]})")
+    if not samples:
+        return None
+    gaps = [b - a for s in samples for a, b in zip(s, s[1:], strict=False)]
+    kilotokens = len(samples) * STREAM_TOKENS / 1000
+    return {
+        "failed": failed,
+        "open": most_open(SPANS),
+        "p50": statistics.median(gaps),
+        "p99": percentile(gaps, 99),
+        "max": max(gaps),
+        "ttft": statistics.median([s[0] for s in samples]),
+        "events": statistics.median([len(s) for s in samples]),
+        "web_cpu": cpu[stack.web.pid] * 1e3 / kilotokens,
+        "worker_cpu": cpu[worker_pid] * 1e3 / kilotokens,
+        "kib_per_stream": max(0, rss_peak - rss_before) / max(1, most_open(SPANS)),
+        "web_rss": rss_peak,
+    }
+
+
+def part2(stacks: list[Stack], tenant, provider, agent, key, levels: list[int]) -> None:
+    model, url = fake_model_process(STREAM_TOKENS, PACE)
+    try:
+        point_provider_at(tenant, provider, url + "/v1")
+        for stack in stacks:
+            asyncio.run(ws_stream(stack.port, agent.pk, key))  # warm up against this fake
+        print(
+            f"\nconcurrent WebSocket streams per web process ({STREAM_TOKENS} tokens at {PACE * 1e3:.0f} ms each; "
+            f"model fake in its own process):"
+        )
+        print(
+            f"  {'stack':10} {'streams':>7} {'open':>5} {'failed':>6} {'p50 gap':>8} {'p99 gap':>8} {'max gap':>8} "
+            f"{'p50 TTFT':>9} {'events':>6} {'web CPU':>8} {'wkr CPU':>8} {'web KiB':>8} {'web RSS':>8}"
+        )
+        print(
+            f"  {'':10} {'':>7} {'':>5} {'':>6} {'ms':>8} {'ms':>8} {'ms':>8} {'ms':>9} {'/strm':>6} "
+            f"{'ms/1kt':>8} {'ms/1kt':>8} {'/stream':>8} {'MiB':>8}"
+        )
+        best = {stack.label: 0 for stack in stacks}
+        alive = {stack.label: True for stack in stacks}
+        workers = {stack.label: stack.worker.pid for stack in stacks if stack.worker is not None}
+        for n in levels:
+            for stack in stacks:
+                if not alive[stack.label]:
+                    continue
+                time.sleep(1.0)  # the previous level's tails (saving, metering) finish first
+                worker_pid = workers.get(stack.label) or workers[stacks[0].label]
+                r = stream_level(stack, worker_pid, agent.pk, key, n)
+                if r is None or r["failed"] > n / 2:
+                    alive[stack.label] = False
+                    continue
+                print(
+                    f"  {stack.label:10} {n:7d} {r['open']:5d} {r['failed']:6d} {r['p50'] * 1e3:8.2f} "
+                    f"{r['p99'] * 1e3:8.2f} {r['max'] * 1e3:8.1f} {r['ttft'] * 1e3:9.1f} {r['events']:6.0f} "
+                    f"{r['web_cpu']:8.1f} {r['worker_cpu']:8.1f} {r['kib_per_stream']:8.1f} {r['web_rss'] / 1024:8.1f}"
                 )
-
-            outcomes = asyncio.run(many())
-            samples = [s for s in outcomes if isinstance(s, list) and s]
-            failed = len(outcomes) - len(samples)
-            if failed:
-                kinds = sorted({f"{type(s).__name__}: {str(s)[:160]}" for s in outcomes if not isinstance(s, list)})
-                print(f"  {n:7d} streams: {failed} failed ({', '.join(kinds)})")
-                break
-            gaps = [b - a for s in samples for a, b in zip(s, s[1:], strict=False)]
-            p99 = percentile(gaps, 99)
+                if r["p99"] < 0.1 and not r["failed"] and best[stack.label] == n_prev(levels, n):
+                    best[stack.label] = n
+        for stack in stacks:
             print(
-                f"  {n:7d} {statistics.median(gaps) * 1e3:11.2f} {p99 * 1e3:11.2f} {max(gaps) * 1e3:11.2f} "
-                f"{statistics.median([s[0] for s in samples]) * 1e3:12.1f}"
+                f"  => [{stack.label}] holds {best[stack.label]} streams with p99 inter-token gap < 100 ms "
+                f"(every level up to it passed)"
             )
-            if p99 < 0.1 and still_ok:
-                best = n
-            else:
-                still_ok = False  # the figure is the largest N below which every level passed
-        print(f"  => one daphne process holds {best} concurrent streams with p99 inter-token delay < 100 ms")
+    finally:
+        model.terminate()
+
+
+def n_prev(levels: list[int], n: int) -> int:
+    index = levels.index(n)
+    return levels[index - 1] if index else 0
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the tables
+    tenant, _, provider, agent, key = setup()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from agents.tests.fakes import FakeOpenAI
+
+    paced = FakeOpenAI([{"text": [f" t{i}" for i in range(TOKENS)], "delay": PACE}]).start()
+    burst = FakeOpenAI([{"text": [f" t{i}" for i in range(TOKENS)]}]).start()
+    base_port = int(option("--port", "0") or 0)
+    ports = iter(range(base_port, base_port + 10)) if base_port else None
+
+    def next_port() -> int:
+        return next(ports) if ports is not None else free_port()
+
+    stacks = [Stack("after" if "--compare" in sys.argv else "this", ROOT, next_port())]
+    if "--compare" in sys.argv:
+        stacks.append(Stack("before", Path(option("--compare") or "").resolve(), next_port()))
+    if "--uvicorn" in sys.argv:
+        stacks.append(Stack("uvicorn", ROOT, next_port(), server="uvicorn"))
+    try:
+        for stack in stacks:
+            wait_port(stack.port, stack.web, f"{stack.label} web")
+        from config.celery import app
+
+        for _ in range(120):
+            if len(app.control.ping(timeout=0.5)) >= sum(1 for stack in stacks if stack.worker is not None):
+                break
+        print(f"machine load before: {load_note()}")
+        print(
+            f"chat streaming: fake model {TOKENS} tokens; stacks: "
+            + ", ".join(f"{s.label} ({s.root}, {'uvicorn' if s.worker is None else 'daphne'})" for s in stacks)
+            + "; per stack 1 web process and 1 agents worker process (threads pool)"
+        )
+        print(f"settings: {process_env()['DJANGO_SETTINGS_MODULE']}")
+        if "--streams-only" not in sys.argv:
+            part1(stacks, tenant, provider, agent, key, paced, burst, int(option("--reps") or (5 if quick else 15)))
+            print(f"machine load: {load_note()}")
+        if "--ttft-only" not in sys.argv:
+            levels = [int(n) for n in (option("--levels") or "").split(",") if n] or (
+                [10, 50, 100] if quick else STREAM_LEVELS
+            )
+            part2(stacks, tenant, provider, agent, key, levels)
         print(f"machine load after: {load_note()}")
     finally:
-        for proc in (web, worker):
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for stack in stacks:
+            stack.stop()
         paced.stop()
         burst.stop()
 

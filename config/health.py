@@ -4,6 +4,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from config.celery import app
+from config.warmup import web_warm_up
 from core.redis_clients import probe_client
 
 
@@ -39,5 +40,8 @@ def _check_workers() -> dict:
 
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _check_database(), "redis": _check_redis(), "celery": _check_workers()}
+    warm_up = web_warm_up.status()
+    if warm_up is not None:  # a web process is ready once its query embedder is loaded (config.warmup)
+        checks["warm_up"] = warm_up
     ready = all(c["ok"] for c in checks.values())
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -27,3 +29,46 @@ def warm_up() -> None:
         logger.exception("worker warm-up failed")
         return
     logger.info("worker warm-up done in %.0f ms", (time.monotonic() - started) * 1e3)
+
+
+@dataclass
+class WebWarmUp:
+    """What a web process loads before it takes traffic: the default query embedder (seconds and ~480 MB; before,
+    the first search of each process paid it: 6.8 s). /readyz answers 503 until it is done (config.health), so
+    the orchestrator sends no request to a process still loading."""
+
+    started: bool = False
+    error: str = ""
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def status(self) -> dict | None:
+        """The readiness check's entry; None where no warm-up was started (management commands, tests)."""
+        if not self.started:
+            return None
+        if self.error:
+            return {"ok": False, "error": self.error}
+        return {"ok": self.done.is_set(), "embedder": DEFAULT_MODEL if self.done.is_set() else "loading"}
+
+
+web_warm_up = WebWarmUp()
+
+
+def _load_query_embedder() -> None:
+    started = time.monotonic()
+    try:
+        embedder_for_model(DEFAULT_MODEL).embed(["warm up"])  # the first inference allocates too: pay it here
+    except Exception as exc:  # noqa: BLE001 - reported by /readyz, which keeps the process out of rotation
+        logger.exception("web warm-up failed")
+        web_warm_up.error = str(exc)[:200]
+        return
+    web_warm_up.done.set()
+    logger.info("web warm-up done in %.0f ms", (time.monotonic() - started) * 1e3)
+
+
+def web_warm_up_start() -> None:
+    """Start loading the query embedder in a background thread (the process answers /healthz meanwhile), where
+    settings.WEB_PRELOAD_EMBEDDER; a search arriving before it is done waits for the same load, never a second one."""
+    if web_warm_up.started or not getattr(settings, "WEB_PRELOAD_EMBEDDER", False):
+        return
+    web_warm_up.started = True
+    threading.Thread(target=_load_query_embedder, name="web-warm-up", daemon=True).start()

@@ -89,6 +89,7 @@ def probe_client(url: str | None = None) -> redis.Redis:
     return _client(url or settings.REDIS_URL, probe=True)
 
 
+ASYNC_MAX_CONNECTIONS = 100  # per event loop (redis-py's default, which refused the 101st command at once)
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 
 
@@ -98,12 +99,16 @@ def async_redis_client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(
+        # A blocking pool: one loop serves every run of an agents worker, and when more commands are in flight than
+        # it has connections, a command waits for one (up to 20 s) instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL,
+            max_connections=ASYNC_MAX_CONNECTIONS,
+            timeout=20,
             socket_timeout=None,
             socket_connect_timeout=5,
             health_check_interval=30,
             retry=_ASYNC_RETRY,
         )
-        _async_clients[loop] = client
+        client = _async_clients[loop] = aioredis.Redis(connection_pool=pool)
     return client

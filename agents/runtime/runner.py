@@ -1,8 +1,9 @@
 """Executes one run in an agent worker (Celery queue "agents"), decoupled from any HTTP connection.
 
-The worker keeps one event loop per thread (SDK and Redis connection pools are reused across runs), streams every
-event into the run's Redis stream, and persists the assistant message at the end: complete, or incomplete with
-the partial answer and the error when anything failed (provider error, timeout, limit, tool trouble).
+The worker executes every run on one event loop per process (SDK and Redis connection pools are shared by the runs
+streaming at once, see _process_loop), streams every event into the run's Redis stream, and persists the assistant
+message at the end: complete, or incomplete with the partial answer and the error when anything failed (provider
+error, timeout, limit, tool trouble).
 
 A worker that dies mid-answer (killed, out of memory) persists nothing. While it runs it renews the run's liveness
 key; a relay that waits on the run's stream and finds the key expired (`run_close_if_orphaned`), or a worker that
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import threading
@@ -219,7 +221,7 @@ class RunContext:
                     self.answering.set()
                 parts.append(event.text)
                 self.text_parts.append(event.text)
-                await self.emitter.emit("token", {"text": event.text})
+                await self.emitter.token(event.text)
             elif isinstance(event, ToolCall):
                 calls.append(event)
             elif isinstance(event, Usage):
@@ -752,14 +754,32 @@ def _provider_for(agent: CompiledAgent):
     return provider
 
 
-def _thread_loop() -> asyncio.AbstractEventLoop:
-    loop = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _local.loop = loop
-    return loop
+_runs_loop: asyncio.AbstractEventLoop | None = None
+_runs_loop_lock = threading.Lock()
+
+
+def _process_loop() -> asyncio.AbstractEventLoop:
+    """The worker process's one event loop for every run, on a thread of its own. Runs wait on the model, not on
+    the CPU: one loop holds hundreds of them, with one Redis pool and one HTTP client per provider, where a loop per
+    Celery thread gave each run its own connections and made the threads take turns on the GIL between tokens.
+    Created on first use, so a forked child (prefork) starts its own."""
+    global _runs_loop
+    if _runs_loop is None or _runs_loop.is_closed():
+        with _runs_loop_lock:
+            if _runs_loop is None or _runs_loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="agents-runs", daemon=True).start()
+                _runs_loop = loop
+    return _runs_loop
 
 
 def execute_run(schema: str, run_id: str) -> dict[str, Any]:
-    """Sync entry point for the Celery task (one persistent event loop per worker thread)."""
-    return _thread_loop().run_until_complete(execute_run_async(schema, run_id))
+    """Sync entry point for the Celery task: the run executes on the process's loop while the task's thread waits
+    for it (the broker message is acknowledged when the run has ended: acks_late)."""
+    context = contextvars.copy_context()  # the task's request id, actor and tenant for the run's logs and events
+    return asyncio.run_coroutine_threadsafe(_in_context(context, schema, run_id), _process_loop()).result()
+
+
+async def _in_context(context: contextvars.Context, schema: str, run_id: str) -> dict[str, Any]:
+    # A coroutine handed to another thread's loop runs in that thread's context, not the caller's.
+    return await asyncio.get_running_loop().create_task(execute_run_async(schema, run_id), context=context)

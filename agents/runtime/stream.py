@@ -21,8 +21,11 @@ from django.conf import settings
 from core.redis_clients import async_redis_client, redis_client
 from core.tenancy import tenant_key
 
+from .fanout import stream_hub
+
 EVENT_TYPES = ("run.queued", "message.start", "token", "citation", "tool.call", "tool.result", "message.end", "error")
 TERMINAL = "message.end"
+TOKEN_WAIT_SECONDS = 0.01  # how long a token write may hold the model's stream before the next tokens are merged
 META_FIELDS = (
     "agent_id",
     "user_id",
@@ -99,17 +102,47 @@ class RunEmitter:
         self.key = stream_key(schema, run_id)
         self.seq = 0
         self.client = async_redis_client()
-        self._pending: asyncio.Future | None = None
+        self._pending: asyncio.Future[dict[str, Any]] | None = None
+        self._tokens: list[str] = []  # text not written yet (see token)
+        self._flusher: asyncio.Future[None] | None = None
 
     def emit_soon(self, event_type: str, data: dict[str, Any]) -> None:
         """Emit without waiting for Redis (the run goes on loading meanwhile); the next emit waits for this one,
         so events still reach the stream in sequence order."""
         self._pending = asyncio.ensure_future(self._write(event_type, data))
 
-    async def emit(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    async def token(self, text: str) -> None:
+        """Emit a token. While Redis keeps up, each token is its own event, written before the model's stream is
+        read on. A write still in flight after TOKEN_WAIT_SECONDS (a busy worker or Redis) no longer holds the model's
+        stream: the tokens that arrive meanwhile go out together as one token event once it is done, so a busy
+        worker writes (and every relay sends) fewer, larger events instead of falling behind. A failed write is
+        raised here or by the next emit."""
+        if self._flusher is not None and self._flusher.done():
+            self._flusher.result()
+        self._tokens.append(text)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_tokens())
+        await asyncio.wait((self._flusher,), timeout=TOKEN_WAIT_SECONDS)
+
+    async def _flush_tokens(self) -> None:
+        await self._wait_pending()
+        while self._tokens:
+            text = "".join(self._tokens)
+            self._tokens.clear()
+            await self._write("token", {"text": text})
+
+    async def _wait_pending(self) -> None:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             await pending
+
+    async def emit(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+        await self._wait_pending()
+        if self._flusher is not None:
+            # Shielded, and forgotten only once done: a cancelled run still writes the tokens it produced (they are
+            # stored) before its closing events.
+            await asyncio.shield(self._flusher)
+            self._flusher = None
         return await self._write(event_type, data)
 
     async def _write(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -202,11 +235,19 @@ def read_events_now(schema: str, run_id: str, after: int = 0) -> list[dict[str, 
 
 
 async def read_events(schema: str, run_id: str, after: int, *, block_ms: int) -> list[dict[str, Any]]:
-    """Events with seq > after; waits up to block_ms for the first one."""
-    result = await async_redis_client().xread({stream_key(schema, run_id): f"0-{after}"}, block=block_ms, count=1000)
-    if not result:
+    """Events with seq > after; waits up to block_ms for the first one (long-polling, through the process's hub)."""
+    hub = stream_hub()
+    sub = hub.subscribe(stream_key(schema, run_id), after)
+    try:
+        async with asyncio.timeout(block_ms / 1000):
+            batch = await sub.batches.get()
+    except TimeoutError:
         return []
-    return _decode(result[0][1])
+    finally:
+        hub.unsubscribe(sub)
+    if isinstance(batch, BaseException):
+        raise batch
+    return [json.loads(body) for _seq, _kind, body in batch]
 
 
 OnIdle = Callable[[], Awaitable[Any]]
@@ -221,27 +262,59 @@ async def iter_events(
     heartbeat: float | None = None,
     on_idle: OnIdle | None = None,
 ) -> AsyncIterator[dict[str, Any] | None]:
-    """Every event after `after`, then stop after message.end. Yields None as a heartbeat when idle; `on_idle` is
-    awaited whenever no event came for a heartbeat (the relays close runs whose worker died)."""
-    last = after
-    idle_since = time.monotonic()
-    block_ms = int((heartbeat or 5.0) * 1000)
-    while True:
-        events = await read_events(schema, run_id, last, block_ms=block_ms)
-        if not events:
-            if on_idle is not None:
-                await on_idle()
-            if time.monotonic() - idle_since > idle_timeout:
-                return
+    """Every event after `after`, then stop after message.end. Yields None as a heartbeat when idle (only if
+    `heartbeat` is given); `on_idle` is awaited whenever no event came for a heartbeat (the relays close runs whose
+    worker died)."""
+    batches = iter_raw_batches(
+        schema, run_id, after, idle_timeout=idle_timeout, heartbeat=heartbeat or 5.0, on_idle=on_idle
+    )
+    async for batch in batches:
+        if batch is None:
             if heartbeat:
                 yield None
             continue
-        idle_since = time.monotonic()
-        for event in events:
-            last = event["seq"]
-            yield event
-            if event["type"] == TERMINAL:
-                return
+        for _seq, _kind, body in batch:
+            yield json.loads(body)
+
+
+async def iter_raw_batches(
+    schema: str,
+    run_id: str,
+    after: int = 0,
+    *,
+    idle_timeout: float = 600.0,
+    heartbeat: float = 5.0,
+    on_idle: OnIdle | None = None,
+) -> AsyncIterator[list[tuple[int, str, bytes]] | None]:
+    """The run's events after `after` as (seq, type, JSON bytes), in the batches they arrived in (several when
+    tokens come faster than the relay sends them), ending with the batch that holds message.end. The stored text is
+    forwarded as is (no json round trip per token per client). Yields None as a heartbeat when idle, after
+    awaiting `on_idle`."""
+    hub = stream_hub()
+    sub = hub.subscribe(stream_key(schema, run_id), after)
+    idle_since = time.monotonic()
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(heartbeat):
+                    batch = await sub.batches.get()
+            except TimeoutError:
+                if on_idle is not None:
+                    await on_idle()
+                if time.monotonic() - idle_since > idle_timeout:
+                    return
+                yield None
+                continue
+            if isinstance(batch, BaseException):
+                raise batch
+            idle_since = time.monotonic()
+            for n, entry in enumerate(batch):
+                if entry[1] == TERMINAL:
+                    yield batch[: n + 1]
+                    return
+            yield batch
+    finally:
+        hub.unsubscribe(sub)
 
 
 async def iter_raw_events(
@@ -253,28 +326,14 @@ async def iter_raw_events(
     heartbeat: float = 5.0,
     on_idle: OnIdle | None = None,
 ) -> AsyncIterator[tuple[int, str, bytes] | None]:
-    """Like iter_events, but yields (seq, type, JSON bytes) without decoding: relays forward the stored text as is
-    (no json round trip per token per client). Yields None as a heartbeat when idle, after awaiting `on_idle`."""
-    last = after
-    idle_since = time.monotonic()
-    client = async_redis_client()
-    key = stream_key(schema, run_id)
-    while True:
-        result = await client.xread({key: f"0-{last}"}, block=int(heartbeat * 1000), count=1000)
-        if not result:
-            if on_idle is not None:
-                await on_idle()
-            if time.monotonic() - idle_since > idle_timeout:
-                return
+    """iter_raw_batches one event at a time."""
+    batches = iter_raw_batches(schema, run_id, after, idle_timeout=idle_timeout, heartbeat=heartbeat, on_idle=on_idle)
+    async for batch in batches:
+        if batch is None:
             yield None
             continue
-        idle_since = time.monotonic()
-        for entry_id, fields in result[0][1]:
-            last = int(entry_id.split(b"-")[1])
-            kind = fields.get(b"t", b"").decode()
-            yield last, kind, fields[b"e"]
-            if kind == TERMINAL:
-                return
+        for entry in batch:
+            yield entry
 
 
 def sse_format_raw(seq: int, kind: str, body: bytes) -> bytes:
