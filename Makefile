@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint audit services stop bench load fuzz clean screenshots
+.PHONY: up test lint audit services stop bench load fuzz clean screenshots citus
 
 $(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -50,6 +50,12 @@ services: $(STAMP)
 
 stop:
 	$(PY) scripts/devstack.py stop
+
+## A Citus cluster (coordinator + two workers, data in var/citus/; Citus built once from ../shared/vendor) for
+## organisations sharded over workers (docs/operations.md). Prints the DATABASE_URL to run the product on it with
+## DATABASE_CITUS=true. CITUS_ARGS="--port 18600 --workers 2"; `$(PY) scripts/citus.py stop` stops it.
+citus: $(STAMP)
+	$(PY) scripts/citus.py start $(CITUS_ARGS)
 
 ## PNGs of the main pages (light, dark, phone) into docs/screenshots/, driven by headless Chromium.
 screenshots: $(STAMP)

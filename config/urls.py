@@ -10,7 +10,7 @@ from accounts.apis import MeApi
 from agents.views import dashboard_home
 from config.health import healthz, readyz
 
-TENANT_APPS_WITH_ROUTES = ["accounts", "iam", "knowledge", "agents", "usage", "webhooks"]
+TENANT_APPS_WITH_ROUTES = ["accounts", "iam", "knowledge", "agents", "usage", "webhooks", "backups"]
 
 api_v1 = [
     path("me/", MeApi.as_view(), name="api-me"),

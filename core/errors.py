@@ -96,6 +96,9 @@ class ErrorCode(StrEnum):
     HTTP_FAILED = "http_failed"
     HOST_NOT_APPROVED = "host_not_approved"
     NOT_CONFIGURED = "not_configured"
+    # Backups
+    BACKUP_CORRUPT = "backup_corrupt"
+    BACKUP_INCOMPATIBLE = "backup_incompatible"
     # Server
     PROVISIONING_FAILED = "provisioning_failed"
     INTERNAL_ERROR = "internal_error"

@@ -40,6 +40,8 @@ HELP = {
     "documents_ingested_total": "Documents processed by ingestion, by status.",
     "ingest_pages_total": "Pages processed by ingestion.",
     "search_failures_total": "Knowledge searches that failed (refused with search_unavailable), by stage.",
+    "rerank_seconds": "Time a reranker took to score a search's candidates, by reranker.",
+    "rerank_failures_total": "Searches answered in fused order because their reranker failed, by reranker.",
     "chat_queue_length": "Chat runs waiting for a pool slot.",
     "chat_runs_active": "Chat runs holding a pool slot.",
     "fair_queue_backlog": "Tasks held back by the per-tenant fair dispatcher, by queue.",

@@ -66,6 +66,10 @@ def patch(expect: str, **kw) -> Call:
     return Call("PATCH", expect, **kw)
 
 
+def put(expect: str, **kw) -> Call:
+    return Call("PUT", expect, **kw)
+
+
 def delete(expect: str, **kw) -> Call:
     return Call("DELETE", expect, **kw)
 
@@ -118,6 +122,15 @@ API_ROUTES: dict[str, Route] = {
     "api/v1/organisation/exports/": r(post(ADMIN)),
     "api/v1/organisation/exports/<str:export_id>/": r(get(ADMIN), export_id="dummy:0123abcd"),
     "api/v1/organisation/exports/<str:export_id>/download/": r(get(ADMIN), export_id="dummy:0123abcd"),
+    "api/v1/organisation/backups/": r(get(ADMIN), post(ADMIN, body={"include_conversations": False})),
+    "api/v1/organisation/backups/schedule/": r(
+        get(ADMIN),
+        put(ADMIN, body={"enabled": True, "minute": 5, "hour": 3, "keep_last": 3, "include_conversations": True}),
+    ),
+    "api/v1/organisation/backups/restores/<str:restore_id>/": r(get(ADMIN), restore_id="dummy:0123abcd"),
+    "api/v1/organisation/backups/<str:backup_id>/": r(get(ADMIN), delete(ADMIN), backup_id="dummy:0123abcd"),
+    "api/v1/organisation/backups/<str:backup_id>/download/": r(get(ADMIN), backup_id="dummy:0123abcd"),
+    "api/v1/organisation/backups/<str:backup_id>/restore/": r(post(ADMIN), backup_id="dummy:0123abcd"),
     "api/v1/members/": r(get(MEMBER)),
     "api/v1/members/<int:user_id>/": r(patch(ADMIN, body={"role": "admin"}), delete(ADMIN), user_id="owner"),
     "api/v1/invitations/": r(get(ADMIN), post(ADMIN, body={"email": "probe@example.test", "role": "admin"})),
@@ -137,6 +150,7 @@ API_ROUTES: dict[str, Route] = {
     ),
     "api/v1/knowledge-bases/<int:kb_id>/restore-to-time/": r(post(PRIVATE, body={"at": "2020-01-01T00:00:00Z"}), **KB),
     "api/v1/knowledge-bases/<int:kb_id>/search/": r(post(PRIVATE, body={"query": "handbook"}), **KB),
+    "api/v1/knowledge-bases/<int:kb_id>/tuning/": r(get(PRIVATE), post(PRIVATE), delete(PRIVATE), **KB),
     # agents
     "api/v1/agents/": r(
         get(LIST, about_agents=True),
@@ -272,6 +286,12 @@ DASHBOARD_ROUTES: dict[str, Route] = {
         post(PRIVATE, scope="write"), kb_id="kb", number="kb_version"
     ),
     "knowledge/<int:kb_id>/restore-to-time/": r(post(PRIVATE, scope="write", body={"at": "2020-01-01T00:00:00"}), **KB),
+    "knowledge/<int:kb_id>/settings/": r(
+        get(PRIVATE, scope="read"), post(PRIVATE, scope="write", body={"name": "x", "ocr_language": "eng"}), **KB
+    ),
+    "knowledge/<int:kb_id>/tuning/": r(get(PRIVATE, scope="read"), **KB),
+    "knowledge/<int:kb_id>/tuning/run/": r(post(PRIVATE, scope="write"), **KB),
+    "knowledge/<int:kb_id>/tuning/reset/": r(post(PRIVATE, scope="write"), **KB),
     "knowledge/<int:kb_id>/documents/<int:document_id>/": r(get(PRIVATE, scope="read"), **DOC),
     "knowledge/<int:kb_id>/documents/<int:document_id>/delete/": r(post(PRIVATE, scope="write"), **DOC),
     # agents
@@ -290,7 +310,9 @@ DASHBOARD_ROUTES: dict[str, Route] = {
     ),
     "manage/providers/": r(get(ADMIN, scope="admin")),
     "manage/data/": r(get(ADMIN, scope="admin")),
-    "manage/data/exports/<str:export_id>/": r(get(ADMIN, scope="admin"), export_id="dummy:0123abcd"),
+    "manage/backups/": r(get(ADMIN, scope="admin")),
+    "manage/backups/<str:backup_id>/download/": r(get(ADMIN, scope="admin"), backup_id="dummy:0123abcd"),
+    "manage/exports/<str:export_id>/download/": r(get(ADMIN, scope="admin"), export_id="dummy:0123abcd"),
     "manage/providers/<int:provider_id>/": r(
         post(ADMIN, scope="admin", body={"action": "disable"}), provider_id="provider"
     ),

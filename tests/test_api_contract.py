@@ -21,6 +21,7 @@ WRITE_METHODS = ("post", "put", "patch")
 # Actions whose request carries nothing: the path says it all.
 BODYLESS_ACTIONS = {
     ("post", "/api/v1/knowledge-bases/{kb_id}/versions/{number}/rollback/"),
+    ("post", "/api/v1/knowledge-bases/{kb_id}/tuning/"),
     ("post", "/api/v1/me/tokens/revoke/"),
     ("post", "/api/v1/organisation/exports/"),
     ("post", "/api/v1/runs/{run_id}/cancel/"),
@@ -164,6 +165,9 @@ def test_knowledge_responses_conform_to_the_contract(client_a, admin_a, conforms
     conforms(refused, "post", f"{kb}documents/")
     conforms(client_a.get(f"{kb_url}documents/"), "get", f"{kb}documents/")
     conforms(client_a.get(f"{kb_url}versions/"), "get", f"{kb}versions/")
+    conforms(client_a.get(f"{kb_url}tuning/"), "get", f"{kb}tuning/")
+    conforms(client_a.delete(f"{kb_url}tuning/"), "delete", f"{kb}tuning/")
+    conforms(client_a.post(f"{kb_url}tuning/"), "post", f"{kb}tuning/")
     invalid = client_a.post(f"{kb_url}search/", {"top_k": 0}, content_type="application/json")
     assert invalid.status_code == 400
     conforms(invalid, "post", f"{kb}search/")

@@ -44,6 +44,7 @@ ADMIN_PAGES = [
     "/knowledge/{kb}/",
     "/knowledge/{kb}/search/",
     "/knowledge/{kb}/versions/",
+    "/knowledge/{kb}/settings/",
     "/manage/members/",
     "/manage/teams/",
     "/manage/providers/",

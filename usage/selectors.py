@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
+from core.db import reads_from_replica
 from core.errors import InvalidInput
 
 from .models import ApiCallDaily, AuditEntry, QuotaSubLimit, UsageRecord
@@ -17,6 +18,7 @@ SCOPES = ("tenant", "user", "agent", "api_key")
 MAX_DAYS = 366
 
 
+@reads_from_replica()  # analytics: aggregates over every run of the period
 def usage_daily(*, scope: str = "tenant", scope_id: Any = None, days: int = 30) -> dict[str, Any]:
     """{"totals": {...}, "daily": [{"date", "runs", "tokens_in", "tokens_out", "cost", "api_calls"}]}."""
     if scope not in SCOPES:

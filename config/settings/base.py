@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 from config import embedded  # the embedded stack's servers: the defaults below
 
@@ -41,6 +42,8 @@ SHARED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc as our own static files: the API docs work offline
     "channels",
+    "django_celery_beat",  # periodic tasks in the database: each organisation's backup schedule (backups)
+    "backups",  # organisation backups: their records live in public, so restoring a schema never rewrites them
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -58,6 +61,8 @@ PUBLIC_SCHEMA_URLCONF = "config.urls_public"
 ROOT_URLCONF = "config.urls"
 # New tenants are cloned from this migrated template schema instead of running every migration.
 TENANT_BASE_SCHEMA = "_template"
+# migrate_schemas skips the schemas that already have every migration, after one look at all of them (tenants.migrating)
+GET_EXECUTOR_FUNCTION = "tenants.migrating.executor_for"
 TENANT_CREATION_FAKES_MIGRATIONS = True
 # pgvector lives in its own schema, visible from every tenant's search_path.
 PG_EXTRA_SEARCH_PATHS = ["extensions"]
@@ -66,11 +71,12 @@ TENANT_HOST_CACHE_SECONDS = env.int("TENANT_HOST_CACHE_SECONDS", default=10)
 # One `SET search_path` per connection checkout and tenant switch instead of one per query: django-tenants
 # forgets the path it set on close (our connection pool's checkout), rollback and set_tenant, so a pooled
 # connection never keeps another tenant's path (tested in tenants/tests/test_connection_pool.py). Behind an
-# external pooler use session pooling: transaction pooling breaks any session-level SET.
+# external pooler in transaction mode the path is set per transaction instead (DB_TRANSACTION_POOLING below).
 TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    "core.middleware.ReplicaPinMiddleware",  # read-your-writes when reads go to a replica (core.db)
     "tenants.middleware.TenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "core.security_headers.ContentSecurityPolicyMiddleware",  # CONTENT_SECURITY_POLICY below
@@ -112,7 +118,17 @@ DATABASES = {"default": env.db("DATABASE_URL", default=embedded.DATABASE_URL)}
 # that forgot its filter. The role is created by the migrations (docs/row-level-security.md says what the operator
 # grants); on by default everywhere (dev, tests, production), empty turns the restriction off.
 DATABASES["default"]["ENGINE"] = "core.postgresql"
-DB_APP_ROLE = env("DB_APP_ROLE", default="agentry_app")
+# DATABASE_URL is a Citus coordinator: organisations' schemas are distributed over its workers (tenants.citus). Citus
+# cannot enforce our row-level security policies (sub-selects, a per-session setting), so DB_APP_ROLE is off there.
+DATABASE_CITUS = env.bool("DATABASE_CITUS", default=False)
+DB_APP_ROLE = env("DB_APP_ROLE", default="" if DATABASE_CITUS else "agentry_app")
+if DATABASE_CITUS:
+    # Foreign keys from the (local) template and fresh clones to reference tables stay plain until the clone is
+    # distributed, instead of Citus converting them to Citus-managed tables; the audit log's trigger is allowed on
+    # the shards (it only rejects changes to its own rows). tenants.citus explains both.
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        "-c citus.enable_local_reference_table_foreign_keys=off -c citus.enable_unsafe_triggers=on"
+    )
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 # psycopg's connection pool (Django 5.1+). Web processes turn it on (config/asgi.py): under ASGI every sync
 # request runs in a fresh thread, so thread-bound persistent connections are never reused and each request
@@ -134,7 +150,27 @@ if env.bool("DB_POOL", default=False):
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Parallel test sessions (several developers on one machine) each get their own test database.
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DB_NAME", default="test_agentry")}
-DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
+# DATABASE_URL (and the replica's) points at PgBouncer in `pool_mode = transaction`: consecutive transactions of one
+# connection may run on different server sessions, so the tenant's search_path and the row-level-security role and
+# principal are set per transaction, never per session (core.postgresql), and Django's server-side cursors, which
+# live across transactions, are off. Session pooling needs none of this. Prepared statements stay off (Django's
+# default for psycopg 3, prepare_threshold=None): PgBouncer before 1.21 cannot route them. docs/operations.md.
+DB_TRANSACTION_POOLING = env.bool("DB_TRANSACTION_POOLING", default=False)
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = DB_TRANSACTION_POOLING
+# A streaming read replica: retrieval, listings and analytics read there (core.db: read-your-writes per request, and
+# for DATABASE_REPLICA_PIN_SECONDS after a client wrote). Same engine, pool and options as the primary; in tests the
+# alias mirrors the test database.
+if env("DATABASE_REPLICA_URL", default=""):
+    _replica = env.db("DATABASE_REPLICA_URL")
+    DATABASES["replica"] = {
+        **DATABASES["default"],
+        **_replica,
+        "ENGINE": "core.postgresql",
+        "OPTIONS": {**DATABASES["default"].get("OPTIONS", {}), **_replica.get("OPTIONS", {})},
+        "TEST": {"MIRROR": "default"},
+    }
+DATABASE_REPLICA_PIN_SECONDS = env.int("DATABASE_REPLICA_PIN_SECONDS", default=5)
+DATABASE_ROUTERS = ["core.db.ReplicaRouter", "django_tenants.routers.TenantSyncRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, channel layer, Celery broker -------------------------------------------------
@@ -246,6 +282,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ErrorCodeEnum": "core.errors.ErrorCode",
         "AccessLevelEnum": ["none", "viewer", "editor"],  # org_access, and a team share's level
+        "BackupStatusEnum": "backups.models.BackupStatus",  # backups and exports
+        "RestoreStatusEnum": "backups.models.RestoreStatus",
     },
     # Served from drf-spectacular-sidecar's static files, never a CDN (the docs page's init script is a file too:
     # accounts.apis.SwaggerUiApi is the split view, for a CSP without inline scripts).
@@ -452,6 +490,8 @@ KNOWLEDGE_MAX_FILE_BYTES = env.int("KNOWLEDGE_MAX_FILE_BYTES", default=50 * 1024
 KNOWLEDGE_MAX_UNCOMPRESSED_BYTES = env.int("KNOWLEDGE_MAX_UNCOMPRESSED_BYTES", default=200 * 1024 * 1024)  # zip bombs
 KNOWLEDGE_MAX_PAGES = env.int("KNOWLEDGE_MAX_PAGES", default=5000)
 KNOWLEDGE_INGEST_LEASE_SECONDS = env.int("KNOWLEDGE_INGEST_LEASE_SECONDS", default=600)  # stuck -> re-queued
+# Runs of one document whose worker was killed (hard time limit, memory) before it fails instead of being re-queued.
+KNOWLEDGE_INGEST_MAX_INTERRUPTIONS = env.int("KNOWLEDGE_INGEST_MAX_INTERRUPTIONS", default=3)
 KNOWLEDGE_INGEST_PART_CHUNKS = env.int("KNOWLEDGE_INGEST_PART_CHUNKS", default=256)  # bigger docs: parallel parts
 KNOWLEDGE_EMBED_BATCH = env.int("KNOWLEDGE_EMBED_BATCH", default=64)
 KNOWLEDGE_URL_FETCH_TIMEOUT = env.float("KNOWLEDGE_URL_FETCH_TIMEOUT", default=15.0)
@@ -503,6 +543,28 @@ CELERY_BEAT_SCHEDULE = {
     "agents-close-orphaned-runs": {"task": "agents.close_orphaned_runs", "schedule": 60.0},
 }
 
+# --- Organisation backups (backups app, docs/operations.md "Backups") ------------------------------------
+# Beat reads its schedule from the database (django-celery-beat): an organisation's own backup schedule is a
+# PeriodicTask there; the static entries below are synced into it. Organisations that set no schedule are backed
+# up by one fan-out entry at the operator's default time (a crontab "minute hour * * day_of_week", "" = none)
+# and keep this many backups; admins change both for their organisation.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+BACKUP_DEFAULT_CRONTAB = env("BACKUP_DEFAULT_CRONTAB", default="30 2 * * *")
+BACKUP_DEFAULT_KEEP_LAST = env.int("BACKUP_DEFAULT_KEEP_LAST", default=7)
+BACKUP_DEFAULT_INCLUDE_CONVERSATIONS = env.bool("BACKUP_DEFAULT_INCLUDE_CONVERSATIONS", default=True)
+# A restore waits this long for the organisation's tables (busy requests) before giving up, changing nothing.
+BACKUP_RESTORE_LOCK_TIMEOUT_MS = env.int("BACKUP_RESTORE_LOCK_TIMEOUT_MS", default=30_000)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "backups-expire": {"task": "backups.expire_all", "schedule": 3600.0},
+}
+if BACKUP_DEFAULT_CRONTAB:
+    _minute, _hour, _day, _month, _weekday = BACKUP_DEFAULT_CRONTAB.split()
+    CELERY_BEAT_SCHEDULE["backups-default-schedule"] = {
+        "task": "backups.run_default_all",
+        "schedule": crontab(minute=_minute, hour=_hour, day_of_month=_day, month_of_year=_month, day_of_week=_weekday),
+    }
+
 # --- Quotas, rate limits, queues, events, webhooks, usage, observability ---------------------------
 # Limits of tenants without a Plan (and with no default Plan in the database); None = unlimited.
 # Plans and per-tenant overrides are edited by platform staff in the Django admin (tenants.Plan/TenantQuota).
@@ -527,6 +589,10 @@ RATE_LIMITS_TENANT = env.json("RATE_LIMITS_TENANT", default={})
 RATE_LIMIT_PRINCIPAL_SHARE = env.float("RATE_LIMIT_PRINCIPAL_SHARE", default=0.5)
 # Requests of a group one web process runs at once, beyond which it sheds them (503); defaults in core.ratelimit.
 IN_FLIGHT_LIMITS = env.json("IN_FLIGHT_LIMITS", default={})
+# Requests and WebSocket handshakes one web process runs at once; the rest wait this long at most, then are refused
+# with 503 / close 1013 "overloaded" (core.admission; measured with bench/load.py, docs/rate-limits.md).
+WEB_MAX_CONCURRENT = env.int("WEB_MAX_CONCURRENT", default=16)
+WEB_ADMISSION_WAIT_SECONDS = env.float("WEB_ADMISSION_WAIT_SECONDS", default=0.5)
 # Shed requests are logged as one summary line per this many seconds and process.
 REFUSAL_LOG_SECONDS = env.float("REFUSAL_LOG_SECONDS", default=10.0)
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["core.ratelimit.TenantRateThrottle"]
@@ -588,6 +654,8 @@ OTEL_ENABLED = env.bool("OTEL_ENABLED", default=False)  # needs the optional ope
 KNOWLEDGE_EMBED_BATCH_SIZE = env.int("KNOWLEDGE_EMBED_BATCH_SIZE", default=32)
 # Workers load the default embedding model when they start (config.warmup), not in the first user's request.
 WORKER_PRELOAD_EMBEDDER = env.bool("WORKER_PRELOAD_EMBEDDER", default=True)
+# Web processes (config.asgi) load it at start too, and /readyz answers 503 until they have: no search pays the load.
+WEB_PRELOAD_EMBEDDER = env.bool("WEB_PRELOAD_EMBEDDER", default=True)
 KNOWLEDGE_EMBED_THREADS = env.int("KNOWLEDGE_EMBED_THREADS", default=0)  # 0 = torch default (all cores)
 # "openai:<model>" embedders: any OpenAI-compatible /v1/embeddings server (OpenAI, Ollama, vLLM, LiteLLM).
 KNOWLEDGE_OPENAI_BASE_URL = env("KNOWLEDGE_OPENAI_BASE_URL", default="") or None
@@ -598,6 +666,17 @@ KNOWLEDGE_LOCAL_MODELS = env.json("KNOWLEDGE_LOCAL_MODELS", default={})  # {"nam
 # Query embeddings are cached per tenant (Django cache keys carry the schema) for this long.
 KNOWLEDGE_QUERY_CACHE_SECONDS = env.int("KNOWLEDGE_QUERY_CACHE_SECONDS", default=600)
 KNOWLEDGE_BM25_STATS_SECONDS = env.int("KNOWLEDGE_BM25_STATS_SECONDS", default=3600)  # keyed by KB version
-# Rerankers users may pick by name in KnowledgeBase.search_settings["reranker"]; operators choose the code.
-KNOWLEDGE_RERANKERS = env.json("KNOWLEDGE_RERANKERS", default={})  # {"ce": "knowledge.retrieval.CrossEncoderReranker"}
+# Rerankers users may pick by name in KnowledgeBase.search_settings["reranker"]; operators configure them
+# (knowledge.reranking): {"local": {"backend": "cross-encoder", "path": "/models/ce"},
+# "cohere": {"backend": "http", "url": "https://api.cohere.com/v2/rerank", "model": "rerank-v3.5"}}.
+KNOWLEDGE_RERANKERS = env.json("KNOWLEDGE_RERANKERS", default={})
+# Shorthand for the common case: a local cross-encoder directory becomes the reranker "local".
 KNOWLEDGE_CROSS_ENCODER_PATH = env("KNOWLEDGE_CROSS_ENCODER_PATH", default="")
+if KNOWLEDGE_CROSS_ENCODER_PATH:
+    KNOWLEDGE_RERANKERS.setdefault("local", {"backend": "cross-encoder", "path": KNOWLEDGE_CROSS_ENCODER_PATH})
+# Used by knowledge bases that name no reranker ("none" opts out); unset: reranking off.
+KNOWLEDGE_DEFAULT_RERANKER = env("KNOWLEDGE_DEFAULT_RERANKER", default="")
+# Keys of "http" rerankers by reranker name, kept apart from KNOWLEDGE_RERANKERS: Django's error reports hide
+# settings named *KEY*, and nothing logs them.
+KNOWLEDGE_RERANK_API_KEYS = env.json("KNOWLEDGE_RERANK_API_KEYS", default={})
+KNOWLEDGE_RERANK_TIMEOUT = env.float("KNOWLEDGE_RERANK_TIMEOUT", default=5.0)  # seconds; then the fused order

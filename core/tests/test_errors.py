@@ -14,9 +14,10 @@ from conftest import host_of
 from core.errors import ErrorCode
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("accounts", "agents", "config", "core", "iam", "knowledge", "tenants", "usage", "webhooks")
+APPS = ("accounts", "agents", "backups", "config", "core", "iam", "knowledge", "tenants", "usage", "webhooks")
 # Exceptions that never reach a client: control flow inside one module.
-INTERNAL_SIGNALS = {"StaleRun"}
+# Caught where raised and never shown: a run that lost its claim; a reranker that failed (search keeps fused order).
+INTERNAL_SIGNALS = {"StaleRun", "RerankerUnavailable"}
 
 
 def _documented_codes() -> set[str]:

@@ -8,6 +8,8 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 AccessLevelEnum = Literal["none", "viewer", "editor"]
 
+BackupStatusEnum = Literal["pending", "running", "done", "failed"]
+
 DepartedMemberMessagesEnum = Literal["delete", "anonymise"]
 
 ErrorCodeEnum = Literal[
@@ -74,12 +76,18 @@ ErrorCodeEnum = Literal[
     "http_failed",
     "host_not_approved",
     "not_configured",
+    "backup_corrupt",
+    "backup_incompatible",
     "provisioning_failed",
     "internal_error",
     "database_unavailable",
 ]
 
+KnowledgeBaseTuningStatusEnum = Literal["tuned", "default", "too_few_questions", "reset"]
+
 ModeEnum = Literal["hybrid", "dense", "lexical"]
+
+RestoreStatusEnum = Literal["pending", "verifying", "restoring", "done", "failed"]
 
 RoleEnum = Literal["admin", "user", "readonly"]
 
@@ -88,8 +96,6 @@ ScopeEnum = Literal["tenant", "user", "agent", "api_key"]
 ScopesEnum = Literal["read", "write", "chat", "admin"]
 
 SourceTypeEnum = Literal["file", "text", "url"]
-
-StatusEnum = Literal["pending", "running", "done", "failed"]
 
 TypeEnum = Literal[
     "run.queued",
@@ -280,6 +286,40 @@ class AuditEntry(TypedDict):
 class AuditPage(TypedDict):
     results: list[AuditEntry]
     next_before_id: int | None
+
+
+class Backup(TypedDict):
+    id: str
+    status: BackupStatusEnum
+    scheduled: bool
+    include_conversations: bool
+    size_bytes: int
+    sha256: str
+    counts: Any
+    error: str
+    created_at: str
+    finished_at: str | None
+
+
+class BackupCreateRequest(TypedDict):
+    include_conversations: NotRequired[bool]
+
+
+class BackupSchedule(TypedDict):
+    own: bool
+    enabled: bool
+    crontab: str
+    keep_last: int
+    include_conversations: bool
+
+
+class BackupScheduleRequest(TypedDict):
+    enabled: bool
+    minute: int
+    hour: int
+    day_of_week: NotRequired[str]
+    keep_last: int
+    include_conversations: bool
 
 
 class ChatAccepted(TypedDict):
@@ -644,6 +684,29 @@ class KnowledgeBaseRestoreToTimeRequest(TypedDict):
     at: str
 
 
+class TuningGridEntry(TypedDict):
+    settings: dict[str, Any]
+    mrr: float
+
+
+class KnowledgeBaseTuning(TypedDict):
+    auto_tune: bool
+    running: bool
+    overridden: list[str]
+    status: NotRequired[KnowledgeBaseTuningStatusEnum]
+    settings: NotRequired[dict[str, Any]]
+    version: NotRequired[int]
+    questions: NotRequired[int]
+    kinds: NotRequired[dict[str, int]]
+    mrr_default: NotRequired[float | None]
+    mrr_tuned: NotRequired[float | None]
+    grid: NotRequired[list[TuningGridEntry]]
+    level: NotRequired[str]
+    requested_by: NotRequired[int | None]
+    tuned_at: NotRequired[str]
+    seconds: NotRequired[float]
+
+
 class KnowledgeBaseVersion(TypedDict):
     number: int
     note: str
@@ -711,12 +774,20 @@ class Member(TypedDict):
     created_at: str
 
 
+class NewOrganisationRequest(TypedDict):
+    name: str
+    slug: str
+
+
 class OrgExport(TypedDict):
     id: str
-    status: StatusEnum
+    status: BackupStatusEnum
+    size_bytes: int
+    sha256: str
+    counts: Any
+    error: str
     created_at: str
-    finished_at: NotRequired[str]
-    size: NotRequired[str]
+    finished_at: str | None
 
 
 class PatchedAgentInputRequest(TypedDict):
@@ -849,6 +920,21 @@ class ResourceSharing(TypedDict):
     teams: list[Share]
 
 
+class Restore(TypedDict):
+    id: str
+    organisation: str
+    backup: str | None
+    status: RestoreStatusEnum
+    counts: Any
+    error: str
+    created_at: str
+    finished_at: str | None
+
+
+class RestoreCreateRequest(TypedDict):
+    new_organisation: NotRequired[NewOrganisationRequest]
+
+
 class RunCancel(TypedDict):
     run_id: str
     status: str
@@ -908,6 +994,8 @@ class SearchResult(TypedDict):
     query: str
     mode: ModeEnum
     version: int
+    reranker: str | None
+    reranked: bool
     results: list[SearchHit]
 
 
