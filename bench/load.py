@@ -373,7 +373,7 @@ class Client:
             additional_headers={"Authorization": headers["Authorization"]},
         ) as ws:
             with contextlib.suppress(websockets.ConnectionClosed):
-                # A shed handshake is accepted, told why (an `overloaded` error event) and closed with 1013 at
+                # A shed handshake is accepted, told why (an `overloaded` error event) and closed with 4503 at
                 # once: the send may find it closed, the event is still read below.
                 await ws.send(json.dumps({"type": "chat", "message": self.rng.choice(QUERIES)}))
             for _ in range(10_000):  # bounded: an answer is a few dozen events

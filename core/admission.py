@@ -5,7 +5,7 @@ authenticates in one. Under twice the load a process can serve, all of them woul
 every response gets slow, WebSocket handshakes time out, and clients retry into the same queue. Instead a
 bounded number run at once (`WEB_MAX_CONCURRENT`); the others wait in arrival order for at most
 `WEB_ADMISSION_WAIT_SECONDS`, and those still waiting then are refused at once: 503 `overloaded` with Retry-After
-(HTTP), or an `overloaded` error event and close code 1013 "try again later" (WebSocket). Admitted work keeps its
+(HTTP), or an `overloaded` error event and close code 4503 (WebSocket). Admitted work keeps its
 latency; refused work costs microseconds and tells the client when to come back.
 
 A request holds its place only until its response starts: a streaming answer (SSE, long-polling, a download)
@@ -39,7 +39,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 RETRY_AFTER_SECONDS = 1
-WEBSOCKET_TRY_AGAIN_LATER = 1013  # RFC 6455 section 7.4.1 (IANA registry): "Try Again Later"
+# RFC 6455's "Try Again Later" (1013) is what this means, but daphne's WebSocket layer (autobahn) sends only 1000 or
+# 3000-4999 and raises on anything else: 4503, beside our 4401/4403/4404, as HTTP's 503.
+WEBSOCKET_OVERLOADED = 4503
 
 
 class Admission:
@@ -145,10 +147,10 @@ async def _refuse_http(send: Send) -> None:
 
 
 async def _refuse_websocket(receive: Receive, send: Send) -> None:
-    """Accept, say why, close with 1013: a handshake refused before accept reaches a browser as a bare 403."""
+    """Accept, say why, close with 4503: a handshake refused before accept reaches a browser as a bare 403."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.send", "text": json.dumps({"type": "error", "data": _overloaded_body()})})
-    await send({"type": "websocket.close", "code": WEBSOCKET_TRY_AGAIN_LATER})
+    await send({"type": "websocket.close", "code": WEBSOCKET_OVERLOADED})

@@ -590,7 +590,7 @@ RATE_LIMIT_PRINCIPAL_SHARE = env.float("RATE_LIMIT_PRINCIPAL_SHARE", default=0.5
 # Requests of a group one web process runs at once, beyond which it sheds them (503); defaults in core.ratelimit.
 IN_FLIGHT_LIMITS = env.json("IN_FLIGHT_LIMITS", default={})
 # Requests and WebSocket handshakes one web process runs at once; the rest wait this long at most, then are refused
-# with 503 / close 1013 "overloaded" (core.admission; measured with bench/load.py, docs/rate-limits.md).
+# with 503 / close 4503 "overloaded" (core.admission; measured with bench/load.py, docs/rate-limits.md).
 WEB_MAX_CONCURRENT = env.int("WEB_MAX_CONCURRENT", default=16)
 WEB_ADMISSION_WAIT_SECONDS = env.float("WEB_ADMISSION_WAIT_SECONDS", default=0.5)
 # Shed requests are logged as one summary line per this many seconds and process.

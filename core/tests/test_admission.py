@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from core.admission import WEBSOCKET_TRY_AGAIN_LATER, AdmissionMiddleware
+from core.admission import WEBSOCKET_OVERLOADED, AdmissionMiddleware
 
 
 class HeldApp:
@@ -131,7 +131,7 @@ def test_probes_are_never_shed(settings):
     assert status_of(probe) == 200 and status_of(held) == 200
 
 
-def test_a_websocket_handshake_past_the_bound_is_told_why_and_closed_1013(settings):
+def test_a_websocket_handshake_past_the_bound_is_told_why_and_closed_4503(settings):
     async def scenario():
         app = HeldApp()
         mw = middleware(app, settings, limit=1, wait=0.01)
@@ -147,7 +147,7 @@ def test_a_websocket_handshake_past_the_bound_is_told_why_and_closed_1013(settin
     assert [m["type"] for m in refused] == ["websocket.accept", "websocket.send", "websocket.close"]
     event = json.loads(refused[1]["text"])
     assert event["type"] == "error" and event["data"]["code"] == "overloaded"
-    assert refused[2]["code"] == WEBSOCKET_TRY_AGAIN_LATER
+    assert refused[2]["code"] == WEBSOCKET_OVERLOADED
     assert admitted[-1] == {"type": "websocket.close", "code": 1000}, "a handshake gives its place back when done"
 
 
