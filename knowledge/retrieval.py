@@ -54,7 +54,8 @@ from django.db import DatabaseError, connections, transaction
 from core.db import read_alias, reads_from_replica
 from core.errors import DomainError, ErrorCode, InvalidInput
 from core.metrics import metric_inc
-from core.tenancy import current_schema
+from core.redis_clients import keys_delete_prefixed
+from core.tenancy import current_schema, in_tenant
 
 from .embeddings import embedder_for_model
 from .models import Chunk, Document, KnowledgeBase, passage_location
@@ -340,6 +341,14 @@ def _stats_key(kb: KnowledgeBase, version: int | None, what: str) -> str:
     return f"knowledge:bm25:{kb.pk}:{ver}:{what}"
 
 
+def bm25_stats_forget(schema: str) -> int:
+    """Drop the organisation's cached statistics: a restore replaced its chunks under the same knowledge base ids
+    and versions, which the cached figures would go on describing."""
+    with in_tenant(schema):
+        prefix = cache.make_key("knowledge:bm25:")  # the Django cache's own key, tenant prefix included
+    return keys_delete_prefixed(prefix, settings.CACHES["default"]["LOCATION"])
+
+
 @dataclass(frozen=True)
 class _CollectionStats:
     n: int  # chunks (BM25's N)
@@ -526,9 +535,11 @@ def legs_sql(
             ") t JOIN q ON q.lexeme = t.lexeme GROUP BY s.id)"
         )
         params += [k1 + 1, k1, b, b, bm.avgdl]
+        # Ranked on the score rounded to 9 places: the sum's order over lexemes is the join's, so chunks with equal
+        # BM25 can differ in the last bits from run to run; equal scores then rank by id, the same every time.
         ctes.append(
-            "lexical AS (SELECT id, score, row_number() OVER (ORDER BY score DESC, id) AS rank FROM bm "
-            "WHERE id IN (SELECT id FROM cand) ORDER BY score DESC, id LIMIT %s)"
+            "lexical AS (SELECT id, score, row_number() OVER (ORDER BY round(score::numeric, 9) DESC, id) AS rank "
+            "FROM bm WHERE id IN (SELECT id FROM cand) ORDER BY round(score::numeric, 9) DESC, id LIMIT %s)"
         )
         params.append(limit)
     if vector is not None and bm is None:

@@ -113,7 +113,7 @@ def _expected(kb: KnowledgeBase, query: str, top_k: int, document_ids: list[int]
     cosine = {i: 1.0 - d for i, d in distance.items()}
     dense = sorted(scope, key=lambda i: (distance[i], i))[:pool]
     lexical_all = {i: s for i in scope if (s := bm25(i)) is not None}
-    lexical = _ranked(lexical_all, pool)
+    lexical = _ranked({i: round(s, 9) for i, s in lexical_all.items()}, pool)  # equal scores rank by id
     dense_scores = {i: cosine[i] for i in set(dense) | set(lexical)}
     lexical_scores = {i: s for i in set(dense) | set(lexical) if (s := bm25(i)) is not None}
     # The fusion is the product's own (knowledge/tests/test_fusion.py tests it); what is computed here is its inputs.
