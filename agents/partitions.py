@@ -141,28 +141,33 @@ def message_partition_drop(name: str, *, lock_timeout_ms: int, connection=None) 
     connection = connection or default_connection
     try:
         with connection.cursor() as cursor:
+            # Every name qualified with the organisation's schema: the statements below must never resolve a name
+            # through the rest of the search_path (public, extensions) or after a change of it.
+            cursor.execute("SELECT quote_ident(current_schema())")
+            schema = cursor.fetchone()[0]
+            parent, partition = f"{schema}.agents_message", f"{schema}.{name}"
             cursor.execute(
                 "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass(%s) "
-                "AND i.inhparent = to_regclass('agents_message')",
-                [name],
+                "AND i.inhparent = to_regclass(%s)",
+                [partition, parent],
             )
             row = cursor.fetchone()
             if row is not None:  # still attached
                 cursor.execute(
-                    "SELECT partdefid <> 0 FROM pg_partitioned_table WHERE partrelid = to_regclass('agents_message')"
+                    "SELECT partdefid <> 0 FROM pg_partitioned_table WHERE partrelid = to_regclass(%s)", [parent]
                 )
                 has_default = cursor.fetchone()[0]
                 if row[0]:  # an interrupted concurrent detach: finish it
-                    cursor.execute(f"ALTER TABLE agents_message DETACH PARTITION {name} FINALIZE")
+                    cursor.execute(f"ALTER TABLE {parent} DETACH PARTITION {partition} FINALIZE")
                 elif not has_default and not connection.in_atomic_block:
-                    cursor.execute(f"ALTER TABLE agents_message DETACH PARTITION {name} CONCURRENTLY")
+                    cursor.execute(f"ALTER TABLE {parent} DETACH PARTITION {partition} CONCURRENTLY")
                 else:
                     with transaction.atomic(using=connection.alias):
                         _lock_timeout_set(cursor, lock_timeout_ms)
-                        cursor.execute(f"ALTER TABLE agents_message DETACH PARTITION {name}")
+                        cursor.execute(f"ALTER TABLE {parent} DETACH PARTITION {partition}")
             with transaction.atomic(using=connection.alias):
                 _lock_timeout_set(cursor, lock_timeout_ms)
-                cursor.execute(f"DROP TABLE {name}")
+                cursor.execute(f"DROP TABLE {partition}")
     except OperationalError as error:
         if isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
             return False

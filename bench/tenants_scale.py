@@ -53,20 +53,20 @@ def database_create(args: argparse.Namespace) -> Callable[[], None]:
     if args.citus:
         citus = _citus_script()
         citus.start(data=citus.DEFAULT_DATA, port=args.citus_port, workers=2, database="agentry")
-        citus.database_drop(DB_NAME, port=args.citus_port, workers=2)
-        os.environ["DATABASE_URL"] = citus.database_ensure(DB_NAME, port=args.citus_port, workers=2)
+        citus.database_drop(args.database, port=args.citus_port, workers=2)
+        os.environ["DATABASE_URL"] = citus.database_ensure(args.database, port=args.citus_port, workers=2)
         os.environ["DATABASE_CITUS"] = "true"
-        return lambda: citus.database_drop(DB_NAME, port=args.citus_port, workers=2)
+        return lambda: citus.database_drop(args.database, port=args.citus_port, workers=2)
     url = urlparse(os.environ["DATABASE_URL"])
     admin_url = urlunparse(url._replace(path="/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{DB_NAME}"))
+        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{args.database}"')
+    os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{args.database}"))
 
     def drop() -> None:
         with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
 
     return drop
 
@@ -83,13 +83,14 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=60, help="requests per path and state")
     parser.add_argument("--parallel", type=int, default=2, help="processes of the parallel migrate_schemas")
     parser.add_argument("--sample-plain", type=int, default=20, help="schemas migrated by plain django-tenants")
+    parser.add_argument("--database", default=DB_NAME, help="the benchmark's own database (dropped at the end)")
     parser.add_argument("--citus", action="store_true")
     parser.add_argument("--citus-port", type=int, default=int(os.environ.get("CITUS_PORT", "18600")))
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings_tenants_scale"
-    os.environ["TEST_DB_NAME"] = DB_NAME  # the test settings' folders (static files, media) of the benchmark's own
+    os.environ["TEST_DB_NAME"] = args.database  # the test settings' folders (static files, media): the bench's own
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RATE_LIMITS", '{"search": "1000000/m", "api": "1000000/m", "chat": "1000000/m"}')
     os.environ.setdefault("RATE_LIMITS_TENANT", '{"search": "1000000/m", "api": "1000000/m", "chat": "1000000/m"}')

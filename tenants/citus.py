@@ -11,9 +11,10 @@ node (the coordinator routes them by the schema in `search_path`). What the prod
 - an organisation moves to another worker with `citus_move_shard_placement` over logical replication, while it
   keeps serving (`tenant_move`, `manage.py tenant_move`);
 - row-level security (core.rls) is not enforced: Citus refuses policies with sub-selects on distributed tables and
-  runs shard queries on the workers as the logged-in role, without our session setting. The clone's policies are
-  dropped before distribution and DB_APP_ROLE defaults to empty (config/settings/base.py); iam.policy still
-  decides every access (docs/operations.md, "Many organisations: Citus").
+  runs shard queries on the workers as the logged-in role, without our session setting. Clones are made without
+  policies (tenants.cloning), a migrated schema's are dropped before distribution, and DB_APP_ROLE defaults to
+  empty (config/settings/base.py); iam.policy still decides every access (docs/operations.md, "Many organisations:
+  Citus").
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.db.migrations.loader import MigrationLoader
 from django_tenants.migration_executors import get_executor
 from django_tenants.utils import get_public_schema_name
@@ -28,7 +28,8 @@ def schemas_behind(schemas: list[str]) -> list[str]:
     """The schemas among `schemas` missing one of the project's migrations (in the order given)."""
     wanted = sorted(f"{app}.{name}" for app, name in MigrationLoader(None, ignore_no_migrations=True).disk_migrations)
     try:
-        current = _current(schemas, wanted)
+        with transaction.atomic():  # a savepoint: the caller's transaction survives the error below
+            current = _current(schemas, wanted)
     except DatabaseError:  # a schema without its migration table: let migrate create it, as it would anyway
         return list(schemas)
     return [schema for schema in schemas if schema not in current]

@@ -47,9 +47,6 @@ class Tenant(TenantMixin):
     # with the row, so a deleted organisation leaves nothing behind.
     auto_create_schema = True
     auto_drop_schema = True
-    # Tables only: clone_schema's row copy runs with a search_path lacking `extensions`, so it cannot
-    # cast vector columns; migration history is re-recorded by the faked migrate that follows.
-    clone_mode = "NODATA"
 
     class Meta:
         ordering = ["slug"]
@@ -68,7 +65,7 @@ class Tenant(TenantMixin):
             return False
         else:
             _check_schema_name(self.schema_name)
-            schema_clone(base, self.schema_name)
+            schema_clone(base, self.schema_name, row_security=not citus_enabled())
             created = True
         if created and citus_enabled():
             schema_distribute(self.schema_name)

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 APPS = ("accounts", "agents", "backups", "config", "core", "iam", "knowledge", "tenants", "usage", "webhooks")
 # Exceptions that never reach a client: control flow inside one module.
 # Caught where raised and never shown: a run that lost its claim; a reranker that failed (search keeps fused order).
-INTERNAL_SIGNALS = {"StaleRun", "RerankerUnavailable"}
+# A defect of a release, not of a request: a migration added an object the schema clone cannot copy (the clone's
+# catalog test fails on it before it ships).
+INTERNAL_SIGNALS = {"StaleRun", "RerankerUnavailable", "UnsupportedTemplateObject"}
 
 
 def _documented_codes() -> set[str]:
@@ -89,3 +91,16 @@ def test_errors_raised_by_drf_itself_have_the_one_shape_and_a_documented_code(te
     assert invalid.status_code == 400
     body = invalid.json()
     assert body["code"] == "invalid" and isinstance(body["detail"], str) and isinstance(body["fields"], dict)
+
+
+@pytest.mark.django_db
+def test_an_invalid_item_of_a_list_leads_the_detail_with_its_index_not_a_python_repr(tenant_a, admin_a):
+    member = Client(HTTP_HOST=host_of(tenant_a))
+    member.force_login(admin_a)
+    response = member.post(
+        "/api/v1/api-keys/", {"name": "k", "scopes": ["read", "root"]}, content_type="application/json"
+    )
+    body = response.json()
+    assert response.status_code == 400 and body["code"] == "invalid"
+    assert body["detail"] == 'scopes[1]: "root" is not a valid choice.'
+    assert body["fields"] == {"scopes": {"1": ['"root" is not a valid choice.']}}
