@@ -114,7 +114,9 @@ class MeApi(APIView):
         principal = principal_from_request(request)
         user = principal.user
         membership = principal.membership or user.memberships.get(tenant=request.tenant)
-        data = {
+        # Already the ProfileSerializer's shape and types (it documents the response): building one per request
+        # would only deep-copy its fields.
+        return {
             "id": user.pk,
             "email": user.email,
             "display_name": user.display_name,
@@ -122,10 +124,9 @@ class MeApi(APIView):
             "ui_theme": user.ui_theme,
             "default_agent_id": membership.default_agent_id,
             "tenant": request.tenant.slug,
-            "role": principal.role,
+            "role": str(principal.role),
             "via_api_key": principal.api_key is not None,
         }
-        return self.ProfileSerializer(data).data
 
     @extend_schema(responses=ProfileSerializer)
     def get(self, request):

@@ -5,13 +5,14 @@
 - "revoke all tokens" (and account deletion) revokes every token of the user issued until now:
   `jwt:public:user:<id>:nbf` (users live in the public schema; a token's `iat` must be after it).
 
-TenantJWTAuthentication checks both with one MGET per request.
+TenantJWTAuthentication reads both (with the epochs it checks next) in one MGET per request.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 
 from django.conf import settings
 
@@ -48,10 +49,16 @@ def user_tokens_revoke(*, user_id: int) -> None:
     redis_client().set(_user_key(user_id), str(int(time.time())), ex=_ttl())
 
 
-def token_revoked(*, schema: str, token) -> bool:
-    """True when the access token's session was logged out or its user revoked all tokens after it was issued."""
+def token_revocation_keys(*, schema: str, token) -> list[str]:
+    """The Redis keys that say whether the access token was revoked; their values go to token_revoked."""
     sid, user_id = token.get(SESSION_CLAIM), token.get("user_id")
-    session, not_before = redis_client().mget(_session_key(schema, str(sid or "-")), _user_key(user_id))
+    return [_session_key(schema, str(sid or "-")), _user_key(user_id)]
+
+
+def token_revoked(*, token, markers: Sequence[bytes | None]) -> bool:
+    """True when the access token's session was logged out or its user revoked all tokens after it was issued.
+    `markers`: the values of its token_revocation_keys, read now."""
+    session, not_before = markers
     if session is not None:
         return True
     return not_before is not None and int(token.get("iat", 0)) <= int(not_before)

@@ -7,15 +7,21 @@ replaces the token now and again when the transaction commits, so a reader that 
 never keeps them; epochs are random tokens, so a Redis flush invalidates everything. Every process reads the same
 token, so a change reaches all of them at their next request.
 
-Used for verified API keys (iam.keys: name "auth:<schema>") and the agent a chat starts with (agents.selectors:
-"agents:<schema>").
+Used for verified API keys and the members a request authenticates (iam.members: name "auth:<schema>") and the
+agent a chat starts with (agents.selectors: "agents:<schema>").
+
+Inside `epochs_snapshot()` (every HTTP request: core.middleware) each epoch is read from Redis at most once, and
+`epochs_read` reads several, with any other keys a hot path needs, in one round trip. A bump made inside the block is
+read again by the block's next reader.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Generic, TypeVar
 
 import redis
@@ -33,10 +39,49 @@ def _key(name: str) -> str:
     return f"epoch:{name}"
 
 
+# The epochs read in the current request (epochs_snapshot); None outside one.
+_snapshot: ContextVar[dict[str, bytes] | None] = ContextVar("epochs_snapshot", default=None)
+
+
+@contextmanager
+def epochs_snapshot() -> Iterator[None]:
+    """Read each epoch at most once inside this block (one request): the block's readers see the epochs as they were
+    at its first read of each, and any bump the block makes itself."""
+    token = _snapshot.set({})
+    try:
+        yield
+    finally:
+        _snapshot.reset(token)
+
+
 def epoch_get(name: str) -> bytes:
-    client = _redis()
-    epoch = client.get(_key(name))
+    memo = _snapshot.get()
+    if memo is not None and name in memo:
+        return memo[name]
+    epoch = _epoch_or_new(name, _redis().get(_key(name)))
+    if memo is not None:
+        memo[name] = epoch
+    return epoch
+
+
+def epochs_read(names: Sequence[str], keys: Sequence[str] = ()) -> tuple[list[bytes], list[bytes | None]]:
+    """The epochs `names` (as epoch_get: kept in the current snapshot) and the values of the plain `keys`, all in one
+    round trip: a hot path reads the epochs it checks next together with keys of its own (JWT revocation markers)."""
+    memo = _snapshot.get()
+    wanted = [name for name in dict.fromkeys(names) if memo is None or name not in memo]
+    values = _redis().mget([*(_key(name) for name in wanted), *keys]) if wanted or keys else []
+    read = {name: _epoch_or_new(name, value) for name, value in zip(wanted, values, strict=False)}
+    if memo is not None:
+        memo.update(read)
+    known = {**(memo or {}), **read}
+    return [known[name] for name in names], [
+        None if value is None else reply_bytes(value) for value in values[len(wanted) :]
+    ]
+
+
+def _epoch_or_new(name: str, epoch: bytes | str | None) -> bytes:
     if epoch is None:  # first use, or Redis lost it: a new epoch (nothing cached under another one is trusted)
+        client = _redis()
         fresh = uuid.uuid4().hex
         client.set(_key(name), fresh, nx=True)
         epoch = client.get(_key(name))
@@ -45,12 +90,31 @@ def epoch_get(name: str) -> bytes:
     return reply_bytes(epoch)
 
 
-def epoch_bump(name: str) -> None:
-    def bump() -> None:
-        _redis().set(_key(name), uuid.uuid4().hex)
+# Epochs this process set inside a transaction that has not committed: rows read under one may yet be rolled back,
+# so no EpochCache keeps them (a rolled-back transaction leaves its epoch in Redis until the next bump).
+_unsettled: set[bytes] = set()
+_UNSETTLED_MAX = 10_000
 
-    bump()
-    transaction.on_commit(bump)
+
+def epoch_bump(name: str) -> None:
+    epoch = uuid.uuid4().hex.encode()
+    if len(_unsettled) >= _UNSETTLED_MAX:  # rolled-back transactions leave theirs behind
+        _unsettled.clear()
+    _unsettled.add(epoch)
+    _epoch_set(name, epoch)
+
+    def settle() -> None:
+        _unsettled.discard(epoch)
+        _epoch_set(name, uuid.uuid4().hex.encode())
+
+    transaction.on_commit(settle)
+
+
+def _epoch_set(name: str, epoch: bytes) -> None:
+    _redis().set(_key(name), epoch)
+    memo = _snapshot.get()
+    if memo is not None:  # this block's next reader reads the new epoch
+        memo.pop(name, None)
 
 
 _V = TypeVar("_V")
@@ -75,7 +139,7 @@ class EpochCache(Generic[_V]):
         return entry[2]
 
     def put(self, key: Hashable, epoch: bytes, value: _V) -> None:
-        if getattr(settings, self.max_age_setting) <= 0:
+        if getattr(settings, self.max_age_setting) <= 0 or epoch in _unsettled:
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()

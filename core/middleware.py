@@ -8,7 +8,9 @@ from django.http import FileResponse, HttpRequest, HttpResponseBase, StreamingHt
 from .audit import actor_scope
 from .context import current_request_id
 from .db import replica_configured, unit_of_work
+from .epochs import epochs_snapshot
 from .logging import stream_in_log_context
+from .redis_clients import redis_writes_batched
 from .rls import NOBODY, current_db_principal, db_principal_scope
 
 
@@ -24,8 +26,9 @@ class RequestIdMiddleware:
         token = current_request_id.set(request_id)
         try:
             # Nobody acts until authentication says who (core.audit); nobody still acts after the request. The
-            # database sees nothing private until then either (core.rls).
-            with actor_scope(None), db_principal_scope(NOBODY):
+            # database sees nothing private until then either (core.rls). Each cache epoch is read once (core.epochs),
+            # and the counters the request bumps are written together at its end (core.redis_clients).
+            with actor_scope(None), db_principal_scope(NOBODY), epochs_snapshot(), redis_writes_batched():
                 response = self.get_response(request)
                 if isinstance(response, StreamingHttpResponse) and not isinstance(response, FileResponse):
                     _stream_as(response, current_db_principal.get())

@@ -7,8 +7,13 @@ Keys are the caller's business: they always name the tenant schema (core.tenancy
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -16,6 +21,9 @@ import redis.asyncio.retry
 import redis.retry
 from django.conf import settings
 from redis.backoff import ExponentialBackoff
+from redis.client import Pipeline
+
+logger = logging.getLogger(__name__)
 
 
 class SharedConnectionPool(redis.ConnectionPool):
@@ -74,6 +82,22 @@ def _client(url: str, *, probe: bool) -> redis.Redis:
     return client
 
 
+def keys_delete_prefixed(prefix: str, url: str | None = None) -> int:
+    """Delete every key starting with `prefix` (SCAN, then UNLINK in batches); how many. A walk over the whole
+    keyspace: for rare bulk invalidations (an organisation restored), never on a request's path."""
+    client = redis_client(url)
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"  # the prefix taken literally
+    deleted, batch = 0, list[bytes]()
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += client.unlink(*batch)
+            batch = []
+    if batch:
+        deleted += client.unlink(*batch)
+    return deleted
+
+
 def redis_client(url: str | None = None) -> redis.Redis:
     """The process's client for `url` (default: settings.REDIS_URL, read at call time so tests may change it)."""
     return _client(url or settings.REDIS_URL, probe=False)
@@ -87,6 +111,56 @@ def broker_client() -> redis.Redis:
 def probe_client(url: str | None = None) -> redis.Redis:
     """A short-timeout client for health probes and metrics scrapes: a dead Redis answers in a second, not never."""
     return _client(url or settings.REDIS_URL, probe=True)
+
+
+# --- Counters a request bumps, written in one round trip -------------------------------------------------------
+# An API-key request counts its use twice (the key's own counter, the metered API calls), neither answer deciding
+# anything about the request: inside `redis_writes_batched()` (every HTTP request: core.middleware) such writes wait
+# for the end of the block and go to Redis together, one round trip instead of one each.
+
+Replies = list[Any]
+_Write = tuple[Callable[[Pipeline], None], Callable[[Replies], None] | None]  # (queue the commands, take their replies)
+_write_batch: ContextVar[list[_Write] | None] = ContextVar("redis_write_batch", default=None)
+
+
+@contextmanager
+def redis_writes_batched() -> Iterator[None]:
+    """Run the writes queued with redis_write_later inside this block in one pipeline when it ends. A failure is
+    logged, not raised: the block's answer is made already, and what failed was bookkeeping."""
+    batch: list[_Write] = []
+    token = _write_batch.set(batch)
+    try:
+        yield
+    finally:
+        _write_batch.reset(token)
+        if batch:
+            try:
+                _writes_run(batch)
+            except redis.RedisError:
+                logger.exception("batched Redis writes lost")
+
+
+def redis_write_later(queue: Callable[[Pipeline], None], then: Callable[[Replies], None] | None = None) -> None:
+    """`queue(pipe)` adds write commands (keys computed by the caller, now); `then(replies)` gets their replies once
+    they ran: at the end of the current redis_writes_batched() block, or at once outside one."""
+    batch = _write_batch.get()
+    if batch is None:
+        _writes_run([(queue, then)])
+    else:
+        batch.append((queue, then))
+
+
+def _writes_run(batch: list[_Write]) -> None:
+    pipe = redis_client().pipeline(transaction=False)
+    spans = []
+    for queue, then in batch:
+        start = len(pipe.command_stack)
+        queue(pipe)
+        spans.append((start, len(pipe.command_stack), then))
+    replies = pipe.execute()
+    for start, end, then in spans:
+        if then is not None:
+            then(replies[start:end])
 
 
 ASYNC_MAX_CONNECTIONS = 100  # per event loop (redis-py's default, which refused the 101st command at once)

@@ -12,20 +12,47 @@ from urllib.parse import parse_qs
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import Token
+from rest_framework_simplejwt.utils import aware_utcnow
 
-from accounts.tokens import TENANT_CLAIM, token_revoked
+from accounts.tokens import TENANT_CLAIM, token_revocation_keys, token_revoked
+from core.epochs import epochs_read
 from core.errors import ErrorCode
 
 from .keys import ApiKeyRejected, api_key_authenticate
+from .members import auth_epoch, member_get
 from .models import ApiKey
 from .policy import Principal, principal_act_as, principal_for_api_key, principal_for_user
 
 API_KEY_KEYWORD = "Api-Key"
 
 
+# Access tokens whose signature and claims were verified, by their exact bytes (a bounded per-process dict): a token
+# is sent with every request of its client, and verifying it again gives the same answer, except for its expiry,
+# which is checked on every use. Any other byte string is verified in full.
+_verified_tokens: dict[bytes, Token] = {}
+_VERIFIED_TOKENS_MAX = 10_000
+
+
 class TenantJWTAuthentication(JWTAuthentication):
     """simplejwt tokens are valid on every host by default (django-tenants #983): ours carry the schema
     they were issued for, and a token is refused on any other tenant's host."""
+
+    def get_validated_token(self, raw_token: bytes) -> Token:
+        token = _verified_tokens.get(raw_token)
+        if token is not None:
+            try:
+                token.check_exp(current_time=aware_utcnow())  # the token's own clock stopped when it was verified
+                return token
+            except TokenError:
+                _verified_tokens.pop(raw_token, None)  # expired: verified again below, which refuses it
+        token = super().get_validated_token(raw_token)
+        if len(_verified_tokens) >= _VERIFIED_TOKENS_MAX:
+            _verified_tokens.clear()
+        _verified_tokens[raw_token] = token
+        return token
 
     def authenticate(self, request):
         header = self.get_header(request)
@@ -40,9 +67,23 @@ class TenantJWTAuthentication(JWTAuthentication):
             raise AuthenticationFailed(
                 "This token was issued for another organisation.", code=ErrorCode.TOKEN_WRONG_TENANT
             )
-        if token_revoked(schema=tenant.schema_name, token=validated):
+        # The revocation markers and the epoch of the members' cache (the principal is read from it next): one trip.
+        _, markers = epochs_read(
+            [auth_epoch(tenant.schema_name)], token_revocation_keys(schema=tenant.schema_name, token=validated)
+        )
+        if token_revoked(token=validated, markers=markers):
             raise AuthenticationFailed("This token was revoked (signed out).", code=ErrorCode.TOKEN_REVOKED)
-        return self.get_user(validated), validated
+        return self._user(validated, tenant), validated
+
+    def _user(self, validated, tenant):
+        """A member's user from the process's cache of members (iam.members: active users only); anyone else, or
+        tokens bound to a password hash, through simplejwt's own checks."""
+        user_id = validated.get(jwt_settings.USER_ID_CLAIM)
+        if str(user_id).isdigit() and jwt_settings.USER_ID_FIELD == "id" and not jwt_settings.CHECK_REVOKE_TOKEN:
+            membership = member_get(user_id, tenant)
+            if membership is not None:
+                return membership.user
+        return self.get_user(validated)
 
 
 class ApiKeyAuthentication(BaseAuthentication):

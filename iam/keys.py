@@ -20,15 +20,20 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
+from redis.client import Pipeline
 
 from accounts.models import Membership
-from core.epochs import EpochCache, epoch_get
+from core.epochs import EpochCache, epochs_read
 from core.errors import DomainError, ErrorCode
+from core.quotas import LIMITS_EPOCH
+from core.redis_clients import Replies, redis_write_later
 from core.rls import db_as_system
-from core.tenancy import tenant_key
+from core.tenancy import in_tenant
 
+from .members import auth_epoch
 from .models import ApiKey
 from .policy import membership_for
 
@@ -98,15 +103,13 @@ def _reject_if_expired(key: ApiKey) -> None:
 _verified: EpochCache[tuple[ApiKey, Membership | None]] = EpochCache("API_KEY_CACHE_SECONDS")
 
 
-def auth_epoch(schema: str) -> str:
-    return tenant_key("auth", schema=schema)
-
-
 def api_key_authenticate(raw_key: str, tenant) -> ApiKey:
     """api_key_verify plus the owner's membership in `tenant` (as `key.owner_membership`), from the process's cache
     while the tenant's auth epoch is unchanged. Counts the use. Raises ApiKeyRejected."""
     cache_key = (tenant.schema_name, api_key_hash(raw_key))
-    epoch = epoch_get(auth_epoch(tenant.schema_name))  # read before the rows (core.epochs)
+    # Read before the rows (core.epochs); the request checks its api_calls quota next (core.ratelimit), so the
+    # limits' epoch comes in the same round trip.
+    (epoch, _), _ = epochs_read([auth_epoch(tenant.schema_name), LIMITS_EPOCH])
     cached = _verified.get(cache_key, epoch)
     if cached is None:
         key = api_key_verify(raw_key)
@@ -128,7 +131,7 @@ def api_key_record_use(key: ApiKey) -> None:
     """Count one request. Counts accumulate in Redis and reach the row at most once a minute per key,
     so a busy key costs one cache INCR per request, not a row lock."""
     pending = _pending_key(key.pk)
-    if _record_use_pipelined(key.pk):  # on the chat path's first-token budget: 1 Redis round trip instead of 4
+    if _record_use_pipelined(key.pk):  # on the chat path's first-token budget: no round trip of its own
         return
     cache.add(pending, 0, timeout=None)
     try:
@@ -141,17 +144,25 @@ def api_key_record_use(key: ApiKey) -> None:
 
 def _record_use_pipelined(key_id: int) -> bool:
     """Same keys and values as the cache calls in api_key_record_use (Django's RedisCache stores integers raw,
-    so INCR creates/increments the counter cache.get reads), in one pipeline. False: not a Redis cache."""
+    so INCR creates/increments the counter cache.get reads; the cache lives on REDIS_URL), written with the request's
+    other counters in one round trip (core.redis_clients). False: not a Redis cache."""
     backend = getattr(cache, "_cache", None)
-    client = getattr(backend, "get_client", None)
-    if client is None:
+    if getattr(backend, "get_client", None) is None:
         return False
-    pipe = client(None, write=True).pipeline(transaction=False)
-    pipe.incr(cache.make_and_validate_key(_pending_key(key_id)))
-    pipe.set(cache.make_and_validate_key(f"iam:apikey:{key_id}:flushed"), 1, nx=True, ex=USAGE_FLUSH_SECONDS)
-    _, first_in_window = pipe.execute()
-    if first_in_window:
-        api_key_flush_usage(key_id)
+    pending = cache.make_and_validate_key(_pending_key(key_id))
+    flushed = cache.make_and_validate_key(f"iam:apikey:{key_id}:flushed")
+    schema = connection.schema_name  # the key's organisation: the flush may run after the request left its schema
+
+    def queue(pipe: Pipeline) -> None:
+        pipe.incr(pending)
+        pipe.set(flushed, 1, nx=True, ex=USAGE_FLUSH_SECONDS)
+
+    def then(replies: Replies) -> None:
+        if replies[1]:  # first use in this window
+            with in_tenant(schema):
+                api_key_flush_usage(key_id)
+
+    redis_write_later(queue, then)
     return True
 
 

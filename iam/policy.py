@@ -56,6 +56,7 @@ from core.models import SharedResource
 from core.rls import db_principal_for, db_principal_set
 from core.tenancy import TenantRecord
 
+from .members import member_get
 from .models import ApiKey, Share
 
 if TYPE_CHECKING:  # rest_framework.views reads DEFAULT_PERMISSION_CLASSES on import, which names this module
@@ -158,7 +159,10 @@ def membership_for(user: User | AnonymousUser | None, tenant: TenantRecord | Non
         return None
     if tenant is None or tenant.schema_name == "public":
         return None
-    return Membership.objects.filter(user_id=user.pk, tenant_id=tenant.pk).first()
+    membership = member_get(user.pk, tenant)  # read through the process's cache of members (iam.members)
+    if membership is not None:
+        membership.user = user  # the caller's own object: a Principal names the user the request authenticated
+    return membership
 
 
 def principal_for_user(user: User | AnonymousUser | None, tenant: TenantRecord | None) -> Principal | None:

@@ -10,7 +10,7 @@ from django_tenants.utils import get_tenant_model
 from accounts.models import Membership
 from core.epochs import epoch_bump
 
-from .keys import auth_epoch
+from .members import auth_epoch
 from .models import ApiKey
 
 

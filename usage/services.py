@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Model
+from redis.client import Pipeline
 
 from core.audit import AuditRecord, audit_record
 from core.errors import InvalidInput, NotFound
@@ -28,7 +29,7 @@ from core.quotas import (
     tenant_resolve,
     validate_limit,
 )
-from core.redis_clients import redis_client, reply_text
+from core.redis_clients import redis_client, redis_write_later, reply_text
 from core.tenancy import TenantRecord, current_schema, in_tenant, tenant_key
 from iam.policy import Principal, principal_require_scope
 from iam.selectors import api_key_list, member_list
@@ -119,11 +120,14 @@ def api_call_record(
     """Count one API call (Redis hash per day; flushed into ApiCallDaily by usage_flush_api_calls)."""
     day = dt.datetime.now(dt.UTC).date()
     field = f"{getattr(user, 'pk', user) or ''}:{getattr(api_key, 'pk', api_key) or ''}"
-    pipe = redis_client().pipeline()
-    pipe.hincrby(_api_calls_key(tenant.schema_name, day), field, 1)
-    pipe.expire(_api_calls_key(tenant.schema_name, day), 8 * 86400)
-    pipe.sadd("usage:apicalls:schemas", tenant.schema_name)
-    pipe.execute()
+    key, schema = _api_calls_key(tenant.schema_name, day), tenant.schema_name
+
+    def queue(pipe: Pipeline) -> None:
+        pipe.hincrby(key, field, 1)
+        pipe.expire(key, 8 * 86400)
+        pipe.sadd("usage:apicalls:schemas", schema)
+
+    redis_write_later(queue)  # with the request's other counters (core.redis_clients)
 
 
 # Read and delete in one step, so a call counted while we flush is not lost.

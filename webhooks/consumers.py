@@ -10,7 +10,7 @@ socket only ever hears its own tenant.
 Audience: every event (replayed or live) reaches the socket only if iam.policy.principal_may_see_subject
 says so for the event's subject at delivery time, so a revoked share or a lowered role stops the flow at
 the next event. The principal is re-derived from the socket's credentials whenever the tenant's auth
-epoch (iam.keys.auth_epoch) moves; a socket whose member left is closed. Topics name a subject too
+epoch (iam.members.auth_epoch) moves; a socket whose member left is closed. Topics name a subject too
 (core.events.topic_subject): a topic the principal may not see is refused with an error and never joined.
 """
 
@@ -29,7 +29,7 @@ from core.errors import ErrorCode, error_body, error_event
 from core.events import stream_read, tenant_group, topic_subject, topic_valid
 from core.ratelimit import ws_message_allowed
 from iam.authentication import principal_from_scope
-from iam.keys import auth_epoch
+from iam.members import auth_epoch
 from iam.policy import Principal, principal_may_see_subject
 
 MAX_TOPICS = 20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import jwt
@@ -64,6 +65,19 @@ def test_expired_token_is_401(tenant_a, admin_a):
     token["tenant"] = tenant_a.schema_name
     token.set_exp(lifetime=-timedelta(seconds=1))
     response = client_for(tenant_a, HTTP_AUTHORIZATION=f"Bearer {token}").get("/api/v1/me/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
+
+
+def test_a_token_accepted_before_is_refused_once_it_expires(tenant_a, admin_a):
+    """Verified tokens are remembered per process (iam.authentication); their expiry is still checked on every use."""
+    token = AccessToken.for_user(admin_a)
+    token["tenant"] = tenant_a.schema_name
+    token.set_exp(lifetime=timedelta(seconds=5))
+    client = client_for(tenant_a, HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert client.get("/api/v1/me/").status_code == 200
+    time.sleep(5.5)
+    response = client.get("/api/v1/me/")
     assert response.status_code == 401
     assert response.json()["code"] == "token_not_valid"
 

@@ -84,7 +84,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.MemberAuthenticationMiddleware",  # Django's, reading members from a cache (iam.members)
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
@@ -185,7 +185,15 @@ CACHES = {
         # Every cache key (and so every rate-limit counter) carries the tenant's schema.
         "KEY_FUNCTION": "django_tenants.cache.make_key",
         "REVERSE_KEY_FUNCTION": "django_tenants.cache.reverse_key",
-    }
+    },
+    # Browser sessions (SESSION_ENGINE): one session serves every host of the platform, so its keys name no schema
+    # and a logout on one host ends it on all of them.
+    "sessions": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"pool_class": "core.redis_clients.SharedConnectionPool"},
+        "KEY_PREFIX": "session",
+    },
 }
 CHANNEL_LAYERS = {
     "default": {
@@ -403,6 +411,8 @@ API_KEY_PEPPER = env("API_KEY_PEPPER", default="")
 # Verified API keys are cached per process while their tenant's auth epoch is unchanged (iam.keys); the most an
 # entry may age, for rows changed outside Django. 0: verify against the database on every request.
 API_KEY_CACHE_SECONDS = env.int("API_KEY_CACHE_SECONDS", default=60)
+# Likewise a request's user and membership (iam.members), under the same epoch.
+MEMBER_CACHE_SECONDS = env.int("MEMBER_CACHE_SECONDS", default=60)
 # Likewise the agent a chat starts with (agents.selectors.agent_get_for_chat), under the tenant's agents epoch.
 AGENT_CACHE_SECONDS = env.int("AGENT_CACHE_SECONDS", default=60)
 INVITATION_MAX_AGE_DAYS = env.int("INVITATION_MAX_AGE_DAYS", default=7)
@@ -435,6 +445,10 @@ SOCIALACCOUNT_EMAIL_AUTHENTICATION = True  # a verified provider email logs into
 SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
 SOCIALACCOUNT_LOGIN_ON_GET = False  # the login start is a POST (CSRF-protected), never a bare link
 SOCIALACCOUNT_STORE_TOKENS = False
+# Sessions are read from Redis and written through to django_session (still the record): a browser request reads no
+# row to learn who it is. A session missing from Redis (evicted, flushed) is read from the table again.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_CACHE_ALIAS = "sessions"
 USERSESSIONS_TRACK_ACTIVITY = False  # True would UPDATE a row on every browser request; logins are recorded anyway
 
 # Third-party login: each provider is switched on by its env variables (or a SocialApp in the admin).
