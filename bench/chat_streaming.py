@@ -12,13 +12,14 @@ between, and a loopback fake OpenAI-compatible server (agents/tests/fakes.py) as
    with more than half of its streams failed ends the part (bounded).
 
     python scripts/devstack.py run bench/chat_streaming.py [--quick] [--limits-cache] [--ttft-only] [--streams-only]
-        [--compare DIR] [--port N] [--levels 10,100,1000] [--reps N] [--uvicorn]
+        [--compare DIR] [--port N] [--levels 10,100,1000] [--reps N] [--uvicorn] [--db NAME]
 
 --compare DIR runs a second stack (web + worker) from another checkout of the product (e.g. the code before a
 change, extracted with `git archive`) beside this one, against the same database, Redis and model fakes; every
 measurement takes turns between the two, so the before/after ratios come from the same run and the same load.
 --uvicorn adds a uvicorn process serving this checkout's application beside daphne (benchmark only: the product
 serves with daphne) when uvicorn is installed. --port N: the web processes listen on N, N+1, ... (else free ports).
+--db NAME: the benchmark's database (default agentry_bench_chat), so that benchmarks run side by side stay apart.
 
 --limits-cache runs the web and worker processes with the quota-limits cache at its production default (10 s);
 without it they use the test settings (cache off: every request reads plan, override and sub-limits).
@@ -88,7 +89,7 @@ def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
 
 
 def setup():
-    bench_django_setup("agentry_bench_chat")
+    bench_django_setup(option("--db") or "agentry_bench_chat")
     from django.db import connection
     from django_tenants.utils import tenant_context
 
@@ -154,6 +155,7 @@ def process_env() -> dict[str, str]:
         WEB_MAX_CONCURRENT="64",
         WEB_ADMISSION_WAIT_SECONDS="60",
         WEB_PRELOAD_EMBEDDER="false",  # no search here: the model's ~480 MB would hide the memory per stream
+        WORKER_PRELOAD_EMBEDDER="false",  # ... and loading it (torch) would take the worker's CPU while levels run
     )
     return env
 
@@ -171,6 +173,7 @@ class Stack:
         logs.mkdir(exist_ok=True)
         env = process_env()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+        env["BENCH_BROKER_PREFIX"] = f"bench-{label if server == 'daphne' else 'after'}:"  # see bench/chat_settings.py
         if server == "uvicorn":
             cmd = ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
             web_cmd = [sys.executable, "-m", *cmd, "config.asgi:application"]

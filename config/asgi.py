@@ -30,13 +30,14 @@ django_asgi_app = OneHopASGIHandler()
 if _pool_by_default:
     del os.environ["DB_POOL"]  # read once by the settings; processes this one starts keep their own default
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
 from config.warmup import web_warm_up_start  # noqa: E402
 from config.ws_urls import websocket_urlpatterns  # noqa: E402
 from core.admission import AdmissionMiddleware  # noqa: E402
 from iam.origin import SameHostOriginValidator  # noqa: E402
+from iam.ws_session import LazySessionUserMiddleware  # noqa: E402
 from tenants.middleware import TenantWebsocketMiddleware  # noqa: E402
 
 application = AdmissionMiddleware(
@@ -46,7 +47,9 @@ application = AdmissionMiddleware(
             # Tenant first: sessions and users resolve after the schema is known (#911).
             # A browser's Origin must be the socket's own host (iam.origin), not any *.BASE_DOMAIN.
             "websocket": SameHostOriginValidator(
-                TenantWebsocketMiddleware(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+                TenantWebsocketMiddleware(
+                    SessionMiddlewareStack(LazySessionUserMiddleware(URLRouter(websocket_urlpatterns)))
+                )
             ),
         }
     )

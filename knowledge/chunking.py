@@ -17,14 +17,14 @@ import functools
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .extraction import Block
 
 logger = logging.getLogger(__name__)
-TokenCounter = Callable[[Sequence[str]], list[int]]
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
 
 
@@ -84,7 +84,29 @@ def _split_words(text: str, budget: int, tokens: int) -> list[str]:
     return [" ".join(words[i : i + per_piece]) for i in range(0, len(words), per_piece)]
 
 
-def _units(blocks: Sequence[Block], budget: int, counter: TokenCounter) -> list[_Unit]:
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of `text`, stripped, as `_SENTENCE_END` cuts it."""
+    spans, start = [], 0
+    for end, following in [(m.start(), m.end()) for m in _SENTENCE_END.finditer(text)] + [(len(text), len(text))]:
+        piece = text[start:end]
+        stripped = piece.strip()
+        if stripped:
+            first = start + len(piece) - len(piece.lstrip())
+            spans.append((first, first + len(stripped)))
+        start = following
+    return spans
+
+
+def _token_starts(texts: Sequence[str]) -> list[list[int]] | None:
+    """Where each WordPiece token of each text starts (character offsets), or None without the tokenizer."""
+    tokenizer = _wordpiece()
+    if tokenizer is None or not texts:
+        return None
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [[start for start, _ in enc.offsets] for enc in encodings]
+
+
+def _units(blocks: Sequence[Block], budget: int) -> list[_Unit]:
     headings: list[tuple[int, str]] = []
     raw: list[tuple[str, tuple[str, ...], int, int | None]] = []
     for index, block in enumerate(blocks):
@@ -93,21 +115,29 @@ def _units(blocks: Sequence[Block], budget: int, counter: TokenCounter) -> list[
             continue
         section = tuple(text for _, text in headings)
         raw.append((block.text.strip(), section, index, block.page))
-    counts = counter([text for text, *_ in raw])
+    texts = [text for text, *_ in raw]
+    # Tokenizing is most of chunking's time (a PDF page is often one long paragraph, cut into sentences): the
+    # MiniLM text is tokenized once. WordPiece never makes a token across whitespace, and sentences are cut at
+    # whitespace, so a sentence has exactly the tokens of its paragraph that start inside it.
+    starts = _token_starts(texts)
+    counts = [len(s) for s in starts] if starts is not None else count_tokens(texts)
     units: list[_Unit] = []
-    for (text, section, paragraph, page), tokens in zip(raw, counts, strict=True):
+    for i, ((text, section, paragraph, page), tokens) in enumerate(zip(raw, counts, strict=True)):
         if tokens <= budget:
             units.append(_Unit(text, tokens, section, paragraph, page))
             continue
-        # Sentences keep the count they just got; only the rare sentence cut at words is counted again
-        # (tokenizing is most of chunking's time: a PDF page is often one long paragraph).
-        sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
-        for sentence, n in zip(sentences, counter(sentences), strict=True):
+        spans = _sentence_spans(text)
+        sentences = [text[start:end] for start, end in spans]
+        if starts is not None:
+            sentence_counts = [bisect_left(starts[i], end) - bisect_left(starts[i], start) for start, end in spans]
+        else:
+            sentence_counts = count_tokens(sentences)
+        for sentence, n in zip(sentences, sentence_counts, strict=True):
             if n <= budget:
                 units.append(_Unit(sentence, n, section, paragraph, page))
                 continue
             cut = _split_words(sentence, budget, n)
-            for piece, m in zip(cut, counter(cut), strict=True):
+            for piece, m in zip(cut, count_tokens(cut), strict=True):
                 units.append(_Unit(piece, m, section, paragraph, page))
     return units
 
@@ -121,16 +151,13 @@ def _join(units: Sequence[_Unit]) -> str:
     return out
 
 
-def chunk_blocks(
-    blocks: Sequence[Block], *, chunk_size: int = 256, overlap: int = 32, counter: TokenCounter | None = None
-) -> list[Piece]:
-    counter = counter or count_tokens
+def chunk_blocks(blocks: Sequence[Block], *, chunk_size: int = 256, overlap: int = 32) -> list[Piece]:
     chunk_size = max(16, chunk_size)
     overlap = max(0, min(overlap, chunk_size // 2))
     # Reserve room for the heading line each chunk carries (long heading paths eat the budget).
-    units = _units(blocks, max(8, chunk_size - 24), counter)
+    units = _units(blocks, max(8, chunk_size - 24))
     sections = sorted({u.section for u in units})
-    section_tokens = dict(zip(sections, counter([" > ".join(s) for s in sections]), strict=True))
+    section_tokens = dict(zip(sections, count_tokens([" > ".join(s) for s in sections]), strict=True))
 
     groups: list[list[_Unit]] = []
     current: list[_Unit] = []

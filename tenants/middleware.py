@@ -18,7 +18,7 @@ from core.errors import ErrorCode, error_body
 from core.rls import NOBODY, db_principal_scope
 from core.tenancy import public_site_url
 
-from .selectors import tenant_for_host
+from .selectors import tenant_for_host, tenant_for_host_cached
 
 PROBE_PATHS = ("/healthz", "/readyz", "/metrics")  # orchestrators probe and scrape pods by IP
 
@@ -67,7 +67,9 @@ class TenantWebsocketMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        tenant = await _tenant_for_host(host_from_scope(scope))
+        host = host_from_scope(scope)
+        # A cached host needs no thread hop: handshakes would otherwise queue on the one thread-sensitive thread.
+        tenant = tenant_for_host_cached(host) or await _tenant_for_host(host)
         if tenant is None or tenant.schema_name == "public":
             # Refuse before accepting: the client sees the handshake fail.
             await receive()  # websocket.connect

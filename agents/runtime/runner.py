@@ -20,8 +20,10 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -508,7 +510,6 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
         logger.warning("run %s has no metadata (expired?)", run_id)
         return {"status": "missing"}
     emitter = RunEmitter(schema, run_id)
-    redis_client = async_redis_client()
     started = time.monotonic()
     ctx: RunContext | None = None
     error: dict[str, Any] | None = None
@@ -573,7 +574,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
                 await _close_redelivered(schema, schema, run_id)
                 return {"status": "incomplete", "error": WORKER_LOST}
         task = asyncio.ensure_future(work())
-        watcher = asyncio.ensure_future(_watch_cancel(redis_client, schema, run_id, task, cancel_requested))
+        watched = cancel_watch().watch(schema, run_id, task, cancel_requested)
         try:
             await task
         except asyncio.CancelledError:
@@ -581,7 +582,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
                 raise  # the worker itself is stopping
             error = dict(CANCELLED)
         finally:
-            watcher.cancel()
+            cancel_watch().unwatch(watched)
     except Exception as exc:  # noqa: BLE001 - every failure becomes an error event + an incomplete message
         if not isinstance(exc, DomainError | TimeoutError):
             logger.exception("run %s failed", run_id)
@@ -665,32 +666,72 @@ def _run_finished_send(**kwargs: Any) -> None:
             logger.error("run %s: %s failed", kwargs["run_id"], receiver, exc_info=result)
 
 
-async def _watch_cancel(client, schema: str, run_id: str, task: asyncio.Future, requested: asyncio.Event) -> None:
-    """Stop the run when someone asks (POST /runs/{id}/cancel/, or a WebSocket "cancel"): cancelling the task
-    closes the provider's stream, so the model stops generating (and billing) too. One EXISTS per interval per
-    running answer; a Redis hiccup never stops a run."""
-    interval = float(getattr(settings, "AGENTS_CANCEL_POLL_SECONDS", 0.25))
-    key = cancel_key(schema, run_id)
-    # The liveness key (set by run_start_read) is renewed with the same round trip, a few times per lifetime.
-    alive, lifetime = alive_key(schema, run_id), int(settings.AGENTS_RUN_HEARTBEAT_SECONDS)
-    renewed = time.monotonic()
-    while not task.done():
-        try:
-            if time.monotonic() - renewed >= lifetime / 4:
-                pipe = client.pipeline(transaction=False)
-                pipe.set(alive, "1", ex=lifetime)
-                pipe.exists(key)
-                cancelled = (await pipe.execute())[1]
-                renewed = time.monotonic()
-            else:
-                cancelled = await client.exists(key)
-            if cancelled:
-                requested.set()
-                task.cancel()
-                return
-        except Exception:  # noqa: BLE001
-            logger.warning("run %s: cancel flag unreadable", run_id, exc_info=True)
-        await asyncio.sleep(interval)
+@dataclass(eq=False)
+class _Watched:
+    schema: str
+    run_id: str
+    task: asyncio.Future
+    requested: asyncio.Event
+    renewed: float = field(default_factory=time.monotonic)  # run_start_read set the liveness key
+
+
+class CancelWatch:
+    """Stops a run when someone asks (POST /runs/{id}/cancel/, or a WebSocket "cancel"): cancelling its task closes
+    the provider's stream, so the model stops generating (and billing) too. One poll per event loop reads the cancel
+    flag of every run the loop executes (one MGET) every AGENTS_CANCEL_POLL_SECONDS, and renews the liveness keys
+    due in the same round trip: a poll of its own per run cost a Redis round trip and a wake-up per run four times a
+    second (4,000 commands a second at a thousand runs). A Redis hiccup never stops a run."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self.runs: set[_Watched] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def watch(self, schema: str, run_id: str, task: asyncio.Future, requested: asyncio.Event) -> _Watched:
+        watched = _Watched(schema, run_id, task, requested)
+        self.runs.add(watched)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._poll())
+        return watched
+
+    def unwatch(self, watched: _Watched) -> None:
+        self.runs.discard(watched)
+
+    async def _poll(self) -> None:
+        interval = float(getattr(settings, "AGENTS_CANCEL_POLL_SECONDS", 0.25))
+        lifetime = int(settings.AGENTS_RUN_HEARTBEAT_SECONDS)
+        while self.runs:
+            runs = [watched for watched in self.runs if not watched.task.done()]
+            now = time.monotonic()
+            due = [watched for watched in runs if now - watched.renewed >= lifetime / 4]
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for watched in due:
+                    pipe.set(alive_key(watched.schema, watched.run_id), "1", ex=lifetime)
+                pipe.mget([cancel_key(watched.schema, watched.run_id) for watched in runs])
+                flags = (await pipe.execute())[-1] if runs else []
+                for watched in due:
+                    watched.renewed = now
+                for watched, flag in zip(runs, flags, strict=True):
+                    if flag is not None and not watched.task.done():
+                        watched.requested.set()
+                        watched.task.cancel()
+                        self.runs.discard(watched)
+            except Exception:  # noqa: BLE001
+                logger.warning("cancel flags unreadable for %d runs", len(runs), exc_info=True)
+            await asyncio.sleep(interval)
+
+
+_cancel_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CancelWatch] = weakref.WeakKeyDictionary()
+
+
+def cancel_watch() -> CancelWatch:
+    """The running event loop's watch (its Redis connections cannot cross loops)."""
+    loop = asyncio.get_running_loop()
+    watch = _cancel_watches.get(loop)
+    if watch is None:
+        watch = _cancel_watches[loop] = CancelWatch(async_redis_client())
+    return watch
 
 
 async def _wait_for_slot(schema: str, run_id: str, meta: dict[str, str], emitter: RunEmitter, existing) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -93,6 +94,67 @@ async def run_start_read(schema: str, run_id: str) -> tuple[dict[str, str] | Non
     return ({k.decode(): v.decode() for k, v in raw.items()} if raw else None), last, was_alive is not None
 
 
+class StreamWriter:
+    """Writes the events of every run an event loop executes, many runs per round trip.
+
+    Each XADD on a connection of its own cost the worker a pool checkout, a socket write, a wake-up for the reply and a
+    check-in, per token per run: at hundreds of runs streaming at once that was most of the worker's CPU. Writes
+    queued while one pipeline is in flight go out together in the next one, so the work per event falls as the load
+    rises. A run awaits its own writes one after the other, so its events still reach its stream in seq order."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self.queue: list[tuple[Callable[[Any], int], asyncio.Future[None]]] = []
+        self.flushing = False
+
+    def write(self, add: Callable[[Any], int]) -> asyncio.Future[None]:
+        """Queue `add(pipeline)`, which adds one event's commands and returns how many; done once they ran."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.append((add, done))
+        if not self.flushing:
+            self.flushing = True
+            asyncio.ensure_future(self._flush())
+        return done
+
+    async def _flush(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, []
+                pipe = self.client.pipeline(transaction=False)
+                counts = [add(pipe) for add, _ in batch]
+                try:
+                    results = await pipe.execute(raise_on_error=False)
+                except Exception as exc:  # noqa: BLE001 - Redis gone after the client's retries: each run learns it
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                start = 0
+                for (_, done), count in zip(batch, counts, strict=True):
+                    failed = next((r for r in results[start : start + count] if isinstance(r, Exception)), None)
+                    start += count
+                    if done.done():
+                        continue  # its run was cancelled meanwhile: the event is written all the same
+                    if failed is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(failed)
+        finally:
+            self.flushing = False
+
+
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamWriter] = weakref.WeakKeyDictionary()
+
+
+def stream_writer() -> StreamWriter:
+    """The running event loop's writer (its Redis connections cannot cross loops, like async_redis_client's)."""
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = StreamWriter(async_redis_client())
+    return writer
+
+
 class RunEmitter:
     """Writes one run's events (single writer: the worker executing the run)."""
 
@@ -101,7 +163,7 @@ class RunEmitter:
         self.run_id = run_id
         self.key = stream_key(schema, run_id)
         self.seq = 0
-        self.client = async_redis_client()
+        self.writer = stream_writer()
         self._pending: asyncio.Future[dict[str, Any]] | None = None
         self._tokens: list[str] = []  # text not written yet (see token)
         self._flusher: asyncio.Future[None] | None = None
@@ -150,15 +212,19 @@ class RunEmitter:
         self.seq += 1
         event = {"seq": self.seq, "type": event_type, "run_id": self.run_id, "data": data, "ts": time.time()}
         body = json.dumps(event, default=str)
-        if self.seq == 1 or event_type == TERMINAL:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.xadd(self.key, {"t": event_type, "e": body}, id=f"0-{self.seq}")
+        seq = self.seq
+
+        def add(pipe: Any) -> int:
+            pipe.xadd(self.key, {"t": event_type, "e": body}, id=f"0-{seq}")
+            if seq != 1 and event_type != TERMINAL:
+                return 1
             pipe.expire(self.key, settings.AGENTS_RUN_EVENTS_TTL_SECONDS)
-            if event_type == TERMINAL:
-                pipe.hset(meta_key(self.schema, self.run_id), "status", data.get("status", "complete"))
-            await pipe.execute()
-        else:
-            await self.client.xadd(self.key, {"t": event_type, "e": body}, id=f"0-{self.seq}")
+            if event_type != TERMINAL:
+                return 2
+            pipe.hset(meta_key(self.schema, self.run_id), "status", data.get("status", "complete"))
+            return 3
+
+        await self.writer.write(add)
         return event
 
 

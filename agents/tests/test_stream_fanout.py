@@ -1,5 +1,6 @@
 """The run-event transport on a real Redis: one reader per process for every relayed run (agents.runtime.fanout),
-and the worker's token writes that merge when Redis falls behind (RunEmitter.token)."""
+the worker's token writes that merge when Redis falls behind (RunEmitter.token), and the writes of many runs
+sharing round trips (StreamWriter)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import redis
 import redis.asyncio as aioredis
 
 from agents.runtime.fanout import StreamHub, stream_hub
-from agents.runtime.stream import RunEmitter, iter_raw_batches, iter_raw_events, read_events, stream_key
+from agents.runtime.stream import (
+    RunEmitter,
+    StreamWriter,
+    iter_raw_batches,
+    iter_raw_events,
+    read_events,
+    stream_key,
+)
 from core.redis_clients import async_redis_client
 
 SCHEMA = "t_fanout_test"
@@ -140,3 +148,49 @@ def test_tokens_written_while_redis_is_busy_merge_and_keep_their_order(settings,
     assert "".join(e["data"]["text"] for e in tokens) == "".join(f" t{n}" for n in range(20))
     if slow_ms:
         assert len(tokens) < 20  # merged while a write took longer than the model may wait for it
+
+
+def test_runs_writing_at_once_share_round_trips_and_each_stream_keeps_its_order(settings, monkeypatch):
+    settings.AGENTS_RUN_EVENTS_TTL_SECONDS = 60
+    pipelines = []
+    real_pipeline = aioredis.Redis.pipeline
+
+    def counted(self, *args, **kwargs):
+        pipelines.append(1)
+        return real_pipeline(self, *args, **kwargs)
+
+    monkeypatch.setattr(aioredis.Redis, "pipeline", counted)
+
+    async def run(run_id: str) -> None:
+        emitter = RunEmitter(SCHEMA, run_id)
+        await emitter.emit("message.start", {})
+        for n in range(5):
+            await emitter.emit("token", {"text": f" t{n}"})
+        await emitter.emit("message.end", {"status": "complete"})
+
+    async def scenario(run_ids: list[str]):
+        await asyncio.gather(*(run(run_id) for run_id in run_ids))
+        streams = []
+        for run_id in run_ids:
+            entries = await async_redis_client().xrange(stream_key(SCHEMA, run_id))
+            streams.append([json.loads(fields[b"e"]) for _id, fields in entries])
+        return streams
+
+    run_ids = [new_run() for _ in range(20)]
+    streams = asyncio.run(scenario(run_ids))
+    for run_id, events in zip(run_ids, streams, strict=True):
+        assert [e["seq"] for e in events] == list(range(1, 8))
+        assert [e["type"] for e in events] == ["message.start", *["token"] * 5, "message.end"]
+        assert {e["run_id"] for e in events} == {run_id}
+    assert len(pipelines) == 7  # one round trip per step of the 20 runs, not 140
+
+
+def test_a_failed_stream_write_reaches_the_run():
+    async def scenario():
+        writer = StreamWriter(aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
+        emitters = [RunEmitter(SCHEMA, new_run()) for _ in range(2)]
+        for emitter in emitters:
+            emitter.writer = writer
+        return await asyncio.gather(*(e.emit("message.start", {}) for e in emitters), return_exceptions=True)
+
+    assert all(isinstance(outcome, redis.ConnectionError) for outcome in asyncio.run(scenario()))
