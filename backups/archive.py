@@ -15,7 +15,9 @@ Writing reads the whole schema in one REPEATABLE READ, READ ONLY transaction: on
 keeps working. Restoring checks everything (checksums, counts, format, migration state) before it touches the
 organisation, then replaces its rows in one transaction: a failure anywhere rolls all of it back, and the
 organisation is as it was. Append-only ledgers (audit log, usage records) are never emptied: the backup's entries
-that are missing are added.
+that are missing are added. A backup made before some of this release's migrations is brought forward first, by
+those migrations, in a staging schema (see "Backups of an older release" below); one made by a newer release is
+refused.
 
 An organisation's export (docs/operations.md, "Data lifecycle") is this same archive with its secrets emptied
 (SECRET_COLUMNS): the data taken out, never restored.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -35,11 +38,14 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
+from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.loader import MigrationLoader
 from django.utils import timezone
 
 from accounts.services import membership_ensure
 from agents.models import Conversation, CustomTool, Message, ProviderCredential
 from core.errors import DomainError, ErrorCode
+from core.tenancy import current_schema, in_tenant
 from iam.selectors import member_list
 from knowledge import storage
 from knowledge.models import Document
@@ -345,6 +351,7 @@ def archive_verify(path: str) -> dict[str, Any]:
                     f"This backup has format version {manifest.get('format_version')}; this release restores"
                     f" version {FORMAT_VERSION}."
                 )
+            backup_migrations_check(manifest)
             files = manifest.get("files")
             tables = manifest.get("tables")
             if not isinstance(files, dict) or not isinstance(tables, dict):
@@ -368,6 +375,25 @@ def archive_verify(path: str) -> dict[str, Any]:
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise BackupCorrupt(f"The backup file is damaged: {error}.") from error
     return manifest
+
+
+def backup_migrations_check(manifest: dict[str, Any]) -> None:
+    """Refuse a backup whose schema has migrations this release does not have: made by a newer release (or another
+    branch), it cannot be brought back to this one. Older backups pass: their restore migrates them forward."""
+    migrations = manifest.get("migrations")
+    if not isinstance(migrations, list) or not all(
+        isinstance(m, list) and len(m) == 2 and all(isinstance(part, str) for part in m) for m in migrations
+    ):
+        raise BackupCorrupt("The backup's manifest does not list its schema's migrations.")
+    known = MigrationLoader(None, ignore_no_migrations=True).disk_migrations
+    unknown = [f"{app}.{name}" for app, name in migrations if (app, name) not in known]
+    if unknown:
+        raise BackupIncompatible(
+            "This backup was made by a newer release than this one: its database schema has migrations this release"
+            f" does not have ({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}). Upgrade to that"
+            " release or a later one, then restore it.",
+            extra={"unknown_migrations": unknown},
+        )
 
 
 def _digest(archive: zipfile.ZipFile, name: str) -> tuple[str, int, int]:
@@ -430,6 +456,19 @@ def _select_list(
     return parts
 
 
+def _into(
+    table: Table, selected: list[tuple[str, str]], *, new_organisation: bool
+) -> tuple[list[tuple[str, str]], str]:
+    """The columns a restore inserts into `table` and its conflict clause. Ledgers are never emptied: into a new
+    organisation (whose ledger already holds its own provisioning) the backup's entries get new ids; into the same
+    one, entries it still has are the same entries."""
+    if table.name not in LEDGER_TABLES:
+        return selected, ""
+    if new_organisation:
+        return [(column, value) for column, value in selected if column not in table.key], ""
+    return selected, " ON CONFLICT DO NOTHING"
+
+
 def _load_table(
     cursor: CursorWrapper,
     archive: zipfile.ZipFile,
@@ -437,16 +476,9 @@ def _load_table(
     schema: str,
     selected: list[tuple[str, str]],
     prefixes: dict[str, str],
-    *,
-    new_organisation: bool,
+    conflict: str = "",
 ) -> int:
     target = _q(schema, table.name)
-    conflict = ""
-    if table.name in LEDGER_TABLES:
-        if new_organisation:  # its ledger already holds its own provisioning: the backup's entries get new ids
-            selected = [(column, value) for column, value in selected if column not in table.key]
-        else:  # the same organisation: entries it still has are the same entries
-            conflict = " ON CONFLICT DO NOTHING"
     columns = ", ".join(_q(column) for column, _ in selected)
     select = ", ".join(value for _, value in selected)
     sql = (
@@ -457,6 +489,8 @@ def _load_table(
     with archive.open(f"tables/{table.name}.jsonl") as lines:
         batch: list[bytes] = []
         for line in lines:
+            if not loaded and not batch:
+                _check_columns(table, json.loads(line))
             batch.append(line.rstrip(b"\n"))
             if len(batch) >= _BATCH_ROWS:
                 cursor.execute(sql, {"rows": _json_array(batch), **prefixes})
@@ -468,8 +502,27 @@ def _load_table(
     return loaded
 
 
+def _check_columns(table: Table, row: dict[str, Any]) -> None:
+    # jsonb_populate_recordset ignores keys that are not columns: a value the table cannot hold would be lost quietly.
+    if set(row) != set(table.columns):
+        raise BackupIncompatible(
+            f"The backup's rows of {table.name} have other columns than its database schema makes"
+            f" (in the backup only: {sorted(set(row) - set(table.columns))},"
+            f" in the schema only: {sorted(set(table.columns) - set(row))})."
+        )
+
+
 def _json_array(lines: list[bytes]) -> str:
     return "[" + b",".join(lines).decode() + "]"
+
+
+def _partitions_create(cursor: CursorWrapper, schema: str, partitions: list[dict[str, str]], tables: set[str]) -> None:
+    for partition in partitions:
+        if partition["parent"] in tables and partition["bound"]:
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {_q(schema, partition['name'])}"
+                f" PARTITION OF {_q(schema, partition['parent'])} {partition['bound']}"
+            )
 
 
 def _sequences_reset(cursor: CursorWrapper, schema: str, table: Table) -> None:
@@ -503,7 +556,9 @@ def archive_restore(
 ) -> RestoreResult:
     """Replace the rows and files of `tenant` (the current schema, acting as the system) with those of the verified
     archive at `path`. One transaction: on any failure nothing in the database changed and the files it wrote are
-    removed again. `new_organisation`: the backup was made elsewhere; its members get their roles here too."""
+    removed again. `new_organisation`: the backup was made elsewhere; its members get their roles here too.
+    A backup of an older schema is first brought forward in a staging schema (_staged_forward), inside the same
+    transaction and before anything of the organisation is replaced."""
     schema = tenant.schema_name
     old_prefix, new_prefix = manifest["storage_prefix"], storage.tenant_prefix(schema)
     prefixes = {"old": old_prefix, "new": new_prefix}
@@ -518,15 +573,15 @@ def archive_restore(
         with zipfile.ZipFile(path) as archive, transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL DEFERRED")
             cursor.execute(f"SET LOCAL lock_timeout = {int(settings.BACKUP_RESTORE_LOCK_TIMEOUT_MS)}")
-            if schema_migrations(cursor, schema) != manifest["migrations"]:
-                raise BackupIncompatible(
-                    "This backup was made with another version of the database schema than this release's:"
-                    " restore it with the release that made it, then upgrade."
-                )
+            here = schema_migrations(cursor, schema)
             tables = schema_tables(cursor, schema)
-            unknown = sorted(set(manifest["tables"]) - set(tables))
-            if unknown:
-                raise BackupIncompatible(f"This backup holds tables this release does not have: {unknown}.")
+            behind = _migration_set(here) != _migration_set(manifest["migrations"])
+            if behind:
+                _migrations_check_behind(manifest["migrations"], here)
+            else:
+                unknown = sorted(set(manifest["tables"]) - set(tables))
+                if unknown:
+                    raise BackupIncompatible(f"This backup holds tables this release does not have: {unknown}.")
             users = json.loads(archive.read("users.json"))
             user_map, created = _user_map(users, create_missing=create_missing_users)
             mapped = any(old != new for old, new in user_map.items())
@@ -535,22 +590,35 @@ def archive_restore(
                     "CREATE TEMP TABLE backup_user_map (old_id bigint PRIMARY KEY, new_id bigint) ON COMMIT DROP"
                 )
                 cursor.executemany("INSERT INTO pg_temp.backup_user_map VALUES (%s, %s)", list(user_map.items()))
+            staging = None
+            if behind:
+                staging = _staged_forward(cursor, archive, manifest, tables, prefixes=prefixes, mapped=mapped)
             before = _stored_paths(cursor, schema)
             replaced = [t for t in tables if t not in LEDGER_TABLES]
             cursor.execute("TRUNCATE " + ", ".join(_q(schema, t) for t in replaced))
-            for partition in manifest["partitions"]:
-                if partition["parent"] in tables and partition["bound"]:
-                    cursor.execute(
-                        f"CREATE TABLE IF NOT EXISTS {_q(schema, partition['name'])}"
-                        f" PARTITION OF {_q(schema, partition['parent'])} {partition['bound']}"
+            _partitions_create(cursor, schema, manifest["partitions"], set(tables))
+            if staging is None:
+                for name in manifest["tables"]:
+                    table = tables[name]
+                    selected, conflict = _into(
+                        table,
+                        _select_list(table, manifest, old_prefix, new_prefix, mapped),
+                        new_organisation=new_organisation,
                     )
-            for name in manifest["tables"]:
-                table = tables[name]
-                selected = _select_list(table, manifest, old_prefix, new_prefix, mapped)
-                rows[name] = _load_table(
-                    cursor, archive, table, schema, selected, prefixes, new_organisation=new_organisation
-                )
-                _sequences_reset(cursor, schema, table)
+                    rows[name] = _load_table(cursor, archive, table, schema, selected, prefixes, conflict)
+                    _sequences_reset(cursor, schema, table)
+            else:
+                for name, table in tables.items():
+                    selected, conflict = _into(
+                        table, [(c, f"r.{_q(c)}") for c in table.columns], new_organisation=new_organisation
+                    )
+                    cursor.execute(
+                        f"INSERT INTO {_q(schema, name)} ({', '.join(_q(c) for c, _ in selected)})"  # noqa: S608
+                        f" SELECT {', '.join(v for _, v in selected)} FROM {_q(staging, name)} r{conflict}"
+                    )
+                    rows[name] = cursor.rowcount
+                    _sequences_reset(cursor, schema, table)
+                cursor.execute(f"DROP SCHEMA {_q(staging)} CASCADE")
             _tenant_restore(tenant, json.loads(archive.read("organisation.json")), user_map, new_organisation)
             for name in manifest["files"]:
                 if not name.startswith("files/"):
@@ -570,6 +638,98 @@ def archive_restore(
     for orphan in sorted(before - after):  # documents the restore removed: their files go too
         storage.storage_delete(orphan)
     return RestoreResult(rows=rows, files_written=len(written), users_created=created)
+
+
+# --- Backups of an older release -------------------------------------------------------------------------------
+#
+# A backup made before some of this release's migrations holds rows of an older schema. They are not patched up
+# here: the older schema is rebuilt beside the organisation's, in a staging schema migrated from nothing to exactly
+# the backup's migrations, the backup is loaded into it, and this release's migrations bring it forward, data
+# migrations included, as they brought every organisation forward. Its tables must then match the organisation's
+# column for column before they replace them. All of it runs in the restore's one transaction (PostgreSQL's DDL
+# is transactional): a failure leaves the organisation as it was and no staging schema behind.
+
+
+def _migration_set(migrations: list[list[str]]) -> set[tuple[str, str]]:
+    # Compared as sets: the order of a list is the database's collation, which another cluster may not share.
+    return {(app, name) for app, name in migrations}
+
+
+def _migrations_check_behind(backup: list[list[str]], here: list[list[str]]) -> None:
+    """A backup this release can bring forward: every migration it has is one of ours, and the organisation's schema
+    has all of ours (backup_migrations_check refused newer backups already; this is also the restore's own check)."""
+    backup_migrations_check({"migrations": backup})
+    graph = MigrationLoader(None, ignore_no_migrations=True).graph
+    unknown = [f"{app}.{name}" for app, name in backup if (app, name) not in graph.nodes]
+    if unknown:
+        raise BackupIncompatible(
+            f"This backup's migrations {unknown[:5]} were replaced (squashed) in this release: restore it with a"
+            " release that still has them, then upgrade."
+        )
+    lacking = sorted(f"{app}.{name}" for app, name in set(graph.nodes) - _migration_set(here))
+    if lacking:
+        raise BackupIncompatible(
+            f"This organisation's schema lacks migrations of this release ({', '.join(lacking[:5])}): run"
+            " migrate_schemas, then restore."
+        )
+
+
+def _migrate(targets: list[tuple[str, str]]) -> list[list[str]]:
+    """Apply `targets` and what they depend on to the current schema (in_tenant), forwards only, inside the caller's
+    transaction; its migrations after. (Django's own plan for many targets of one app rolls back the children of a
+    target a previous one applied, so the plan is the union of the targets' forward plans.)"""
+    executor = MigrationExecutor(connection)
+    graph, applied = executor.loader.graph, executor.loader.applied_migrations
+    wanted = {key for target in targets for key in graph.forwards_plan(target) if key not in applied}
+    executor.migrate(targets, plan=[(graph.nodes[key], False) for key in wanted])  # run in the graph's order
+    with connection.cursor() as cursor:
+        return schema_migrations(cursor, current_schema())
+
+
+def _staged_forward(
+    cursor: CursorWrapper,
+    archive: zipfile.ZipFile,
+    manifest: dict[str, Any],
+    tables: dict[str, Table],
+    *,
+    prefixes: dict[str, str],
+    mapped: bool,
+) -> str:
+    """A staging schema holding the backup's rows (users mapped, stored paths moved) brought forward to this
+    release's migrations; its tables are checked against the organisation's `tables`. Returns its name."""
+    staging = f"restore_{uuid.uuid4().hex[:16]}"
+    cursor.execute(f"CREATE SCHEMA {_q(staging)}")
+    with in_tenant(staging):
+        reached = _migrate([(app, name) for app, name in manifest["migrations"]])
+        # Not a state a migrate could have left (a migration without one it depends on):
+        if _migration_set(reached) != _migration_set(manifest["migrations"]):
+            raise BackupIncompatible("This backup's migrations are not a state this release's migrations can rebuild.")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")  # the migrations' schema editor left them immediate
+        staged = schema_tables(cursor, staging)
+        missing = sorted(set(manifest["tables"]) - set(staged))
+        if missing:
+            raise BackupIncompatible(f"This backup holds tables its own migrations do not make: {missing}.")
+        _partitions_create(cursor, staging, manifest["partitions"], set(staged))
+        for name in manifest["tables"]:
+            table = staged[name]
+            selected = _select_list(table, manifest, prefixes["old"], prefixes["new"], mapped)
+            _load_table(cursor, archive, table, staging, selected, prefixes)
+            _sequences_reset(cursor, staging, table)
+        # The backup's references are checked here, not at commit: PostgreSQL refuses to ALTER a table with
+        # checks still pending, and the migrations below alter tables.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        graph = MigrationLoader(None, ignore_no_migrations=True).graph
+        reached = _migrate(graph.leaf_nodes())
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        forward = schema_tables(cursor, staging)
+    if _migration_set(reached) != set(graph.nodes):
+        raise BackupIncompatible("This backup could not be brought to this release's migrations.")
+    if {name: set(t.columns) for name, t in forward.items()} != {name: set(t.columns) for name, t in tables.items()}:
+        raise BackupIncompatible(
+            "This backup, brought forward by this release's migrations, does not match the organisation's tables:"
+            " the organisation's schema differs from what the migrations make."
+        )
+    return staging
 
 
 def _tenant_restore(tenant: Tenant, organisation: dict[str, Any], user_map: dict[int, int], memberships: bool) -> None:

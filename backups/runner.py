@@ -16,11 +16,18 @@ from typing import IO, Any
 
 from django.utils import timezone
 
+from agents.runtime.compiled import tools_epoch
+from agents.selectors import agents_epoch
+from core.epochs import epoch_bump
 from core.errors import DomainError, NotFound
+from core.quotas import limits_cache_clear, quota_counters_forget
 from core.rls import db_as_system
 from core.tenancy import in_tenant
+from iam.members import auth_epoch
 from knowledge import storage
+from knowledge.retrieval import bm25_stats_forget
 from tenants.models import Tenant
+from webhooks.selectors import subscribed_types_refresh
 
 from .archive import archive_restore, archive_verify, archive_write
 from .models import Backup, BackupPurpose, BackupStatus, Restore, RestoreStatus
@@ -149,6 +156,10 @@ def restore_run(
             status=RestoreStatus.FAILED, error=message, finished_at=timezone.now()
         )
         raise
+    try:
+        caches_clear(tenant.schema_name)
+    except Exception:  # the rows are restored; what stays cached ages out (each cache's own bound)
+        logger.exception("restore %s into %s: its caches were not cleared", restore.id, tenant.slug)
     Restore.objects.filter(pk=restore.pk).update(
         status=RestoreStatus.DONE,
         counts={"rows": result.rows, "files_written": result.files_written, "users_created": result.users_created},
@@ -156,6 +167,19 @@ def restore_run(
     )
     restore.refresh_from_db()
     return restore
+
+
+def caches_clear(schema: str) -> None:
+    """Forget everything cached from the organisation's rows. A restore replaces them with plain SQL, so no model
+    signal moved the caches' epochs, and reused ids (sequences restart after the backup's rows) would otherwise
+    find entries made for other rows: the agent a chat starts with and compiled agents, members and API keys, quota
+    limits and this month's counters, retrieval statistics, the event types webhooks want."""
+    for epoch in (agents_epoch(schema), tools_epoch(schema), auth_epoch(schema)):
+        epoch_bump(epoch)
+    limits_cache_clear()
+    quota_counters_forget(schema)
+    bm25_stats_forget(schema)
+    subscribed_types_refresh(schema)
 
 
 def _made_elsewhere(restore: Restore, manifest: dict[str, Any]) -> bool:

@@ -66,7 +66,7 @@ from .epochs import EpochCache, epoch_bump, epoch_get
 from .errors import DomainError, ErrorCode, InvalidInput
 from .events import QUOTA_WARNING, event_subject, publish
 from .metrics import _field, metric_inc
-from .redis_clients import async_redis_client, redis_client
+from .redis_clients import async_redis_client, keys_delete_prefixed, redis_client
 from .tenancy import TenantRecord, in_tenant
 
 logger = logging.getLogger(__name__)
@@ -630,6 +630,16 @@ def quota_consume(
     limit = tenant_limits(tenant)[quota]
     if limit is not None:
         _maybe_warn(schema, quota, limit, _from_units(spec, after - units), _from_units(spec, after), period)
+
+
+def quota_counters_forget(schema: str) -> int:
+    """Drop the organisation's monthly counters, so the next check seeds them from the database again: a restore
+    replaced the rows they count. Reservations in flight at that moment are forgotten with them."""
+    return sum(
+        keys_delete_prefixed(f"quota:{schema}:{name}:")  # every scope and period of _counter_key
+        for name, spec in QUOTAS.items()
+        if spec.kind == MONTHLY
+    )
 
 
 def quota_counters_warm(

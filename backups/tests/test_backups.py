@@ -1,6 +1,8 @@
 """Organisation backups: an organisation backed up and restored into a new one is identical (every row of every table,
 embeddings, stored files, the offline provider's answer); a damaged or altered backup is refused with nothing
-changed; retention expires old backups; only admins reach them.
+changed; a backup of an older release is migrated forward (one of a newer release refused), a restore failing half-way
+leaves the organisation as it was, and a restore leaves no cache serving the rows it replaced; retention expires old
+backups; only admins reach them.
 
 The organisations here are the tests' own (created and dropped), with committed data: a backup reads its schema
 in a transaction of its own, as in production.
@@ -16,31 +18,43 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import psycopg
 import pytest
+from django.core.cache import cache
 from django.core.management import CommandError, call_command
-from django.db import connection
-from django.test import Client
+from django.db import OperationalError, connection
+from django.db.migrations.loader import MigrationLoader
+from django.test import Client, override_settings
 from django_celery_beat.models import PeriodicTask
 
 from accounts.models import User
 from accounts.tests.helpers import member_create
 from agents.models import Agent, Message, ProviderCredential
+from agents.selectors import agent_get_for_chat
 from agents.services import agent_create, agent_update, chat_start
 from agents.tests.conftest import run_inline
-from backups.archive import FILE_COLUMNS, MANIFEST, MANIFEST_CHECKSUM, schema_tables
+from backups.archive import FILE_COLUMNS, MANIFEST, MANIFEST_CHECKSUM, schema_migrations, schema_tables
 from backups.models import Backup, BackupSchedule, Restore
 from backups.services import backup_schedule_update
 from backups.tasks import backup_run_task, backup_scheduled_task, restore_run_task
 from conftest import PASSWORD, host_of
-from core.crypto import encrypt_str
+from core.crypto import decrypt_str, encrypt_str
+from core.epochs import epoch_get
 from core.errors import DomainError
+from core.quotas import quota_usage
+from core.redis_clients import redis_client
 from core.rls import db_as_system
 from core.tenancy import in_tenant
+from iam.members import auth_epoch
 from iam.policy import Principal
 from knowledge import pipeline, storage
+from knowledge.retrieval import search
 from knowledge.services import Upload, documents_ingest, knowledge_base_create
 from tenants.models import Tenant
 from tenants.services import tenant_create, tenant_delete
+from webhooks.models import WebhookEndpoint
+from webhooks.selectors import subscribed_types
+from webhooks.services import endpoint_delete
 
 pytestmark = pytest.mark.django_db
 
@@ -462,3 +476,205 @@ def test_a_deleted_organisation_takes_its_beat_entry_with_it(world, django_db_bl
         tenant_delete(tenant=doomed)
         assert not PeriodicTask.objects.filter(name=name).exists()
         assert backup_scheduled_task(doomed.schema_name)["backup"] is None  # a late firing finds nothing to do
+
+
+# --- Backups of an older release -------------------------------------------------------------------------------
+
+# Real migrations of this repository that a backup made before them lacks: webhook secrets encrypted at rest (a data
+# migration: the plaintext column is encrypted into a new one, then dropped) and the search-tuning fields (defaults).
+LATER_MIGRATIONS = {("webhooks", "0002_endpoint_secret_encrypted"), ("knowledge", "0006_search_tuning")}
+WEBHOOK_SECRET = "whsec_made-before-encryption"
+
+
+def _as_made_before(original: bytes, later: set[tuple[str, str]], *, also: list[list[str]] = ()) -> bytes:
+    """The archive as the release before `later` would have written it: those migrations missing from its manifest,
+    and its rows in the schema they had then (the columns those migrations add absent, the plaintext webhook secret
+    the encryption migration removed present); `also`: migrations to add to the manifest. Checksums redone."""
+    graph = MigrationLoader(None, ignore_no_migrations=True).graph
+    with zipfile.ZipFile(io.BytesIO(original)) as archive:
+        manifest = json.loads(archive.read(MANIFEST))
+        kept = [m for m in manifest["migrations"] if tuple(m) not in later]
+        assert len(kept) == len(manifest["migrations"]) - len(later)
+        for app, name in kept:  # a state a migrate could have left: nothing kept depends on what is taken out
+            assert not {parent.key for parent in graph.node_map[(app, name)].parents} & later, (app, name)
+        manifest["migrations"] = sorted(kept + list(also))
+
+        def older_row(table: str, row: dict) -> dict:
+            if table == "webhooks_webhookendpoint" and ("webhooks", "0002_endpoint_secret_encrypted") in later:
+                row["secret"] = decrypt_str(row.pop("secret_encrypted"))
+            if table == "knowledge_knowledgebase" and ("knowledge", "0006_search_tuning") in later:
+                del row["auto_tune"]
+            if table == "knowledge_knowledgebaseversion" and ("knowledge", "0006_search_tuning") in later:
+                del row["search_tuning"]
+            return row
+
+        def edit(name: str, body: bytes) -> bytes:
+            if not name.startswith("tables/"):
+                return body
+            table = name.removeprefix("tables/").removesuffix(".jsonl")
+            return b"".join(
+                json.dumps(older_row(table, json.loads(line)), sort_keys=True).encode() + b"\n"
+                for line in body.splitlines()
+            )
+
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as target:
+            for name in archive.namelist():
+                if name in (MANIFEST, MANIFEST_CHECKSUM):
+                    continue
+                body = edit(name, archive.read(name))
+                manifest["files"][name] = {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+                target.writestr(name, body)
+            body = json.dumps(manifest).encode()
+            target.writestr(MANIFEST, body)
+            target.writestr(MANIFEST_CHECKSUM, hashlib.sha256(body).hexdigest())
+    return out.getvalue()
+
+
+def _secrets_decrypted(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Webhook secrets compared by what they decrypt to (each encryption draws a new nonce)."""
+    endpoints = rows.get("webhooks_webhookendpoint", [])
+    return rows | {
+        "webhooks_webhookendpoint": [e | {"secret_encrypted": decrypt_str(e["secret_encrypted"])} for e in endpoints]
+    }
+
+
+def _staging_schemas() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(r"SELECT nspname FROM pg_namespace WHERE nspname LIKE 'restore\_%'")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.fixture
+def older_backup(world, django_db_blocker, tmp_path: Path):
+    """A backup of the source (with a webhook endpoint) as the release before LATER_MIGRATIONS wrote it: its path,
+    and the source's rows when it was taken."""
+    with django_db_blocker.unblock():
+        source = world["source"]
+        with in_tenant(source):
+            if not WebhookEndpoint.objects.filter(description="older backup").exists():
+                WebhookEndpoint.objects.create(
+                    url="https://hooks.example.test/agentry",
+                    description="older backup",
+                    event_types=["agent.updated"],
+                    secret_encrypted=encrypt_str(WEBHOOK_SECRET),
+                    created_by=world["admin"],
+                )
+        current = tmp_path / "current.zip"
+        call_command("tenant_backup", source.slug, output=str(current))
+        before = _rows(source.schema_name)
+        path = tmp_path / "older.zip"
+        path.write_bytes(_as_made_before(current.read_bytes(), LATER_MIGRATIONS))
+        return {"path": path, "rows": before}
+
+
+def test_a_backup_of_an_older_release_is_migrated_forward_into_a_new_organisation(
+    world, older_backup, django_db_blocker
+):
+    with django_db_blocker.unblock():
+        source = world["source"]
+        with zipfile.ZipFile(older_backup["path"]) as archive:
+            manifest = json.loads(archive.read(MANIFEST))
+            [endpoint] = [
+                json.loads(line) for line in archive.read("tables/webhooks_webhookendpoint.jsonl").splitlines()
+            ]
+        assert "secret_encrypted" not in endpoint and endpoint["secret"] == WEBHOOK_SECRET  # the older schema's row
+        slug = f"bk-old-{uuid.uuid4().hex[:6]}"
+        call_command("tenant_restore", slug, file=str(older_backup["path"]), name="From an older release")
+        restored = Tenant.objects.get(slug=slug)
+        world["made"].append(restored)
+
+        after = _rows(restored.schema_name)
+        _assert_identical(
+            _secrets_decrypted(older_backup["rows"]), _secrets_decrypted(after), source, restored, manifest
+        )
+        # The data migration ran on the backup's rows: the plaintext secret is now stored encrypted, and the
+        # organisation's schema is this release's, with nothing left of the staging schema.
+        [row] = after["webhooks_webhookendpoint"]
+        assert "secret" not in row and row["secret_encrypted"] != WEBHOOK_SECRET
+        assert decrypt_str(row["secret_encrypted"]) == WEBHOOK_SECRET
+        with connection.cursor() as cursor:
+            assert schema_migrations(cursor, restored.schema_name) == schema_migrations(cursor, source.schema_name)
+        assert _staging_schemas() == []
+        assert _ask(restored, world["admin"], world["agent_id"]) == world["answer"]
+
+
+def test_a_backup_of_a_newer_release_is_refused_with_its_reason_and_nothing_changes(
+    world, older_backup, django_db_blocker, tmp_path: Path
+):
+    with django_db_blocker.unblock():
+        source = world["source"]
+        newer = tmp_path / "newer.zip"
+        newer.write_bytes(
+            _as_made_before(older_backup["path"].read_bytes(), set(), also=[["agents", "0099_from_a_later_release"]])
+        )
+        before, restores = _rows(source.schema_name), Restore.objects.count()
+        with pytest.raises(CommandError, match="made by a newer release.*agents.0099_from_a_later_release"):
+            call_command("tenant_restore", source.slug, file=str(newer), replace=True)
+        with pytest.raises(CommandError, match="newer release"):
+            call_command("tenant_restore", f"bk-nw-{uuid.uuid4().hex[:6]}", file=str(newer), name="Newer")
+        assert _rows(source.schema_name) == before and Restore.objects.count() == restores
+
+
+@override_settings(AGENT_CACHE_SECONDS=3600)  # the cached agent must outlive the restores: only the epoch drops it
+def test_an_older_backup_restored_over_its_organisation_fails_half_way_without_a_trace_then_succeeds_and_clears_caches(
+    world, older_backup, django_db_blocker
+):
+    """Into the same organisation, changed since: a restore that fails after every row was replaced (the
+    organisation's row is locked by someone else) leaves it as it was; the next one brings the backup back, and
+    nothing cached from the rows it replaced is served afterwards."""
+    with django_db_blocker.unblock():
+        source, admin = world["source"], world["admin"]
+        schema = source.schema_name
+        principal = Principal(tenant=source, user=admin, role="admin")
+        with in_tenant(source), db_as_system():
+            agent = Agent.objects.get(pk=world["agent_id"])
+            backed_up_version = agent.current_version.number
+            agent_update(principal=principal, agent=agent, data={"system_prompt": "Changed after the backup."})
+            endpoint_delete(principal=principal, endpoint=WebhookEndpoint.objects.get(description="older backup"))
+            # Caches filled from the changed rows: the agent a chat starts with, retrieval statistics, the
+            # webhook event types, this month's document counter.
+            assert agent_get_for_chat(principal, agent.pk).current_version.number == backed_up_version + 1
+            kb = agent.knowledge_bases.get()
+            assert search(knowledge_base=kb, query="return the item", mode="lexical")
+            stats_keys = redis_client().keys(cache.make_key("knowledge:bm25:*"))
+        assert stats_keys
+        assert "agent.updated" not in subscribed_types(schema)
+        quota_usage(tenant=source, quota="documents_per_month")
+        assert redis_client().keys(f"quota:{schema}:documents_per_month:*")
+        changed = _rows(schema)
+        auth_before = epoch_get(auth_epoch(schema))
+
+        locker = psycopg.connect(
+            host=connection.settings_dict["HOST"],
+            port=connection.settings_dict["PORT"],
+            user=connection.settings_dict["USER"],
+            password=connection.settings_dict["PASSWORD"],
+            dbname=connection.settings_dict["NAME"],
+        )
+        try:
+            # Held by another session: the restore's last step (the organisation's settings) waits for it, past
+            # BACKUP_RESTORE_LOCK_TIMEOUT_MS, after the rows were brought forward and replaced.
+            locker.execute("SELECT 1 FROM public.tenants_tenant WHERE id = %s FOR NO KEY UPDATE", [source.pk])
+            with override_settings(BACKUP_RESTORE_LOCK_TIMEOUT_MS=1000):
+                with pytest.raises(OperationalError, match="lock timeout"):
+                    call_command("tenant_restore", source.slug, file=str(older_backup["path"]), replace=True)
+        finally:
+            locker.rollback()
+            locker.close()
+        assert Restore.objects.filter(tenant=source).latest("created_at").status == "failed"
+        assert _rows(schema) == changed and _staging_schemas() == []
+
+        call_command("tenant_restore", source.slug, file=str(older_backup["path"]), replace=True)
+        now = _secrets_decrypted(_rows(schema))
+        before = _secrets_decrypted(older_backup["rows"])
+        log = now.pop("usage_auditentry")  # append-only: what happened since the backup stays recorded
+        assert log[: len(before["usage_auditentry"])] == before.pop("usage_auditentry")
+        assert now == before and _staging_schemas() == []
+        with in_tenant(source), db_as_system():
+            assert agent_get_for_chat(principal, agent.pk).current_version.number == backed_up_version
+            assert not redis_client().keys(cache.make_key("knowledge:bm25:*"))
+        assert epoch_get(auth_epoch(schema)) != auth_before  # members and API keys are read again
+        assert "agent.updated" in subscribed_types(schema)  # the endpoint the restore brought back gets events
+        assert not redis_client().keys(f"quota:{schema}:documents_per_month:*")  # seeded again at the next check
+        assert _ask(source, admin, world["agent_id"]) == world["answer"]
