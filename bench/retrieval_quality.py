@@ -1,7 +1,7 @@
 """Retrieval quality on five public Q/A sets: dense vs lexical vs the default hybrid, and the choice of the fusion
 default by leave-one-corpus-out cross-validation.
 
-    python scripts/devstack.py run bench/retrieval_quality.py [--quick]
+    python scripts/devstack.py run bench/retrieval_quality.py [--quick] [--corpora=a,b] [--tuning-grid]
 
 Data (committed under bench/data/<name>/, each with a SOURCE.md; rebuilt by bench/build_corpora.py and
 bench/data/python_faq/build.py from Debian documentation packages):
@@ -26,10 +26,16 @@ MRR@10(setting) - MRR@10(better leg); a setting "loses" when the 95% interval li
 Query preparation is not in the grid: both legs take the query as the product prepares it (whitespace
 normalised; the lexical leg's 'english' text search configuration stems and drops stop words).
 
+Per-knowledge-base tuning: on each corpus's knowledge base, knowledge.tuning makes its pseudo-queries from the
+documents (never the questions), chooses a setting (tuning_evaluate), and the real questions are scored with the
+defaults and with that setting (offline replay, paired bootstrap); --tuning-grid also prints every setting of
+the tuning's grid with its MRR@10 on the pseudo-queries and on the real questions.
+
 Also printed (not with --quick): the embedding throughput of the default model and the resident memory of a
-worker process holding the model. The bench works in its own database (agentry_bench_retrieval) and its own
-tenant, deleted at the end. Exit status 1 if the product default, or the cross-validated choice on a held-out
-corpus, loses to the better single leg beyond that noise.
+worker process holding the model. The bench works in its own database (BENCH_DB_NAME, default
+agentry_bench_retrieval) and its own tenant, deleted at the end; --corpora limits the run to some corpora.
+Exit status 1 if the product default, or the cross-validated choice on a held-out corpus, loses to the better
+single leg beyond that noise, or if a tuned setting loses to the defaults on a corpus's real questions.
 """
 
 from __future__ import annotations
@@ -88,6 +94,7 @@ class Corpus:
     id_to_doc: dict[int, str]
     default_ranks: list[int | None]  # the answer document's rank through search() with the default settings
     default_ms: float  # per default search, query embeddings cached
+    tuning: dict  # knowledge.tuning's choice on the corpus's own pseudo-queries (tuning_evaluate), with its figures
 
 
 def load_data(name: str) -> tuple[list[dict], list[dict]]:
@@ -252,7 +259,26 @@ def collect(name: str, kb, questions: list[dict], unit: np.ndarray, row_of: dict
     ]  # fmt: skip
     ms = (time.perf_counter() - start) / len(questions) * 1000
     print(f"  {name}: replica of search()'s leg scores, max |diff|: cosine {worst_cos:.1e}, BM25 {worst_bm25:.1e}")
-    return Corpus(name, out, id_to_doc, ranks, ms)
+    corpus = Corpus(name, out, id_to_doc, ranks, ms, tune(kb))
+    opts = {key: retrieval.DEFAULT_SEARCH_SETTINGS[key] for key in (*FORMER_DEFAULT, "rrf_k")}
+    base, tuned = (reciprocal_ranks(replay(corpus, {**opts, **s})) for s in ({}, corpus.tuning["settings"]))
+    print(f"  {name}: tuning chose {corpus.tuning['settings'] or 'the defaults'} "
+          f"(pseudo MRR {corpus.tuning.get('mrr_default')} -> {corpus.tuning.get('mrr_tuned')}); "
+          f"real questions MRR@10 {base.mean():.3f} -> {tuned.mean():.3f}")  # fmt: skip
+    return corpus
+
+
+def tune(kb) -> dict:
+    """What per-knowledge-base tuning chooses for this corpus from its own documents (never its questions)."""
+    from knowledge import tuning
+
+    start = time.perf_counter()
+    questions = tuning.pseudo_queries(kb)
+    result = tuning.tuning_evaluate(kb, questions) if len(questions) >= tuning.MIN_QUESTIONS else {"settings": {}}
+    kinds = Counter(q.kind for q in questions)
+    seconds = time.perf_counter() - start
+    print(f"  {kb.name}: tuned on {len(questions)} pseudo-queries in {seconds:.0f} s")
+    return {**result, "questions": len(questions), "kinds": dict(kinds), "seconds": seconds}
 
 
 # --- Replaying fusion settings offline ----------------------------------------------------------------------
@@ -438,12 +464,45 @@ def print_modes(evaluation: Evaluation, default: dict) -> bool:
     return ok
 
 
+def print_tuning(evaluation: Evaluation, default: dict) -> bool:
+    """Per corpus: the real questions with the defaults and with the setting the tuning chose on the corpus's own
+    pseudo-queries (held-out headings, titles and sentences). True if no tuned setting loses beyond noise."""
+    print("\nper-knowledge-base tuning (knowledge.tuning) on each corpus's own documents; real questions, MRR@10:")
+    print(f"{'corpus':14} {'pseudo-queries':22} {'pseudo MRR dflt->tuned':>22}  {'chosen':34} "
+          f"{'real dflt':>9} {'tuned':>6}  diff [95% CI]")  # fmt: skip
+    ok = True
+    for name in evaluation.corpora:
+        result = evaluation.corpora[name].tuning
+        setting = {**default, **result["settings"]}
+        base, tuned = evaluation.rr(name, default), evaluation.rr(name, setting)
+        diff, lo, hi = paired_bootstrap(tuned, base)
+        ok = ok and hi >= 0
+        kinds = "/".join(f"{result['kinds'].get(k, 0)}" for k in ("heading", "title", "sentence"))
+        pseudo = (f"{result['mrr_default']:.3f} -> {result['mrr_tuned']:.3f}" if "mrr_default" in result
+                  else "too few")  # fmt: skip
+        chosen = label(setting) if result["settings"] else "defaults"
+        print(f"{name:14} {result['questions']:4} (h/t/s {kinds:11}) {pseudo:>22}  {chosen:34} "
+              f"{base.mean():9.3f} {tuned.mean():6.3f}  {diff:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+              + ("  LOSES" if hi < 0 else ""))  # fmt: skip
+    print(f"{'':14} (tuning time per corpus: "
+          + ", ".join(f"{c.tuning['seconds']:.0f} s" for c in evaluation.corpora.values()) + ")")  # fmt: skip
+    if "--tuning-grid" in sys.argv:
+        print("\nthe tuning grid per corpus: MRR@10 on pseudo-queries / on real questions")
+        for name, corpus in evaluation.corpora.items():
+            for row in corpus.tuning.get("grid", []):
+                setting = {**default, **row["settings"]}
+                print(f"  {name:14} {label(setting):34} {row['mrr']:.3f} / {evaluation.rr(name, setting).mean():.3f}")
+    return ok
+
+
 def main() -> int:
     quick = "--quick" in sys.argv
+    names = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--corpora=")]
+    names = names[0].split(",") if names else list(CORPORA)
     # Our own Redis database for the query-embedding and BM25-statistics caches (test runs flush theirs).
     redis_base = os.environ["REDIS_URL"].rsplit("/", 1)[0]
     os.environ.setdefault("TEST_REDIS_URL", f"{redis_base}/3")
-    bench_django_setup("agentry_bench_retrieval")
+    bench_django_setup(os.environ.get("BENCH_DB_NAME", "agentry_bench_retrieval"))
     from django_tenants.utils import tenant_context
 
     from accounts.models import User
@@ -456,7 +515,7 @@ def main() -> int:
     print("data (bench/data):")
     try:
         with tenant_context(tenant):
-            corpora = [load_corpus(name, owner) for name in CORPORA]
+            corpora = [load_corpus(name, owner) for name in names]
     finally:
         tenant_delete(tenant=tenant)
 
@@ -465,8 +524,10 @@ def main() -> int:
         "rrf_k": retrieval.DEFAULT_SEARCH_SETTINGS["rrf_k"]
     }
     ok = print_modes(evaluation, default)
-    ok = print_cv(evaluation, grid(adaptive=False), "fixed settings only") and ok
-    ok = print_cv(evaluation, grid(adaptive=True), "fixed and adaptive settings") and ok
+    ok = print_tuning(evaluation, default) and ok
+    if len(evaluation.corpora) > 1:  # cross-validation needs corpora to choose on (--corpora may give one)
+        ok = print_cv(evaluation, grid(adaptive=False), "fixed settings only") and ok
+        ok = print_cv(evaluation, grid(adaptive=True), "fixed and adaptive settings") and ok
     chosen = evaluation.choose(list(evaluation.corpora), grid(adaptive=True))
     print(f"\nchosen on all corpora (the product default should be this): {label(chosen)}; "
           f"product default: {label(default)}")  # fmt: skip

@@ -39,6 +39,7 @@ class SearchApi(APIView):
         data.is_valid(raise_exception=True)
         args = data.validated_data
         mode = args.get("mode") or (kb.search_settings or {}).get("mode") or "hybrid"
+        opts = search_settings_for(kb)  # read once: search() and the response's reranker both need them
         hits = search(
             knowledge_base=kb,
             query=args["query"],
@@ -47,9 +48,10 @@ class SearchApi(APIView):
             document_ids=args.get("document_ids"),
             metadata_filter=args.get("metadata") or None,
             version=args.get("version"),
+            search_settings=opts,
         )
         version = args.get("version")
-        reranker = reranker_for(search_settings_for(kb)["reranker"])
+        reranker = reranker_for(opts["reranker"])
         body = {
             "knowledge_base_id": kb.pk,
             "query": args["query"],

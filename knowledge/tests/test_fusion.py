@@ -44,6 +44,17 @@ def test_leg_confidence_is_zero_without_evidence(scores):
     assert retrieval.leg_confidence(scores) == 0.0
 
 
+def test_leg_confidence_stays_in_range_where_rounding_puts_the_mean_above_equal_scores():
+    # Eight equal floats whose float mean is a hair above them: unclamped, -0.38, and 0.5 ** the adaptive
+    # strength of a negative number is complex (every such search answered 500).
+    equal = [0.8933170425576351] * 8
+    assert sum(equal) / len(equal) > equal[0]
+    assert retrieval.leg_confidence(equal) == 0.0
+    assert retrieval.leg_confidence([*equal, equal[0] - 1e-12]) >= 0.0
+    wd, wl = retrieval.adaptive_weights(PEAKED, equal, dense_weight=0.8, lexical_weight=0.2)
+    assert isinstance(wl, float) and (wd, wl) == pytest.approx((1.0, 0.0))
+
+
 def test_adaptive_weights_move_toward_the_confident_leg_and_keep_their_sum():
     wd, wl = retrieval.adaptive_weights(FLAT, PEAKED, dense_weight=0.7, lexical_weight=0.3)
     assert wl > 0.3 and wd < 0.7 and wd + wl == pytest.approx(1.0)

@@ -107,6 +107,49 @@ def test_reset_goes_back_to_the_defaults_and_stops_automatic_tuning(kb, tenant_a
     assert sent == []
 
 
+def test_titles_that_differ_only_in_numbers_are_not_questions(kb, admin_a):
+    text = "Orchards grow apples, pears and plums on trees planted in long rows across the valley."
+    ingest(
+        kb, admin_a, *[upload(f"part{n}.md", f"{text} Part {n}.", title=f"Harvest report, part {n}") for n in (1, 2)]
+    )
+    ingest(kb, admin_a, upload("pruning.md", text, title="Pruning old trees"))
+    titles = {q.text for q in tuning.pseudo_queries(kb) if q.kind == "title"}
+    assert titles == {"Pruning old trees"}
+
+
+def test_held_out_text_leaves_out_the_question_itself():
+    sentence = tuning.PseudoQuery("Logging is configured once per process.", "sentence", frozenset({1}))
+    text = "Logging HOWTO\n\nHandlers send records. Logging is configured once per process. Filters drop records."
+    assert tuning.held_out_text(sentence, text, []) == "Logging HOWTO Handlers send records. Filters drop records."
+    heading = tuning.PseudoQuery("Handlers", "heading", frozenset({1}))
+    assert tuning.held_out_text(heading, "Logging > Handlers\n\nHandlers send records.", ["Logging", "Handlers"]) == (
+        "Handlers send records."
+    )
+    assert tuning.held_out_text(heading, "Handlers send records.", []) == "Handlers send records."
+
+
+def test_the_replayed_default_ranks_as_search_and_its_bm25_is_search_s(tuned_kb):
+    """The grid is replayed offline on one search's candidates: with nothing held out, the defaults must rank the
+    top ten exactly as search() does, and BM25 of a passage recomputed from its text must be search()'s."""
+    for text in ("rotating log files by size", "sort a list of tuples by the second item", "Handlers"):
+        question = tuning.PseudoQuery(text, "heading", frozenset())
+        (seen,) = tuning._observe(tuned_kb, [question])
+        hits = retrieval.search(knowledge_base=tuned_kb, query=text, top_k=tuning.TOP)
+        assert tuning.replay_ranking(seen, {}) == [h.chunk_id for h in hits]
+        lexical = [h for h in hits if h.lexical_score is not None]
+        assert lexical
+        query, *passages = tuning.term_frequencies([text] + [h.text for h in lexical])
+        bm25 = tuning.bm25_statistics(tuned_kb, set(query))
+        for hit, passage in zip(lexical, passages, strict=True):
+            assert bm25.score(query, passage) == pytest.approx(hit.lexical_score, abs=1e-5)
+
+
+def test_each_kind_of_question_weighs_the_same():
+    questions = [tuning.PseudoQuery(f"q{i}", kind, frozenset({i})) for i, kind in enumerate("hhhhhhss")]
+    weights = tuning.kind_weights(questions)
+    assert sum(weights[:6]) == pytest.approx(0.5) and sum(weights[6:]) == pytest.approx(0.5)
+
+
 def test_a_setting_must_beat_the_defaults_beyond_noise():
     default = [1.0, 0.5, 0.0, 1.0] * 10
     assert tuning.setting_choose(default, [list(default)]) is None  # a tie keeps the defaults
