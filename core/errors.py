@@ -200,13 +200,34 @@ def _drf_code(exc: drf_exceptions.APIException, detail: Any) -> ErrorCode:
     return ErrorCode.INTERNAL_ERROR
 
 
+def _error_path(path: str, key: object) -> str:
+    if key in ("non_field_errors", "detail"):
+        return path
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _first_message(errors: Any, path: str = "") -> tuple[str, str] | None:
+    """The first message of DRF error details and where it is, never a repr: nested serializers give dicts of
+    field -> errors, list fields dicts of index -> errors (`{"ids": {0: ["..."]}}` -> ("ids[0]", "...")), lists of
+    nested serializers one dict per item, empty for the valid ones."""
+    if isinstance(errors, dict | list):
+        items = errors.items() if isinstance(errors, dict) else enumerate(errors)
+        for key, value in items:
+            inner = _error_path(path, key) if isinstance(errors, dict) or isinstance(value, dict) else path
+            found = _first_message(value, inner)
+            if found:
+                return found
+        return None
+    return path, str(errors)
+
+
 def _validation_body(fields: Any) -> dict[str, Any]:
     """DRF ValidationError detail (dict of field -> messages, or a list) as one body; the first message leads."""
     fields = fields if isinstance(fields, dict) else {"non_field_errors": fields}
-    first_field, first_errors = next(iter(fields.items()), ("", ["Invalid input."]))
-    first = first_errors[0] if isinstance(first_errors, list) and first_errors else first_errors
-    label = "" if first_field in ("non_field_errors", "detail") else f"{first_field}: "
-    return error_body(ErrorCode.INVALID, f"{label}{first}", fields=fields)
+    path, first = _first_message(fields) or ("", "Invalid input.")
+    return error_body(ErrorCode.INVALID, f"{path}: {first}" if path else first, fields=fields)
 
 
 def _django_validation_body(exc: ValidationError) -> dict[str, Any]:

@@ -442,24 +442,37 @@ def document_embed_part(document_id: int, token: str, first: int, last: int) -> 
         .order_by("position")
         .values_list("id", "text")
     )
-    if rows:
-        vectors = _embed_batches(kb, [text for _, text in rows], lambda done: None)
+    # Batch by batch, each committed and reported: the bar moves while a part embeds, and the progress renews the
+    # lease, so a part slower than the lease (a busy machine) is not taken for a dead run and started over.
+    batch = settings.KNOWLEDGE_EMBED_BATCH
+    for start in range(0, len(rows), batch):
+        batch_rows = rows[start : start + batch]
+        vectors = _embed_batches(kb, [text for _, text in batch_rows], lambda done: None)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(
                 "UPDATE knowledge_chunk SET embedding = %s::vector WHERE id = %s AND valid_to = valid_from",
-                [(_vector_literal(v), chunk_id) for (chunk_id, _), v in zip(rows, vectors, strict=True)],
+                [(_vector_literal(v), chunk_id) for (chunk_id, _), v in zip(batch_rows, vectors, strict=True)],
             )
+        if start + batch < len(rows):
+            _embed_progress(document, token)
     with transaction.atomic():
         locked = Document.objects.select_for_update().filter(id=document_id, processing_token=token).first()
         if locked is None or locked.status != DocumentStatus.PROCESSING:
             raise StaleRun(document_id)
-        staged = _staged(document)
-        missing = staged.filter(embedding__isnull=True).count()
-        if missing:
-            total = staged.count() or 1
-            _progress(document, token, P_CHUNKED + (P_EMBED_END - P_CHUNKED) * (total - missing) // total, "embedding")
+        if _embed_progress(document, token):
             return False
         return document_publish(document_id, token)
+
+
+def _embed_progress(document: Document, token: str) -> int:
+    """Report the share of the document's staged rows that have their vector (every part's); returns how many
+    still lack one (0: nothing reported, the caller publishes)."""
+    staged = _staged(document)
+    missing = staged.filter(embedding__isnull=True).count()
+    if missing:
+        total = staged.count() or 1
+        _progress(document, token, P_CHUNKED + (P_EMBED_END - P_CHUNKED) * (total - missing) // total, "embedding")
+    return missing
 
 
 def document_publish(document_id: int, token: str, *, embedded: int | None = None) -> bool:

@@ -97,7 +97,8 @@ def kb_search_page(request: HttpRequest, kb_id: int) -> HttpResponse:
     hits, error, reranker = [], None, None
     if query:
         try:
-            reranker = reranking.reranker_for(retrieval.search_settings_for(kb)["reranker"])
+            opts = retrieval.search_settings_for(kb)
+            reranker = reranking.reranker_for(opts["reranker"])
             top_k = int(request.GET.get("k", retrieval.DEFAULT_TOP_K))
             hits = retrieval.search(
                 knowledge_base=kb,
@@ -105,6 +106,7 @@ def kb_search_page(request: HttpRequest, kb_id: int) -> HttpResponse:
                 top_k=top_k,
                 mode=mode,
                 version=selectors.parse_version(request.GET.get("version")),
+                search_settings=opts,
             )
         except (DomainError, ValueError) as exc:
             error = getattr(exc, "message", "Check the search settings.")
@@ -168,17 +170,21 @@ def kb_rollback_view(request: HttpRequest, kb_id: int, number: int) -> HttpRespo
     return redirect("dash-kb-versions", kb_id=kb.pk)
 
 
+PASSAGES_SHOWN = 500
+
+
 @dashboard_page
 def kb_chunk_page(request: HttpRequest, kb_id: int, document_id: int) -> HttpResponse:
     """A document's passages, one highlighted: where a chat citation leads."""
     kb, document, chunks = selectors.document_passages_for(
         principal=request.principal, kb_id=kb_id, document_id=document_id
     )
-    chunks = chunks[:500]
     try:
         highlight = int(request.GET.get("chunk", "0"))
     except ValueError:
         highlight = 0
+    # At most PASSAGES_SHOWN passages, around the highlighted one: a citation of page 250 of a long PDF is shown.
+    chunks = chunks.filter(position__gte=highlight - PASSAGES_SHOWN // 2)[:PASSAGES_SHOWN]
     template = "knowledge/_passage.html" if request.htmx else "knowledge/document.html"
     return render(
         request,

@@ -9,7 +9,7 @@ import docx
 import pytest
 from django_tenants.utils import tenant_context
 
-from knowledge import retrieval, services
+from knowledge import retrieval, services, views
 from knowledge.extraction import strip_running_lines
 from knowledge.models import Chunk
 from knowledge.tests.conftest import ingest, ready, upload
@@ -164,3 +164,21 @@ def test_search_api_and_playground_show_page_and_section(client_a, admin_a, tena
     assert "Install \u203a Upgrading" in page
     page = client_a.get(f"/knowledge/{kb.pk}/search/", {"q": "lantern checklist", "k": 1}).content.decode()
     assert f"{top['page_start']}\u20134" in page or "p. 4" in page
+
+
+def test_a_passage_deep_in_a_long_document_is_shown_highlighted_where_a_citation_leads(
+    kb, admin_a, client_a, monkeypatch
+):
+    monkeypatch.setattr(views, "PASSAGES_SHOWN", 2)  # a "long" document: more passages than a page shows
+    document = ready(ingest(kb, admin_a, upload("manual.pdf", _report_pdf(6))).documents[0])
+    chunks = _current(document)
+    assert len(chunks) > 2 * views.PASSAGES_SHOWN
+    last = chunks[-1]
+    client_a.force_login(admin_a)
+    for headers in ({"HTTP_HX_REQUEST": "true"}, {}):  # the chat's passage dialog, the document page
+        page = client_a.get(f"/knowledge/{kb.pk}/documents/{document.pk}/?chunk={last.position}", **headers)
+        html = page.content.decode()
+        assert page.status_code == 200 and f'id="passage-{last.position}" class="passage highlighted"' in html
+        assert html.count('<p id="passage-') == views.PASSAGES_SHOWN // 2 + 1  # the passages before it, and it
+    first = client_a.get(f"/knowledge/{kb.pk}/documents/{document.pk}/").content.decode()
+    assert 'id="passage-0"' in first and first.count('<p id="passage-') == views.PASSAGES_SHOWN

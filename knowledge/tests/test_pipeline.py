@@ -193,6 +193,32 @@ def test_parts_finish_in_any_order_and_the_last_one_publishes(kb, admin_a, setti
         pipeline.document_embed_part(document.id, token, *parts[0])
 
 
+def test_a_part_reports_progress_and_renews_the_lease_after_each_batch(kb, admin_a, settings, monkeypatch):
+    settings.KNOWLEDGE_INGEST_PART_CHUNKS = 4
+    settings.KNOWLEDGE_EMBED_BATCH = 1  # a part of four rows embeds in four batches
+    document = services.documents_ingest(kb=kb, user=admin_a, uploads=[upload("handbook.md", HANDBOOK)]).documents[0]
+    _, token = pipeline.document_claim(document.id)
+    first, last = pipeline.document_prepare(document.id, token).parts[0]
+    expired = timezone.now() - timedelta(seconds=settings.KNOWLEDGE_INGEST_LEASE_SECONDS + 60)
+    Document.objects.filter(id=document.id).update(processing_started_at=expired)
+    seen = []  # the document's progress and lease as each batch starts
+    embed = pipeline._embed_batches
+
+    def recording(kb, texts, on_batch):
+        seen.append(Document.objects.values_list("progress", "processing_started_at").get(id=document.id))
+        return embed(kb, texts, on_batch)
+
+    monkeypatch.setattr(pipeline, "_embed_batches", recording)
+    assert pipeline.document_embed_part(document.id, token, first, last) is False
+    progress = [p for p, _ in seen]
+    assert len(seen) == last - first + 1 == 4
+    assert progress[0] == pipeline.P_CHUNKED and progress == sorted(set(progress)), progress
+    assert all(lease > expired for _, lease in seen[1:])
+    document.refresh_from_db()
+    assert progress[-1] < document.progress < pipeline.P_EMBED_END
+    assert pipeline.document_claim(document.id) is None  # a live, reporting run keeps its lease
+
+
 def test_a_part_that_keeps_failing_fails_the_document_with_the_reason(kb, admin_a, settings, monkeypatch):
     from knowledge.tasks import MAX_RETRIES, embed_part_task
 
