@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -163,26 +163,42 @@ def _writes_run(batch: list[_Write]) -> None:
             then(replies[start:end])
 
 
+T = TypeVar("T")
+
+
+def loop_local(factory: Callable[[], T]) -> Callable[[], T]:
+    """A getter of one object per running event loop, made by `factory` on the loop's first call: what holds
+    asyncio Redis connections cannot cross loops. Weakly keyed: a closed loop's object goes with it."""
+    objects: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
+
+    def get() -> T:
+        loop = asyncio.get_running_loop()
+        obj = objects.get(loop)
+        if obj is None:
+            obj = objects[loop] = factory()
+        return obj
+
+    return get
+
+
 ASYNC_MAX_CONNECTIONS = 100  # per event loop (redis-py's default, which refused the 101st command at once)
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 
 
-def async_redis_client() -> aioredis.Redis:
-    """One asyncio client (connection pool) per running event loop: asyncio connections cannot cross loops.
-    No read timeout: XREAD BLOCK waits up to 25 s on purpose (long-polling); connecting still times out."""
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        # A blocking pool: one loop serves every run of an agents worker, and when more commands are in flight than
-        # it has connections, a command waits for one (up to 20 s) instead of failing with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL,
-            max_connections=ASYNC_MAX_CONNECTIONS,
-            timeout=20,
-            socket_timeout=None,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry=_ASYNC_RETRY,
-        )
-        client = _async_clients[loop] = aioredis.Redis(connection_pool=pool)
-    return client
+def _async_client_new() -> aioredis.Redis:
+    # A blocking pool: one loop serves every run of an agents worker, and when more commands are in flight than
+    # it has connections, a command waits for one (up to 20 s) instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.REDIS_URL,
+        max_connections=ASYNC_MAX_CONNECTIONS,
+        timeout=20,
+        socket_timeout=None,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry=_ASYNC_RETRY,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+# One asyncio client (connection pool) per running event loop. No read timeout: XREAD BLOCK waits up to 25 s on
+# purpose (long-polling); connecting still times out.
+async_redis_client = loop_local(_async_client_new)

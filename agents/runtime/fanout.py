@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-import weakref
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -23,7 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from core.redis_clients import async_redis_client
+from core.redis_clients import async_redis_client, loop_local
 from core.tenancy import tenant_key
 
 Entry = tuple[int, str, bytes]  # (seq, type, the stored JSON)
@@ -117,13 +116,5 @@ class StreamHub:
                 sub.batches.put_nowait(fresh)
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamHub] = weakref.WeakKeyDictionary()
-
-
-def stream_hub() -> StreamHub:
-    """The running event loop's hub (its Redis connections cannot cross loops, like async_redis_client's)."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = StreamHub(async_redis_client())
-    return hub
+# The running event loop's hub (its Redis connections cannot cross loops, like async_redis_client's).
+stream_hub = loop_local(lambda: StreamHub(async_redis_client()))

@@ -20,7 +20,6 @@ import json
 import logging
 import threading
 import time
-import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from django.utils import timezone
 from core.errors import DomainError, ErrorCode, error_body
 from core.events import RUN_FINISHED, RUN_STARTED, apublish, event_subject, publish
 from core.quotas import ConcurrencyLimited, Overloaded, chat_run_admit, chat_run_release, chat_run_release_async
-from core.redis_clients import async_redis_client
+from core.redis_clients import async_redis_client, loop_local
 from core.tenancy import in_tenant
 from knowledge.models import KnowledgeBase
 
@@ -722,16 +721,8 @@ class CancelWatch:
             await asyncio.sleep(interval)
 
 
-_cancel_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CancelWatch] = weakref.WeakKeyDictionary()
-
-
-def cancel_watch() -> CancelWatch:
-    """The running event loop's watch (its Redis connections cannot cross loops)."""
-    loop = asyncio.get_running_loop()
-    watch = _cancel_watches.get(loop)
-    if watch is None:
-        watch = _cancel_watches[loop] = CancelWatch(async_redis_client())
-    return watch
+# The running event loop's watch (its Redis connections cannot cross loops).
+cancel_watch = loop_local(lambda: CancelWatch(async_redis_client()))
 
 
 async def _wait_for_slot(schema: str, run_id: str, meta: dict[str, str], emitter: RunEmitter, existing) -> None:

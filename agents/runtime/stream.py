@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
 
-from core.redis_clients import async_redis_client, redis_client
+from core.redis_clients import async_redis_client, loop_local, redis_client
 from core.tenancy import tenant_key
 
 from .fanout import stream_hub
@@ -143,16 +142,8 @@ class StreamWriter:
             self.flushing = False
 
 
-_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamWriter] = weakref.WeakKeyDictionary()
-
-
-def stream_writer() -> StreamWriter:
-    """The running event loop's writer (its Redis connections cannot cross loops, like async_redis_client's)."""
-    loop = asyncio.get_running_loop()
-    writer = _writers.get(loop)
-    if writer is None:
-        writer = _writers[loop] = StreamWriter(async_redis_client())
-    return writer
+# The running event loop's writer (its Redis connections cannot cross loops, like async_redis_client's).
+stream_writer = loop_local(lambda: StreamWriter(async_redis_client()))
 
 
 class RunEmitter:
