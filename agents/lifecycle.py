@@ -67,9 +67,14 @@ def message_retention_apply(*, tenant: Tenant, now: dt.datetime | None = None) -
         dropped = message_partition_drop(name, lock_timeout_ms=settings.MESSAGE_RETENTION_LOCK_TIMEOUT_MS)
         result["dropped" if dropped else "postponed"].append(name)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass('agents_message_default') IS NOT NULL")
-        if cursor.fetchone()[0]:  # an operator may have removed it to let months be detached concurrently
-            cursor.execute("DELETE FROM agents_message_default WHERE created < %s", [cutoff])
+        # Qualified with the organisation's schema, as the partition drops are: never a name resolved elsewhere.
+        cursor.execute(
+            "SELECT quote_ident(current_schema()) || '.agents_message_default', "
+            "to_regclass(quote_ident(current_schema()) || '.agents_message_default') IS NOT NULL"
+        )
+        default_partition, exists = cursor.fetchone()
+        if exists:  # an operator may have removed it to let months be detached concurrently
+            cursor.execute(f"DELETE FROM {default_partition} WHERE created < %s", [cutoff])  # noqa: S608 - quoted
             result["default_rows_deleted"] = cursor.rowcount
     emptied = Conversation.objects.filter(updated_at__lt=cutoff).exclude(
         Exists(Message.objects.filter(conversation=OuterRef("pk")))
