@@ -6,11 +6,13 @@ from __future__ import annotations
 import threading
 
 from csp.decorators import csp_update
+from django.contrib.auth.views import redirect_to_login
 from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework import serializers, status
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -267,7 +269,17 @@ class SchemaApi(SpectacularAPIView):
             return super()._get_schema_response(request)
 
 
-class SwaggerUiApi(SpectacularSwaggerSplitView):
+class _SignInFirst(APIView):
+    """A reference page a person opens in the browser: signed out, it sends them to sign in and back here, not to a
+    bare 401 body (the schema itself stays an API answer)."""
+
+    def handle_exception(self, exc):
+        if isinstance(exc, NotAuthenticated | AuthenticationFailed):
+            return redirect_to_login(self.request.get_full_path())
+        return super().handle_exception(exc)
+
+
+class SwaggerUiApi(_SignInFirst, SpectacularSwaggerSplitView):
     """Swagger UI from drf-spectacular-sidecar's static files, its init script served by this view as a file
     (`?script`): no CDN, no inline script."""
 
@@ -275,7 +287,7 @@ class SwaggerUiApi(SpectacularSwaggerSplitView):
     template_name = "api/swagger_ui.html"
 
 
-class RedocApi(SpectacularRedocView):
+class RedocApi(_SignInFirst, SpectacularRedocView):
     """ReDoc from drf-spectacular-sidecar's static files. Its components style themselves with inline <style>
     and search in a blob: worker, which this page alone allows: it shows the schema, never user content."""
 
