@@ -173,7 +173,8 @@ class Stack:
         logs.mkdir(exist_ok=True)
         env = process_env()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
-        env["BENCH_BROKER_PREFIX"] = f"bench-{label if server == 'daphne' else 'after'}:"  # see bench/chat_settings.py
+        self.broker_prefix = f"bench-{label if server == 'daphne' else 'after'}:"  # see bench/chat_settings.py
+        env["BENCH_BROKER_PREFIX"] = self.broker_prefix
         if server == "uvicorn":
             cmd = ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
             web_cmd = [sys.executable, "-m", *cmd, "config.asgi:application"]
@@ -261,6 +262,26 @@ def most_open(spans: list[tuple[float, float]]) -> int:
         now += step
         most = max(most, now)
     return most
+
+
+def wait_worker(stack: Stack) -> None:
+    """Until the stack's worker answers a ping on its own broker prefix (a ping without it reaches no worker). The
+    probe is an app of its own: a kombu Connection with the prefix passed to control.ping got no reply."""
+    from celery import Celery
+
+    from config.celery import app
+
+    probe = Celery(broker=app.conf.broker_url, set_as_current=False)
+    probe.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": stack.broker_prefix}
+    try:
+        for _ in range(360):  # as long as wait_port: a loaded 2-core machine starts Celery slowly
+            if probe.control.ping(timeout=0.5):
+                return
+            if stack.worker is not None and stack.worker.poll() is not None:
+                raise SystemExit(f"{stack.label} worker exited early")
+    finally:
+        probe.close()
+    raise SystemExit(f"{stack.label} worker did not answer a ping")
 
 
 def fake_model_process(tokens: int, pace: float) -> tuple[subprocess.Popen, str]:
@@ -592,11 +613,9 @@ def main() -> None:
     try:
         for stack in stacks:
             wait_port(stack.port, stack.web, f"{stack.label} web")
-        from config.celery import app
-
-        for _ in range(120):
-            if len(app.control.ping(timeout=0.5)) >= sum(1 for stack in stacks if stack.worker is not None):
-                break
+        for stack in stacks:
+            if stack.worker is not None:
+                wait_worker(stack)
         print(f"machine load before: {load_note()}")
         print(
             f"chat streaming: fake model {TOKENS} tokens; stacks: "

@@ -33,7 +33,7 @@ if _pool_by_default:
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
-from config.warmup import web_warm_up_start  # noqa: E402
+from config.warmup import startup_objects_freeze, web_warm_up_start  # noqa: E402
 from config.ws_urls import websocket_urlpatterns  # noqa: E402
 from core.admission import AdmissionMiddleware  # noqa: E402
 from iam.origin import SameHostOriginValidator  # noqa: E402
@@ -57,3 +57,4 @@ application = AdmissionMiddleware(
 
 # Load the query embedder now, not in the first search; /readyz reports not ready until it is (config.warmup).
 web_warm_up_start()
+startup_objects_freeze()  # what the process loaded to serve stays out of every full collection (config.warmup)

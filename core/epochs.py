@@ -39,6 +39,12 @@ def _key(name: str) -> str:
     return f"epoch:{name}"
 
 
+def epoch_key(name: str) -> str:
+    """The Redis key of epoch `name`, for a reader on an event loop that reads it in a round trip of its own (a GET
+    reply of None means no epoch yet: trust nothing cached, and let epoch_get create one)."""
+    return _key(name)
+
+
 # The epochs read in the current request (epochs_snapshot); None outside one.
 _snapshot: ContextVar[dict[str, bytes] | None] = ContextVar("epochs_snapshot", default=None)
 

@@ -3,6 +3,8 @@ of rotation until it has, so no search pays the model load."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from django.test import Client
 
@@ -51,3 +53,16 @@ def test_web_warm_up_is_off_when_the_setting_is(fresh_warm_up, settings):
     settings.WEB_PRELOAD_EMBEDDER = False
     warmup.web_warm_up_start()
     assert fresh_warm_up.status() is None
+
+
+def test_what_a_process_loaded_at_start_is_kept_out_of_full_collections():
+    """config.asgi and the workers' warm-up freeze what they loaded: a full collection then walks only what came
+    after (it walked every module, class and SDK type, stopping the process's streams for its duration)."""
+    gc.unfreeze()
+    loaded_at_start = [{"n": n} for n in range(1000)]
+    try:
+        warmup.startup_objects_freeze()
+        assert gc.get_freeze_count() >= len(loaded_at_start)
+        assert not any(obj is loaded_at_start for obj in gc.get_objects(generation=2))
+    finally:
+        gc.unfreeze()

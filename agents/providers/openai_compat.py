@@ -80,28 +80,34 @@ class OpenAICompatProvider:
         calls: dict[int, dict] = {}
         finish = ""
         try:
-            stream = await self.client.chat.completions.create(**kwargs)
-            async with stream:
+            async with self.client.chat.completions.with_streaming_response.create(**kwargs) as response:
+                # Chunks as their decoded JSON: building the SDK's pydantic model of every chunk cost the worker more
+                # CPU than everything else a streamed token does. The SDK still decodes the SSE, raises an error
+                # sent mid-stream as APIError and turns timeouts and dropped connections into its own errors.
+                stream = await response.parse(to=openai.AsyncStream[object])
                 async for chunk in stream:
-                    if chunk.usage:
+                    if not isinstance(chunk, dict):
+                        continue
+                    usage = chunk.get("usage")
+                    if usage:
                         yield Usage(
-                            input_tokens=chunk.usage.prompt_tokens or 0,
-                            output_tokens=chunk.usage.completion_tokens or 0,
+                            input_tokens=usage.get("prompt_tokens") or 0,
+                            output_tokens=usage.get("completion_tokens") or 0,
                         )
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        if delta is not None and delta.content:
-                            yield TextDelta(delta.content)
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            yield TextDelta(delta["content"])
                         # Tool calls arrive in pieces keyed by index: id and name first, then argument fragments.
-                        for part in (delta.tool_calls or []) if delta is not None else []:
-                            call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
-                            if part.id:
-                                call["id"] = part.id
-                            if part.function is not None:
-                                call["name"] += part.function.name or ""
-                                call["arguments"] += part.function.arguments or ""
-                        if choice.finish_reason:
-                            finish = choice.finish_reason
+                        for part in delta.get("tool_calls") or ():
+                            call = calls.setdefault(part.get("index") or 0, {"id": "", "name": "", "arguments": ""})
+                            if part.get("id"):
+                                call["id"] = part["id"]
+                            function = part.get("function") or {}
+                            call["name"] += function.get("name") or ""
+                            call["arguments"] += function.get("arguments") or ""
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
         except openai.OpenAIError as exc:
             raise _translate_error(exc) from exc
         if not finish:

@@ -168,13 +168,16 @@ def compile_version(version) -> CompiledAgent:
     )
 
 
-def compiled_agent_cached(schema: str, version_id: int, *, stamp: str) -> CompiledAgent | None:
+def compiled_agent_cached(
+    schema: str, version_id: int, *, stamp: str, tools: bytes | None = None
+) -> CompiledAgent | None:
     """The cached CompiledAgent of an AgentVersion if its provider's stamp is still `stamp` and no tool changed since
-    (one Redis GET), else None. Touches no database: chat_start reads the stamp with its provider check and passes
-    it in the run's metadata."""
+    (the tools epoch: read here with one Redis GET unless the caller read it already), else None. Touches no
+    database: chat_start reads the stamp with its provider check and passes it in the run's metadata."""
     now = time.monotonic()
     key = (schema, version_id)
-    tools = epoch_get(tools_epoch(schema))
+    if tools is None:
+        tools = epoch_get(tools_epoch(schema))
     with _lock:
         _evict_idle(now)
         entry = _cache.get(key)

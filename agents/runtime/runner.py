@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from core.epochs import epoch_key
 from core.errors import DomainError, ErrorCode, error_body
 from core.events import RUN_FINISHED, RUN_STARTED, apublish, event_subject, publish
 from core.quotas import ConcurrencyLimited, Overloaded, chat_run_admit, chat_run_release, chat_run_release_async
@@ -44,7 +45,7 @@ from ..retrieval import search_knowledge_bases
 from ..selectors import runs_streaming_since
 from ..signals import run_finished
 from ..tools.base import ToolContext, ToolOutcome, run_tool, tool_error_outcome
-from .compiled import AgentMisconfigured, CompiledAgent, compiled_agent_cached, compiled_agent_get
+from .compiled import AgentMisconfigured, CompiledAgent, compiled_agent_cached, compiled_agent_get, tools_epoch
 from .stream import (
     RunEmitter,
     alive_key,
@@ -291,12 +292,14 @@ def _trim_history(messages: list[dict[str, Any]], budget_tokens: int) -> list[di
     return list(reversed(kept))
 
 
-def _load_from_memory(schema: str, meta: dict[str, str]) -> dict[str, Any] | None:
-    """The run's inputs without touching the database, or None: the common case of a new conversation with an agent
-    whose compiled configuration is cached and that reads no knowledge base (no DB thread hop, no query)."""
-    if meta.get("history_before") or not meta.get("provider_stamp"):
+def _load_from_memory(schema: str, meta: dict[str, str], tools: bytes | None) -> dict[str, Any] | None:
+    """The run's inputs without touching the database or Redis, or None: the common case of a new conversation with
+    an agent whose compiled configuration is cached and that reads no knowledge base (no DB thread hop, no query).
+    `tools` is the tools epoch as run_start_read found it: this runs on the loop every run streams on, where a
+    blocking Redis GET stalled every stream for its round trip (None: no epoch yet, nothing cached is trusted)."""
+    if meta.get("history_before") or not meta.get("provider_stamp") or tools is None:
         return None
-    compiled = compiled_agent_cached(schema, int(meta["agent_version_id"]), stamp=meta["provider_stamp"])
+    compiled = compiled_agent_cached(schema, int(meta["agent_version_id"]), stamp=meta["provider_stamp"], tools=tools)
     if compiled is None or compiled.knowledge_base_ids:
         return None
     return _inputs(compiled, {}, [], meta["question"])
@@ -504,7 +507,7 @@ def _error_dict(exc: BaseException) -> dict[str, Any]:
 
 
 async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
-    meta, existing, running_elsewhere = await run_start_read(schema, run_id)
+    meta, existing, running_elsewhere, (tools,) = await run_start_read(schema, run_id, [epoch_key(tools_epoch(schema))])
     if meta is None:
         logger.warning("run %s has no metadata (expired?)", run_id)
         return {"status": "missing"}
@@ -542,7 +545,7 @@ async def execute_run_async(schema: str, run_id: str) -> dict[str, Any]:
             },
         )
         announced = asyncio.ensure_future(announce())
-        loaded = _load_from_memory(schema, meta) or await _load(schema, schema, meta)
+        loaded = _load_from_memory(schema, meta, tools) or await _load(schema, schema, meta)
         compiled: CompiledAgent = loaded["compiled"]
         kb_versions = loaded["kb_versions"]
         if not compiled.provider_enabled:

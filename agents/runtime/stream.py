@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from django.conf import settings
 
-from core.redis_clients import async_redis_client, loop_local, redis_client
+from core.redis_clients import async_redis_client, loop_local, redis_client, reply_bytes
 from core.tenancy import tenant_key
 
 from .fanout import stream_hub
@@ -80,17 +80,23 @@ def run_meta_read(schema: str, run_id: str) -> dict[str, str] | None:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-async def run_start_read(schema: str, run_id: str) -> tuple[dict[str, str] | None, list, bool]:
+async def run_start_read(
+    schema: str, run_id: str, keys: Sequence[str] = ()
+) -> tuple[dict[str, str] | None, list, bool, list[bytes | None]]:
     """What a worker reads before it starts a run, in one round trip: the metadata (None if it expired), the
-    stream's last entry (non-empty when the run was queued, or redelivered) and whether a worker was renewing the
+    stream's last entry (non-empty when the run was queued, or redelivered), whether a worker was renewing the
     run's liveness key (a redelivered message of a run that is still running: the broker gave it back after a lost
-    connection). The same round trip marks the run alive, before any event of it is written."""
+    connection), and the values of `keys` (the epochs its cached configuration is checked against). The same round
+    trip marks the run alive, before any event of it is written."""
     pipe = async_redis_client().pipeline(transaction=False)
     pipe.hgetall(meta_key(schema, run_id))
     pipe.xrevrange(stream_key(schema, run_id), count=1)
     pipe.set(alive_key(schema, run_id), "1", ex=settings.AGENTS_RUN_HEARTBEAT_SECONDS, get=True)
-    raw, last, was_alive = await pipe.execute()
-    return ({k.decode(): v.decode() for k, v in raw.items()} if raw else None), last, was_alive is not None
+    for key in keys:
+        pipe.get(key)
+    raw, last, was_alive, *values = await pipe.execute()
+    meta = {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+    return meta, last, was_alive is not None, [None if value is None else reply_bytes(value) for value in values]
 
 
 class StreamWriter:

@@ -9,6 +9,7 @@ from django_tenants.utils import tenant_context
 
 from agents.models import Message
 from agents.providers.offline import NOTHING_FOUND
+from core.epochs import epoch_get
 
 from .conftest import events_of, run_inline
 from .fakes import FakeAnthropic, FakeHTTPTarget, FakeOpenAI
@@ -399,16 +400,20 @@ def test_a_cached_agent_starts_from_memory_and_a_provider_change_is_seen_by_the_
         run_inline(live.tenant_a, chat(live, agent, "first")["run_id"])  # compiles and caches
         second = chat(live, agent, "second")
         meta = run_meta_read(live.tenant_a.schema_name, second["run_id"])
+        tools = epoch_get(compiled.tools_epoch(live.tenant_a.schema_name))  # run_start_read reads it with the meta
         with CaptureQueriesContext(connection) as queries:
-            loaded = _load_from_memory(live.tenant_a.schema_name, meta)
+            loaded = _load_from_memory(live.tenant_a.schema_name, meta, tools)
         assert loaded is not None and loaded["question"] == "second" and len(queries) == 0
+        assert _load_from_memory(live.tenant_a.schema_name, meta, None) is None  # no epoch yet: nothing is trusted
         run_inline(live.tenant_a, second["run_id"])
 
         with tenant_context(live.tenant_a):  # a new key: the stamp chat_start passes no longer matches the cache
             provider_update(provider=ProviderCredential.objects.get(pk=provider.pk), data={"api_key": "sk-second"})
         third = chat(live, agent, "third")
         assert (
-            _load_from_memory(live.tenant_a.schema_name, run_meta_read(live.tenant_a.schema_name, third["run_id"]))
+            _load_from_memory(
+                live.tenant_a.schema_name, run_meta_read(live.tenant_a.schema_name, third["run_id"]), tools
+            )
             is None
         )
         run_inline(live.tenant_a, third["run_id"])

@@ -210,6 +210,10 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 # No result backend by default: task state lives in our tables and Redis streams, and with one configured every
 # dispatch built a backend object per thread (under ASGI: per request) and the worker wrote each result.
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default="") or None
+# ... and even without one, each thread built its own (disabled) backend object, scanning every installed package's
+# entry points to resolve its name: milliseconds of CPU per new thread of the agents worker's pool, paid by the runs
+# of a burst. Redis and the disabled backend can be shared by threads; one object per process.
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
 # Nobody reads Celery results (see CELERY_RESULT_BACKEND); where a backend is configured (the test settings,
