@@ -24,9 +24,10 @@ venv: $(STAMP)
 up: $(STAMP)
 	HF_HUB_OFFLINE=1 exec $(PY) scripts/devstack.py up
 
-## Run the test suite against real PostgreSQL and Redis (started or reused).
+## Run the test suite against real PostgreSQL and Redis (started or reused). --durations: every log shows where the
+## time goes (a later --durations in PYTEST_ARGS wins).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 exec $(PY) scripts/devstack.py test $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 exec $(PY) scripts/devstack.py test --durations=25 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,7 @@
 """Django admin (public host, platform staff only): people and their memberships."""
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from .models import Membership, User
 
@@ -20,6 +21,11 @@ class UserAdmin(admin.ModelAdmin):
     exclude = ("password", "user_permissions", "groups")  # passwords change through allauth, never here
     readonly_fields = ("date_joined", "last_login")
     inlines = [MembershipInline]
+
+    def has_delete_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        # Accounts end as tombstones (accounts.services.user_delete), never as deleted rows: every organisation's
+        # schema keeps user ids without a database foreign key (core/models.py) that would stop the delete.
+        return False
 
 
 @admin.register(Membership)

@@ -30,16 +30,19 @@ import json
 import uuid
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import connection, models, router, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.graph import MigrationGraph
 from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
 from accounts.services import membership_ensure
@@ -188,34 +191,42 @@ def schema_migrations(cursor: CursorWrapper, schema: str) -> list[list[str]]:
     return [[app, name] for app, name in cursor.fetchall()]
 
 
-def user_columns(cursor: CursorWrapper, schema: str) -> dict[str, list[str]]:
-    """Columns of the schema's tables that reference users (public schema): mapped by email on restore."""
-    user_table = get_user_model()._meta.db_table
-    cursor.execute(
-        "SELECT DISTINCT c.relname, a.attname FROM pg_constraint k"
-        " JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " JOIN pg_class r ON r.oid = k.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace"
-        " JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]"
-        " WHERE k.contype = 'f' AND n.nspname = %s AND NOT c.relispartition AND rn.nspname <> n.nspname"
-        " AND NOT (rn.nspname = 'public' AND r.relname = %s)",
-        [schema, user_table],
-    )
-    others = cursor.fetchall()
+def user_references(tables: Collection[str]) -> dict[tuple[str, str], models.ForeignKey]:
+    """(table, column) -> field, for the columns of a tenant schema's `tables` that name users (public schema):
+    mapped by email on restore. Read from the models, not the catalog: these references have no database foreign
+    key (core/models.py)."""
+    user_model = get_user_model()
+    return {
+        (table, reference.column): reference
+        for table, reference in _references(tables)
+        if reference.related_model is user_model
+    }
+
+
+def user_columns(tables: Collection[str]) -> dict[str, list[str]]:
+    """The columns of a schema's `tables` (all of them) that name users, per table: the manifest's `user_columns`."""
+    in_schema = set(tables) | SKIPPED_TABLES
+    user_model = get_user_model()
+    others = [
+        f"{table}.{reference.column}"
+        for table, reference in _references(tables)
+        if reference.related_model is not user_model and reference.related_model._meta.db_table not in in_schema
+    ]
     if others:  # a reference to another public table would need its own mapping
-        raise RuntimeError(f"tables of {schema} reference public tables backups cannot map: {others}")
-    cursor.execute(
-        "SELECT c.relname, a.attname FROM pg_constraint k"
-        " JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " JOIN pg_class r ON r.oid = k.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace"
-        " JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]"
-        " WHERE k.contype = 'f' AND n.nspname = %s AND NOT c.relispartition AND rn.nspname = 'public'"
-        " AND r.relname = %s ORDER BY 1, 2",
-        [schema, user_table],
-    )
+        raise RuntimeError(f"tenant tables reference public tables backups cannot map: {others}")
     found: dict[str, list[str]] = {}
-    for table, column in cursor.fetchall():
+    for table, column in user_references(tables):
         found.setdefault(table, []).append(column)
     return found
+
+
+def _references(tables: Collection[str]) -> Iterator[tuple[str, models.ForeignKey]]:
+    models_by_table = {model._meta.db_table: model for model in apps.get_models(include_auto_created=True)}
+    for table in sorted(tables):
+        model = models_by_table.get(table)
+        for reference in model._meta.concrete_fields if model else ():
+            if isinstance(reference, models.ForeignKey):
+                yield table, reference
 
 
 # --- Writing ---------------------------------------------------------------------------------------------------
@@ -260,7 +271,7 @@ def archive_write(
             tables = schema_tables(cursor, schema)
             partitions = schema_partitions(cursor, schema)
             migrations = schema_migrations(cursor, schema)
-            users_by_column = user_columns(cursor, schema)
+            users_by_column = user_columns(set(tables))
             for table in tables.values():
                 if table.name in CONVERSATION_TABLES and not include_conversations:
                     continue
@@ -414,6 +425,7 @@ class RestoreResult:
     rows: dict[str, int]
     files_written: int
     users_created: list[str]
+    users_unnamed: dict[str, list[int]] = field(default_factory=dict)  # "table.column": ids restored as NULL
 
 
 def _user_map(users: list[dict[str, Any]], *, create_missing: bool) -> tuple[dict[int, int], list[str]]:
@@ -434,6 +446,42 @@ def _user_map(users: list[dict[str, Any]], *, create_missing: bool) -> tuple[dic
         user.save(update_fields=["display_name"])
         found[email] = user.pk
     return {int(u["id"]): found[u["email"].lower()] for u in users}, missing
+
+
+def _unnamed_user_references(
+    archive: zipfile.ZipFile, manifest: dict[str, Any], *, named: set[int]
+) -> dict[str, list[int]]:
+    """User ids the backup's rows hold that its users.json does not name ("table.column": ids): accounts that were
+    gone when it was made (tenant tables keep user ids without a database foreign key, core/models.py). Such an id
+    means nobody here, even where this cluster has a user with that number: a reference whose model lets it go with
+    its user (SET_NULL: creators, authors, uploaders) is restored empty, like the user's deletion would have left it;
+    any other (owners, API keys, team members, sub-limits) refuses the restore, naming them."""
+    fields = user_references(manifest["tables"])
+    unnamed: dict[tuple[str, str], set[int]] = {}
+    for table, facts in manifest["tables"].items():
+        columns = facts.get("user_columns", [])
+        if not columns:
+            continue
+        with archive.open(f"tables/{table}.jsonl") as lines:
+            for line in lines:
+                row = json.loads(line)
+                for column in columns:
+                    if row.get(column) is not None and int(row[column]) not in named:
+                        unnamed.setdefault((table, column), set()).add(int(row[column]))
+    refused = {}
+    for (table, column), ids in sorted(unnamed.items()):
+        reference = fields.get((table, column))
+        if reference is None or not (reference.null and reference.remote_field.on_delete is models.SET_NULL):
+            refused[f"{table}.{column}"] = sorted(ids)
+    if refused:
+        raise BackupIncompatible(
+            "The backup's rows name users its list of users does not (accounts removed before it was made), where a"
+            " row cannot be kept without them: "
+            + "; ".join(f"{where}: user ids {', '.join(map(str, ids))}" for where, ids in refused.items())
+            + ". Restore a backup made before they were removed.",
+            extra={"unnamed_users": refused},
+        )
+    return {f"{table}.{column}": sorted(ids) for (table, column), ids in sorted(unnamed.items())}
 
 
 def _select_list(
@@ -584,7 +632,9 @@ def archive_restore(
                     raise BackupIncompatible(f"This backup holds tables this release does not have: {unknown}.")
             users = json.loads(archive.read("users.json"))
             user_map, created = _user_map(users, create_missing=create_missing_users)
-            mapped = any(old != new for old, new in user_map.items())
+            unnamed = _unnamed_user_references(archive, manifest, named=set(user_map))
+            # Through the map, an id users.json does not name becomes NULL rather than whoever has it here.
+            mapped = bool(unnamed) or any(old != new for old, new in user_map.items())
             if mapped:
                 cursor.execute(
                     "CREATE TEMP TABLE backup_user_map (old_id bigint PRIMARY KEY, new_id bigint) ON COMMIT DROP"
@@ -637,7 +687,7 @@ def archive_restore(
         raise
     for orphan in sorted(before - after):  # documents the restore removed: their files go too
         storage.storage_delete(orphan)
-    return RestoreResult(rows=rows, files_written=len(written), users_created=created)
+    return RestoreResult(rows=rows, files_written=len(written), users_created=created, users_unnamed=unnamed)
 
 
 # --- Backups of an older release -------------------------------------------------------------------------------
@@ -677,13 +727,47 @@ def _migrations_check_behind(backup: list[list[str]], here: list[list[str]]) -> 
 def _migrate(targets: list[tuple[str, str]]) -> list[list[str]]:
     """Apply `targets` and what they depend on to the current schema (in_tenant), forwards only, inside the caller's
     transaction; its migrations after. (Django's own plan for many targets of one app rolls back the children of a
-    target a previous one applied, so the plan is the union of the targets' forward plans.)"""
-    executor = MigrationExecutor(connection)
-    graph, applied = executor.loader.graph, executor.loader.applied_migrations
-    wanted = {key for target in targets for key in graph.forwards_plan(target) if key not in applied}
-    executor.migrate(targets, plan=[(graph.nodes[key], False) for key in wanted])  # run in the graph's order
+    target a previous one applied, so the plan is the union of the targets' forward plans.)
+
+    Four in five of the project's migrations belong to the shared apps, whose tables the router keeps in public:
+    in an organisation's schema every operation of theirs is skipped, yet running them made Django render the
+    models' state again for each operation, most of an older backup's restore time. They are recorded without
+    running, as migrate_schemas records them; the organisation apps' migrations run, in a few batches (_batches)."""
+    loader = MigrationLoader(connection)
+    graph = loader.graph
+    wanted = {key for target in targets for key in graph.forwards_plan(target) if key not in loader.applied_migrations}
+    recorder = MigrationRecorder(connection)
+    recorder.ensure_schema()
+    for run, batch in _batches(graph, wanted):
+        if run:  # a new executor: its state has the migrations recorded since
+            MigrationExecutor(connection).migrate(batch, plan=[(graph.nodes[key], False) for key in batch])
+        else:
+            for key in batch:  # as the executor records them (a squashed migration: the ones it replaces)
+                for app, name in graph.nodes[key].replaces or [key]:
+                    recorder.record_applied(app, name)
     with connection.cursor() as cursor:
         return schema_migrations(cursor, current_schema())
+
+
+def _batches(graph: MigrationGraph, wanted: set[tuple[str, str]]) -> Iterator[tuple[bool, list[tuple[str, str]]]]:
+    """`wanted` in an order its dependencies allow, cut into batches that alternate between migrations to record only
+    (False: those of apps the router keeps out of the current schema) and migrations to run (True), each batch as
+    large as the dependencies allow: this project's graph from nothing takes two of each, where the graph's own
+    order would switch twelve times (each batch that runs renders every model's state once)."""
+    plan = dict.fromkeys(key for leaf in graph.leaf_nodes() for key in graph.forwards_plan(leaf))
+    order = [key for key in plan if key in wanted]  # parents first
+    done: set[tuple[str, str]] = set()
+    run = False
+    while len(done) < len(order):
+        batch: list[tuple[str, str]] = []
+        for key in order:
+            ready = all(p.key in done or p.key in batch or p.key not in wanted for p in graph.node_map[key].parents)
+            if key not in done and ready and bool(router.allow_migrate(connection.alias, key[0])) == run:
+                batch.append(key)
+        if batch:
+            yield run, batch
+        done.update(batch)
+        run = not run
 
 
 def _staged_forward(

@@ -162,7 +162,12 @@ def restore_run(
         logger.exception("restore %s into %s: its caches were not cleared", restore.id, tenant.slug)
     Restore.objects.filter(pk=restore.pk).update(
         status=RestoreStatus.DONE,
-        counts={"rows": result.rows, "files_written": result.files_written, "users_created": result.users_created},
+        counts={
+            "rows": result.rows,
+            "files_written": result.files_written,
+            "users_created": result.users_created,
+            "users_unnamed": result.users_unnamed,
+        },
         finished_at=timezone.now(),
     )
     restore.refresh_from_db()

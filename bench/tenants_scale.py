@@ -1,7 +1,7 @@
 """Many organisations: provisioning, migrate_schemas and request latency with 1 vs N organisations (default 1,000).
 
     python scripts/devstack.py run bench/tenants_scale.py [--orgs 1000] [--samples 60] [--parallel 2]
-    python scripts/devstack.py run bench/tenants_scale.py --citus [--citus-port 18600]   # on the Citus cluster
+    python scripts/devstack.py run bench/tenants_scale.py --citus [--citus-port 18600] [--citus-data DIR]   # on Citus
 
 In a database of its own (dropped at the end), through the product's own code:
 1. provisioning: N organisations created by tenants.services.tenant_create (the template cloned; on Citus the clone
@@ -52,7 +52,7 @@ def database_create(args: argparse.Namespace) -> Callable[[], None]:
 
     if args.citus:
         citus = _citus_script()
-        citus.start(data=citus.DEFAULT_DATA, port=args.citus_port, workers=2, database="agentry")
+        citus.start(data=args.citus_data or citus.DEFAULT_DATA, port=args.citus_port, workers=2, database="agentry")
         citus.database_drop(args.database, port=args.citus_port, workers=2)
         os.environ["DATABASE_URL"] = citus.database_ensure(args.database, port=args.citus_port, workers=2)
         os.environ["DATABASE_CITUS"] = "true"
@@ -86,6 +86,7 @@ def main() -> int:
     parser.add_argument("--database", default=DB_NAME, help="the benchmark's own database (dropped at the end)")
     parser.add_argument("--citus", action="store_true")
     parser.add_argument("--citus-port", type=int, default=int(os.environ.get("CITUS_PORT", "18600")))
+    parser.add_argument("--citus-data", type=Path, help="the cluster's folder (default: scripts/citus.py's)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))

@@ -6,8 +6,8 @@ node (the coordinator routes them by the schema in `search_path`). What the prod
 
 - provisioning clones the template as on one PostgreSQL, then distributes the new schema (`schema_distribute`);
   the template itself stays a plain schema on the coordinator (no requests read it);
-- the public tables that tenant tables reference (users) become reference tables, copied to every node, so the
-  foreign keys and joins from a tenant schema stay on its worker (`reference_tables_ensure`);
+- the public tables that tenant tables reference (users, without a database foreign key: core/models.py) become
+  reference tables, copied to every node, so joins from a tenant schema stay on its worker (`reference_tables_ensure`);
 - an organisation moves to another worker with `citus_move_shard_placement` over logical replication, while it
   keeps serving (`tenant_move`, `manage.py tenant_move`);
 - row-level security (core.rls) is not enforced: Citus refuses policies with sub-selects on distributed tables and
@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
-from django.db import connection
+from django.db import connection, models
 
 
 def citus_enabled() -> bool:
@@ -39,10 +40,12 @@ class Node:
         return f"{self.host}:{self.port}"
 
 
-def schema_distribute(schema: str) -> None:
-    """Make the freshly created (cloned or migrated) `schema` a distributed schema, in the caller's transaction."""
+def schema_distribute(schema: str, *, row_security: bool = True) -> None:
+    """Make the freshly created (cloned or migrated) `schema` a distributed schema, in the caller's transaction.
+    `row_security=False`: the schema was made without row-level security (a clone for Citus), nothing to drop."""
     with connection.cursor() as cursor:
-        _policies_drop(cursor, schema)
+        if row_security:
+            _policies_drop(cursor, schema)
         reference_tables_ensure(schema, cursor=cursor)
         cursor.execute("SELECT citus_schema_distribute(%s::regnamespace)", [_quoted(schema)])
 
@@ -52,9 +55,15 @@ def _quoted(schema: str) -> str:
 
 
 def _policies_drop(cursor: Any, schema: str) -> None:
-    cursor.execute("SELECT tablename, policyname FROM pg_policies WHERE schemaname = %s", [schema])
+    # The few policies, each table looked up by its oid: not the pg_policies view, whose scan of pg_class grows with
+    # every organisation's tables (and Citus checks each row of such a scan to hide shards).
+    cursor.execute(
+        "SELECT p.polrelid::regclass::text, p.polname FROM pg_policy p"
+        " WHERE (SELECT c.relnamespace FROM pg_class c WHERE c.oid = p.polrelid) = %s::regnamespace",
+        [_quoted(schema)],
+    )
     for table, name in cursor.fetchall():
-        cursor.execute(f'DROP POLICY "{name}" ON "{schema}"."{table}"')
+        cursor.execute(f'DROP POLICY "{name}" ON {table}')
     cursor.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND c.relrowsecurity",
@@ -64,24 +73,29 @@ def _policies_drop(cursor: Any, schema: str) -> None:
         cursor.execute(f'ALTER TABLE "{schema}"."{table}" DISABLE ROW LEVEL SECURITY')
 
 
-# The public tables that `schema`'s tables reference, with every public table linked to them by foreign keys (either
-# way), and what each of them references. The whole linked set becomes reference tables: a plain table left
-# referencing a reference table would check its keys against the coordinator's empty shell.
+# The public tables that `schema`'s tables reference (by foreign key, or by a model's relation without one: users,
+# core/models.py), with every public table linked to them by foreign keys (either way), and what each of them
+# references. The whole linked set becomes reference tables: a plain table left referencing a reference table would
+# check its keys against the coordinator's empty shell. This runs at every provisioning, so nothing in it may grow
+# with the organisations: a foreign key is found by its own namespace (its table's) rather than by a scan of pg_class,
+# which Citus checks row by row to hide shards, and a reference table by pg_dist_partition (what citus_tables reads
+# it from) rather than the citus_tables view, which asks the workers for the size of every shard.
 _LINKED_SQL = """
 WITH RECURSIVE public_fk AS (
-    SELECT c.conrelid AS src, c.confrelid AS dst FROM pg_constraint c
-    JOIN pg_class s ON s.oid = c.conrelid JOIN pg_class d ON d.oid = c.confrelid
-    WHERE c.contype = 'f' AND s.relnamespace = 'public'::regnamespace AND d.relnamespace = 'public'::regnamespace
+    SELECT c.conrelid AS src, c.confrelid AS dst FROM pg_constraint c JOIN pg_class d ON d.oid = c.confrelid
+    WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace AND d.relnamespace = 'public'::regnamespace
 ), linked(oid) AS (
-    SELECT c.confrelid FROM pg_constraint c
-    JOIN pg_class s ON s.oid = c.conrelid JOIN pg_class d ON d.oid = c.confrelid
-    WHERE c.contype = 'f' AND s.relnamespace = %s::regnamespace AND d.relnamespace = 'public'::regnamespace
+    SELECT c.confrelid FROM pg_constraint c JOIN pg_class d ON d.oid = c.confrelid
+    WHERE c.contype = 'f' AND c.connamespace = %s::regnamespace AND d.relnamespace = 'public'::regnamespace
+  UNION
+    SELECT unnest(%s::regclass[])
   UNION
     SELECT CASE WHEN f.src = l.oid THEN f.dst ELSE f.src END FROM public_fk f JOIN linked l ON l.oid IN (f.src, f.dst)
 )
 SELECT l.oid::regclass::text,
        array(SELECT DISTINCT f.dst::regclass::text FROM public_fk f WHERE f.src = l.oid AND f.dst <> l.oid),
-       EXISTS (SELECT 1 FROM citus_tables t WHERE t.table_name = l.oid::regclass AND t.citus_table_type = 'reference')
+       EXISTS (SELECT 1 FROM pg_dist_partition p
+               WHERE p.logicalrelid = l.oid AND p.partkey IS NULL AND p.repmodel = 't')
 FROM linked l
 """
 
@@ -92,7 +106,7 @@ def reference_tables_ensure(schema: str, *, cursor: Any | None = None) -> list[s
     if cursor is None:
         with connection.cursor() as own:
             return reference_tables_ensure(schema, cursor=own)
-    cursor.execute(_LINKED_SQL, [_quoted(schema)])
+    cursor.execute(_LINKED_SQL, [_quoted(schema), [f"public.{table}" for table in public_tables_referenced()]])
     rows = cursor.fetchall()
     references = {table: set(referenced) for table, referenced, _ in rows}
     done = {table for table, _, is_reference in rows if is_reference}
@@ -109,6 +123,20 @@ def reference_tables_ensure(schema: str, *, cursor: Any | None = None) -> list[s
             converted.append(table)
         pending = [table for table in pending if table not in done]
     return converted
+
+
+def public_tables_referenced() -> list[str]:
+    """The public tables that tenant models relate to, database foreign key or not (users)."""
+    shared_only = {config.label for config in apps.get_app_configs() if config.name not in settings.TENANT_APPS}
+    return sorted(
+        {
+            reference.related_model._meta.db_table
+            for model in apps.get_models(include_auto_created=True)
+            if model._meta.app_label not in shared_only
+            for reference in model._meta.concrete_fields
+            if isinstance(reference, models.ForeignKey) and reference.related_model._meta.app_label in shared_only
+        }
+    )
 
 
 def schema_node(schema: str) -> Node:

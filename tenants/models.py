@@ -58,6 +58,7 @@ class Tenant(TenantMixin):
         """Clone the template schema (tenants.cloning); fall back to migrating when there is none. On Citus the new
         schema is then distributed (tenants.citus)."""
         base = getattr(settings, "TENANT_BASE_SCHEMA", None)
+        cloned = False
         if not (sync_schema and base and get_creation_fakes_migrations() and schema_exists(base)):
             # django-tenants returns False when the schema exists, None once it created it.
             created = super().create_schema(check_if_exists, sync_schema, verbosity) is not False
@@ -66,9 +67,9 @@ class Tenant(TenantMixin):
         else:
             _check_schema_name(self.schema_name)
             schema_clone(base, self.schema_name, row_security=not citus_enabled())
-            created = True
+            created = cloned = True
         if created and citus_enabled():
-            schema_distribute(self.schema_name)
+            schema_distribute(self.schema_name, row_security=not cloned)
         connection.set_schema_to_public()
         return created
 

@@ -42,6 +42,7 @@ class Call:
     scope: str | None = None  # dashboard only: "read" | "write" | "admin" (API views declare theirs)
     about_agents: bool = False  # a list an agent-limited API key must see filtered
     probe: bool = False  # a readiness probe: 503 while a dependency (here: Celery workers) is down is its answer
+    page: bool = False  # an HTML page among the API routes (its reference): a login redirect is its refusal
 
     def refs(self) -> set[str]:
         text = self.query + repr(self.body or {})
@@ -94,8 +95,8 @@ API_ROUTES: dict[str, Route] = {
     "api/v1/me/export/": r(get(SELF)),
     "api/v1/me/delete/": r(post(OWN, body={"password": "{actor_password}"})),
     "api/v1/schema/": r(get(MEMBER)),
-    "api/v1/docs/": r(get(MEMBER)),
-    "api/v1/redoc/": r(get(MEMBER)),
+    "api/v1/docs/": r(get(MEMBER, page=True)),
+    "api/v1/redoc/": r(get(MEMBER, page=True)),
     # iam
     "api/v1/teams/": r(get(MEMBER), post(ADMIN, body={"name": "probe team"})),
     "api/v1/teams/<int:team_id>/": r(get(MEMBER), patch(ADMIN, body={"name": "probe"}), delete(ADMIN), team_id="team"),

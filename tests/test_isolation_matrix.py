@@ -486,7 +486,7 @@ def _verdict(actor, status, text, location, refuse, call, *, dashboard: bool) ->
     allowed = set(REFUSED)
     if call.expect == OWN or (call.body and call.refs() - {"actor", "actor_email", "actor_password", "actor_refresh"}):
         allowed.add(400)  # invalid or foreign credentials / an object id in the body the caller cannot use
-    if dashboard and status == 302 and (location == "refused" or "/accounts/login/" in location):
+    if (dashboard or call.page) and status == 302 and (location == "refused" or "/accounts/login/" in location):
         allowed.add(302)
     problems = []
     if refuse and status not in allowed:

@@ -9,13 +9,19 @@ class QuotaSubLimit(models.Model):
     """A tenant admin's limit for one user or one API key, inside the tenant's plan (core.quotas enforces)."""
 
     quota = models.CharField(max_length=40)
+    # Users (public schema) are referenced without a database foreign key, here and below: core/models.py says why.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_constraint=False
     )
     api_key_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     limit = models.DecimalField(max_digits=20, decimal_places=4, validators=[MinValueValidator(0)])
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

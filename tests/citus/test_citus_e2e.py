@@ -240,3 +240,43 @@ def test_organisation_moved_to_the_other_worker_while_serving(cluster: Cluster, 
     # Requests were in flight while the shards moved, and the organisation answers from its new worker.
     assert any(start < move_end and end > move_start for start, end in served), (move_start, move_end, served)
     search_and_chat(worlds[slug], slug)
+
+
+# The product's provisioning with the commands the coordinator sends to the workers logged; the organisation is
+# deleted again. Printed last, as JSON.
+TRACED_PROVISIONING = f"""
+import json
+from django.conf import settings
+from django.db import connection
+from tenants.citus import reference_tables_ensure
+from tenants.services import tenant_create, tenant_delete
+connection.ensure_connection()
+sent = []
+connection.connection.add_notice_handler(lambda notice: sent.append(notice.message_primary))
+with connection.cursor() as cursor:
+    cursor.execute("SET citus.log_remote_commands = on")
+tenant = tenant_create(name="citus-c", slug="citus-c", owner_email="admin@citus-c.test", owner_password={PASSWORD!r})
+converted = reference_tables_ensure(settings.TENANT_BASE_SCHEMA)
+tenant_delete(tenant=tenant)
+print(json.dumps({{"sent": [m for m in sent if m.startswith("issuing ")], "converted": converted}}))
+"""
+
+
+def test_provisioning_asks_the_workers_nothing_that_grows_with_every_shard(product: dict):
+    """Provisioning cost on Citus must not grow with the organisations already there: it reads no shard sizes (the
+    citus_tables view asks every worker for the size of every shard) to find out which tables are reference tables."""
+    traced = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", TRACED_PROVISIONING],
+        cwd=ROOT,
+        env=product["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert traced.returncode == 0, traced.stderr[-3000:]
+    out = json.loads(traced.stdout.strip().splitlines()[-1])
+    sent = out["sent"]
+    assert any("worker_apply_shard_ddl_command" in command for command in sent)  # the clone's shards were created
+    assert [command for command in sent if "pg_total_relation_size" in command] == []
+    # Reference tables are recognised as such: the ones provisioning made are not converted again.
+    assert out["converted"] == []
