@@ -6,7 +6,9 @@
    - vectors: mixtures of real all-MiniLM-L6-v2 embeddings of the python_faq corpus plus noise (so neighbours
      look like real sentence embeddings, not uniform noise, which no ANN index is built for);
    - text: words drawn Zipf-like from that corpus's vocabulary (realistic document frequencies for BM25).
-   The HNSW and GIN indexes are built after the load (the same definitions as the migrations).
+   The HNSW and GIN indexes are built after the load (the same definitions as the migrations), then the version's
+   term statistics are stored as a publish that settles a version stores them (knowledge.statistics), checked
+   against a count of the questions' words.
 2. Queries: real questions (the python_faq questions), embedded by the real model.
 3. Measures, over the same queries, interleaved query by query (so load on the machine hits all alike):
    - raw: the exact pgvector SQL the API runs (same HNSW index, same iterative-scan settings), top 10;
@@ -15,7 +17,7 @@
      the query-embedding cache cold (first time a query is seen) and warm (repeat within the TTL);
    - bare request (GET /api/v1/me/ on the tenant host) and embedding alone, to decompose the API time;
    - recall@10 of the HNSW search vs exact search (sequential scan), unfiltered and filtered to one document.
-Everything lives in its own database (agentry_bench_retrieval) and tenant, deleted at the end.
+Everything lives in its own database (BENCH_DB_NAME, default agentry_bench_retrieval) and tenant, deleted at the end.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def main() -> int:
     # refuse most of them. The limiter still runs on every request, at the same cost.
     os.environ.setdefault("RATE_LIMITS", '{"search": "100000/m"}')
     os.environ.setdefault("RATE_LIMITS_TENANT", '{"search": "1000000/m"}')
-    bench_django_setup("agentry_bench_retrieval")
+    bench_django_setup(os.environ.get("BENCH_DB_NAME", "agentry_bench_retrieval"))
     from django.db import connection, transaction
     from django.test import Client
     from django_tenants.utils import tenant_context
@@ -137,7 +139,8 @@ def main() -> int:
     from accounts.models import User
     from knowledge import retrieval
     from knowledge.embeddings import embedder_for_model
-    from knowledge.models import KnowledgeBase
+    from knowledge.models import KnowledgeBase, KnowledgeBaseVersion
+    from knowledge.statistics import version_statistics_build
     from tenants.services import tenant_create, tenant_delete
 
     questions = [json.loads(line)["question"] for line in (DATA / "questions.jsonl").read_text().splitlines()]
@@ -157,6 +160,31 @@ def main() -> int:
         with tenant_context(tenant):
             kb = KnowledgeBase.objects.create(owner=owner, name="Bench 100k", current_version=1)
             load(kb, vectors, texts)
+            # The chunks were written with COPY, not published: store the version's term statistics as a publish
+            # that settles a version does (knowledge.statistics), timed.
+            KnowledgeBaseVersion.objects.create(knowledge_base=kb, number=1, changes={"kind": "ingest"})
+            start = time.perf_counter()
+            stored = version_statistics_build(knowledge_base_id=kb.pk)
+            assert stored is not None
+            elapsed = time.perf_counter() - start
+            print(f"  term statistics of the version: {elapsed:.1f} s ({stored.terms.count()} lexemes)")
+            with connection.cursor() as cursor:  # the stored figures against a count of our own, for every question
+                words = sorted({lex for q in questions for lex in retrieval.query_lexemes(cursor, q)})
+                cursor.execute(
+                    "SELECT u.lexeme, count(*) FROM knowledge_chunk c, unnest(c.search_vector) u "
+                    "WHERE c.knowledge_base_id = %s AND u.lexeme = ANY(%s) GROUP BY 1",
+                    [kb.pk, words],
+                )
+                counted = dict(cursor.fetchall())
+                cursor.execute(
+                    "SELECT count(*), avg(length(search_vector))::float8 FROM knowledge_chunk "
+                    "WHERE knowledge_base_id = %s",
+                    [kb.pk],
+                )
+                n_counted, avgdl_counted = cursor.fetchone()
+            assert dict(stored.terms.filter(lexeme__in=words).values_list("lexeme", "documents")) == counted
+            assert (stored.chunks, stored.avgdl, stored.embedded) == (n_counted, avgdl_counted, n_chunks)
+            print(f"  stored statistics = counted ones for the questions' {len(words)} lexemes, N and avgdl")
             embedder = embedder_for_model(kb.embedding_model)
             embedder.embed(["warm up"])
             qvecs = {q: embedder.embed([q])[0] for q in queries}

@@ -72,7 +72,10 @@ class Document(models.Model):
     page_count = models.PositiveIntegerField(default=0)
     chunk_count = models.PositiveIntegerField(default=0)
     metadata = models.JSONField(default=dict, blank=True)
-    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    # Users (public schema) are referenced without a database foreign key, here and below: core/models.py says why.
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
     processing_started_at = models.DateTimeField(null=True, blank=True)
     # Ingestion bookkeeping (knowledge.pipeline): the version this pending ingestion will publish into,
     # the claim token of the run that owns it (a stale run can never publish), runs that claimed it and never gave it
@@ -153,7 +156,9 @@ class KnowledgeBaseVersion(models.Model):
     number = models.PositiveIntegerField()
     note = models.CharField(max_length=500, blank=True)
     changes = models.JSONField(default=dict, blank=True)  # {"added": n, "removed": n, "documents": [...]}
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # The search tuning measured on this version's content (knowledge.tuning.TuningRecord as a dict; empty: never
     # tuned). Search uses the newest record at or below the current version (knowledge.retrieval.search_settings_for).
@@ -166,3 +171,38 @@ class KnowledgeBaseVersion(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["knowledge_base", "number"], name="kb_version_unique_number"),
         ]
+
+
+class VersionStatistics(models.Model):
+    """BM25's collection statistics of one knowledge-base version, stored once the version is settled (no document
+    of it or of an earlier version still in flight: from then on its content never changes), so a search reads them
+    in its first statement instead of counting over every chunk (knowledge.statistics). A version without them
+    (in flight, or settled before they existed) is counted as before (knowledge.retrieval)."""
+
+    # Indexed by the unique constraint below, which leads with it.
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="statistics", db_index=False
+    )
+    number = models.PositiveIntegerField()
+    chunks = models.PositiveIntegerField()  # BM25's N
+    avgdl = models.FloatField()  # average tsvector length, as avg() computes it
+    # Chunks with a vector of this dimension (the knowledge base's when counted): the unfiltered dense scope's size.
+    embedded = models.PositiveIntegerField()
+    embedding_dimension = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["knowledge_base", "number"], name="kb_statistics_unique_number"),
+        ]
+
+
+class VersionTerm(models.Model):
+    """The document frequency of one lexeme in one version (VersionStatistics): every lexeme of the version's
+    chunks has a row, so a lexeme without one occurs in none."""
+
+    # The key is the lookup (a search reads its query's lexemes of one version): no surrogate id to index as well.
+    pk = models.CompositePrimaryKey("statistics_id", "lexeme")
+    statistics = models.ForeignKey(VersionStatistics, on_delete=models.CASCADE, related_name="terms", db_index=False)
+    lexeme = models.TextField()
+    documents = models.PositiveIntegerField()

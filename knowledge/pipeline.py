@@ -35,7 +35,7 @@ from core.errors import DomainError
 from core.events import DOCUMENT_PROGRESS, DOCUMENT_STATUS, event_subject, publish_on_commit
 from core.ssrf import safe_get
 
-from . import storage, usage
+from . import statistics, storage, usage
 from .chunking import Piece, chunk_blocks
 from .embeddings import embedder_for_model
 from .extraction import MIME_TYPES, Extracted, OcrProgress, UnreadableDocument, detect_kind, extract
@@ -209,6 +209,7 @@ def document_fail(document_id: int, token: str | None, reason: str) -> None:
         document.save()
         _version_changes_add(document, failed=1)
         publish_document(document)
+        _statistics_when_settled(document.knowledge_base_id)
 
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -511,7 +512,16 @@ def document_publish(document_id: int, token: str, *, embedded: int | None = Non
             reembedded=stats.get("embedded", 0) if embedded is None else embedded,
         )
         publish_document(document)
+        _statistics_when_settled(document.knowledge_base_id)
     return True
+
+
+def _statistics_when_settled(knowledge_base_id: int) -> None:
+    """After the commit of a publish or a failure, which may have settled the current version: store its term
+    statistics (knowledge.statistics; nothing while documents are in flight). In the worker, after the commit that
+    settles it, so whichever of a version's documents finishes last sees every other one finished; a failure here
+    is logged (search counts what is not stored) and never fails the publish."""
+    transaction.on_commit(lambda: statistics.version_statistics_build(knowledge_base_id=knowledge_base_id), robust=True)
 
 
 # --- the whole run, in-process (tests, benchmarks); Celery tasks split the same steps ----------------

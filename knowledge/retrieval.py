@@ -18,7 +18,8 @@ How the legs work and why:
   survived the first `ef_search` candidates.
 - Lexical: PostgreSQL's ts_rank/ts_rank_cd are poor rankers for natural-language questions (no IDF, AND-queries
   miss, OR-queries rank badly). We take OR candidates from the GIN index and score them with Okapi BM25 in SQL,
-  using term statistics (N, avgdl, df) of this knowledge base and version, cached per version in Redis.
+  using term statistics (N, avgdl, df) of this knowledge base and version: stored once the version is settled
+  (knowledge.statistics), counted (and cached in Redis) while documents of it are in flight.
 - Hybrid: both legs' candidate lists are united, every candidate gets BOTH scores (cosine for chunks only BM25
   found, BM25 for chunks only the vector found), scores are normalised per query (floor 0 / observed max)
   and combined convexly: `w_dense * dense + w_lexical * lexical`. By default (`fusion="adaptive"`) the
@@ -58,8 +59,9 @@ from core.redis_clients import keys_delete_prefixed
 from core.tenancy import current_schema, in_tenant
 
 from .embeddings import embedder_for_model
-from .models import Chunk, Document, KnowledgeBase, passage_location
+from .models import Chunk, Document, KnowledgeBase, VersionStatistics, VersionTerm, passage_location
 from .reranking import rerank_hits, reranker_for
+from .statistics import IN_FLIGHT
 
 logger = logging.getLogger(__name__)
 
@@ -339,14 +341,18 @@ def _tsquery_of(lexemes: list[str]) -> str:
     return " | ".join("'" + lex.replace("\\", "\\\\").replace("'", "''") + "'" for lex in lexemes)
 
 
-def _stats_key(kb: KnowledgeBase, version: int | None, what: str) -> str:
+def _stats_key(kb: KnowledgeBase, version: int | None, in_flight: int, what: str) -> str:
+    # A version's content changes only when one of the documents in flight at or before it is published, and their
+    # number only falls within a version: (version, documents in flight) names one content, so a cached figure is
+    # never read after the publish that changed it.
     ver = f"v{version}" if version is not None else f"cur{kb.current_version}"
-    return f"knowledge:bm25:{kb.pk}:{ver}:{what}"
+    return f"knowledge:bm25:{kb.pk}:{ver}:f{in_flight}:{what}"
 
 
 def bm25_stats_forget(schema: str) -> int:
     """Drop the organisation's cached statistics: a restore replaced its chunks under the same knowledge base ids
-    and versions, which the cached figures would go on describing."""
+    and versions, which the cached figures would go on describing. (Stored statistics, knowledge.statistics, are
+    rows of the organisation's schema: a restore brings back those of its chunks.)"""
     with in_tenant(schema):
         prefix = cache.make_key("knowledge:bm25:")  # the Django cache's own key, tenant prefix included
     return keys_delete_prefixed(prefix, settings.CACHES["default"]["LOCATION"])
@@ -359,18 +365,76 @@ class _CollectionStats:
     embedded: int  # chunks with a vector of the knowledge base's dimension: the unfiltered dense scope's size
 
 
-def _collection_stats(cursor, kb: KnowledgeBase, version: int | None, base: _Scope) -> _CollectionStats:
-    """The knowledge base's statistics at this version, cached briefly (KNOWLEDGE_BM25_STATS_SECONDS)."""
-    key = _stats_key(kb, version, "stats")
+@dataclass
+class _Statistics:
+    """What the search's first statement found: the query's lexemes and, when the version has them stored
+    (knowledge.statistics), its collection statistics and the document frequencies of those lexemes."""
+
+    lexemes: list[str]
+    stored: _CollectionStats | None
+    df: dict[str, int]  # stored: a lexeme without an entry occurs in no chunk
+    in_flight: int  # not stored: documents in flight at or before the version (the counted figures' cache key)
+
+
+def _ef_search_sql(embedded: str) -> str:
+    """ef_search_for() as a SQL expression of a scope size (EF_SEARCH_BY_SCOPE_SIZE; NULL: EF_SEARCH_MAX)."""
+    cases = " ".join(f"WHEN {embedded} <= {int(size)} THEN {int(ef)}" for size, ef in EF_SEARCH_BY_SCOPE_SIZE)
+    return f"CASE {cases} ELSE {int(EF_SEARCH_MAX)} END"
+
+
+def _first_statement(
+    cursor, kb: KnowledgeBase, version: int | None, *, query: str | None, vector_options: bool, ef_search: int | None
+) -> _Statistics:
+    """One statement before the legs: the query's lexemes (the configuration of Chunk.search_vector, 'english'), the
+    version's stored statistics with the stored document frequencies of those lexemes (two unique-index lookups),
+    or, without them, how many documents are in flight; and, with `vector_options`, the vector search options
+    (SET LOCAL semantics, is_local=true: only for the surrounding transaction, never leaked to a pooled connection),
+    ef_search chosen from the stored scope size unless `ef_search` is given."""
+    number = version if version is not None else kb.current_version
+    dim = int(kb.embedding_dimension)
+    terms = VersionTerm._meta.db_table
+    columns = [
+        "q.lexemes, s.chunks, s.avgdl, s.embedded",
+        f"ARRAY(SELECT t.lexeme FROM {terms} t WHERE t.statistics_id = s.id AND t.lexeme = ANY(q.lexemes) "
+        "ORDER BY t.lexeme)",
+        f"ARRAY(SELECT t.documents FROM {terms} t WHERE t.statistics_id = s.id AND t.lexeme = ANY(q.lexemes) "
+        "ORDER BY t.lexeme)",
+        f"CASE WHEN s.id IS NULL THEN (SELECT count(*) FROM {Document._meta.db_table} d WHERE d.knowledge_base_id = %s"
+        " AND d.status = ANY(%s) AND (d.ingest_version IS NULL OR d.ingest_version <= %s)) END",
+    ]
+    params: list = [query, kb.pk, [status.value for status in IN_FLIGHT], number]
+    if vector_options:
+        columns.append(
+            "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+            f"set_config('hnsw.ef_search', coalesce(%s::int, {_ef_search_sql('s.embedded')})::text, true)"
+        )
+        params.append(ef_search)
+    cursor.execute(
+        "WITH q AS (SELECT tsvector_to_array(to_tsvector('english', %s::text)) AS lexemes) "
+        f"SELECT {', '.join(columns)} FROM q LEFT JOIN {VersionStatistics._meta.db_table} s "
+        f"ON s.knowledge_base_id = %s AND s.number = %s AND s.embedding_dimension = {dim}",
+        [*params, kb.pk, number],
+    )
+    lexemes, n, avgdl, embedded, df_lexemes, df_counts, in_flight = cursor.fetchone()[:7]
+    stored = None if n is None else _CollectionStats(int(n), float(avgdl), int(embedded))
+    return _Statistics(
+        list(lexemes or []), stored, dict(zip(df_lexemes, map(int, df_counts), strict=True)), int(in_flight or 0)
+    )
+
+
+def _collection_stats(cursor, kb: KnowledgeBase, version: int | None, in_flight: int) -> _CollectionStats:
+    """Counted, for a version without stored statistics; cached (KNOWLEDGE_BM25_STATS_SECONDS)."""
+    dim = int(kb.embedding_dimension)
+    key = _stats_key(kb, version, in_flight, f"stats:d{dim}")
     try:
         cached = cache.get(key)
     except Exception:  # noqa: BLE001
         cached = None
     if cached is not None:
         return _CollectionStats(*cached)
-    dim = int(kb.embedding_dimension)
+    base = _scope(kb, version, None, None)
     cursor.execute(
-        "SELECT count(*), coalesce(avg(length(c.search_vector)), 0), "
+        "SELECT count(*), coalesce(avg(length(c.search_vector)), 0)::float8, "
         f"count(*) FILTER (WHERE c.embedding_dimension = {dim} AND c.embedding IS NOT NULL) "
         f"FROM {_chunk_table()} c WHERE {base.sql}",
         base.params,
@@ -384,8 +448,14 @@ def _collection_stats(cursor, kb: KnowledgeBase, version: int | None, base: _Sco
     return stats
 
 
-def _document_frequencies(cursor, kb: KnowledgeBase, version: int | None, base: _Scope, lexemes: list[str]):
-    keys = {lex: _stats_key(kb, version, "df:" + hashlib.sha1(lex.encode()).hexdigest()) for lex in lexemes}  # noqa: S324
+def _document_frequencies(
+    cursor, kb: KnowledgeBase, version: int | None, in_flight: int, lexemes: list[str]
+) -> dict[str, int]:
+    """Counted, for a version without stored statistics; cached per lexeme (KNOWLEDGE_BM25_STATS_SECONDS)."""
+    keys = {
+        lex: _stats_key(kb, version, in_flight, "df:" + hashlib.sha1(lex.encode()).hexdigest())  # noqa: S324
+        for lex in lexemes
+    }
     try:
         found = cache.get_many(list(keys.values()))
     except Exception:  # noqa: BLE001
@@ -393,6 +463,7 @@ def _document_frequencies(cursor, kb: KnowledgeBase, version: int | None, base: 
     df = {lex: found[k] for lex, k in keys.items() if k in found}
     missing = [lex for lex in lexemes if lex not in df]
     if missing:
+        base = _scope(kb, version, None, None)
         counts = ", ".join("count(*) FILTER (WHERE c.search_vector @@ %s::tsquery)" for _ in missing)
         cursor.execute(
             f"SELECT {counts} FROM {_chunk_table()} c WHERE {base.sql} AND c.search_vector @@ %s::tsquery",
@@ -419,17 +490,12 @@ class _Bm25Query:
     avgdl: float
 
 
-def _bm25_prepare(
-    cursor, kb: KnowledgeBase, version: int | None, lexemes: list[str], stats: _CollectionStats
-) -> _Bm25Query | None:
+def _bm25_prepare(lexemes: list[str], stats: _CollectionStats, df: dict[str, int]) -> _Bm25Query | None:
     """IDF of the query's lexemes and the terms candidates come from, from the statistics of the whole knowledge
     base version (not of a filtered slice)."""
-    if not lexemes:
-        return None
     n, avgdl = stats.n, stats.avgdl
-    if n == 0:
+    if not lexemes or n == 0:
         return None
-    df = _document_frequencies(cursor, kb, version, _scope(kb, version, None, None), lexemes)
     present = [lex for lex in lexemes if df.get(lex, 0) > 0]
     if not present:
         return None
@@ -456,24 +522,6 @@ class _Legs:
     lexical: list[tuple[int, float]] = field(default_factory=list)  # (chunk id, BM25)
     dense_scores: dict[int, float] = field(default_factory=dict)
     lexical_scores: dict[int, float] = field(default_factory=dict)
-
-
-def _prepare_statement(cursor, *, ef_search: int | None, query: str | None) -> list[str]:
-    """One statement before the legs: the vector search options (SET LOCAL semantics, is_local=true: only for the
-    surrounding transaction, never leaked to a pooled connection) and the query's lexemes, with the same text
-    search configuration as Chunk.search_vector ('english')."""
-    columns, params = [], []
-    if ef_search is not None:
-        columns.append(
-            "set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)"
-        )
-        params.append(str(int(ef_search)))
-    if query is not None:
-        columns.append("tsvector_to_array(to_tsvector('english', %s))")
-        params.append(query)
-    cursor.execute("SELECT " + ", ".join(columns), params)
-    row = cursor.fetchone()
-    return list(row[-1] or []) if query is not None else []
 
 
 def legs_sql(
@@ -745,17 +793,25 @@ def search(
     try:
         database = read_alias()  # raw SQL: the router never sees it
         with transaction.atomic(using=database), connections[database].cursor() as cursor:
-            # Round trips: the version's statistics (Redis; the database only when they are not cached), one
-            # statement for the vector options and the query's lexemes, the term frequencies (Redis, likewise),
-            # one statement for both legs and both scores of every candidate, one for the rows shown.
-            stats = _collection_stats(cursor, knowledge_base, version, _scope(knowledge_base, version, None, None))
-            ef_search = int(opts["ef_search"] or ef_search_for(stats.embedded))
-            lexemes = _prepare_statement(
+            # Round trips: one statement for the query's lexemes, the version's stored statistics (knowledge.statistics)
+            # and the vector options; one for both legs and both scores of every candidate; one for the rows shown.
+            # A version without stored statistics (documents in flight) counts them, cached in Redis.
+            first = _first_statement(
                 cursor,
-                ef_search=ef_search if vector is not None else None,
+                knowledge_base,
+                version,
                 query=query if mode != "dense" else None,
+                vector_options=vector is not None,
+                ef_search=int(opts["ef_search"]) if opts["ef_search"] else None,
             )
-            bm = _bm25_prepare(cursor, knowledge_base, version, lexemes, stats) if mode != "dense" else None
+            stats, df = first.stored, first.df
+            if stats is None:
+                stats = _collection_stats(cursor, knowledge_base, version, first.in_flight)
+                if vector is not None:
+                    _set_vector_search_options(cursor, int(opts["ef_search"] or ef_search_for(stats.embedded)))
+                if mode != "dense" and stats.n:
+                    df = _document_frequencies(cursor, knowledge_base, version, first.in_flight, first.lexemes)
+            bm = _bm25_prepare(first.lexemes, stats, df) if mode != "dense" else None
             filtered = document_ids is not None or bool(metadata_filter)
             legs = _legs(
                 cursor,

@@ -37,7 +37,8 @@ from .models import (
 from .ocr import DEFAULT_OCR_LANGUAGE, ocr_language_validate
 from .pipeline import publish_document
 from .selectors import version_at
-from .tasks import ingest_document_task
+from .statistics import version_statistics_drop_before
+from .tasks import ingest_document_task, version_statistics_task
 
 if TYPE_CHECKING:
     # django-stubs resolves this alias to settings.AUTH_USER_MODEL; accounts.models is the identity layer's own.
@@ -501,6 +502,7 @@ def document_delete(*, document: Document, user: User | None) -> KnowledgeBaseVe
     )
     publish_document(document)
     knowledge_base_purge_old_versions(kb=kb)
+    transaction.on_commit(lambda: version_statistics_task.delay(kb.pk))  # a new version, settled at once
     return version
 
 
@@ -569,6 +571,7 @@ def knowledge_base_rollback(*, kb: KnowledgeBase, to_version: int, user: User | 
         after={"version": n, "rolled_back_to": to_version, "documents": entries},
     )
     knowledge_base_purge_old_versions(kb=kb)
+    transaction.on_commit(lambda: version_statistics_task.delay(kb.pk))  # a new version, settled at once
     return version
 
 
@@ -601,4 +604,5 @@ def knowledge_base_purge_old_versions(*, kb: KnowledgeBase) -> int:
         .delete()
     )
     KnowledgeBaseVersion.objects.filter(knowledge_base=kb, number__lt=oldest).delete()
+    version_statistics_drop_before(knowledge_base=kb, number=oldest)
     return purged

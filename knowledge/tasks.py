@@ -7,6 +7,9 @@ ingest_document_task(document_id)
                                    left without a vector publishes the document
 tune_search_task(knowledge_base_id)
     queued (debounced) after a publish, or by the owner: knowledge.tuning measures and stores the setting
+version_statistics_task(knowledge_base_id)
+    queued after a deletion or a rollback (a new version, settled at once): knowledge.statistics stores its term
+    statistics (a publish or failure that settles a version stores them in its own worker, knowledge.pipeline)
 No Celery chord: chords need a result backend, which the product does not run (task state lives in our own
 tables); the database decides which part is last. Tenant context travels in the message headers
 (tenant-schemas-celery adds the current schema to every task sent, including from inside a task).
@@ -24,7 +27,7 @@ from django_tenants.utils import get_public_schema_name
 from core.errors import DomainError
 from core.tenancy import for_each_tenant
 
-from . import pipeline, tuning
+from . import pipeline, statistics, tuning
 from .models import Document
 
 logger = logging.getLogger(__name__)
@@ -125,6 +128,12 @@ def tune_search_task(self, knowledge_base_id: int, on_demand: bool = False, requ
     except DomainError as exc:  # search unavailable (the embedder, the database): try again a little later
         logger.warning("tuning knowledge base %s: retrying after %r", knowledge_base_id, exc)
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(name="knowledge.version_statistics", acks_late=True)
+def version_statistics_task(knowledge_base_id: int) -> str:
+    stored = statistics.version_statistics_build(knowledge_base_id=knowledge_base_id)
+    return "stored" if stored is not None else "not settled"
 
 
 @shared_task(name="knowledge.requeue_stuck_documents")
