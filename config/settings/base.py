@@ -123,9 +123,10 @@ DATABASES["default"]["ENGINE"] = "core.postgresql"
 DATABASE_CITUS = env.bool("DATABASE_CITUS", default=False)
 DB_APP_ROLE = env("DB_APP_ROLE", default="" if DATABASE_CITUS else "agentry_app")
 if DATABASE_CITUS:
-    # Foreign keys from the (local) template and fresh clones to reference tables stay plain until the clone is
-    # distributed, instead of Citus converting them to Citus-managed tables; the audit log's trigger is allowed on
-    # the shards (it only rejects changes to its own rows). tenants.citus explains both.
+    # Organisation tables reference no public table at the database level today (users: core.models); should one
+    # again, its foreign key stays plain until the clone is distributed instead of Citus converting the template's
+    # tables to Citus-managed ones. The audit log's trigger is allowed on the shards (it only rejects changes to its
+    # own rows). tenants.citus explains both.
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
         "-c citus.enable_local_reference_table_foreign_keys=off -c citus.enable_unsafe_triggers=on"
     )
