@@ -529,18 +529,7 @@ def _as_made_before(original: bytes, later: set[tuple[str, str]], *, also: list[
                 for line in body.splitlines()
             )
 
-        out = io.BytesIO()
-        with zipfile.ZipFile(out, "w") as target:
-            for name in archive.namelist():
-                if name in (MANIFEST, MANIFEST_CHECKSUM) or name not in manifest["files"]:
-                    continue
-                body = edit(name, archive.read(name))
-                manifest["files"][name] = {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
-                target.writestr(name, body)
-            body = json.dumps(manifest).encode()
-            target.writestr(MANIFEST, body)
-            target.writestr(MANIFEST_CHECKSUM, hashlib.sha256(body).hexdigest())
-    return out.getvalue()
+    return _resigned(original, edit=edit, manifest=manifest)
 
 
 def _secrets_decrypted(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -699,14 +688,15 @@ def test_an_older_backup_restored_over_its_organisation_fails_half_way_without_a
         assert _ask(source, admin, world["agent_id"]) == world["answer"]
 
 
-def _resigned(original: bytes, *, edit) -> bytes:
+def _resigned(original: bytes, *, edit, manifest: dict | None = None) -> bytes:
     """The archive with `edit(name, body) -> body` applied to its members and its checksums redone: a backup as a
-    source holding those rows would have written it."""
+    source holding those rows would have written it. `manifest`: written instead of the archive's own; members it
+    does not list are left out."""
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(original)) as archive, zipfile.ZipFile(out, "w") as target:
-        manifest = json.loads(archive.read(MANIFEST))
+        manifest = manifest or json.loads(archive.read(MANIFEST))
         for name in archive.namelist():
-            if name in (MANIFEST, MANIFEST_CHECKSUM):
+            if name in (MANIFEST, MANIFEST_CHECKSUM) or name not in manifest["files"]:
                 continue
             body = edit(name, archive.read(name))
             manifest["files"][name] = {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
