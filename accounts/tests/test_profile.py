@@ -142,11 +142,13 @@ def test_openapi_schema_documents_both_security_schemes(tenant_a, admin_a):
     assert client_for(tenant_a).get("/api/v1/schema/").status_code == 401
 
 
-@pytest.mark.parametrize("page", ["/api/v1/docs/", "/api/v1/redoc/"])
-def test_api_reference_pages_send_a_signed_out_visitor_to_sign_in(tenant_a, page):
-    response = client_for(tenant_a).get(page)
+# Not named `page`: pytest-playwright's fixture of that name would make these browser tests, and pytest would move
+# the browser suite (and Playwright's event loop on the main thread) into the middle of the run.
+@pytest.mark.parametrize("path", ["/api/v1/docs/", "/api/v1/redoc/"])
+def test_api_reference_pages_send_a_signed_out_visitor_to_sign_in(tenant_a, path):
+    response = client_for(tenant_a).get(path)
     assert response.status_code == 302
-    assert response["Location"] == f"/accounts/login/?next={page}"
+    assert response["Location"] == f"/accounts/login/?next={path}"
 
 
 def test_default_agent_must_be_usable(tenant_a, admin_a):
