@@ -61,7 +61,7 @@ from core.tenancy import current_schema, in_tenant
 from .embeddings import embedder_for_model
 from .models import Chunk, Document, KnowledgeBase, VersionStatistics, VersionTerm, passage_location
 from .reranking import rerank_hits, reranker_for
-from .statistics import IN_FLIGHT
+from .statistics import IN_FLIGHT, VERSION_CHUNKS_SQL
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def _scope(
     if version is None:
         sql.append("c.valid_to IS NULL")
     else:
-        sql.append("c.valid_from <= %s AND (c.valid_to IS NULL OR c.valid_to > %s)")
+        sql.append(VERSION_CHUNKS_SQL)
         params += [version, version]
     if document_ids is not None:
         sql.append("c.document_id = ANY(%s)")

@@ -27,6 +27,8 @@ from .models import Chunk, Document, DocumentStatus, KnowledgeBase, VersionStati
 logger = logging.getLogger(__name__)
 
 IN_FLIGHT = (DocumentStatus.PENDING, DocumentStatus.PROCESSING)
+# The chunks version N sees (params: N, N); knowledge.retrieval selects a version's chunks with the same predicate.
+VERSION_CHUNKS_SQL = "c.valid_from <= %s AND (c.valid_to IS NULL OR c.valid_to > %s)"
 
 
 def version_in_flight(*, knowledge_base_id: int, number: int) -> int:
@@ -62,10 +64,10 @@ def version_statistics_build(*, knowledge_base_id: int, number: int | None = Non
 
 
 def _version_statistics_insert(kb: KnowledgeBase, number: int) -> VersionStatistics:
-    # The version's chunks as search selects them (knowledge.retrieval._scope with a version), and the same
-    # aggregates it counts when it has no statistics (avg() as numeric, then float8: the same double).
+    # The version's chunks as search selects them, and the same aggregates it counts when it has no statistics
+    # (avg() as numeric, then float8: the same double).
     table, dim = Chunk._meta.db_table, int(kb.embedding_dimension)
-    scope = "c.knowledge_base_id = %s AND c.valid_from <= %s AND (c.valid_to IS NULL OR c.valid_to > %s)"
+    scope = f"c.knowledge_base_id = %s AND {VERSION_CHUNKS_SQL}"
     params = [kb.pk, number, number]
     with connection.cursor() as cursor:
         cursor.execute(
